@@ -1,0 +1,132 @@
+use super::*;
+use proptest::prelude::*;
+
+fn limits() -> ValidationLimits {
+    ValidationLimits {
+        max_batch_bytes: 1 << 20,
+    }
+}
+
+#[test]
+fn built_batch_validates_and_parses() {
+    let b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v")), (None, None)]);
+    let v = validate_batches(&b, limits()).unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].header.records_count, 2);
+    assert_eq!(v[0].header.last_offset_delta, 1);
+    assert_eq!(v[0].header.total_size(), b.len());
+}
+
+#[test]
+fn assigning_offsets_keeps_crc_valid() {
+    let mut b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v"))]);
+    assign_offset_and_epoch(&mut b, 42, 7);
+    let v = validate_batches(&b, limits()).unwrap();
+    assert_eq!(v[0].header.base_offset, 42);
+    assert_eq!(v[0].header.partition_leader_epoch, 7);
+}
+
+#[test]
+fn log_append_time_rewrites_crc() {
+    let mut b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v"))]);
+    set_log_append_time(&mut b, 5000);
+    let v = validate_batches(&b, limits()).unwrap();
+    assert_eq!(v[0].header.max_timestamp, 5000);
+    assert_eq!(v[0].header.timestamp_type(), TimestampType::LogAppendTime);
+}
+
+#[test]
+fn corrupt_crc_is_refused() {
+    let mut b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v"))]);
+    let last = b.len() - 1;
+    b[last] ^= 0xff;
+    assert!(matches!(
+        validate_batches(&b, limits()),
+        Err(BatchError::CrcMismatch { .. })
+    ));
+}
+
+#[test]
+fn old_magic_is_refused() {
+    let mut b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v"))]);
+    b[layout::MAGIC] = 1;
+    assert_eq!(
+        validate_batches(&b, limits()),
+        Err(BatchError::UnsupportedMagic(1))
+    );
+}
+
+#[test]
+fn oversized_batch_is_refused() {
+    let big = vec![0u8; 2000];
+    let b = build_batch(0, 1000, &[(None, Some(&big))]);
+    assert!(matches!(
+        validate_batches(&b, ValidationLimits { max_batch_bytes: 1000 }),
+        Err(BatchError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn wrong_record_count_is_refused() {
+    let mut b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v"))]);
+    // Claim two records (and a matching delta) while only one is present.
+    b[layout::RECORDS_COUNT..layout::RECORDS_COUNT + 4].copy_from_slice(&2i32.to_be_bytes());
+    b[layout::LAST_OFFSET_DELTA..layout::LAST_OFFSET_DELTA + 4].copy_from_slice(&1i32.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        validate_batches(&b, limits()),
+        Err(BatchError::InconsistentCount { .. })
+    ));
+}
+
+#[test]
+fn iter_stops_at_torn_tail() {
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&build_batch(0, 1, &[(None, Some(b"a"))]));
+    let first = buf.len();
+    buf.extend_from_slice(&build_batch(1, 1, &[(None, Some(b"b"))]));
+    buf.truncate(buf.len() - 3);
+    let mut it = BatchIter::verifying(&buf);
+    assert_eq!(it.by_ref().count(), 1);
+    assert_eq!(it.valid_len(), first);
+    assert!(matches!(it.stop_reason(), Some(BatchError::Truncated { .. })));
+}
+
+proptest! {
+    /// Any mutation of a valid batch is either refused or leaves a batch that
+    /// still parses consistently; validation never panics.
+    #[test]
+    fn validation_never_panics_on_mutation(
+        values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8),
+        flip_at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+            values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+        let good = build_batch(0, 0, &recs);
+        prop_assert!(validate_batches(&good, limits()).is_ok());
+
+        let mut bad = good.clone();
+        let i = flip_at.index(bad.len());
+        bad[i] ^= flip;
+        let r = validate_batches(&bad, limits());
+        // Flipping a byte that the CRC covers must be detected.
+        if i >= layout::ATTRIBUTES {
+            prop_assert!(r.is_err());
+        }
+        let cut_len = cut.index(good.len());
+        prop_assert!(validate_batches(&good[..cut_len], limits()).is_err());
+    }
+
+    /// Arbitrary bytes never panic the validator or the iterator.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = validate_batches(&bytes, limits());
+        let mut it = BatchIter::verifying(&bytes);
+        let n = it.by_ref().count();
+        prop_assert!(it.valid_len() <= bytes.len());
+        let _ = n;
+    }
+}

@@ -1,0 +1,19 @@
+//! Kafka RecordBatch v2 ("magic 2") framing.
+//!
+//! This crate owns the byte layout of a record batch header and nothing else:
+//! it parses and validates batches as clients send them, assigns base offsets
+//! and leader epochs in place, and walks a buffer of stored batches. It never
+//! decompresses: the broker stores and serves batches exactly as received.
+//!
+//! Invariants:
+//! - a [`BatchHeader`] is only produced from a buffer whose declared length fits;
+//! - [`validate_batches`] accepts a buffer only if every batch in it has magic 2,
+//!   a consistent length, a correct CRC-32C and a sane record count;
+//! - rewriting the base offset or the partition leader epoch never invalidates
+//!   the CRC, because the CRC covers only the bytes from `attributes` onward.
+
+mod header;
+mod records;
+
+pub use header::*;
+pub use records::{count_uncompressed_records, RecordsError};
