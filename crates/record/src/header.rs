@@ -380,7 +380,9 @@ pub fn build_batch(
     let n = records.len() as i32;
     let mut b = BytesMut::with_capacity(layout::HEADER_SIZE + body.len());
     b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(&((layout::HEADER_SIZE - layout::LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(
+        &((layout::HEADER_SIZE - layout::LOG_OVERHEAD + body.len()) as i32).to_be_bytes(),
+    );
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.extend_from_slice(&[2u8]);
     b.extend_from_slice(&0u32.to_be_bytes());

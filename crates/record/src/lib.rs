@@ -16,4 +16,4 @@ mod header;
 mod records;
 
 pub use header::*;
-pub use records::{count_uncompressed_records, RecordsError};
+pub use records::{count_uncompressed_records, record_timestamps, RecordsError};

@@ -39,3 +39,16 @@ pub fn count_uncompressed_records(buf: &[u8]) -> Result<usize, RecordsError> {
     }
     Ok(n)
 }
+
+/// Offsets and timestamps of every record in one stored batch, decompressing
+/// if needed. Used only on the rare by-timestamp lookup path.
+pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, String> {
+    let mut buf = bytes::Bytes::copy_from_slice(batch);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+        .map_err(|e| format!("cannot decode record batch: {e}"))?;
+    Ok(set
+        .records
+        .iter()
+        .map(|r| (r.offset, r.timestamp))
+        .collect())
+}

@@ -61,7 +61,12 @@ fn oversized_batch_is_refused() {
     let big = vec![0u8; 2000];
     let b = build_batch(0, 1000, &[(None, Some(&big))]);
     assert!(matches!(
-        validate_batches(&b, ValidationLimits { max_batch_bytes: 1000 }),
+        validate_batches(
+            &b,
+            ValidationLimits {
+                max_batch_bytes: 1000
+            }
+        ),
         Err(BatchError::TooLarge { .. })
     ));
 }
@@ -71,7 +76,8 @@ fn wrong_record_count_is_refused() {
     let mut b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v"))]);
     // Claim two records (and a matching delta) while only one is present.
     b[layout::RECORDS_COUNT..layout::RECORDS_COUNT + 4].copy_from_slice(&2i32.to_be_bytes());
-    b[layout::LAST_OFFSET_DELTA..layout::LAST_OFFSET_DELTA + 4].copy_from_slice(&1i32.to_be_bytes());
+    b[layout::LAST_OFFSET_DELTA..layout::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&1i32.to_be_bytes());
     let crc = compute_crc(&b);
     b[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
     assert!(matches!(
@@ -90,7 +96,10 @@ fn iter_stops_at_torn_tail() {
     let mut it = BatchIter::verifying(&buf);
     assert_eq!(it.by_ref().count(), 1);
     assert_eq!(it.valid_len(), first);
-    assert!(matches!(it.stop_reason(), Some(BatchError::Truncated { .. })));
+    assert!(matches!(
+        it.stop_reason(),
+        Some(BatchError::Truncated { .. })
+    ));
 }
 
 proptest! {

@@ -1,0 +1,35 @@
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offset {requested} is out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        requested: i64,
+        start: i64,
+        end: i64,
+    },
+    #[error("record batch rejected: {0}")]
+    Batch(#[from] strata_record::BatchError),
+    #[error("log {0} is corrupt: {1}")]
+    Corrupt(PathBuf, String),
+}
+
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T, LogError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T, LogError> {
+        self.map_err(|source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! The local partition log (DESIGN §3): one directory per partition replica
+//! holding segment files `<base_offset:020>.log` of stored RecordBatches back
+//! to back, each with a sparse offset index (`.index`) and time index
+//! (`.timeindex`) beside it.
+//!
+//! The log knows nothing of Kafka requests or of the network. It appends
+//! validated batches (assigning offsets and the leader epoch), reads whole
+//! batches from an offset, finds offsets by timestamp, rolls, recovers a torn
+//! tail on open and applies retention. Time is always passed in (`now_ms`) so
+//! callers and tests control the clock.
+//!
+//! Invariants:
+//! - offsets are dense and strictly increasing across segments: each segment's
+//!   base offset equals the previous segment's next offset;
+//! - only the last (active) segment is ever written; a rolled segment is sealed
+//!   and fsync'd before the next one receives data;
+//! - on open, the active segment is truncated to its last batch whose length and
+//!   CRC check; nothing before that point is lost.
+
+mod error;
+mod index;
+mod log;
+mod segment;
+
+pub use error::LogError;
+pub use log::{AppendInfo, FlushHandle, LogConfig, PartitionLog, ReadResult, SegmentInfo};
+
+#[cfg(test)]
+mod tests;

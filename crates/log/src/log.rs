@@ -1,0 +1,354 @@
+//! [`PartitionLog`]: the ordered set of segments of one partition replica.
+
+use crate::error::{IoContext, LogError};
+use crate::segment::Segment;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use strata_record::{assign_offset_and_epoch, set_log_append_time, BatchHeader, ValidatedBatch};
+
+/// Per-partition log settings, derived from topic configs by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll once the active segment would exceed this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll a non-empty active segment older than this.
+    pub segment_ms: i64,
+    /// `retention.ms`: delete segments whose newest record is older; -1 = forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: keep the log under this size; -1 = unbounded.
+    pub retention_bytes: i64,
+    /// `index.interval.bytes`: bytes between sparse index entries.
+    pub index_interval_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Set when the broker stamped log-append time.
+    pub log_append_time: Option<i64>,
+}
+
+/// Batches read from the log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    pub data: Bytes,
+}
+
+/// Summary of one segment, for operators and the offloader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size_bytes: u64,
+    pub max_timestamp: i64,
+    pub sealed: bool,
+    pub path: PathBuf,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering the active segment.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self, LogError> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let mut bases: Vec<i64> = std::fs::read_dir(dir)
+            .at(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse::<i64>().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let n = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
+            let seg = Segment::open(dir, base, now_ms, config.index_interval_bytes, i + 1 == n)?;
+            segments.insert(base, seg);
+        }
+        // Remove index files whose segment is gone (e.g. crash mid-deletion).
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().to_string();
+                let stem = name.split('.').next().and_then(|s| s.parse::<i64>().ok());
+                if let Some(b) = stem {
+                    if !segments.contains_key(&b) && !name.ends_with(".log") {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        if segments.is_empty() {
+            segments.insert(
+                0,
+                Segment::create(dir, 0, now_ms, config.index_interval_bytes)?,
+            );
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        // Invariant: there is always at least one segment.
+        self.segments
+            .values()
+            .next_back()
+            .unwrap_or_else(|| unreachable!("partition log has no segment"))
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .unwrap_or_else(|| unreachable!("partition log has no segment"))
+    }
+
+    /// Offset the next appended record will get (the log end offset).
+    pub fn next_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments.keys().next().copied().unwrap_or(0)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    /// Appends a client's validated record set: assigns consecutive offsets
+    /// and the leader epoch to every batch (and log-append time if asked),
+    /// then writes the bytes as one piece.
+    pub fn append(
+        &mut self,
+        buf: &mut [u8],
+        batches: &[ValidatedBatch],
+        leader_epoch: i32,
+        now_ms: i64,
+        log_append_time: bool,
+    ) -> Result<AppendInfo, LogError> {
+        self.maybe_roll(buf.len() as u64, now_ms)?;
+        let base_offset = self.next_offset();
+        let mut next = base_offset;
+        let mut stored = Vec::with_capacity(batches.len());
+        for vb in batches {
+            let size = vb.header.total_size();
+            let batch = &mut buf[vb.position..vb.position + size];
+            assign_offset_and_epoch(batch, next, leader_epoch);
+            if log_append_time {
+                set_log_append_time(batch, now_ms);
+            }
+            let h = BatchHeader::parse(batch)?;
+            stored.push((vb.position, h));
+            next = h.next_offset();
+        }
+        self.active_mut().append(buf, &stored)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: log_append_time.then_some(now_ms),
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
+        let cfg = &self.config;
+        let a = self.active();
+        let full = a.size > 0 && a.size + incoming > cfg.segment_bytes;
+        let old = a.size > 0 && now_ms - a.created_ms >= cfg.segment_ms;
+        // Relative offsets and positions in the indexes are u32.
+        let wide = a.size + incoming > u64::from(u32::MAX)
+            || a.next_offset - a.base_offset > i64::from(i32::MAX);
+        if full || old || wide {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync) and starts a new one at the log end.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let next = self.next_offset();
+        if self.active().size == 0 {
+            return Ok(());
+        }
+        self.active().sync()?;
+        let seg = Segment::create(&self.dir, next, now_ms, self.config.index_interval_bytes)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled segment");
+        self.segments.insert(next, seg);
+        Ok(())
+    }
+
+    /// Rolls if the active segment has outlived `segment.ms` (for idle partitions).
+    pub fn roll_if_due(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.maybe_roll(0, now_ms)
+    }
+
+    /// Reads whole batches from `offset`, up to `max_bytes` (but at least one
+    /// batch), not past `upper` (the high watermark).
+    pub fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<ReadResult, LogError> {
+        let start = self.log_start_offset();
+        let end = self.next_offset();
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                start,
+                end,
+            });
+        }
+        let upper = upper.min(end);
+        for (_, seg) in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(offset + 1..).take(1))
+        {
+            if offset >= seg.next_offset && seg.next_offset == end {
+                break;
+            }
+            if let Some(data) = seg.read(offset, max_bytes, upper)? {
+                return Ok(ReadResult { data });
+            }
+        }
+        Ok(ReadResult { data: Bytes::new() })
+    }
+
+    /// First `(offset, timestamp)` whose timestamp is `>= ts`, or `None`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values() {
+            if let Some(hit) = seg.find_timestamp(ts)? {
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// fsyncs the active segment and its indexes.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.active().sync()
+    }
+
+    /// A handle on the active segment file, to fsync without holding the
+    /// partition's lock.
+    pub fn flush_handle(&self) -> Result<FlushHandle, LogError> {
+        Ok(FlushHandle {
+            file: self.active().try_clone_file()?,
+            path: self.active().path().to_path_buf(),
+        })
+    }
+
+    /// Deletes whole sealed segments beyond `retention.ms` / `retention.bytes`.
+    /// An expired active segment is rolled first so it can go too. Returns
+    /// the number of segments deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        let retention_ms = self.config.retention_ms;
+        if retention_ms >= 0 {
+            let a = self.active();
+            if a.size > 0 && a.max_timestamp >= 0 && now_ms - a.max_timestamp > retention_ms {
+                self.roll(now_ms)?;
+            }
+            while self.segments.len() > 1 {
+                let Some((&base, first)) = self.segments.iter().next() else {
+                    break;
+                };
+                if first.max_timestamp < 0 || now_ms - first.max_timestamp <= retention_ms {
+                    break;
+                }
+                self.delete_segment(base)?;
+                deleted += 1;
+            }
+        }
+        let retention_bytes = self.config.retention_bytes;
+        if retention_bytes >= 0 {
+            while self.segments.len() > 1 {
+                let Some((&base, first)) = self.segments.iter().next() else {
+                    break;
+                };
+                if (self.size_bytes() - first.size) < retention_bytes as u64 {
+                    break;
+                }
+                self.delete_segment(base)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn delete_segment(&mut self, base: i64) -> Result<(), LogError> {
+        if let Some(seg) = self.segments.remove(&base) {
+            tracing::info!(dir = %self.dir.display(), base_offset = base, "deleting segment by retention");
+            seg.delete()?;
+        }
+        Ok(())
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let last = self.active().base_offset;
+        self.segments
+            .values()
+            .map(|s| SegmentInfo {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size_bytes: s.size,
+                max_timestamp: s.max_timestamp,
+                sealed: s.base_offset != last,
+                path: s.path().to_path_buf(),
+            })
+            .collect()
+    }
+
+    /// Removes the whole log directory (topic deletion).
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).at(&dir)
+    }
+}
+
+/// fsync access to the active segment file, detached from the log's lock.
+pub struct FlushHandle {
+    file: File,
+    path: PathBuf,
+}
+
+impl FlushHandle {
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.file.sync_data().at(&self.path)
+    }
+}

@@ -1,0 +1,275 @@
+use crate::{LogConfig, PartitionLog};
+use proptest::prelude::*;
+use std::path::Path;
+use strata_record::{build_batch, validate_batches, BatchHeader, BatchIter, ValidationLimits};
+
+const LIMITS: ValidationLimits = ValidationLimits {
+    max_batch_bytes: 1 << 20,
+};
+
+fn cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends a batch of `n` records with values `v{i}` and timestamp `ts`.
+fn append(log: &mut PartitionLog, n: usize, ts: i64, now: i64) -> (i64, i64) {
+    let vals: Vec<Vec<u8>> = (0..n).map(|i| format!("v{i}-{ts}").into_bytes()).collect();
+    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    let mut b = build_batch(0, ts, &recs);
+    let v = validate_batches(&b, LIMITS).unwrap();
+    let info = log.append(&mut b, &v, 3, now, false).unwrap();
+    (info.base_offset, info.last_offset)
+}
+
+fn headers(data: &[u8]) -> Vec<BatchHeader> {
+    BatchIter::verifying(data).map(|(_, h)| h).collect()
+}
+
+fn seg_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn append_assigns_dense_offsets_and_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    assert_eq!(append(&mut log, 3, 10, 0), (0, 2));
+    assert_eq!(append(&mut log, 2, 11, 0), (3, 4));
+    assert_eq!(log.next_offset(), 5);
+    let r = log.read(0, 1 << 20, 5).unwrap();
+    let hs = headers(&r.data);
+    assert_eq!(hs.len(), 2);
+    assert_eq!(hs[1].base_offset, 3);
+    assert_eq!(hs[0].partition_leader_epoch, 3);
+    // Reading from the middle of a batch returns the whole containing batch.
+    let r = log.read(4, 1 << 20, 5).unwrap();
+    assert_eq!(headers(&r.data)[0].base_offset, 3);
+    // At the log end: nothing; past it: out of range.
+    assert!(log.read(5, 1 << 20, 5).unwrap().data.is_empty());
+    assert!(log.read(6, 1 << 20, 5).is_err());
+}
+
+#[test]
+fn read_stops_at_upper_bound_and_max_bytes_but_returns_one_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    for i in 0..10 {
+        append(&mut log, 1, i, 0);
+    }
+    assert_eq!(headers(&log.read(0, 1 << 20, 4).unwrap().data).len(), 4);
+    assert_eq!(headers(&log.read(0, 1, 10).unwrap().data).len(), 1);
+}
+
+#[test]
+fn rolls_by_size_and_time_and_reads_across_segments() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_bytes = 500;
+    c.segment_ms = 1000;
+    let mut log = PartitionLog::open(d.path(), c, 0).unwrap();
+    for i in 0..20 {
+        append(&mut log, 2, i, 0);
+    }
+    let n = seg_files(d.path()).len();
+    assert!(n > 3, "expected several segments, got {n}");
+    assert_eq!(seg_files(d.path())[0], format!("{:020}.log", 0));
+    // time-based roll
+    append(&mut log, 1, 100, 5000);
+    assert_eq!(seg_files(d.path()).len(), n + 1);
+    let mut next = 0;
+    while next < log.next_offset() {
+        let r = log.read(next, 100, i64::MAX).unwrap();
+        let hs = headers(&r.data);
+        assert!(!hs.is_empty());
+        assert!(hs[0].base_offset <= next && hs[0].last_offset() >= next);
+        next = hs.last().unwrap().next_offset();
+    }
+    assert_eq!(next, 41);
+}
+
+#[test]
+fn reopen_keeps_everything_and_continues_offsets() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_bytes = 400;
+    {
+        let mut log = PartitionLog::open(d.path(), c.clone(), 0).unwrap();
+        for i in 0..30 {
+            append(&mut log, 3, i, 0);
+        }
+        log.flush().unwrap();
+    }
+    let mut log = PartitionLog::open(d.path(), c, 0).unwrap();
+    assert_eq!(log.next_offset(), 90);
+    assert_eq!(append(&mut log, 1, 99, 0), (90, 90));
+    for o in [0, 1, 45, 89, 90] {
+        let hs = headers(&log.read(o, 1, i64::MAX).unwrap().data);
+        assert!(hs[0].base_offset <= o && o <= hs[0].last_offset());
+    }
+}
+
+#[test]
+fn recovery_truncates_torn_tail() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+        for i in 0..5 {
+            append(&mut log, 2, i, 0);
+        }
+    }
+    let f = d.path().join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&f).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    file.set_len(len - 5).unwrap();
+    let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    assert_eq!(
+        log.next_offset(),
+        8,
+        "the torn last batch is dropped, the rest kept"
+    );
+    assert_eq!(append(&mut log, 1, 9, 0), (8, 8));
+    assert_eq!(
+        headers(&log.read(0, 1 << 20, i64::MAX).unwrap().data).len(),
+        5
+    );
+}
+
+#[test]
+fn recovery_truncates_corrupt_tail() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+        for i in 0..5 {
+            append(&mut log, 2, i, 0);
+        }
+    }
+    let f = d.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&f).unwrap();
+    // Corrupt the value bytes of the fourth batch; batches 4 and 5 must go.
+    let fourth = BatchIter::new(&bytes).nth(3).unwrap().0;
+    let n = bytes.len();
+    bytes[fourth + 70] ^= 0x5a;
+    // Garbage appended after a crash must go too.
+    bytes.extend_from_slice(&[0xff; 7]);
+    std::fs::write(&f, &bytes).unwrap();
+    let log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    assert_eq!(log.next_offset(), 6);
+    assert!(std::fs::metadata(&f).unwrap().len() < n as u64);
+}
+
+#[test]
+fn corrupt_index_files_are_rebuilt() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_bytes = 300;
+    {
+        let mut log = PartitionLog::open(d.path(), c.clone(), 0).unwrap();
+        for i in 0..20 {
+            append(&mut log, 2, i, 0);
+        }
+    }
+    std::fs::write(d.path().join(format!("{:020}.index", 0)), [1, 2, 3]).unwrap();
+    let log = PartitionLog::open(d.path(), c, 0).unwrap();
+    assert_eq!(log.next_offset(), 40);
+    assert_eq!(
+        headers(&log.read(1, 1, i64::MAX).unwrap().data)[0].base_offset,
+        0
+    );
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_record_at_or_after() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_bytes = 300;
+    let mut log = PartitionLog::open(d.path(), c, 0).unwrap();
+    for i in 0..20 {
+        append(&mut log, 1, 1000 + i * 10, 0);
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1055).unwrap(), Some((6, 1060)));
+    assert_eq!(log.offset_for_timestamp(1190).unwrap(), Some((19, 1190)));
+    assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+}
+
+#[test]
+fn retention_by_time_and_bytes_deletes_whole_old_segments() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_bytes = 300;
+    c.retention_ms = 1000;
+    let mut log = PartitionLog::open(d.path(), c.clone(), 0).unwrap();
+    for i in 0..10 {
+        append(&mut log, 2, i * 100, 0);
+    }
+    let before = seg_files(d.path()).len();
+    assert!(before >= 3);
+    // At now=1500, segments whose newest record is older than 500 go.
+    let deleted = log.enforce_retention(1500).unwrap();
+    assert!(deleted >= 1);
+    assert!(log.log_start_offset() > 0);
+    assert!(log.read(0, 100, i64::MAX).is_err());
+    // Everything expired: the active segment is rolled and deleted too, the
+    // log end offset is kept.
+    log.enforce_retention(100_000).unwrap();
+    assert_eq!(log.log_start_offset(), 20);
+    assert_eq!(log.next_offset(), 20);
+    assert_eq!(append(&mut log, 1, 100_000, 100_000), (20, 20));
+
+    let mut c2 = c;
+    c2.retention_ms = -1;
+    c2.retention_bytes = 600;
+    log.set_config(c2);
+    for i in 0..20 {
+        append(&mut log, 2, i, 0);
+    }
+    log.enforce_retention(0).unwrap();
+    assert!(log.size_bytes() <= 600 + 300);
+    // Survives reopen with the new start offset.
+    let start = log.log_start_offset();
+    drop(log);
+    let log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    assert_eq!(log.log_start_offset(), start);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// For random batch sizes and segment/index settings, reading at every
+    /// offset returns a batch that contains it, before and after reopen.
+    #[test]
+    fn index_lookup_finds_containing_batch(
+        sizes in proptest::collection::vec(1usize..6, 1..60),
+        seg in 200u64..2000,
+        interval in 1usize..600,
+    ) {
+        let d = tempfile::tempdir().unwrap();
+        let c = LogConfig { segment_bytes: seg, index_interval_bytes: interval, ..LogConfig::default() };
+        let mut log = PartitionLog::open(d.path(), c.clone(), 0).unwrap();
+        for (i, n) in sizes.iter().enumerate() {
+            append(&mut log, *n, i as i64, 0);
+        }
+        let total: usize = sizes.iter().sum();
+        for reopen in [false, true] {
+            if reopen {
+                log = PartitionLog::open(d.path(), c.clone(), 0).unwrap();
+            }
+            prop_assert_eq!(log.next_offset(), total as i64);
+            for o in 0..total as i64 {
+                let hs = headers(&log.read(o, 1, i64::MAX).unwrap().data);
+                prop_assert_eq!(hs.len(), 1);
+                prop_assert!(hs[0].base_offset <= o && o <= hs[0].last_offset());
+            }
+        }
+    }
+}
