@@ -1,0 +1,385 @@
+//! [`Broker`]: the domain façade the edges (Kafka listener, HTTP, CLI) call.
+//! Components (metadata store, clock, durability) are injected through
+//! [`BrokerBuilder`]; settings are plain data.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{BrokerSettings, TopicConfig};
+use crate::durability::{flush_partition, Acks, Durability, LocalDurability};
+use crate::error::BrokerError;
+use crate::groups::{GroupCoordinator, GroupTimings};
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::partition::{Partition, PartitionRead};
+use crate::topics::{from_json, Topic, TopicRecord};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use strata_meta::MetadataStore;
+use tokio_util::sync::CancellationToken;
+
+pub struct Broker {
+    pub(crate) settings: BrokerSettings,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) meta: Arc<dyn MetadataStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) keys: Keys,
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    durability: Arc<dyn Durability>,
+    pub groups: GroupCoordinator,
+    pub metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+pub struct BrokerBuilder {
+    settings: BrokerSettings,
+    data_dir: PathBuf,
+    cluster: String,
+    meta: Option<Arc<dyn MetadataStore>>,
+    clock: Arc<dyn Clock>,
+    durability: Option<Arc<dyn Durability>>,
+}
+
+impl BrokerBuilder {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            settings: BrokerSettings::default(),
+            data_dir: data_dir.into(),
+            cluster: "strata".into(),
+            meta: None,
+            clock: Arc::new(SystemClock),
+            durability: None,
+        }
+    }
+    pub fn settings(mut self, s: BrokerSettings) -> Self {
+        self.settings = s;
+        self
+    }
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = name.into();
+        self
+    }
+    pub fn metadata_store(mut self, m: Arc<dyn MetadataStore>) -> Self {
+        self.meta = Some(m);
+        self
+    }
+    pub fn clock(mut self, c: Arc<dyn Clock>) -> Self {
+        self.clock = c;
+        self
+    }
+    pub fn durability(mut self, d: Arc<dyn Durability>) -> Self {
+        self.durability = Some(d);
+        self
+    }
+
+    /// Opens every persisted topic's logs (recovering torn tails) and loads
+    /// committed offsets.
+    pub async fn build(self) -> Result<Arc<Broker>, BrokerError> {
+        let meta = self
+            .meta
+            .ok_or_else(|| BrokerError::Metadata("no metadata store configured".into()))?;
+        for (k, v) in &self.settings.topic_defaults {
+            crate::config::validate_config(k, v)?;
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            BrokerError::Storage(format!("cannot create {}: {e}", self.data_dir.display()))
+        })?;
+        let keys = Keys::new(&self.cluster);
+        let durability = self.durability.unwrap_or_else(|| {
+            Arc::new(LocalDurability {
+                fsync_on_ack_all: self.settings.fsync_on_ack_all,
+                clock: self.clock.clone(),
+            })
+        });
+        let timings = GroupTimings {
+            initial_rebalance_delay_ms: self.settings.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: self.settings.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.settings.group_max_session_timeout_ms,
+        };
+        let broker = Arc::new(Broker {
+            groups: GroupCoordinator::new(meta.clone(), keys.clone(), self.clock.clone(), timings),
+            settings: self.settings,
+            data_dir: self.data_dir,
+            meta,
+            clock: self.clock,
+            keys,
+            admin_lock: tokio::sync::Mutex::new(()),
+            topics: RwLock::new(BTreeMap::new()),
+            durability,
+            metrics: Metrics::default(),
+            shutdown: CancellationToken::new(),
+        });
+        broker.load_topics().await?;
+        broker.groups.load().await?;
+        Ok(broker)
+    }
+}
+
+/// A ListOffsets query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+/// One partition of a Fetch.
+#[derive(Debug, Clone)]
+pub struct FetchSpec {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// Result of a produce to one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceOutcome {
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+impl Broker {
+    pub fn settings(&self) -> &BrokerSettings {
+        &self.settings
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.settings.node_id
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn live_brokers(&self) -> usize {
+        1
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    async fn load_topics(&self) -> Result<(), BrokerError> {
+        let prefix = self.keys.topics_prefix();
+        for kv in self.meta.range(&prefix).await? {
+            let name = kv.key.trim_start_matches(&prefix).to_string();
+            let record: TopicRecord = from_json(&kv.value)?;
+            let config = Arc::new(TopicConfig::new(
+                record.configs.clone(),
+                self.settings.topic_defaults.clone(),
+            )?);
+            self.install_topic(&name, &record, config)?;
+            tracing::info!(topic = %name, partitions = record.partitions, "loaded topic");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn topics_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn partition(&self, topic: &str, p: i32) -> Result<Arc<Partition>, BrokerError> {
+        self.topic(topic)
+            .and_then(|t| {
+                usize::try_from(p)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i).cloned())
+            })
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{topic}-{p}")))
+    }
+
+    /// Appends a client's record set and waits for the durability `acks` asks.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &Bytes,
+        acks: Acks,
+    ) -> Result<ProduceOutcome, BrokerError> {
+        if self.shutdown.is_cancelled() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let p = self.partition(topic, partition)?;
+        let info = p.append(records, self.clock.now_ms())?;
+        self.metrics.record_produce(records.len());
+        self.durability.make_durable(&p, info, acks).await?;
+        Ok(ProduceOutcome {
+            base_offset: info.base_offset,
+            log_append_time: info.log_append_time.unwrap_or(-1),
+            log_start_offset: p.log_start_offset(),
+        })
+    }
+
+    fn read_one(&self, spec: &FetchSpec, budget: usize) -> Result<PartitionRead, BrokerError> {
+        let p = self.partition(&spec.topic, spec.partition)?;
+        let max = spec.max_bytes.min(budget);
+        if max == 0 {
+            return Ok(PartitionRead {
+                data: Bytes::new(),
+                high_watermark: p.high_watermark(),
+                log_start_offset: p.log_start_offset(),
+            });
+        }
+        p.read(spec.offset, max)
+    }
+
+    /// Reads every requested partition, waiting up to `max_wait` for at least
+    /// `min_bytes` in total; woken by appends, not by polling.
+    pub async fn fetch(
+        &self,
+        specs: &[FetchSpec],
+        max_wait: Duration,
+        min_bytes: usize,
+        max_bytes: usize,
+    ) -> Vec<Result<PartitionRead, BrokerError>> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let partitions: Vec<Option<Arc<Partition>>> = specs
+            .iter()
+            .map(|s| self.partition(&s.topic, s.partition).ok())
+            .collect();
+        loop {
+            // Register for wake-ups before reading, so no append is missed.
+            let mut waits: Vec<_> = partitions
+                .iter()
+                .flatten()
+                .map(|p| Box::pin(p.data_arrived()))
+                .collect();
+            for w in waits.iter_mut() {
+                w.as_mut().enable();
+            }
+            let mut budget = max_bytes;
+            let mut total = 0usize;
+            let mut any_error = false;
+            let mut results = Vec::with_capacity(specs.len());
+            for (i, spec) in specs.iter().enumerate() {
+                // The first partition always gets at least one batch (KIP-74).
+                let b = if i == 0 { budget.max(1) } else { budget };
+                let r = self.read_one(spec, b);
+                match &r {
+                    Ok(read) => {
+                        total += read.data.len();
+                        budget = budget.saturating_sub(read.data.len());
+                    }
+                    Err(_) => any_error = true,
+                }
+                results.push(r);
+            }
+            let timed_out = tokio::time::Instant::now() >= deadline;
+            if total >= min_bytes.max(1) || any_error || timed_out || waits.is_empty() {
+                let bytes: usize = total;
+                self.metrics.record_fetch(bytes);
+                return results;
+            }
+            tokio::select! {
+                _ = futures::future::select_all(waits) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            if self.shutdown.is_cancelled() {
+                return results;
+            }
+        }
+    }
+
+    /// ListOffsets for one partition: `(offset, timestamp)`; `(-1, -1)` when
+    /// no record has a timestamp at or after the one asked for.
+    pub fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> Result<(i64, i64), BrokerError> {
+        let p = self.partition(topic, partition)?;
+        Ok(match spec {
+            OffsetSpec::Earliest => (p.log_start_offset(), -1),
+            OffsetSpec::Latest => (p.high_watermark(), -1),
+            OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts)?.unwrap_or((-1, -1)),
+        })
+    }
+
+    /// Rolls and applies retention on every partition, and honours
+    /// `flush.ms`. Run periodically by [`Broker::run_background`].
+    pub async fn housekeeping(&self, retention_due: bool) {
+        let now = self.clock.now_ms();
+        for t in self.topics() {
+            for p in &t.partitions {
+                if retention_due {
+                    match p.housekeeping(now) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(partition = %p.name(), segments = n, "retention deleted segments")
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = %p.name(), error = %e, "housekeeping failed")
+                        }
+                    }
+                }
+                let flush_ms = p.config().flush_ms();
+                if p.unflushed_messages() > 0 && now - p.last_flush_ms() >= flush_ms {
+                    if let Err(e) = flush_partition(p, now).await {
+                        tracing::error!(partition = %p.name(), error = %e, "periodic flush failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Background loop: group timers every 100 ms, flush.ms and retention.
+    pub async fn run_background(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let retention_every = self.settings.retention_check_interval_ms.max(100);
+        let mut last_retention = 0u64;
+        let mut elapsed = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            elapsed += 100;
+            self.groups.tick();
+            if elapsed % 1000 == 0 {
+                let due = elapsed - last_retention >= retention_every;
+                if due {
+                    last_retention = elapsed;
+                }
+                self.housekeeping(due).await;
+            }
+        }
+    }
+
+    /// Stops accepting work and fsyncs every partition.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        for t in self.topics() {
+            for p in &t.partitions {
+                if let Err(e) = flush_partition(p, self.clock.now_ms()).await {
+                    tracing::error!(partition = %p.name(), error = %e, "flush at shutdown failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The durability step of a produce, behind one interface (DESIGN §6): what
+//! must happen after the local append before the write is acknowledged.
+//!
+//! Today: [`LocalDurability`] fsyncs the active segment for acks=all (the dev
+//! profile default) or when `flush.messages` is reached. Replication (wait
+//! for the ISR) and `strata.durability=object` (group into a write-ahead
+//! object) are further implementations of the same trait.
+
+use crate::clock::Clock;
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use strata_log::AppendInfo;
+
+/// Kafka's `acks`, as the domain sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+impl Acks {
+    pub fn from_kafka(acks: i16) -> Option<Self> {
+        match acks {
+            0 => Some(Self::None),
+            1 => Some(Self::Leader),
+            -1 => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+pub trait Durability: Send + Sync + 'static {
+    /// Completes once `appended` is as durable as `acks` requires.
+    fn make_durable<'a>(
+        &'a self,
+        partition: &'a Arc<Partition>,
+        appended: AppendInfo,
+        acks: Acks,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+}
+
+pub struct LocalDurability {
+    pub fsync_on_ack_all: bool,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// fsyncs a partition's active segment on the blocking pool.
+pub async fn flush_partition(p: &Arc<Partition>, now_ms: i64) -> Result<(), BrokerError> {
+    let handle = p.flush_handle()?;
+    tokio::task::spawn_blocking(move || handle.sync())
+        .await
+        .map_err(|e| BrokerError::Storage(format!("fsync task failed: {e}")))??;
+    p.mark_flushed(now_ms);
+    Ok(())
+}
+
+impl Durability for LocalDurability {
+    fn make_durable<'a>(
+        &'a self,
+        partition: &'a Arc<Partition>,
+        _appended: AppendInfo,
+        acks: Acks,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let by_acks = acks == Acks::All && self.fsync_on_ack_all;
+            let by_count = partition.unflushed_messages() >= partition.config().flush_messages();
+            if by_acks || by_count {
+                flush_partition(partition, self.clock.now_ms()).await?;
+            }
+            Ok(())
+        })
+    }
+}

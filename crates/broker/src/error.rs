@@ -1,0 +1,79 @@
+//! Domain errors. The Kafka edge maps each variant to one Kafka error code.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    #[error("unknown topic or partition {0}")]
+    UnknownTopicOrPartition(String),
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("invalid topic name {0:?}: {1}")]
+    InvalidTopic(String, String),
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
+    MessageTooLarge { size: usize, limit: usize },
+    #[error("corrupt record batch: {0}")]
+    CorruptMessage(String),
+    #[error("unsupported record batch format: {0}")]
+    UnsupportedMessageFormat(String),
+    #[error("offset {requested} out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        requested: i64,
+        start: i64,
+        end: i64,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("metadata store error: {0}")]
+    Metadata(String),
+    #[error("request timed out: {0}")]
+    Timeout(String),
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    #[error("group error: {0}")]
+    Group(#[from] crate::groups::GroupError),
+}
+
+impl From<strata_meta::MetaError> for BrokerError {
+    fn from(e: strata_meta::MetaError) -> Self {
+        Self::Metadata(e.to_string())
+    }
+}
+
+impl From<strata_log::LogError> for BrokerError {
+    fn from(e: strata_log::LogError) -> Self {
+        match e {
+            strata_log::LogError::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            } => Self::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            },
+            strata_log::LogError::Batch(b) => b.into(),
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<strata_record::BatchError> for BrokerError {
+    fn from(e: strata_record::BatchError) -> Self {
+        use strata_record::BatchError as B;
+        match e {
+            B::TooLarge { size, limit } => Self::MessageTooLarge { size, limit },
+            B::UnsupportedMagic(_) => Self::UnsupportedMessageFormat(e.to_string()),
+            B::ControlBatchFromClient => Self::InvalidRequest(e.to_string()),
+            other => Self::CorruptMessage(other.to_string()),
+        }
+    }
+}

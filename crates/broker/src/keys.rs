@@ -1,0 +1,79 @@
+//! The DESIGN §5 key layout under `/strata/<cluster>/`.
+//!
+//! Topic names cannot contain `/` (they are validated), but group ids are
+//! arbitrary strings, so group ids are escaped (`%` → `%25`, `/` → `%2F`).
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: String,
+}
+
+pub fn escape(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F")
+}
+
+pub fn unescape(s: &str) -> String {
+    s.replace("%2F", "/").replace("%25", "%")
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            root: format!("/strata/{}/", escape(cluster)),
+        }
+    }
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+    pub fn topics_prefix(&self) -> String {
+        format!("{}topics/", self.root)
+    }
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}topics/{name}", self.root)
+    }
+    pub fn partitions_prefix(&self, topic: &str) -> String {
+        format!("{}partitions/{topic}/", self.root)
+    }
+    pub fn partition_state(&self, topic: &str, p: i32) -> String {
+        format!("{}partitions/{topic}/{p}/state", self.root)
+    }
+    pub fn partition_leader(&self, topic: &str, p: i32) -> String {
+        format!("{}partitions/{topic}/{p}/leader", self.root)
+    }
+    pub fn groups_prefix(&self) -> String {
+        format!("{}groups/", self.root)
+    }
+    pub fn group_prefix(&self, group: &str) -> String {
+        format!("{}groups/{}/", self.root, escape(group))
+    }
+    pub fn group_offsets_prefix(&self, group: &str) -> String {
+        format!("{}offsets/", self.group_prefix(group))
+    }
+    pub fn group_offset(&self, group: &str, topic: &str, p: i32) -> String {
+        format!("{}{topic}/{p}", self.group_offsets_prefix(group))
+    }
+    /// Parses `groups/<g>/offsets/<topic>/<p>` back into its parts.
+    pub fn parse_group_offset(&self, key: &str) -> Option<(String, String, i32)> {
+        let rest = key.strip_prefix(&self.groups_prefix())?;
+        let (g, rest) = rest.split_once('/')?;
+        let rest = rest.strip_prefix("offsets/")?;
+        let (t, p) = rest.rsplit_once('/')?;
+        Some((unescape(g), t.to_string(), p.parse().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_offset_keys_round_trip_with_escaping() {
+        let k = Keys::new("dev");
+        let key = k.group_offset("a/b%c", "orders", 7);
+        assert_eq!(key, "/strata/dev/groups/a%2Fb%25c/offsets/orders/7");
+        assert_eq!(
+            k.parse_group_offset(&key),
+            Some(("a/b%c".to_string(), "orders".to_string(), 7))
+        );
+    }
+}

@@ -1,0 +1,261 @@
+use crate::clock::ManualClock;
+use crate::config::BrokerSettings;
+use crate::durability::Acks;
+use crate::groups::CommittedOffset;
+use crate::topics::{AlterOp, CreateTopic};
+use crate::{Broker, BrokerBuilder, BrokerError, FetchSpec, OffsetSpec};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_meta::{EmbeddedStore, MetadataStore};
+use strata_record::build_batch;
+
+async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
+    let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
+    BrokerBuilder::new(dir.join("data"))
+        .settings(BrokerSettings::default())
+        .metadata_store(meta)
+        .clock(Arc::new(clock))
+        .build()
+        .await
+        .unwrap()
+}
+
+fn topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopic {
+    CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: -1,
+        configs: configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn batch(n: usize, ts: i64) -> Bytes {
+    let vals: Vec<Vec<u8>> = (0..n).map(|i| vec![b'x'; 10 + i]).collect();
+    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    build_batch(0, ts, &recs).freeze()
+}
+
+#[tokio::test]
+async fn create_produce_fetch_and_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    {
+        let b = broker(d.path(), clock.clone()).await;
+        b.create_topic(topic("t", 2, &[]), false).await.unwrap();
+        assert_eq!(
+            b.create_topic(topic("t", 2, &[]), false).await.err(),
+            Some(BrokerError::TopicAlreadyExists("t".into()))
+        );
+        let o = b.produce("t", 1, &batch(3, 1000), Acks::All).await.unwrap();
+        assert_eq!(o.base_offset, 0);
+        let o = b
+            .produce("t", 1, &batch(2, 1001), Acks::Leader)
+            .await
+            .unwrap();
+        assert_eq!(o.base_offset, 3);
+        assert!(matches!(
+            b.produce("t", 7, &batch(1, 0), Acks::All).await,
+            Err(BrokerError::UnknownTopicOrPartition(_))
+        ));
+        let r = b
+            .fetch(
+                &[FetchSpec {
+                    topic: "t".into(),
+                    partition: 1,
+                    offset: 0,
+                    max_bytes: 1 << 20,
+                }],
+                Duration::from_millis(0),
+                1,
+                1 << 20,
+            )
+            .await;
+        let read = r[0].as_ref().unwrap();
+        assert_eq!(read.high_watermark, 5);
+        assert!(!read.data.is_empty());
+        b.shutdown().await;
+    }
+    let b = broker(d.path(), clock).await;
+    assert_eq!(b.list_offset("t", 1, OffsetSpec::Latest).unwrap().0, 5);
+    assert_eq!(b.list_offset("t", 0, OffsetSpec::Latest).unwrap().0, 0);
+    assert_eq!(b.topic("t").unwrap().partitions.len(), 2);
+}
+
+#[tokio::test]
+async fn fetch_long_poll_wakes_on_append_and_times_out() {
+    let d = tempfile::tempdir().unwrap();
+    let b = broker(d.path(), ManualClock::new(0)).await;
+    b.create_topic(topic("t", 1, &[]), false).await.unwrap();
+    let spec = vec![FetchSpec {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+    }];
+    // Times out with nothing.
+    let start = std::time::Instant::now();
+    let r = b.fetch(&spec, Duration::from_millis(100), 1, 1 << 20).await;
+    assert!(r[0].as_ref().unwrap().data.is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(90));
+    // Woken by an append long before the 10 s max wait.
+    let b2 = b.clone();
+    let spec2 = spec.clone();
+    let waiter =
+        tokio::spawn(async move { b2.fetch(&spec2, Duration::from_secs(10), 1, 1 << 20).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = std::time::Instant::now();
+    b.produce("t", 0, &batch(1, 0), Acks::Leader).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!r[0].as_ref().unwrap().data.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn oversized_and_corrupt_batches_are_refused_and_not_stored() {
+    let d = tempfile::tempdir().unwrap();
+    let b = broker(d.path(), ManualClock::new(0)).await;
+    b.create_topic(topic("t", 1, &[("max.message.bytes", "200")]), false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.produce("t", 0, &batch(20, 0), Acks::All).await,
+        Err(BrokerError::MessageTooLarge { .. })
+    ));
+    let mut bad = batch(1, 0).to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert!(matches!(
+        b.produce("t", 0, &Bytes::from(bad), Acks::All).await,
+        Err(BrokerError::CorruptMessage(_))
+    ));
+    assert_eq!(b.list_offset("t", 0, OffsetSpec::Latest).unwrap().0, 0);
+}
+
+#[tokio::test]
+async fn list_offsets_by_timestamp_and_retention() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(10_000);
+    let b = broker(d.path(), clock.clone()).await;
+    b.create_topic(
+        topic(
+            "t",
+            1,
+            &[("segment.bytes", "1024"), ("retention.ms", "5000")],
+        ),
+        false,
+    )
+    .await
+    .unwrap();
+    for i in 0..30 {
+        b.produce("t", 0, &batch(1, 10_000 + i * 100), Acks::Leader)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        b.list_offset("t", 0, OffsetSpec::Timestamp(10_450))
+            .unwrap(),
+        (5, 10_500)
+    );
+    assert_eq!(
+        b.list_offset("t", 0, OffsetSpec::Timestamp(99_999))
+            .unwrap(),
+        (-1, -1)
+    );
+    clock.advance(10_000);
+    b.housekeeping(true).await;
+    let start = b.list_offset("t", 0, OffsetSpec::Earliest).unwrap().0;
+    assert!(start > 0, "retention must have removed old segments");
+}
+
+#[tokio::test]
+async fn alter_configs_persist_and_apply() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    {
+        let b = broker(d.path(), clock.clone()).await;
+        b.create_topic(topic("t", 1, &[]), false).await.unwrap();
+        b.alter_topic_configs(
+            "t",
+            vec![AlterOp::Set("max.message.bytes".into(), "100".into())],
+            false,
+        )
+        .await
+        .unwrap();
+        assert!(b
+            .alter_topic_configs("t", vec![AlterOp::Set("bogus".into(), "1".into())], false)
+            .await
+            .is_err());
+        b.create_partitions("t", 3, false).await.unwrap();
+        assert!(b.create_partitions("t", 2, false).await.is_err());
+    }
+    let b = broker(d.path(), clock).await;
+    let t = b.topic("t").unwrap();
+    assert_eq!(t.partitions.len(), 3);
+    assert_eq!(t.config.max_message_bytes(), 100);
+    assert!(matches!(
+        b.produce("t", 2, &batch(5, 0), Acks::All).await,
+        Err(BrokerError::MessageTooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn delete_topic_removes_files_and_metadata() {
+    let d = tempfile::tempdir().unwrap();
+    let b = broker(d.path(), ManualClock::new(0)).await;
+    b.create_topic(topic("gone", 2, &[]), false).await.unwrap();
+    b.produce("gone", 0, &batch(1, 0), Acks::All).await.unwrap();
+    assert!(d.path().join("data/gone-0").exists());
+    b.delete_topic("gone").await.unwrap();
+    assert!(!d.path().join("data/gone-0").exists());
+    assert!(b.topic("gone").is_none());
+    // Recreating starts from offset 0.
+    b.create_topic(topic("gone", 1, &[]), false).await.unwrap();
+    assert_eq!(
+        b.produce("gone", 0, &batch(1, 0), Acks::All)
+            .await
+            .unwrap()
+            .base_offset,
+        0
+    );
+}
+
+#[tokio::test]
+async fn committed_offsets_survive_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let off = |o| CommittedOffset {
+        offset: o,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp: 0,
+    };
+    {
+        let b = broker(d.path(), clock.clone()).await;
+        b.groups
+            .commit_offsets(
+                "g/1",
+                "",
+                -1,
+                vec![("t".into(), 0, off(42)), ("t".into(), 1, off(7))],
+            )
+            .await
+            .unwrap();
+    }
+    let b = broker(d.path(), clock).await;
+    let got = b.groups.fetch_offsets("g/1", None);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].2.as_ref().unwrap().offset, 42);
+    assert_eq!(b.groups.list()[0].group_id, "g/1");
+    b.groups.delete_group("g/1").await.unwrap();
+    assert!(b.groups.fetch_offsets("g/1", None).is_empty());
+}
