@@ -31,6 +31,7 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
     shutdown: CancellationToken,
+    cluster_id: String,
 }
 
 pub struct BrokerBuilder {
@@ -87,6 +88,7 @@ impl BrokerBuilder {
             BrokerError::Storage(format!("cannot create {}: {e}", self.data_dir.display()))
         })?;
         let keys = Keys::new(&self.cluster);
+        let cluster_id = load_or_create_cluster_id(meta.as_ref(), &keys).await?;
         let durability = self.durability.unwrap_or_else(|| {
             Arc::new(LocalDurability {
                 fsync_on_ack_all: self.settings.fsync_on_ack_all,
@@ -110,6 +112,7 @@ impl BrokerBuilder {
             durability,
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
+            cluster_id,
         });
         broker.load_topics().await?;
         broker.groups.load().await?;
@@ -145,6 +148,11 @@ pub struct ProduceOutcome {
 impl Broker {
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
+    }
+
+    /// Stable id of the cluster, created on first start (Kafka's cluster id).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
     }
 
     pub fn node_id(&self) -> i32 {
@@ -382,4 +390,27 @@ impl Broker {
             }
         }
     }
+}
+
+async fn load_or_create_cluster_id(
+    meta: &dyn MetadataStore,
+    keys: &Keys,
+) -> Result<String, BrokerError> {
+    use strata_meta::{Compare, Op, Txn};
+    let key = format!("{}cluster_id", keys.root());
+    let fresh = uuid::Uuid::new_v4().simple().to_string();
+    meta.txn(
+        Txn::new()
+            .when(Compare::CreateRevision(key.clone(), 0))
+            .then(Op::Put {
+                key: key.clone(),
+                value: fresh.into(),
+            }),
+    )
+    .await?;
+    let kv = meta
+        .get(&key)
+        .await?
+        .ok_or_else(|| BrokerError::Metadata("cluster id vanished".into()))?;
+    Ok(String::from_utf8_lossy(&kv.value).into_owned())
 }

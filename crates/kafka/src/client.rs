@@ -1,0 +1,196 @@
+//! A minimal async Kafka client over one connection: enough for the CLI's
+//! admin, produce and consume commands and for tests. It negotiates versions
+//! with ApiVersions and speaks only through `kafka-protocol` message types.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("I/O error talking to the broker: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("the broker does not support {0:?}")]
+    Unsupported(ApiKey),
+    #[error("timed out waiting for the broker")]
+    Timeout,
+}
+
+pub struct KafkaClient {
+    stream: TcpStream,
+    correlation: i32,
+    client_id: String,
+    versions: HashMap<i16, (i16, i16)>,
+    timeout: Duration,
+}
+
+/// Largest response the client accepts.
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+impl KafkaClient {
+    pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let mut c = Self {
+            stream,
+            correlation: 0,
+            client_id: client_id.to_string(),
+            versions: HashMap::new(),
+            timeout: Duration::from_secs(60),
+        };
+        let resp: ApiVersionsResponse = c.send(ApiVersionsRequest::default(), 0).await?;
+        if resp.error_code != 0 {
+            return Err(ClientError::Protocol(format!(
+                "ApiVersions failed with error {}",
+                resp.error_code
+            )));
+        }
+        c.versions = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(c)
+    }
+
+    /// The highest version both sides support, capped at `max`.
+    pub fn version<R: Request>(&self, max: i16) -> Result<i16, ClientError> {
+        let key = ApiKey::try_from(R::KEY)
+            .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+        let (lo, hi) = self
+            .versions
+            .get(&R::KEY)
+            .copied()
+            .ok_or(ClientError::Unsupported(key))?;
+        let v = hi.min(max).min(R::VERSIONS.max);
+        if v < lo || v < R::VERSIONS.min {
+            return Err(ClientError::Unsupported(key));
+        }
+        Ok(v)
+    }
+
+    /// Sends `req` at the negotiated version (at most `max`) and decodes the answer.
+    pub async fn call<R: Request>(&mut self, req: R, max: i16) -> Result<R::Response, ClientError> {
+        let v = self.version::<R>(max)?;
+        self.send(req, v).await
+    }
+
+    /// Encodes `req` with a fresh correlation id into a length-prefixed frame.
+    fn frame<R: Request>(&mut self, req: R, version: i16) -> Result<(BytesMut, i32), ClientError> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .and_then(|_| req.encode(&mut body, version))
+            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_u32(body.len() as u32);
+        frame.extend_from_slice(&body);
+        Ok((frame, self.correlation))
+    }
+
+    pub async fn send<R: Request>(
+        &mut self,
+        req: R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let (frame, correlation) = self.frame(req, version)?;
+        let fut = async {
+            self.stream.write_all(&frame).await?;
+            let len = self.stream.read_u32().await? as usize;
+            if len > MAX_RESPONSE {
+                return Err(ClientError::Protocol(format!(
+                    "response of {len} bytes is too large"
+                )));
+            }
+            let mut buf = vec![0u8; len];
+            self.stream.read_exact(&mut buf).await?;
+            Ok::<_, ClientError>(Bytes::from(buf))
+        };
+        let mut buf = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        if buf.len() < 4 {
+            return Err(ClientError::Protocol(
+                "response shorter than its header".into(),
+            ));
+        }
+        let got = buf.get_i32();
+        if got != correlation {
+            return Err(ClientError::Protocol(format!(
+                "correlation id {got} does not match request {correlation}"
+            )));
+        }
+        // Flexible response headers carry tagged fields after the correlation id.
+        if <R::Response as HeaderVersion>::header_version(version) >= 1 {
+            skip_tagged_fields(&mut buf)?;
+        }
+        R::Response::decode(&mut buf, version)
+            .map_err(|e| ClientError::Protocol(format!("cannot decode response: {e}")))
+    }
+}
+
+fn read_uvarint(buf: &mut Bytes) -> Result<u64, ClientError> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        if !buf.has_remaining() {
+            break;
+        }
+        let b = buf.get_u8();
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(ClientError::Protocol(
+        "bad varint in response header".into(),
+    ))
+}
+
+fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), ClientError> {
+    let n = read_uvarint(buf)?;
+    for _ in 0..n {
+        let _tag = read_uvarint(buf)?;
+        let len = read_uvarint(buf)? as usize;
+        if buf.remaining() < len {
+            return Err(ClientError::Protocol("truncated tagged field".into()));
+        }
+        buf.advance(len);
+    }
+    Ok(())
+}
+
+impl KafkaClient {
+    /// Sends a request the broker will not answer (Produce with acks=0).
+    pub async fn send_no_response<R: Request>(
+        &mut self,
+        req: R,
+        version: i16,
+    ) -> Result<(), ClientError> {
+        let (frame, _) = self.frame(req, version)?;
+        self.stream.write_all(&frame).await?;
+        Ok(())
+    }
+}

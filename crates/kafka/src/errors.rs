@@ -1,0 +1,53 @@
+//! The one place where domain errors become Kafka error codes.
+
+use kafka_protocol::ResponseError as E;
+use strata_broker::groups::GroupError;
+use strata_broker::BrokerError;
+
+pub const NONE: i16 = 0;
+
+pub fn broker_error_code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::UnknownTopicOrPartition(_) => E::UnknownTopicOrPartition,
+        BrokerError::TopicAlreadyExists(_) => E::TopicAlreadyExists,
+        BrokerError::InvalidTopic(..) => E::InvalidTopicException,
+        BrokerError::InvalidPartitions(_) => E::InvalidPartitions,
+        BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+        BrokerError::InvalidConfig(_) => E::InvalidConfig,
+        BrokerError::InvalidRequest(_) => E::InvalidRequest,
+        BrokerError::MessageTooLarge { .. } => E::MessageTooLarge,
+        BrokerError::CorruptMessage(_) => E::CorruptMessage,
+        // DESIGN §2: record batches older than magic 2 get UNSUPPORTED_VERSION.
+        BrokerError::UnsupportedMessageFormat(_) => E::UnsupportedVersion,
+        BrokerError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        BrokerError::Storage(_) => E::KafkaStorageError,
+        BrokerError::Metadata(_) => E::UnknownServerError,
+        BrokerError::Timeout(_) => E::RequestTimedOut,
+        BrokerError::ShuttingDown => E::NotLeaderOrFollower,
+        BrokerError::Group(g) => return group_error_code(g),
+    }
+    .code()
+}
+
+pub fn group_error_code(e: &GroupError) -> i16 {
+    match e {
+        GroupError::UnknownMemberId => E::UnknownMemberId,
+        GroupError::IllegalGeneration => E::IllegalGeneration,
+        GroupError::RebalanceInProgress => E::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+        GroupError::MemberIdRequired(_) => E::MemberIdRequired,
+        GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout,
+        GroupError::GroupIdNotFound => E::GroupIdNotFound,
+        GroupError::NonEmptyGroup => E::NonEmptyGroup,
+        GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::InvalidGroupId => E::InvalidGroupId,
+        GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
+        GroupError::OffsetStore(_) => E::CoordinatorNotAvailable,
+    }
+    .code()
+}
+
+/// Error code and, for errors worth explaining, a message for the client.
+pub fn broker_error(e: &BrokerError) -> (i16, Option<String>) {
+    (broker_error_code(e), Some(e.to_string()))
+}

@@ -1,0 +1,124 @@
+//! Fetch (long-poll) and ListOffsets.
+
+use super::Ctx;
+use crate::errors::broker_error_code;
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
+use kafka_protocol::ResponseError;
+use std::time::Duration;
+use strata_broker::{BrokerError, FetchSpec, OffsetSpec};
+
+/// Upper bound on a fetch's wait, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
+    let mut resp = FetchResponse::default();
+    if v >= 7 && r.session_id != 0 {
+        // We never create fetch sessions (we answer session id 0), so an
+        // incremental fetch names a session we do not have.
+        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return resp;
+    }
+    let mut specs = Vec::new();
+    let mut shape = Vec::new();
+    for t in &r.topics {
+        let name = t.topic.to_string();
+        for p in &t.partitions {
+            specs.push(FetchSpec {
+                topic: name.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
+        }
+        shape.push((t.topic.clone(), t.partitions.len()));
+    }
+    let max_bytes = if v >= 3 {
+        r.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let results = ctx
+        .broker
+        .fetch(&specs, wait, r.min_bytes.max(0) as usize, max_bytes)
+        .await;
+    let mut it = specs.iter().zip(results);
+    for (topic, n) in shape {
+        let mut tr = FetchableTopicResponse::default();
+        tr.topic = topic;
+        for (spec, res) in it.by_ref().take(n) {
+            let mut pd = PartitionData::default();
+            pd.partition_index = spec.partition;
+            match res {
+                Ok(read) => {
+                    pd.high_watermark = read.high_watermark;
+                    pd.last_stable_offset = read.high_watermark;
+                    pd.log_start_offset = read.log_start_offset;
+                    pd.records = Some(read.data);
+                }
+                Err(e) => {
+                    if !matches!(e, BrokerError::OffsetOutOfRange { .. }) {
+                        tracing::debug!(topic = %spec.topic, partition = spec.partition, error = %e, "fetch error");
+                    }
+                    pd.error_code = broker_error_code(&e);
+                    pd.high_watermark = -1;
+                    pd.last_stable_offset = -1;
+                    pd.log_start_offset = -1;
+                    if let Ok(p) = ctx.broker.partition(&spec.topic, spec.partition) {
+                        pd.high_watermark = p.high_watermark();
+                        pd.last_stable_offset = p.high_watermark();
+                        pd.log_start_offset = p.log_start_offset();
+                    }
+                    pd.records = Some(Bytes::new());
+                }
+            }
+            tr.partitions.push(pd);
+        }
+        resp.responses.push(tr);
+    }
+    resp
+}
+
+pub fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffsetsResponse {
+    let mut resp = ListOffsetsResponse::default();
+    for t in r.topics {
+        let name = t.name.to_string();
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name;
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            let spec = match p.timestamp {
+                -2 => Some(OffsetSpec::Earliest),
+                -1 => Some(OffsetSpec::Latest),
+                ts if ts >= 0 => Some(OffsetSpec::Timestamp(ts)),
+                _ => None,
+            };
+            match spec.map(|s| ctx.broker.list_offset(&name, p.partition_index, s)) {
+                None => pr.error_code = ResponseError::UnsupportedVersion.code(),
+                Some(Ok((offset, ts))) => {
+                    pr.offset = offset;
+                    pr.timestamp = ts;
+                    if v >= 4 {
+                        pr.leader_epoch = if offset >= 0 { 0 } else { -1 };
+                    }
+                }
+                Some(Err(e)) => {
+                    pr.error_code = broker_error_code(&e);
+                    pr.offset = -1;
+                    pr.timestamp = -1;
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

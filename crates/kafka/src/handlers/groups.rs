@@ -1,0 +1,493 @@
+//! Group coordination APIs (classic protocol) and committed offsets.
+
+use super::{str, Ctx};
+use crate::errors::{broker_error_code, group_error_code, NONE};
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, ConsumerProtocolSubscription, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::ResponseError;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use strata_broker::groups::{self as g, CommittedOffset, GroupError};
+use strata_broker::BrokerError;
+
+/// FindCoordinator key types.
+const KEY_GROUP: i8 = 0;
+
+pub fn find_coordinator(ctx: &Ctx, r: FindCoordinatorRequest, v: i16) -> FindCoordinatorResponse {
+    let mut resp = FindCoordinatorResponse::default();
+    let node = BrokerId(ctx.broker.node_id());
+    let supported = r.key_type == KEY_GROUP;
+    let error = if supported {
+        NONE
+    } else {
+        ResponseError::CoordinatorNotAvailable.code()
+    };
+    if v >= 4 {
+        resp.coordinators = r
+            .coordinator_keys
+            .into_iter()
+            .map(|k| {
+                let mut c = Coordinator::default();
+                c.key = k;
+                c.error_code = error;
+                if supported {
+                    c.node_id = node;
+                    c.host = str(ctx.advertised_host.clone());
+                    c.port = ctx.advertised_port;
+                } else {
+                    c.node_id = BrokerId(-1);
+                    c.error_message = Some(str("transaction coordinators are not implemented yet"));
+                }
+                c
+            })
+            .collect();
+    } else {
+        resp.error_code = error;
+        if supported {
+            resp.node_id = node;
+            resp.host = str(ctx.advertised_host.clone());
+            resp.port = ctx.advertised_port;
+        } else {
+            resp.node_id = BrokerId(-1);
+            if v >= 1 {
+                resp.error_message = Some(str("transaction coordinators are not implemented yet"));
+            }
+        }
+    }
+    resp
+}
+
+pub async fn join(
+    ctx: &Ctx,
+    r: JoinGroupRequest,
+    v: i16,
+    client_id: String,
+    peer: SocketAddr,
+) -> JoinGroupResponse {
+    let req = g::JoinRequest {
+        group_id: r.group_id.to_string(),
+        member_id: r.member_id.to_string(),
+        group_instance_id: r.group_instance_id.map(|s| s.to_string()),
+        client_id,
+        client_host: format!("/{}", peer.ip()),
+        session_timeout_ms: r.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if v >= 1 {
+            r.rebalance_timeout_ms
+        } else {
+            r.session_timeout_ms
+        },
+        protocol_type: r.protocol_type.to_string(),
+        protocols: r
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: v >= 4,
+    };
+    let mut resp = JoinGroupResponse::default();
+    resp.generation_id = -1;
+    match ctx.broker.groups.join(req).await {
+        Ok(j) => {
+            resp.generation_id = j.generation;
+            resp.protocol_type = j.protocol_type.map(str);
+            resp.protocol_name = j.protocol_name.map(str);
+            resp.leader = str(j.leader);
+            resp.member_id = str(j.member_id);
+            resp.members = j
+                .members
+                .into_iter()
+                .map(|m| {
+                    let mut jm = JoinGroupResponseMember::default();
+                    jm.member_id = str(m.member_id);
+                    jm.group_instance_id = m.instance_id.map(str);
+                    jm.metadata = m.metadata;
+                    jm
+                })
+                .collect();
+        }
+        Err(e) => {
+            if let GroupError::MemberIdRequired(id) = &e {
+                resp.member_id = str(id.clone());
+            }
+            resp.error_code = group_error_code(&e);
+        }
+    }
+    resp
+}
+
+pub async fn sync(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGroupResponse {
+    let req = g::SyncRequest {
+        group_id: r.group_id.to_string(),
+        member_id: r.member_id.to_string(),
+        generation: r.generation_id,
+        protocol_type: r.protocol_type.map(|s| s.to_string()),
+        protocol_name: r.protocol_name.map(|s| s.to_string()),
+        assignments: r
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
+    };
+    let mut resp = SyncGroupResponse::default();
+    match ctx.broker.groups.sync(req).await {
+        Ok(s) => {
+            if v >= 5 {
+                resp.protocol_type = s.protocol_type.map(str);
+                resp.protocol_name = s.protocol_name.map(str);
+            }
+            resp.assignment = s.assignment;
+        }
+        Err(e) => resp.error_code = group_error_code(&e),
+    }
+    resp
+}
+
+pub fn heartbeat(ctx: &Ctx, r: HeartbeatRequest, _v: i16) -> HeartbeatResponse {
+    let mut resp = HeartbeatResponse::default();
+    if let Err(e) = ctx
+        .broker
+        .groups
+        .heartbeat(&r.group_id, &r.member_id, r.generation_id)
+    {
+        resp.error_code = group_error_code(&e);
+    }
+    resp
+}
+
+pub fn leave(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
+    let mut resp = LeaveGroupResponse::default();
+    let members: Vec<(String, Option<String>)> = if v >= 3 {
+        r.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(r.member_id.to_string(), None)]
+    };
+    let ids: Vec<String> = members.iter().map(|(m, _)| m.clone()).collect();
+    match ctx.broker.groups.leave(&r.group_id, &ids) {
+        Ok(results) => {
+            if v >= 3 {
+                resp.members = members
+                    .into_iter()
+                    .zip(results)
+                    .map(|((id, inst), res)| {
+                        let mut mr = MemberResponse::default();
+                        mr.member_id = str(id);
+                        mr.group_instance_id = inst.map(str);
+                        mr.error_code = res.err().map_or(NONE, |e| group_error_code(&e));
+                        mr
+                    })
+                    .collect();
+            } else if let Some(Err(e)) = results.into_iter().next() {
+                resp.error_code = group_error_code(&e);
+            }
+        }
+        Err(e) => resp.error_code = group_error_code(&e),
+    }
+    resp
+}
+
+pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> OffsetCommitResponse {
+    let now = ctx.broker.now_ms();
+    let mut resp = OffsetCommitResponse::default();
+    let mut to_commit = Vec::new();
+    // Per-partition result slots; `None` until the group commit decides.
+    let mut slots: Vec<(TopicName, Vec<(i32, Option<i16>)>)> = Vec::new();
+    for t in &r.topics {
+        let exists = ctx.broker.topic(&t.name);
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let known = exists.as_ref().is_some_and(|tp| {
+                (p.partition_index as usize) < tp.partitions.len() && p.partition_index >= 0
+            });
+            if known {
+                to_commit.push((
+                    t.name.to_string(),
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        commit_timestamp: now,
+                    },
+                ));
+                parts.push((p.partition_index, None));
+            } else {
+                parts.push((
+                    p.partition_index,
+                    Some(ResponseError::UnknownTopicOrPartition.code()),
+                ));
+            }
+        }
+        slots.push((t.name.clone(), parts));
+    }
+    let group_result = if to_commit.is_empty() {
+        NONE
+    } else {
+        match ctx
+            .broker
+            .groups
+            .commit_offsets(
+                &r.group_id,
+                &r.member_id,
+                r.generation_id_or_member_epoch,
+                to_commit,
+            )
+            .await
+        {
+            Ok(()) => NONE,
+            Err(e) => {
+                tracing::debug!(group = %r.group_id.as_str(), error = %e, "offset commit refused");
+                group_error_code(&e)
+            }
+        }
+    };
+    for (name, parts) in slots {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = name;
+        tr.partitions = parts
+            .into_iter()
+            .map(|(idx, code)| {
+                let mut pr = OffsetCommitResponsePartition::default();
+                pr.partition_index = idx;
+                pr.error_code = code.unwrap_or(group_result);
+                pr
+            })
+            .collect();
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+type Fetched = Vec<(String, i32, Option<CommittedOffset>)>;
+
+fn fetch_group(ctx: &Ctx, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+    let wanted: Option<Vec<(String, i32)>> = topics.map(|ts| {
+        ts.into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+            .collect()
+    });
+    ctx.broker.groups.fetch_offsets(group, wanted.as_deref())
+}
+
+fn grouped(f: Fetched) -> BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> {
+    let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for (t, p, o) in f {
+        m.entry(t).or_default().push((p, o));
+    }
+    m
+}
+
+pub fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if v >= 8 {
+        for gq in r.groups {
+            let topics = gq.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let mut gr = OffsetFetchResponseGroup::default();
+            gr.group_id = gq.group_id.clone();
+            for (t, parts) in grouped(fetch_group(ctx, &gq.group_id, topics)) {
+                let mut tr = OffsetFetchResponseTopics::default();
+                tr.name = TopicName(str(t));
+                tr.partitions = parts
+                    .into_iter()
+                    .map(|(p, o)| {
+                        let mut pr = OffsetFetchResponsePartitions::default();
+                        pr.partition_index = p;
+                        pr.committed_offset = o.as_ref().map_or(-1, |o| o.offset);
+                        pr.committed_leader_epoch = o.as_ref().map_or(-1, |o| o.leader_epoch);
+                        pr.metadata = Some(str(o.and_then(|o| o.metadata).unwrap_or_default()));
+                        pr
+                    })
+                    .collect();
+                gr.topics.push(tr);
+            }
+            resp.groups.push(gr);
+        }
+        return resp;
+    }
+    let topics = r.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    for (t, parts) in grouped(fetch_group(ctx, &r.group_id, topics)) {
+        let mut tr = OffsetFetchResponseTopic::default();
+        tr.name = TopicName(str(t));
+        tr.partitions = parts
+            .into_iter()
+            .map(|(p, o)| {
+                let mut pr = OffsetFetchResponsePartition::default();
+                pr.partition_index = p;
+                pr.committed_offset = o.as_ref().map_or(-1, |o| o.offset);
+                if v >= 5 {
+                    pr.committed_leader_epoch = o.as_ref().map_or(-1, |o| o.leader_epoch);
+                }
+                pr.metadata = Some(str(o.and_then(|o| o.metadata).unwrap_or_default()));
+                pr
+            })
+            .collect();
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+pub fn list_groups(ctx: &Ctx, r: ListGroupsRequest, v: i16) -> ListGroupsResponse {
+    let mut resp = ListGroupsResponse::default();
+    let filter: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    resp.groups = ctx
+        .broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|l| filter.is_empty() || filter.contains(&l.state.as_str().to_lowercase()))
+        .map(|l| {
+            let mut lg = ListedGroup::default();
+            lg.group_id = GroupId(str(l.group_id));
+            lg.protocol_type = str(l.protocol_type);
+            if v >= 4 {
+                lg.group_state = str(l.state.as_str());
+            }
+            lg
+        })
+        .collect();
+    resp
+}
+
+pub fn describe_groups(ctx: &Ctx, r: DescribeGroupsRequest, _v: i16) -> DescribeGroupsResponse {
+    let mut resp = DescribeGroupsResponse::default();
+    for id in r.groups {
+        let d = ctx.broker.groups.describe(&id);
+        let mut dg = DescribedGroup::default();
+        dg.group_id = id;
+        dg.group_state = str(d.state.as_str());
+        dg.protocol_type = str(d.protocol_type);
+        dg.protocol_data = str(d.protocol);
+        dg.members = d
+            .members
+            .into_iter()
+            .map(|m| {
+                let mut dm = DescribedGroupMember::default();
+                dm.member_id = str(m.member_id);
+                dm.group_instance_id = m.instance_id.map(str);
+                dm.client_id = str(m.client_id);
+                dm.client_host = str(m.client_host);
+                dm.member_metadata = m.metadata;
+                dm.member_assignment = m.assignment;
+                dm
+            })
+            .collect();
+        resp.groups.push(dg);
+    }
+    resp
+}
+
+pub async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest, _v: i16) -> DeleteGroupsResponse {
+    let mut resp = DeleteGroupsResponse::default();
+    for id in r.groups_names {
+        let mut res = DeletableGroupResult::default();
+        if let Err(e) = ctx.broker.groups.delete_group(&id).await {
+            res.error_code = group_error_code(&e);
+        }
+        res.group_id = id;
+        resp.results.push(res);
+    }
+    resp
+}
+
+/// Topics the group's live consumer members subscribe to.
+fn subscribed_topics(ctx: &Ctx, group: &str) -> Vec<String> {
+    let d = ctx.broker.groups.describe(group);
+    if d.protocol_type != "consumer" {
+        return Vec::new();
+    }
+    let mut topics = Vec::new();
+    for m in d.members {
+        if let Some(sub) = decode_subscription(m.metadata) {
+            topics.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+    }
+    topics
+}
+
+fn decode_subscription(mut b: Bytes) -> Option<ConsumerProtocolSubscription> {
+    if b.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([b[0], b[1]]);
+    let _ = bytes::Buf::get_i16(&mut b);
+    ConsumerProtocolSubscription::decode(&mut b, version.clamp(0, 3)).ok()
+}
+
+pub async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest, _v: i16) -> OffsetDeleteResponse {
+    let mut resp = OffsetDeleteResponse::default();
+    let subscribed = subscribed_topics(ctx, &r.group_id);
+    let tps: Vec<(String, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.to_string(), p.partition_index))
+        })
+        .collect();
+    match ctx
+        .broker
+        .groups
+        .delete_offsets(&r.group_id, &tps, &subscribed)
+        .await
+    {
+        Ok(results) => {
+            let mut it = results.into_iter();
+            for t in r.topics {
+                let mut tr = OffsetDeleteResponseTopic::default();
+                tr.name = t.name;
+                for p in t.partitions {
+                    let mut pr = OffsetDeleteResponsePartition::default();
+                    pr.partition_index = p.partition_index;
+                    if let Some(Err(e)) = it.next() {
+                        pr.error_code = group_error_code(&e);
+                    }
+                    tr.partitions.push(pr);
+                }
+                resp.topics.push(tr);
+            }
+        }
+        Err(e) => resp.error_code = broker_error_code(&BrokerError::Group(e)),
+    }
+    resp
+}

@@ -1,0 +1,63 @@
+//! Produce: partitions of one request are appended concurrently, so their
+//! fsyncs overlap.
+
+use super::{str, Ctx};
+use crate::errors::broker_error;
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use strata_broker::durability::Acks;
+
+pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
+    let acks = Acks::from_kafka(r.acks);
+    let mut resp = ProduceResponse::default();
+    for topic in r.topic_data {
+        let name = topic.name.to_string();
+        let parts = topic.partition_data.into_iter().map(|pd| {
+            let name = name.clone();
+            let transactional = r.transactional_id.is_some();
+            async move {
+                let mut pr = PartitionProduceResponse::default();
+                pr.index = pd.index;
+                pr.base_offset = -1;
+                pr.log_append_time_ms = -1;
+                pr.log_start_offset = -1;
+                let Some(acks) = acks else {
+                    pr.error_code = ResponseError::InvalidRequiredAcks.code();
+                    return pr;
+                };
+                if transactional {
+                    // Transactions are not implemented (InitProducerId is not advertised).
+                    pr.error_code = ResponseError::InvalidRequest.code();
+                    return pr;
+                }
+                let Some(records) = pd.records else {
+                    pr.error_code = ResponseError::CorruptMessage.code();
+                    return pr;
+                };
+                match ctx.broker.produce(&name, pd.index, &records, acks).await {
+                    Ok(o) => {
+                        pr.base_offset = o.base_offset;
+                        pr.log_append_time_ms = o.log_append_time;
+                        pr.log_start_offset = o.log_start_offset;
+                    }
+                    Err(e) => {
+                        tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                        let (code, msg) = broker_error(&e);
+                        pr.error_code = code;
+                        if v >= 8 {
+                            pr.error_message = msg.map(str);
+                        }
+                    }
+                }
+                pr
+            }
+        });
+        let mut tr = TopicProduceResponse::default();
+        tr.name = topic.name;
+        tr.partition_responses = join_all(parts).await;
+        resp.responses.push(tr);
+    }
+    resp
+}

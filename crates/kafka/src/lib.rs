@@ -1,0 +1,13 @@
+//! The Kafka wire-protocol edge of a Strata broker: the TCP listener, request
+//! handlers (decoding with the `kafka-protocol` crate, never hand-written
+//! message structs), the mapping of domain errors to Kafka error codes, and a
+//! small async client used by the CLI and tests.
+
+pub mod client;
+pub mod errors;
+mod handlers;
+pub mod server;
+pub mod versions;
+
+pub use handlers::Ctx;
+pub use server::{serve, ServerLimits};

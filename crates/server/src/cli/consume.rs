@@ -1,0 +1,150 @@
+//! `strata consume`: records of a topic to stdout, one per line.
+
+use super::{connect, error_name, partition_count, s};
+use anyhow::{bail, Context};
+use clap::Args;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::records::RecordBatchDecoder;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use strata_record::BatchIter;
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long)]
+    topic: String,
+    /// Only this partition (default: all).
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Start at the earliest offset instead of the end.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Start at this offset (with --partition).
+    #[arg(long)]
+    offset: Option<i64>,
+    /// Stop after this many records.
+    #[arg(long)]
+    count: Option<usize>,
+    /// Stop after this long without new records.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print `partition:offset:key:value` instead of the value alone.
+    #[arg(long)]
+    verbose: bool,
+}
+
+pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
+    let mut c = connect(&a.bootstrap).await?;
+    let n = partition_count(&mut c, &a.topic).await?;
+    let parts: Vec<i32> = match a.partition {
+        Some(p) if p >= 0 && p < n => vec![p],
+        Some(p) => bail!("topic {} has no partition {p}", a.topic),
+        None => (0..n).collect(),
+    };
+    let offsets = super::topic::offsets(&mut c, &a.topic, n).await?;
+    let mut pos: Vec<(i32, i64)> = parts
+        .iter()
+        .map(|p| {
+            let (_, start, end) = offsets
+                .iter()
+                .find(|(q, _, _)| q == p)
+                .copied()
+                .unwrap_or((*p, 0, 0));
+            let o = match a.offset {
+                Some(o) => o,
+                None if a.from_beginning => start,
+                None => end,
+            };
+            (*p, o)
+        })
+        .collect();
+    let mut seen = 0usize;
+    let mut last_data = Instant::now();
+    let stdout = std::io::stdout();
+    loop {
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(s(a.topic.clone()));
+        t.partitions = pos
+            .iter()
+            .map(|(p, o)| {
+                FetchPartition::default()
+                    .with_partition(*p)
+                    .with_fetch_offset(*o)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect();
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = 500;
+        req.min_bytes = 1;
+        req.max_bytes = 16 << 20;
+        req.session_epoch = -1;
+        req.topics = vec![t];
+        let resp = c.call(req, 11).await?;
+        if resp.error_code != 0 {
+            bail!("fetch failed: {}", error_name(resp.error_code));
+        }
+        let mut out = stdout.lock();
+        for tr in resp.responses {
+            for pd in tr.partitions {
+                if pd.error_code != 0 {
+                    bail!(
+                        "fetch {}-{}: {}",
+                        a.topic,
+                        pd.partition_index,
+                        error_name(pd.error_code)
+                    );
+                }
+                let Some(data) = pd.records else { continue };
+                for (at, h) in BatchIter::new(&data) {
+                    let mut batch = data.slice(at..at + h.total_size());
+                    let set = RecordBatchDecoder::decode(&mut batch)
+                        .context("cannot decode record batch")?;
+                    for r in set.records {
+                        let Some(entry) = pos.iter_mut().find(|(p, _)| *p == pd.partition_index)
+                        else {
+                            continue;
+                        };
+                        if r.offset < entry.1 {
+                            continue;
+                        }
+                        entry.1 = r.offset + 1;
+                        let value = r
+                            .value
+                            .as_deref()
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default();
+                        if a.verbose {
+                            let key = r
+                                .key
+                                .as_deref()
+                                .map(String::from_utf8_lossy)
+                                .unwrap_or_default();
+                            writeln!(out, "{}:{}:{key}:{value}", pd.partition_index, r.offset)?;
+                        } else {
+                            writeln!(out, "{value}")?;
+                        }
+                        seen += 1;
+                        last_data = Instant::now();
+                        if a.count.is_some_and(|c| seen >= c) {
+                            return Ok(());
+                        }
+                    }
+                    // Skip past the whole batch (e.g. batches with only control records).
+                    if let Some(entry) = pos.iter_mut().find(|(p, _)| *p == pd.partition_index) {
+                        entry.1 = entry.1.max(h.next_offset());
+                    }
+                }
+            }
+        }
+        drop(out);
+        if a.timeout_ms
+            .is_some_and(|t| last_data.elapsed() >= Duration::from_millis(t))
+        {
+            return Ok(());
+        }
+    }
+}

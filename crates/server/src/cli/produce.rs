@@ -1,0 +1,164 @@
+//! `strata produce`: lines from stdin become records (optionally `KEY<sep>VALUE`).
+
+use super::{connect, error_name, partition_count, s};
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use clap::Args;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use std::collections::BTreeMap;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long)]
+    topic: String,
+    /// Fixed partition; by default keyed records hash and unkeyed ones rotate.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Split each line into key and value at the first occurrence.
+    #[arg(long)]
+    key_separator: Option<String>,
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    acks: i16,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Records per produce request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+}
+
+fn compression(name: &str) -> anyhow::Result<Compression> {
+    Ok(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => bail!("unknown compression {other:?}"),
+    })
+}
+
+/// FNV-1a: a stable key → partition mapping for this tool.
+fn hash(key: &[u8]) -> u32 {
+    key.iter().fold(0x811c9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x01000193)
+    })
+}
+
+fn record(key: Option<Bytes>, value: Bytes, now: i64, offset: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: -1,
+        timestamp: now,
+        key,
+        value: Some(value),
+        headers: IndexMap::new(),
+    }
+}
+
+pub async fn run(a: ProduceArgs) -> anyhow::Result<()> {
+    let codec = compression(&a.compression)?;
+    let mut c = connect(&a.bootstrap).await?;
+    let partitions = partition_count(&mut c, &a.topic).await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    let mut rr = 0i32;
+    let mut total = 0usize;
+    let mut done = false;
+    while !done {
+        let mut n = 0;
+        while n < a.batch.max(1) {
+            let Some(line) = lines.next_line().await.context("cannot read stdin")? else {
+                done = true;
+                break;
+            };
+            let (key, value) = match &a.key_separator {
+                Some(sep) => match line.split_once(sep.as_str()) {
+                    Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
+                    None => (None, Bytes::from(line)),
+                },
+                None => (None, Bytes::from(line)),
+            };
+            let p = match (a.partition, &key) {
+                (Some(p), _) => p,
+                (None, Some(k)) => (hash(k) % partitions.max(1) as u32) as i32,
+                (None, None) => rr % partitions.max(1),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let list = pending.entry(p).or_default();
+            let off = list.len() as i64;
+            list.push(record(key, value, now, off));
+            n += 1;
+        }
+        rr = rr.wrapping_add(1);
+        if pending.is_empty() {
+            continue;
+        }
+        let mut td = TopicProduceData::default();
+        td.name = TopicName(s(a.topic.clone()));
+        for (p, recs) in std::mem::take(&mut pending) {
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &recs,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: codec,
+                },
+            )
+            .context("cannot encode record batch")?;
+            total += recs.len();
+            td.partition_data.push(
+                PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(buf.freeze())),
+            );
+        }
+        let mut req = ProduceRequest::default();
+        req.acks = a.acks;
+        req.timeout_ms = 30_000;
+        req.topic_data = vec![td];
+        if a.acks == 0 {
+            let v = c.version::<ProduceRequest>(9)?;
+            // acks=0: the broker sends no response; write and move on.
+            c.send_no_response(req, v).await?;
+            continue;
+        }
+        let resp = c.call(req, 9).await?;
+        for t in resp.responses {
+            for p in t.partition_responses {
+                if p.error_code != 0 {
+                    bail!(
+                        "produce to {}-{} failed: {}{}",
+                        t.name.as_str(),
+                        p.index,
+                        error_name(p.error_code),
+                        p.error_message
+                            .map(|m| format!(": {}", m.as_str()))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("produced {total} record(s) to {}", a.topic);
+    Ok(())
+}

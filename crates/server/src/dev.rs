@@ -1,0 +1,143 @@
+//! `strata dev`: the single-node profile. Embedded metadata store under the
+//! data directory, one process, no external service.
+
+use crate::http::{self, HttpState};
+use crate::settings::Settings;
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_broker::BrokerBuilder;
+use strata_kafka::{Ctx, ServerLimits};
+use strata_meta::{EmbeddedStore, MetadataStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn validate_object_store(url: &str) -> anyhow::Result<()> {
+    let ok =
+        url.starts_with("file:///") || url.starts_with("s3://") || url.starts_with("memory://");
+    if !ok {
+        bail!("object store URL {url:?} must start with file:///, s3:// or memory://");
+    }
+    Ok(())
+}
+
+/// Splits an advertised `HOST:PORT`.
+fn host_port(s: &str) -> anyhow::Result<(String, i32)> {
+    let (h, p) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?} is not HOST:PORT"))?;
+    let port: i32 = p.parse().with_context(|| format!("bad port in {s:?}"))?;
+    Ok((h.trim_matches(|c| c == '[' || c == ']').to_string(), port))
+}
+
+fn advertised(settings: &Settings, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
+    match &settings.advertise {
+        Some(a) => host_port(a),
+        None => {
+            let host = if bound.ip().is_unspecified() {
+                "localhost".to_string()
+            } else {
+                bound.ip().to_string()
+            };
+            Ok((host, i32::from(bound.port())))
+        }
+    }
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let object_store = settings.object_store.clone().unwrap_or_else(|| {
+        let abs = std::path::absolute(&settings.data_dir).unwrap_or(settings.data_dir.clone());
+        format!("file://{}", abs.join("objects").display())
+    });
+    validate_object_store(&object_store)?;
+    tracing::info!(object_store = %object_store, "cold tier target (offload arrives with the cold tier)");
+
+    let meta: Arc<dyn MetadataStore> = Arc::new(
+        EmbeddedStore::open(&settings.data_dir.join("meta"))
+            .context("cannot open the embedded metadata store")?,
+    );
+    let broker = BrokerBuilder::new(settings.data_dir.join("logs"))
+        .settings(settings.broker_settings())
+        .cluster(settings.cluster.clone())
+        .metadata_store(meta)
+        .build()
+        .await
+        .context("cannot start the broker")?;
+
+    let kafka = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let kafka_addr = kafka.local_addr()?;
+    let http_listener = TcpListener::bind(&settings.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.http))?;
+    let http_addr = http_listener.local_addr()?;
+    let (host, port) = advertised(&settings, kafka_addr)?;
+    let ctx = Arc::new(Ctx {
+        broker: broker.clone(),
+        advertised_host: host,
+        advertised_port: port,
+        cluster_id: broker.cluster_id().to_string(),
+    });
+
+    let shutdown = CancellationToken::new();
+    let http_state = Arc::new(HttpState {
+        broker: broker.clone(),
+        ready: Default::default(),
+    });
+    let http_task = {
+        let s = shutdown.clone();
+        let app = http::router(http_state.clone());
+        tokio::spawn(async move {
+            let r = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "http server failed");
+            }
+        })
+    };
+    let background = tokio::spawn(broker.clone().run_background());
+    let limits = ServerLimits {
+        max_connections: settings.max_connections,
+        max_request_bytes: settings.max_request_bytes,
+        shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
+        ..ServerLimits::default()
+    };
+    let kafka_task = tokio::spawn(strata_kafka::serve(kafka, ctx, limits, shutdown.clone()));
+    http_state.ready.store(true, Ordering::Release);
+    // Tests and scripts read these lines to find the ports (DESIGN §9).
+    tracing::info!("kafka listening on {kafka_addr}");
+    tracing::info!("http listening on {http_addr}");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    http_state.ready.store(false, Ordering::Release);
+    shutdown.cancel();
+    if let Err(e) = kafka_task.await {
+        tracing::error!(error = %e, "kafka listener task failed");
+    }
+    broker.shutdown().await;
+    let _ = background.await;
+    let _ = http_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

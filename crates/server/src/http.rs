@@ -1,0 +1,156 @@
+//! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use strata_broker::metrics::Metrics;
+use strata_broker::Broker;
+
+pub struct HttpState {
+    pub broker: Arc<Broker>,
+    /// Set once the Kafka listener accepts connections; cleared at shutdown.
+    pub ready: AtomicBool,
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&s.broker),
+    )
+}
+
+fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// Renders every metric in the Prometheus text exposition format.
+pub fn render(b: &Broker) -> String {
+    let m = &b.metrics;
+    let mut out = String::new();
+    let g = Metrics::get;
+    counter(
+        &mut out,
+        "strata_produce_requests_total",
+        "Partition appends.",
+        "counter",
+        g(&m.produce_requests),
+    );
+    counter(
+        &mut out,
+        "strata_produce_bytes_total",
+        "Record bytes appended.",
+        "counter",
+        g(&m.produce_bytes),
+    );
+    counter(
+        &mut out,
+        "strata_fetch_responses_total",
+        "Fetch responses sent.",
+        "counter",
+        g(&m.fetch_responses),
+    );
+    counter(
+        &mut out,
+        "strata_fetch_bytes_total",
+        "Record bytes served by fetches.",
+        "counter",
+        g(&m.fetch_bytes),
+    );
+    counter(
+        &mut out,
+        "strata_connections_total",
+        "Kafka connections accepted.",
+        "counter",
+        g(&m.connections_total),
+    );
+    counter(
+        &mut out,
+        "strata_connections_active",
+        "Open Kafka connections.",
+        "gauge",
+        g(&m.connections_active),
+    );
+    counter(
+        &mut out,
+        "strata_requests_total",
+        "Kafka requests received.",
+        "counter",
+        g(&m.requests_total),
+    );
+    counter(
+        &mut out,
+        "strata_request_errors_total",
+        "Responses that could not be encoded.",
+        "counter",
+        g(&m.request_errors),
+    );
+    counter(
+        &mut out,
+        "strata_malformed_frames_total",
+        "Connections closed for malformed frames.",
+        "counter",
+        g(&m.malformed_frames),
+    );
+    let _ = writeln!(out, "# HELP strata_partition_log_end_offset Log end offset.\n# TYPE strata_partition_log_end_offset gauge");
+    let topics = b.topics();
+    for t in &topics {
+        for p in &t.partitions {
+            let _ = writeln!(
+                out,
+                "strata_partition_log_end_offset{{topic=\"{}\",partition=\"{}\"}} {}",
+                t.name,
+                p.index,
+                p.high_watermark()
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP strata_partition_log_start_offset Log start offset.\n# TYPE strata_partition_log_start_offset gauge");
+    for t in &topics {
+        for p in &t.partitions {
+            let _ = writeln!(
+                out,
+                "strata_partition_log_start_offset{{topic=\"{}\",partition=\"{}\"}} {}",
+                t.name,
+                p.index,
+                p.log_start_offset()
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP strata_partition_size_bytes Bytes in local segments.\n# TYPE strata_partition_size_bytes gauge");
+    for t in &topics {
+        for p in &t.partitions {
+            let _ = writeln!(
+                out,
+                "strata_partition_size_bytes{{topic=\"{}\",partition=\"{}\"}} {}",
+                t.name,
+                p.index,
+                p.size_bytes()
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,128 @@
+//! `strata`: the broker profiles and the command-line tools (DESIGN §9).
+
+mod cli;
+mod dev;
+mod http;
+mod settings;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Kafka-compatible streaming on local NVMe and object storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Single-node broker: embedded metadata, local object store, no external service.
+    Dev(DevArgs),
+    /// Topic administration.
+    Topic(cli::topic::TopicArgs),
+    /// Consumer group inspection.
+    Group(cli::group::GroupArgs),
+    /// Produce lines from stdin.
+    Produce(cli::produce::ProduceArgs),
+    /// Consume records to stdout.
+    Consume(cli::consume::ConsumeArgs),
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Data directory (segments, metadata, local objects).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener HOST:PORT (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address advertised to clients.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// HTTP listener HOST:PORT for /metrics, /healthz, /readyz.
+    #[arg(long)]
+    http: Option<String>,
+    /// Object store URL (file:///abs/path, s3://bucket/prefix, memory://).
+    #[arg(long)]
+    object_store: Option<String>,
+    /// TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Any setting as KEY=VALUE (repeatable), e.g. group_initial_rebalance_delay_ms=0.
+    #[arg(long = "set", value_parser = cli::parse_kv)]
+    set: Vec<(String, String)>,
+}
+
+impl DevArgs {
+    fn overrides(&self) -> Vec<(String, String)> {
+        let mut o = Vec::new();
+        if let Some(d) = &self.data_dir {
+            o.push(("data_dir".into(), d.display().to_string()));
+        }
+        for (k, v) in [
+            ("listen", &self.listen),
+            ("advertise", &self.advertise),
+            ("http", &self.http),
+            ("object_store", &self.object_store),
+        ] {
+            if let Some(v) = v {
+                // Quote so TOML keeps it a string.
+                o.push((k.into(), format!("{v:?}")));
+            }
+        }
+        o.extend(self.set.iter().cloned());
+        o
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => {
+                let s = settings::Settings::load(
+                    args.config.as_deref(),
+                    std::env::vars(),
+                    &args.overrides(),
+                )?;
+                init_logging(&s.log);
+                dev::run(s).await
+            }
+            Command::Topic(a) => cli::topic::run(a).await,
+            Command::Group(a) => cli::group::run(a).await,
+            Command::Produce(a) => cli::produce::run(a).await,
+            Command::Consume(a) => cli::consume::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Broker settings: defaults that work on one laptop, overridden by a TOML
+//! file, then by `STRATA_<KEY>` environment variables, then by flags
+//! (DESIGN §7). Settings are plain data; components are built from them in
+//! `dev.rs`.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use strata_broker::config::BrokerSettings;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// Kafka listener; port 0 picks a free port.
+    pub listen: String,
+    /// Address clients are told to use; defaults to the bound listener.
+    pub advertise: Option<String>,
+    /// HTTP endpoint for /metrics, /healthz, /readyz.
+    pub http: String,
+    /// Cold-tier object store URL (used once the cold tier lands).
+    pub object_store: Option<String>,
+    pub cluster: String,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub fsync_on_ack_all: bool,
+    pub retention_check_interval_ms: u64,
+    pub max_connections: usize,
+    pub max_request_bytes: usize,
+    pub shutdown_grace_ms: u64,
+    /// tracing filter, e.g. `info` or `strata_kafka=debug,info`.
+    pub log: String,
+    /// Broker-wide defaults for topic configs, by Kafka name.
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let b = BrokerSettings::default();
+        Self {
+            data_dir: PathBuf::from("./strata-data"),
+            listen: "127.0.0.1:9092".into(),
+            advertise: None,
+            http: "127.0.0.1:9644".into(),
+            object_store: None,
+            cluster: "strata".into(),
+            node_id: b.node_id,
+            auto_create_topics: b.auto_create_topics,
+            num_partitions: b.num_partitions,
+            default_replication_factor: b.default_replication_factor,
+            group_initial_rebalance_delay_ms: b.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: b.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: b.group_max_session_timeout_ms,
+            fsync_on_ack_all: b.fsync_on_ack_all,
+            retention_check_interval_ms: b.retention_check_interval_ms,
+            max_connections: 10_000,
+            max_request_bytes: 100 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+            log: "info".into(),
+            topic_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parses a scalar as TOML (numbers, booleans) or else takes it as a string.
+fn scalar(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+impl Settings {
+    /// Layers: defaults < file < environment < `overrides` (`key=value`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let mut table = toml::Table::try_from(Settings::default())
+            .context("cannot serialise default settings")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let file_table: toml::Table = text
+                .parse()
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            for (k, v) in file_table {
+                table.insert(k, v);
+            }
+        }
+        let keys: Vec<String> = table.keys().cloned().collect();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("STRATA_") else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase();
+            if keys.contains(&key) && key != "topic_defaults" {
+                table.insert(key, scalar(&value));
+            }
+        }
+        for (k, v) in overrides {
+            if let Some(name) = k.strip_prefix("topic_defaults.") {
+                let entry = table
+                    .entry("topic_defaults")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(t) = entry {
+                    t.insert(name.to_string(), toml::Value::String(v.clone()));
+                }
+            } else if keys.contains(k) {
+                table.insert(k.clone(), scalar(v));
+            } else {
+                bail!("unknown setting {k:?}");
+            }
+        }
+        // Optional settings set to "" mean "unset".
+        table.retain(|_, v| !matches!(v, toml::Value::String(s) if s.is_empty()));
+        let s: Settings = toml::Value::Table(table)
+            .try_into()
+            .context("invalid settings")?;
+        Ok(s)
+    }
+
+    pub fn broker_settings(&self) -> BrokerSettings {
+        BrokerSettings {
+            node_id: self.node_id,
+            auto_create_topics: self.auto_create_topics,
+            num_partitions: self.num_partitions,
+            default_replication_factor: self.default_replication_factor,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms,
+            fsync_on_ack_all: self.fsync_on_ack_all,
+            retention_check_interval_ms: self.retention_check_interval_ms,
+            topic_defaults: self.topic_defaults.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("strata.toml");
+        std::fs::write(
+            &f,
+            "num_partitions = 3\nlisten = \"127.0.0.1:1\"\n[topic_defaults]\n\"retention.ms\" = \"1000\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("STRATA_LISTEN".to_string(), "127.0.0.1:2".to_string()),
+            ("STRATA_FSYNC_ON_ACK_ALL".to_string(), "false".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let s = Settings::load(
+            Some(&f),
+            env.into_iter(),
+            &[
+                ("listen".into(), "127.0.0.1:3".into()),
+                ("topic_defaults.segment.bytes".into(), "4096".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.num_partitions, 3);
+        assert_eq!(s.listen, "127.0.0.1:3");
+        assert!(!s.fsync_on_ack_all);
+        assert_eq!(s.topic_defaults.get("retention.ms").unwrap(), "1000");
+        assert_eq!(s.topic_defaults.get("segment.bytes").unwrap(), "4096");
+    }
+
+    #[test]
+    fn unknown_settings_are_errors() {
+        assert!(Settings::load(None, std::iter::empty(), &[("nope".into(), "1".into())]).is_err());
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("bad.toml");
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        assert!(Settings::load(Some(&f), std::iter::empty(), &[]).is_err());
+    }
+}
