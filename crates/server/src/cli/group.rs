@@ -100,8 +100,10 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
                 }
             }
             let mut req = OffsetFetchRequest::default();
-            req.groups =
-                vec![OffsetFetchRequestGroup::default().with_group_id(GroupId(s(group.clone())))];
+            req.groups = vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s(group.clone())))
+                // Null (not empty) asks for every committed partition.
+                .with_topics(None)];
             let v = c.version::<OffsetFetchRequest>(8)?;
             let mut committed: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
             if v >= 8 {
