@@ -355,26 +355,24 @@ impl Broker {
         }
     }
 
-    /// Background loop: group timers every 100 ms, flush.ms and retention.
+    /// Background loop: group timers every 100 ms, `flush.ms` checks every
+    /// second, rolls and retention every `log.retention.check.interval.ms`.
     pub async fn run_background(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let retention_every = self.settings.retention_check_interval_ms.max(100);
-        let mut last_retention = 0u64;
-        let mut elapsed = 0u64;
+        use tokio::time::{interval, MissedTickBehavior};
+        let mut groups = interval(Duration::from_millis(100));
+        let mut flush = interval(Duration::from_secs(1));
+        let mut retention = interval(Duration::from_millis(
+            self.settings.retention_check_interval_ms.max(100),
+        ));
+        for t in [&mut groups, &mut flush, &mut retention] {
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = groups.tick() => self.groups.tick(),
+                _ = flush.tick() => self.housekeeping(false).await,
+                _ = retention.tick() => self.housekeeping(true).await,
                 _ = self.shutdown.cancelled() => return,
-            }
-            elapsed += 100;
-            self.groups.tick();
-            if elapsed % 1000 == 0 {
-                let due = elapsed - last_retention >= retention_every;
-                if due {
-                    last_retention = elapsed;
-                }
-                self.housekeeping(due).await;
             }
         }
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_meta::{EmbeddedStore, MetadataStore};
-use strata_record::build_batch;
+use strata_record::{build_batch, KeyValue};
 
 async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
     let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
@@ -37,8 +37,7 @@ fn topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopic {
 
 fn batch(n: usize, ts: i64) -> Bytes {
     let vals: Vec<Vec<u8>> = (0..n).map(|i| vec![b'x'; 10 + i]).collect();
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    let recs: Vec<KeyValue<'_>> = vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
     build_batch(0, ts, &recs).freeze()
 }
 

@@ -153,7 +153,6 @@ impl Segment {
     }
 
     fn index_batch(&mut self, pos: u64, h: &BatchHeader, size: usize) -> Result<(), LogError> {
-        let ts_grew = h.max_timestamp > self.max_timestamp;
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
         if self.idx.offsets.is_empty() || self.bytes_since_index >= self.index_interval {
             let rel_offset = (h.base_offset - self.base_offset) as u32;
@@ -161,18 +160,17 @@ impl Segment {
                 rel_offset,
                 position: pos as u32,
             })?;
-            if ts_grew || self.idx.times.is_empty() {
-                if self
-                    .idx
-                    .times
-                    .last()
-                    .is_none_or(|e| e.timestamp < self.max_timestamp)
-                {
-                    self.idx.append_time(TimeEntry {
-                        timestamp: self.max_timestamp,
-                        rel_offset,
-                    })?;
-                }
+            // Time entries record the running max timestamp whenever it grew.
+            if self
+                .idx
+                .times
+                .last()
+                .is_none_or(|e| e.timestamp < self.max_timestamp)
+            {
+                self.idx.append_time(TimeEntry {
+                    timestamp: self.max_timestamp,
+                    rel_offset,
+                })?;
             }
             self.bytes_since_index = 0;
         }

@@ -1,7 +1,9 @@
 use crate::{LogConfig, PartitionLog};
 use proptest::prelude::*;
 use std::path::Path;
-use strata_record::{build_batch, validate_batches, BatchHeader, BatchIter, ValidationLimits};
+use strata_record::{
+    build_batch, validate_batches, BatchHeader, BatchIter, KeyValue, ValidationLimits,
+};
 
 const LIMITS: ValidationLimits = ValidationLimits {
     max_batch_bytes: 1 << 20,
@@ -18,8 +20,7 @@ fn cfg() -> LogConfig {
 /// Appends a batch of `n` records with values `v{i}` and timestamp `ts`.
 fn append(log: &mut PartitionLog, n: usize, ts: i64, now: i64) -> (i64, i64) {
     let vals: Vec<Vec<u8>> = (0..n).map(|i| format!("v{i}-{ts}").into_bytes()).collect();
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    let recs: Vec<KeyValue<'_>> = vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
     let mut b = build_batch(0, ts, &recs);
     let v = validate_batches(&b, LIMITS).unwrap();
     let info = log.append(&mut b, &v, 3, now, false).unwrap();

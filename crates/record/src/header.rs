@@ -358,13 +358,12 @@ impl Iterator for BatchIter<'_> {
     }
 }
 
-/// Builds an uncompressed batch from `(key, value, headers)` records. Used by
-/// tests and the CLI; real clients bring their own batches.
-pub fn build_batch(
-    base_offset: i64,
-    timestamp_ms: i64,
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
-) -> BytesMut {
+/// A record's key and value for [`build_batch`] (`None` is null).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Builds an uncompressed batch from `(key, value)` records, all with the
+/// same timestamp. Used by tests; real clients bring their own batches.
+pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[KeyValue<'_>]) -> BytesMut {
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
         let mut rec = Vec::new();

@@ -181,7 +181,7 @@ impl Group {
                 self.check_join_complete(now);
             }
             GroupState::CompletingRebalance | GroupState::Stable
-                if !changed && !(state == GroupState::Stable && is_leader) =>
+                if !(changed || (state == GroupState::Stable && is_leader)) =>
             {
                 // A retried join with nothing new: answer with the current generation.
                 return Ok(Reply::Now(Ok(self.join_response_for(&id))));

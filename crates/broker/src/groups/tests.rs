@@ -139,7 +139,7 @@ fn leave_and_session_expiry_remove_members() {
     jb.try_recv().unwrap().unwrap();
     assert_eq!(g.generation, 2);
     // b leaves: rebalance; a rejoins alone.
-    assert_eq!(g.leave(&[b.clone()], 10, &T), vec![Ok(())]);
+    assert_eq!(g.leave(std::slice::from_ref(&b), 10, &T), vec![Ok(())]);
     assert_eq!(g.state, GroupState::PreparingRebalance);
     let j = now(g.join(req(&a, &["range"]), 10, &T)).unwrap();
     assert_eq!((j.generation, j.members.len()), (3, 1));

@@ -223,7 +223,8 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
     let mut resp = OffsetCommitResponse::default();
     let mut to_commit = Vec::new();
     // Per-partition result slots; `None` until the group commit decides.
-    let mut slots: Vec<(TopicName, Vec<(i32, Option<i16>)>)> = Vec::new();
+    type Slots = Vec<(TopicName, Vec<(i32, Option<i16>)>)>;
+    let mut slots: Slots = Vec::new();
     for t in &r.topics {
         let exists = ctx.broker.topic(&t.name);
         let mut parts = Vec::new();

@@ -112,7 +112,7 @@ proptest! {
         flip in 1u8..=255,
         cut in any::<prop::sample::Index>(),
     ) {
-        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        let recs: Vec<KeyValue<'_>> =
             values.iter().map(|v| (None, Some(v.as_slice()))).collect();
         let good = build_batch(0, 0, &recs);
         prop_assert!(validate_batches(&good, limits()).is_ok());

@@ -1,0 +1,40 @@
+# Shared helpers for the project scripts. Everything here is idempotent: it
+# installs only what is missing, so it is cheap on a machine already set up.
+
+APT_UPDATED=0
+apt_install() {
+  # apt_install PACKAGE...: installs the missing ones (as root, non-interactive).
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: need root to install: ${missing[*]}" >&2
+    return 1
+  fi
+  if [ "$APT_UPDATED" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+need_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo (Rust 1.85 or newer) is required; install it with rustup" >&2
+    exit 1
+  fi
+  # C toolchain for crates that build C code (zstd, lz4).
+  command -v cc >/dev/null 2>&1 || apt_install build-essential
+}
+
+need_python_clients() {
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+  if ! python3 -c "import confluent_kafka, kafka, pytest" >/dev/null 2>&1; then
+    python3 -m pip install -q -r tests/requirements.txt
+  fi
+}

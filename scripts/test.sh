@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, Rust unit and integration tests, then
+# the end-to-end suite that drives the real `strata` binary with real Kafka
+# clients (confluent-kafka/librdkafka, kafka-python, kcat). Installs what is
+# missing (kcat, Python clients). Every server it starts listens on free
+# loopback ports and is stopped by the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+need_cargo
+apt_install kcat
+need_python_clients
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== cargo test"
+cargo test --workspace -q
+echo "== build strata"
+cargo build --bin strata -q
+echo "== end-to-end (tests/e2e)"
+export STRATA_BIN="$PWD/target/debug/strata"
+python3 -m pytest tests/e2e -q -p no:warnings -p no:cacheprovider "$@"

@@ -1,0 +1,149 @@
+"""Malformed input costs one connection, never the broker."""
+import socket
+import struct
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from conftest import create_topic
+
+
+def connect(strata):
+    s = socket.create_connection(("127.0.0.1", strata.port), timeout=10)
+    s.settimeout(10)
+    return s
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def closed_or_answer(s):
+    """Returns the response body, or None if the broker closed the connection."""
+    try:
+        head = recv_exact(s, 4)
+    except (ConnectionResetError, socket.timeout):
+        return None
+    if head is None:
+        return None
+    (n,) = struct.unpack(">i", head)
+    return recv_exact(s, n)
+
+
+def healthy(strata, topic):
+    """A normal client on another connection still works."""
+    p = Producer({"bootstrap.servers": strata.bootstrap})
+    errs = []
+    p.produce(topic, value=b"still-fine", on_delivery=lambda e, m: errs.append(e))
+    assert p.flush(20) == 0
+    assert errs == [None]
+    assert strata.alive()
+
+
+def test_garbage_frame_closes_only_that_connection(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name)
+    s = connect(strata)
+    s.sendall(struct.pack(">i", 3) + b"\x01\x02\x03")  # shorter than a header
+    assert closed_or_answer(s) is None
+    s = connect(strata)
+    s.sendall(struct.pack(">i", 40) + bytes(range(40)))  # API key 1 with a nonsense body
+    closed_or_answer(s)
+    healthy(strata, topic_name)
+
+
+def test_absurd_frame_length(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name)
+    for length in (0x7FFFFFFF, -5):
+        s = connect(strata)
+        s.sendall(struct.pack(">i", length) + b"\x00" * 16)
+        assert closed_or_answer(s) is None
+    healthy(strata, topic_name)
+
+
+def test_unknown_api_key_gets_an_error_response(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name)
+    s = connect(strata)
+    # api_key 9999, version 0, correlation 42, null client id
+    req = struct.pack(">hhih", 9999, 0, 42, -1)
+    s.sendall(struct.pack(">i", len(req)) + req)
+    body = closed_or_answer(s)
+    assert body is not None
+    corr, err = struct.unpack(">ih", body[:6])
+    assert (corr, err) == (42, 35)  # UNSUPPORTED_VERSION
+    # The same connection keeps working: ApiVersions v0.
+    req = struct.pack(">hhih", 18, 0, 43, -1)
+    s.sendall(struct.pack(">i", len(req)) + req)
+    body = closed_or_answer(s)
+    corr, err = struct.unpack(">ih", body[:6])
+    assert (corr, err) == (43, 0)
+    healthy(strata, topic_name)
+
+
+def test_batch_with_wrong_crc_is_refused(strata, topic_name):
+    """A Produce whose record batch fails its CRC gets CORRUPT_MESSAGE, and nothing is stored."""
+    create_topic(strata.bootstrap, topic_name)
+    # Build a valid v2 batch with one record, then break one value byte.
+    value = b"hello"
+    rec = bytes([0]) + varint(0) + varint(0) + varint(-1) + varint(len(value)) + value + varint(0)
+    records = varint(len(rec)) + rec
+    body = struct.pack(">hiqqqhii", 0, 0, 0, 0, -1, -1, -1, 1) + records
+    crc = crc32c(body)
+    batch_wo_len = struct.pack(">ib", -1, 2) + struct.pack(">I", crc) + body
+    batch = struct.pack(">qi", 0, len(batch_wo_len)) + batch_wo_len
+    bad = bytearray(batch)
+    bad[-3] ^= 0xFF
+    topic = topic_name.encode()
+    # Produce v3: transactional_id null, acks -1, timeout, [topic [partition records]]
+    req = struct.pack(">hhih", 0, 3, 7, -1) + struct.pack(">hhi", -1, -1, 5000)
+    req += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+    req += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", len(bad)) + bytes(bad)
+    s = connect(strata)
+    s.sendall(struct.pack(">i", len(req)) + req)
+    resp = closed_or_answer(s)
+    assert resp is not None
+    # correlation, [topic: name, [partition: index, error_code, ...]]
+    (corr,) = struct.unpack(">i", resp[:4])
+    assert corr == 7
+    off = 4 + 4 + 2 + len(topic) + 4
+    idx, err = struct.unpack(">ih", resp[off:off + 6])
+    assert (idx, err) == (0, 2)  # CORRUPT_MESSAGE
+    c = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": "crc"})
+    assert c.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=10) == (0, 0)
+    c.close()
+    healthy(strata, topic_name)
+
+
+def test_many_bad_connections_do_not_hurt_the_broker(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name)
+    deadline = time.time() + 10
+    for i in range(200):
+        if time.time() > deadline:
+            break
+        s = connect(strata)
+        s.sendall(bytes([i % 256]) * (i % 50 + 1))
+        s.close()
+    healthy(strata, topic_name)
+
+
+def varint(v):
+    z = (v << 1) ^ (v >> 63)
+    out = b""
+    while z >= 0x80:
+        out += bytes([(z & 0x7F) | 0x80])
+        z >>= 7
+    return out + bytes([z])
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
