@@ -11,7 +11,7 @@ def produce_acked(bootstrap, topic, start, n, partitions):
     """Produces values start..start+n with acks=all; returns {value: (partition, offset)} acked."""
     acked = {}
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2,
-                  "enable.idempotence": False})
+                  "enable.idempotence": True})
 
     def cb(err, msg):
         if err is None:

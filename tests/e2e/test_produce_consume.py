@@ -160,7 +160,8 @@ def test_kcat_produce_and_consume(strata, topic_name):
 def test_kafka_python_produce_and_consume(strata, topic_name):
     from kafka import KafkaConsumer, KafkaProducer
     create_topic(strata.bootstrap, topic_name, partitions=2)
-    p = KafkaProducer(bootstrap_servers=strata.bootstrap, acks="all", enable_idempotence=False)
+    # kafka-python 3.x producers are idempotent by default (InitProducerId).
+    p = KafkaProducer(bootstrap_servers=strata.bootstrap, acks="all")
     futs = [p.send(topic_name, key=f"k{i % 5}".encode(), value=f"v{i}".encode()) for i in range(100)]
     metas = [f.get(timeout=30) for f in futs]
     assert len({(m.partition, m.offset) for m in metas}) == 100
@@ -180,3 +181,13 @@ def test_auto_create_on_metadata(strata, topic_name):
     reports = produce(strata.bootstrap, topic_name, [(None, b"hello")])
     assert reports[0][0] is None
     assert [m.value() for m in consume_all(strata.bootstrap, topic_name, 1)] == [b"hello"]
+
+
+def test_idempotent_librdkafka_producer(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name, partitions=2)
+    reports = produce(strata.bootstrap, topic_name,
+                      [(f"k{i}".encode(), f"{i}".encode()) for i in range(2000)],
+                      **{"enable.idempotence": True, "max.in.flight.requests.per.connection": 5})
+    assert all(err is None for err, _, _ in reports)
+    msgs = consume_all(strata.bootstrap, topic_name, 2000)
+    assert sorted(int(m.value()) for m in msgs) == list(range(2000))

@@ -10,6 +10,7 @@ use crate::groups::{GroupCoordinator, GroupTimings};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionRead};
+use crate::producer_ids::ProducerIdAllocator;
 use crate::topics::{from_json, Topic, TopicRecord};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ pub struct Broker {
     pub metrics: Metrics,
     shutdown: CancellationToken,
     cluster_id: String,
+    producer_ids: ProducerIdAllocator,
 }
 
 pub struct BrokerBuilder {
@@ -89,6 +91,8 @@ impl BrokerBuilder {
         })?;
         let keys = Keys::new(&self.cluster);
         let cluster_id = load_or_create_cluster_id(meta.as_ref(), &keys).await?;
+        let meta_for_ids = meta.clone();
+        let keys_for_ids = format!("{}producers/next_id", keys.root());
         let durability = self.durability.unwrap_or_else(|| {
             Arc::new(LocalDurability {
                 fsync_on_ack_all: self.settings.fsync_on_ack_all,
@@ -113,6 +117,7 @@ impl BrokerBuilder {
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
             cluster_id,
+            producer_ids: ProducerIdAllocator::new(meta_for_ids, keys_for_ids),
         });
         broker.load_topics().await?;
         broker.groups.load().await?;
@@ -217,6 +222,21 @@ impl Broker {
                     .and_then(|i| t.partitions.get(i).cloned())
             })
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{topic}-{p}")))
+    }
+
+    /// InitProducerId for an idempotent (non-transactional) producer: a new
+    /// id at epoch 0, or, when the client names its current id and epoch
+    /// (KIP-360), the same id with the epoch bumped.
+    pub async fn init_producer_id(
+        &self,
+        current: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), BrokerError> {
+        match current {
+            Some((id, epoch)) if id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 => {
+                Ok((id, epoch + 1))
+            }
+            _ => Ok((self.producer_ids.next().await?, 0)),
+        }
     }
 
     /// Appends a client's record set and waits for the durability `acks` asks.

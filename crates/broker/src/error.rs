@@ -36,6 +36,10 @@ pub enum BrokerError {
     Metadata(String),
     #[error("request timed out: {0}")]
     Timeout(String),
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
     #[error("broker is shutting down")]
     ShuttingDown,
     #[error("group error: {0}")]

@@ -14,6 +14,8 @@ pub mod groups;
 pub mod keys;
 pub mod metrics;
 pub mod partition;
+pub mod producer_ids;
+pub mod producers;
 pub mod topics;
 
 pub use broker::{Broker, BrokerBuilder, FetchSpec, OffsetSpec, ProduceOutcome};

@@ -7,24 +7,32 @@
 
 use crate::config::TopicConfig;
 use crate::error::BrokerError;
+use crate::producers::{ProducerStates, SequenceCheck};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use strata_log::{AppendInfo, FlushHandle, PartitionLog, SegmentInfo};
-use strata_record::{validate_batches, ValidationLimits};
+use strata_record::{validate_batches, BatchHeader, ValidationLimits};
 use tokio::sync::Notify;
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub leader_epoch: i32,
-    log: Mutex<PartitionLog>,
+    state: Mutex<LogState>,
     config: RwLock<Arc<TopicConfig>>,
     high_watermark: AtomicI64,
     log_start_offset: AtomicI64,
     unflushed_messages: AtomicI64,
     last_flush_ms: AtomicI64,
     data_arrived: Notify,
+}
+
+/// The log and the producer state, changed together under one lock so a
+/// sequence check and the append it allows are atomic.
+struct LogState {
+    log: PartitionLog,
+    producers: ProducerStates,
 }
 
 /// Where a fetch should start, resolved against the log.
@@ -36,38 +44,42 @@ pub struct PartitionRead {
 }
 
 impl Partition {
-    pub fn new(
+    /// Wraps an opened log, rebuilding idempotent-producer state from the
+    /// stored batch headers.
+    pub fn open(
         topic: String,
         index: i32,
         leader_epoch: i32,
         log: PartitionLog,
         config: Arc<TopicConfig>,
         now_ms: i64,
-    ) -> Self {
+    ) -> Result<Self, BrokerError> {
         let hw = log.next_offset();
         let start = log.log_start_offset();
-        Self {
+        let mut producers = ProducerStates::default();
+        log.for_each_header(|h| producers.record(h))?;
+        Ok(Self {
             topic,
             index,
             leader_epoch,
-            log: Mutex::new(log),
+            state: Mutex::new(LogState { log, producers }),
             config: RwLock::new(config),
             high_watermark: AtomicI64::new(hw),
             log_start_offset: AtomicI64::new(start),
             unflushed_messages: AtomicI64::new(0),
             last_flush_ms: AtomicI64::new(now_ms),
             data_arrived: Notify::new(),
-        }
+        })
     }
 
     pub fn name(&self) -> String {
         format!("{}-{}", self.topic, self.index)
     }
 
-    fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
         // Log methods leave the log consistent at every return point, so a
         // panic elsewhere while holding the lock does not corrupt it.
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn config(&self) -> Arc<TopicConfig> {
@@ -78,7 +90,7 @@ impl Partition {
     }
 
     pub fn set_config(&self, config: Arc<TopicConfig>) {
-        self.log().set_config(config.log_config());
+        self.state().log.set_config(config.log_config());
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -91,30 +103,54 @@ impl Partition {
     }
 
     /// Validates and appends a client's record set as received (one copy into
-    /// a mutable buffer to stamp offsets), then wakes waiting fetches.
+    /// a mutable buffer to stamp offsets), then wakes waiting fetches. A retry
+    /// of an idempotent producer's batch gets its original offsets back.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, BrokerError> {
         let cfg = self.config();
         let limits = ValidationLimits {
             max_batch_bytes: cfg.max_message_bytes(),
         };
         let validated = validate_batches(records, limits)?;
+        if validated.iter().any(|v| v.header.is_transactional()) {
+            return Err(BrokerError::InvalidRequest(
+                "transactional batches are not supported yet".into(),
+            ));
+        }
         let mut buf = BytesMut::from(&records[..]);
         let count: i64 = validated
             .iter()
             .map(|v| i64::from(v.header.records_count))
             .sum();
         let info = {
-            let mut log = self.log();
-            let info = log.append(
+            let mut st = self.state();
+            for v in validated.iter().filter(|v| v.header.producer_id >= 0) {
+                if let SequenceCheck::Duplicate { base_offset } = st.producers.check(&v.header)? {
+                    if validated.len() != 1 {
+                        return Err(BrokerError::InvalidRequest(
+                            "a retried idempotent batch must be sent alone".into(),
+                        ));
+                    }
+                    return Ok(AppendInfo {
+                        base_offset,
+                        last_offset: base_offset + i64::from(v.header.last_offset_delta),
+                        log_append_time: None,
+                    });
+                }
+            }
+            let info = st.log.append(
                 &mut buf,
                 &validated,
                 self.leader_epoch,
                 now_ms,
                 cfg.log_append_time(),
             )?;
+            for v in &validated {
+                st.producers
+                    .record(&BatchHeader::parse(&buf[v.position..])?);
+            }
             // Single replica: the high watermark is the log end offset.
             self.high_watermark
-                .store(log.next_offset(), Ordering::Release);
+                .store(st.log.next_offset(), Ordering::Release);
             info
         };
         self.unflushed_messages.fetch_add(count, Ordering::AcqRel);
@@ -124,13 +160,13 @@ impl Partition {
 
     /// Reads whole batches from `offset` up to the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<PartitionRead, BrokerError> {
-        let log = self.log();
+        let st = self.state();
         let hw = self.high_watermark();
-        let r = log.read(offset, max_bytes, hw)?;
+        let r = st.log.read(offset, max_bytes, hw)?;
         Ok(PartitionRead {
             data: r.data,
             high_watermark: hw,
-            log_start_offset: log.log_start_offset(),
+            log_start_offset: st.log.log_start_offset(),
         })
     }
 
@@ -141,12 +177,12 @@ impl Partition {
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-        Ok(self.log().offset_for_timestamp(ts)?)
+        Ok(self.state().log.offset_for_timestamp(ts)?)
     }
 
     /// Detached fsync handle on the active segment (fsync runs off the lock).
     pub fn flush_handle(&self) -> Result<FlushHandle, BrokerError> {
-        Ok(self.log().flush_handle()?)
+        Ok(self.state().log.flush_handle()?)
     }
 
     /// Records that everything appended so far is on disk.
@@ -165,31 +201,29 @@ impl Partition {
 
     /// Time-based roll and retention; returns segments deleted.
     pub fn housekeeping(&self, now_ms: i64) -> Result<usize, BrokerError> {
-        let mut log = self.log();
-        log.roll_if_due(now_ms)?;
-        let n = log.enforce_retention(now_ms)?;
+        let mut st = self.state();
+        st.log.roll_if_due(now_ms)?;
+        let n = st.log.enforce_retention(now_ms)?;
         self.log_start_offset
-            .store(log.log_start_offset(), Ordering::Release);
+            .store(st.log.log_start_offset(), Ordering::Release);
         Ok(n)
     }
 
     pub fn segments(&self) -> Vec<SegmentInfo> {
-        self.log().segments()
+        self.state().log.segments()
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.log().size_bytes()
+        self.state().log.size_bytes()
     }
 
     pub fn flush_sync(&self) -> Result<(), BrokerError> {
-        Ok(self.log().flush()?)
+        Ok(self.state().log.flush()?)
     }
 
     /// Removes the partition's directory (topic deletion).
     pub fn delete_files(&self) -> Result<(), BrokerError> {
-        let log = self.log();
-        let dir = log.dir().to_path_buf();
-        drop(log);
+        let dir = self.state().log.dir().to_path_buf();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -87,14 +87,14 @@ impl Broker {
         let dir = self.data_dir.join(format!("{topic}-{index}"));
         let now = self.clock.now_ms();
         let log = PartitionLog::open(&dir, config.log_config(), now)?;
-        Ok(Arc::new(Partition::new(
+        Ok(Arc::new(Partition::open(
             topic.to_string(),
             index,
             0,
             log,
             config.clone(),
             now,
-        )))
+        )?))
     }
 
     fn partition_state_ops(&self, name: &str, from: i32, to: i32) -> Result<Vec<Op>, BrokerError> {

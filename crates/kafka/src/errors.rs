@@ -23,6 +23,8 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::Storage(_) => E::KafkaStorageError,
         BrokerError::Metadata(_) => E::UnknownServerError,
         BrokerError::Timeout(_) => E::RequestTimedOut,
+        BrokerError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
+        BrokerError::InvalidProducerEpoch(_) => E::InvalidProducerEpoch,
         BrokerError::ShuttingDown => E::NotLeaderOrFollower,
         BrokerError::Group(g) => return group_error_code(g),
     }

@@ -258,6 +258,15 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// Calls `f` with every batch header in the log, oldest first (used to
+    /// rebuild producer state on open).
+    pub fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+        for seg in self.segments.values() {
+            seg.for_each_header(&mut f)?;
+        }
+        Ok(())
+    }
+
     /// fsyncs the active segment and its indexes.
     pub fn flush(&self) -> Result<(), LogError> {
         self.active().sync()

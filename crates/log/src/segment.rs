@@ -266,6 +266,13 @@ impl Segment {
         }
     }
 
+    /// Calls `f` with every batch header in the segment, in order.
+    pub fn for_each_header(&self, f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+        let mut f = f;
+        scan(&self.file, &self.path, 0, self.size, false, |_, h| f(h))?;
+        Ok(())
+    }
+
     pub fn sync(&self) -> Result<(), LogError> {
         self.file.sync_data().at(&self.path)?;
         self.idx.sync()

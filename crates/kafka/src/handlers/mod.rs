@@ -157,6 +157,9 @@ async fn dispatch(
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
             admin::incremental_alter_configs(&ctx, r, v).await,
         ),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(produce::init_producer_id(&ctx, r, v).await)
+        }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(&ctx, r, v))
         }

@@ -5,7 +5,9 @@ use super::{str, Ctx};
 use crate::errors::broker_error;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
 use kafka_protocol::ResponseError;
 use strata_broker::durability::Acks;
 
@@ -58,6 +60,42 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
         tr.name = topic.name;
         tr.partition_responses = join_all(parts).await;
         resp.responses.push(tr);
+    }
+    resp
+}
+
+/// InitProducerId for idempotent producers. Transactional ids need the
+/// transaction coordinator, which does not exist yet.
+pub async fn init_producer_id(
+    ctx: &Ctx,
+    r: InitProducerIdRequest,
+    v: i16,
+) -> InitProducerIdResponse {
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    match r.transactional_id.as_ref().map(|t| t.is_empty()) {
+        None => {}
+        // Kafka refuses an empty transactional id.
+        Some(true) => {
+            resp.error_code = ResponseError::InvalidRequest.code();
+            return resp;
+        }
+        Some(false) => {
+            resp.error_code = ResponseError::CoordinatorNotAvailable.code();
+            return resp;
+        }
+    }
+    let current = (v >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
+    match ctx.broker.init_producer_id(current).await {
+        Ok((id, epoch)) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = epoch;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot allocate a producer id");
+            resp.error_code = broker_error(&e).0;
+        }
     }
     resp
 }
