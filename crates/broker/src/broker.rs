@@ -232,7 +232,7 @@ impl Broker {
         current: Option<(i64, i16)>,
     ) -> Result<(i64, i16), BrokerError> {
         match current {
-            Some((id, epoch)) if id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 => {
+            Some((id, epoch)) if id >= 0 && (0..i16::MAX - 1).contains(&epoch) => {
                 Ok((id, epoch + 1))
             }
             _ => Ok((self.producer_ids.next().await?, 0)),
