@@ -1,4 +1,6 @@
 //! Idempotent produce through the real listener: InitProducerId, retries
+//! (Test code: a panic is the failure report.)
+#![allow(clippy::unwrap_used)]
 //! deduplicated to their original offsets, gaps and stale epochs refused,
 //! and deduplication still working after a restart.
 
