@@ -1,8 +1,9 @@
 //! Idempotent produce through the real listener: InitProducerId, retries
-//! (Test code: a panic is the failure report.)
-#![allow(clippy::unwrap_used)]
 //! deduplicated to their original offsets, gaps and stale epochs refused,
 //! and deduplication still working after a restart.
+
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
