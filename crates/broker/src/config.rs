@@ -169,6 +169,11 @@ fn def(name: &str) -> Option<&'static Def> {
     DEFS.iter().find(|d| d.name == name)
 }
 
+/// Whether Strata knows this topic config name.
+pub fn is_known_config(name: &str) -> bool {
+    def(name).is_some()
+}
+
 /// Checks one `name=value` pair against its definition.
 pub fn validate_config(name: &str, value: &str) -> Result<(), BrokerError> {
     let d = def(name)

@@ -3,7 +3,7 @@
 //! metadata store (DESIGN §5) before the topic becomes visible.
 
 use crate::broker::Broker;
-use crate::config::{validate_config, TopicConfig};
+use crate::config::{is_known_config, validate_config, TopicConfig};
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use serde::{Deserialize, Serialize};
@@ -130,11 +130,7 @@ impl Broker {
                 )))
             }
         };
-        if partitions > 100_000 {
-            return Err(BrokerError::InvalidPartitions(format!(
-                "partition count {partitions} is larger than 100000"
-            )));
-        }
+        check_partition_cap(partitions)?;
         let rf = match req.replication_factor {
             -1 => self.settings.default_replication_factor,
             n => n,
@@ -249,36 +245,13 @@ impl Broker {
                 "topic {name} has {current} partitions; the new count {count} must be larger"
             )));
         }
-        if count > 100_000 {
-            return Err(BrokerError::InvalidPartitions(format!(
-                "partition count {count} is larger than 100000"
-            )));
-        }
+        check_partition_cap(count)?;
         if validate_only {
             return Ok(());
         }
-        let key = self.keys.topic(name);
-        let kv = self
-            .meta
-            .get(&key)
-            .await?
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        let mut record: TopicRecord = from_json(&kv.value)?;
-        record.partitions = count;
-        let mut txn = Txn::new()
-            .when(Compare::ModRevision(key.clone(), kv.mod_revision))
-            .then(Op::Put {
-                key,
-                value: to_json(&record)?.into(),
-            });
-        for op in self.partition_state_ops(name, current, count)? {
-            txn = txn.then(op);
-        }
-        if !self.meta.txn(txn).await?.succeeded {
-            return Err(BrokerError::Metadata(format!(
-                "topic {name} changed concurrently; retry"
-            )));
-        }
+        let state_ops = self.partition_state_ops(name, current, count)?;
+        self.update_topic_record(name, |r| r.partitions = count, state_ops)
+            .await?;
         let mut partitions = topic.partitions.clone();
         for p in current..count {
             partitions.push(self.open_partition(name, p, &topic.config)?);
@@ -314,11 +287,11 @@ impl Broker {
                     overrides.insert(k, v);
                 }
                 AlterOp::Delete(k) => {
-                    validate_config(&k, "0").or_else(|e| match e {
-                        // Deleting only needs a known name.
-                        BrokerError::InvalidConfig(m) if !m.starts_with("unknown") => Ok(()),
-                        other => Err(other),
-                    })?;
+                    if !is_known_config(&k) {
+                        return Err(BrokerError::InvalidConfig(format!(
+                            "unknown topic config name {k:?}"
+                        )));
+                    }
                     overrides.remove(&k);
                 }
             }
@@ -330,31 +303,8 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let key = self.keys.topic(name);
-        let kv = self
-            .meta
-            .get(&key)
-            .await?
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        let mut record: TopicRecord = from_json(&kv.value)?;
-        record.configs = overrides;
-        let ok = self
-            .meta
-            .txn(
-                Txn::new()
-                    .when(Compare::ModRevision(key.clone(), kv.mod_revision))
-                    .then(Op::Put {
-                        key,
-                        value: to_json(&record)?.into(),
-                    }),
-            )
-            .await?
-            .succeeded;
-        if !ok {
-            return Err(BrokerError::Metadata(format!(
-                "topic {name} changed concurrently; retry"
-            )));
-        }
+        self.update_topic_record(name, |r| r.configs = overrides, Vec::new())
+            .await?;
         for p in &topic.partitions {
             p.set_config(config.clone());
         }
@@ -369,6 +319,53 @@ impl Broker {
             .insert(name.to_string(), Arc::new(updated));
         Ok(())
     }
+}
+
+impl Broker {
+    /// Read-modify-write of `topics/<name>`, guarded by its mod revision, in
+    /// one transaction with `extra` operations.
+    async fn update_topic_record(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut TopicRecord),
+        extra: Vec<Op>,
+    ) -> Result<(), BrokerError> {
+        let key = self.keys.topic(name);
+        let kv = self
+            .meta
+            .get(&key)
+            .await?
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let mut record: TopicRecord = from_json(&kv.value)?;
+        change(&mut record);
+        let mut txn = Txn::new()
+            .when(Compare::ModRevision(key.clone(), kv.mod_revision))
+            .then(Op::Put {
+                key,
+                value: to_json(&record)?.into(),
+            });
+        for op in extra {
+            txn = txn.then(op);
+        }
+        if !self.meta.txn(txn).await?.succeeded {
+            return Err(BrokerError::Metadata(format!(
+                "topic {name} changed concurrently; retry"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Upper bound on a topic's partition count.
+const MAX_PARTITIONS: i32 = 100_000;
+
+fn check_partition_cap(count: i32) -> Result<(), BrokerError> {
+    if count > MAX_PARTITIONS {
+        return Err(BrokerError::InvalidPartitions(format!(
+            "partition count {count} is larger than {MAX_PARTITIONS}"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, BrokerError> {

@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use strata_broker::metrics::Metrics;
+use strata_broker::partition::Partition;
 use strata_broker::Broker;
 
 pub struct HttpState {
@@ -115,42 +116,33 @@ pub fn render(b: &Broker) -> String {
         "counter",
         g(&m.malformed_frames),
     );
-    let _ = writeln!(out, "# HELP strata_partition_log_end_offset Log end offset.\n# TYPE strata_partition_log_end_offset gauge");
     let topics = b.topics();
-    for t in &topics {
-        for p in &t.partitions {
-            let _ = writeln!(
-                out,
-                "strata_partition_log_end_offset{{topic=\"{}\",partition=\"{}\"}} {}",
-                t.name,
-                p.index,
-                p.high_watermark()
-            );
+    let mut gauge = |name: &str, help: &str, value: &dyn Fn(&Partition) -> i64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for t in &topics {
+            for p in &t.partitions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                    t.name,
+                    p.index,
+                    value(p)
+                );
+            }
         }
-    }
-    let _ = writeln!(out, "# HELP strata_partition_log_start_offset Log start offset.\n# TYPE strata_partition_log_start_offset gauge");
-    for t in &topics {
-        for p in &t.partitions {
-            let _ = writeln!(
-                out,
-                "strata_partition_log_start_offset{{topic=\"{}\",partition=\"{}\"}} {}",
-                t.name,
-                p.index,
-                p.log_start_offset()
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP strata_partition_size_bytes Bytes in local segments.\n# TYPE strata_partition_size_bytes gauge");
-    for t in &topics {
-        for p in &t.partitions {
-            let _ = writeln!(
-                out,
-                "strata_partition_size_bytes{{topic=\"{}\",partition=\"{}\"}} {}",
-                t.name,
-                p.index,
-                p.size_bytes()
-            );
-        }
-    }
+    };
+    gauge("strata_partition_log_end_offset", "Log end offset.", &|p| {
+        p.high_watermark()
+    });
+    gauge(
+        "strata_partition_log_start_offset",
+        "Log start offset.",
+        &|p| p.log_start_offset(),
+    );
+    gauge(
+        "strata_partition_size_bytes",
+        "Bytes in local segments.",
+        &|p| p.size_bytes() as i64,
+    );
     out
 }
