@@ -4,7 +4,8 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from conftest import create_topic, strata_cli, wait_until
 
@@ -209,3 +210,57 @@ def test_cli_group_list_and_describe(strata, topic_name):
     ends = {p: c.get_watermark_offsets(TopicPartition(topic_name, p), timeout=10)[1] for p in (0, 1)}
     assert lag == {0: (1, ends[0] - 1), 1: (2, ends[1] - 2)}
     c.close()
+
+
+def test_cooperative_sticky_assignor(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name, partitions=4)
+    group = f"g-{topic_name}"
+    conf = {"partition.assignment.strategy": "cooperative-sticky"}
+    cs = [consumer(strata, group, **conf)]
+    cs[0].subscribe([topic_name])
+    assert poll_until_split(cs, 4) == [[0, 1, 2, 3]]
+    cs.append(consumer(strata, group, **conf))
+    cs[1].subscribe([topic_name])
+    a = poll_until_split(cs, 4)
+    assert sorted(len(x) for x in a) == [2, 2]
+    for c in cs:
+        c.close()
+
+
+def test_list_describe_delete_groups_and_offsets(strata, topic_name):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+    from kafka import KafkaAdminClient, TopicPartition as KTP
+    create_topic(strata.bootstrap, topic_name, partitions=2)
+    group = f"g-{topic_name}"
+    c = consumer(strata, group)
+    c.subscribe([topic_name])
+    poll_until_split([c], 2)
+    c.commit(offsets=[TopicPartition(topic_name, 0, 5), TopicPartition(topic_name, 1, 6)],
+             asynchronous=False)
+    a = AdminClient({"bootstrap.servers": strata.bootstrap})
+    listed = a.list_consumer_groups().result(timeout=10)
+    assert group in [g.group_id for g in listed.valid]
+    d = a.describe_consumer_groups([group])[group].result(timeout=10)
+    assert d.state.name == "STABLE" and len(d.members) == 1
+    assert sorted(tp.partition for tp in d.members[0].assignment.topic_partitions) == [0, 1]
+
+    # A live group can be neither deleted nor have a subscribed topic's offsets deleted.
+    with pytest.raises(KafkaException) as e:
+        a.delete_consumer_groups([group])[group].result(timeout=10)
+    assert e.value.args[0].name() == "NON_EMPTY_GROUP"
+    ka = KafkaAdminClient(bootstrap_servers=strata.bootstrap)
+    res = ka.delete_group_offsets(group, [KTP(topic_name, 0)])
+    from kafka.errors import GroupSubscribedToTopicError
+    assert res == {KTP(topic_name, 0): GroupSubscribedToTopicError}, res
+    c.close()
+
+    # Once empty: delete one partition's offset, then the whole group.
+    from kafka.errors import NoError
+    assert ka.delete_group_offsets(group, [KTP(topic_name, 0)]) == {KTP(topic_name, 0): NoError}
+    offs = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=10)
+    assert {tp.partition: tp.offset for tp in offs.topic_partitions} == {1: 6}
+    a.delete_consumer_groups([group])[group].result(timeout=10)
+    listed = a.list_consumer_groups().result(timeout=10)
+    assert group not in [g.group_id for g in listed.valid]
+    ka.close()
