@@ -178,7 +178,7 @@ impl Broker {
 
     async fn load_topics(&self) -> Result<(), BrokerError> {
         let prefix = self.keys.topics_prefix();
-        for kv in self.meta.range(&prefix).await? {
+        for kv in self.meta.range(&prefix).await?.kvs {
             let name = kv.key.trim_start_matches(&prefix).to_string();
             let record: TopicRecord = from_json(&kv.value)?;
             let config = Arc::new(TopicConfig::new(
@@ -420,10 +420,7 @@ async fn load_or_create_cluster_id(
     meta.txn(
         Txn::new()
             .when(Compare::CreateRevision(key.clone(), 0))
-            .then(Op::Put {
-                key: key.clone(),
-                value: fresh.into(),
-            }),
+            .then(Op::put(key.clone(), fresh)),
     )
     .await?;
     let kv = meta

@@ -58,10 +58,11 @@ impl ProducerIdAllocator {
             let end = start + BLOCK;
             let ok = self
                 .meta
-                .txn(Txn::new().when(guard).then(Op::Put {
-                    key: self.key.clone(),
-                    value: end.to_string().into(),
-                }))
+                .txn(
+                    Txn::new()
+                        .when(guard)
+                        .then(Op::put(self.key.clone(), end.to_string())),
+                )
                 .await?
                 .succeeded;
             if ok {

@@ -106,10 +106,10 @@ impl Broker {
                 leader_epoch: 0,
                 log_start_offset: 0,
             };
-            ops.push(Op::Put {
-                key: self.keys.partition_state(name, p),
-                value: to_json(&state)?.into(),
-            });
+            ops.push(Op::put(
+                self.keys.partition_state(name, p),
+                to_json(&state)?,
+            ));
         }
         Ok(ops)
     }
@@ -161,10 +161,7 @@ impl Broker {
         let key = self.keys.topic(&req.name);
         let mut txn = Txn::new()
             .when(Compare::CreateRevision(key.clone(), 0))
-            .then(Op::Put {
-                key,
-                value: to_json(&record)?.into(),
-            });
+            .then(Op::put(key, to_json(&record)?));
         for op in self.partition_state_ops(&req.name, 0, partitions)? {
             txn = txn.then(op);
         }
@@ -206,12 +203,8 @@ impl Broker {
         self.meta
             .txn(
                 Txn::new()
-                    .then(Op::Delete {
-                        key: self.keys.topic(name),
-                    })
-                    .then(Op::DeletePrefix {
-                        prefix: self.keys.partitions_prefix(name),
-                    }),
+                    .then(Op::delete(self.keys.topic(name)))
+                    .then(Op::delete_prefix(self.keys.partitions_prefix(name))),
             )
             .await?;
         self.topics_mut().remove(name);
@@ -340,10 +333,7 @@ impl Broker {
         change(&mut record);
         let mut txn = Txn::new()
             .when(Compare::ModRevision(key.clone(), kv.mod_revision))
-            .then(Op::Put {
-                key,
-                value: to_json(&record)?.into(),
-            });
+            .then(Op::put(key, to_json(&record)?));
         for op in extra {
             txn = txn.then(op);
         }

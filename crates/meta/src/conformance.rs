@@ -1,11 +1,12 @@
 //! The conformance suite every [`MetadataStore`] implementation must pass.
 //! Each implementation's tests call [`run_all`] on a fresh, empty store.
 //! It is test support shipped with the crate (so other crates can run it
-//! against their implementations), hence the unwraps.
-#![allow(clippy::unwrap_used)]
+//! against their implementations), hence the unwraps and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::types::{Compare, MetadataStore, Op, Txn};
+use crate::types::{Compare, MetaError, MetadataStore, Op, Txn, WatchEvent, WatchStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Runs every check; panics (failing the calling test) on a violation.
 pub async fn run_all<S: MetadataStore>(store: &S) {
@@ -13,6 +14,18 @@ pub async fn run_all<S: MetadataStore>(store: &S) {
     compare_and_set_on_revision(store).await;
     create_if_absent(store).await;
     failure_branch_and_prefix_delete(store).await;
+    watch_delivers_changes_in_order(store).await;
+    watch_replays_from_a_past_revision(store).await;
+    lease_keep_alive_and_revoke(store).await;
+    lease_expiry_deletes_bound_keys(store).await;
+}
+
+async fn next_event(w: &mut WatchStream) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("watch event within 10 s")
+        .expect("watch stream open")
+        .expect("watch event, not an error")
 }
 
 async fn put_get_range_delete<S: MetadataStore>(s: &S) {
@@ -22,16 +35,14 @@ async fn put_get_range_delete<S: MetadataStore>(s: &S) {
     assert!(r1 < r2 && r2 < r3, "revisions must grow");
     let kv = s.get("/t/a/1").await.unwrap().unwrap();
     assert_eq!(&kv.value[..], b"x");
-    assert_eq!(kv.create_revision, r1);
-    assert_eq!(kv.mod_revision, r1);
-    let keys: Vec<String> = s
-        .range("/t/a/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|k| k.key)
-        .collect();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.lease), (r1, r1, 0));
+    let range = s.range("/t/a/").await.unwrap();
+    let keys: Vec<String> = range.kvs.into_iter().map(|k| k.key).collect();
     assert_eq!(keys, vec!["/t/a/1", "/t/a/2"]);
+    assert!(
+        range.revision >= r3,
+        "range reports the revision it read at"
+    );
     let r4 = s.put("/t/a/1", "x2".into()).await.unwrap();
     let kv = s.get("/t/a/1").await.unwrap().unwrap();
     assert_eq!(
@@ -44,54 +55,48 @@ async fn put_get_range_delete<S: MetadataStore>(s: &S) {
 
 async fn compare_and_set_on_revision<S: MetadataStore>(s: &S) {
     let r = s.put("/cas", "1".into()).await.unwrap();
-    let ok = s
-        .txn(
-            Txn::new()
-                .when(Compare::ModRevision("/cas".into(), r))
-                .then(Op::Put {
-                    key: "/cas".into(),
-                    value: "2".into(),
-                }),
-        )
-        .await
-        .unwrap();
-    assert!(ok.succeeded);
-    let stale = s
-        .txn(
-            Txn::new()
-                .when(Compare::ModRevision("/cas".into(), r))
-                .then(Op::Put {
-                    key: "/cas".into(),
-                    value: "3".into(),
-                }),
-        )
-        .await
-        .unwrap();
-    assert!(!stale.succeeded, "a CAS on a stale revision must fail");
+    let cas = |rev: i64, v: &'static str| {
+        Txn::new()
+            .when(Compare::ModRevision("/cas".into(), rev))
+            .then(Op::put("/cas", v))
+    };
+    assert!(s.txn(cas(r, "2")).await.unwrap().succeeded);
+    assert!(
+        !s.txn(cas(r, "3")).await.unwrap().succeeded,
+        "a CAS on a stale revision must fail"
+    );
     assert_eq!(&s.get("/cas").await.unwrap().unwrap().value[..], b"2");
     let by_value = s
         .txn(
             Txn::new()
                 .when(Compare::Value("/cas".into(), "2".into()))
-                .then(Op::Delete { key: "/cas".into() }),
+                .then(Op::delete("/cas")),
         )
         .await
         .unwrap();
     assert!(by_value.succeeded);
+    let absent_value = s
+        .txn(
+            Txn::new()
+                .when(Compare::Value("/cas".into(), "2".into()))
+                .then(Op::put("/never", "x")),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !absent_value.succeeded,
+        "a value compare on an absent key fails"
+    );
 }
 
 async fn create_if_absent<S: MetadataStore>(s: &S) {
-    // Many contenders, exactly one winner.
     let mut wins = 0;
     for i in 0..16 {
         let r = s
             .txn(
                 Txn::new()
                     .when(Compare::CreateRevision("/leader".into(), 0))
-                    .then(Op::Put {
-                        key: "/leader".into(),
-                        value: format!("{i}").into(),
-                    }),
+                    .then(Op::put("/leader", format!("{i}"))),
             )
             .await
             .unwrap();
@@ -111,20 +116,124 @@ async fn failure_branch_and_prefix_delete<S: MetadataStore>(s: &S) {
         .txn(
             Txn::new()
                 .when(Compare::CreateRevision("/missing".into(), 12345))
-                .then(Op::Put {
-                    key: "/never".into(),
-                    value: "x".into(),
-                })
-                .or_else(Op::DeletePrefix {
-                    prefix: "/p/".into(),
-                }),
+                .then(Op::put("/never", "x"))
+                .or_else(Op::delete_prefix("/p/")),
         )
         .await
         .unwrap();
     assert!(!r.succeeded);
     assert!(s.get("/never").await.unwrap().is_none());
-    assert!(s.range("/p/").await.unwrap().is_empty());
+    assert!(s.range("/p/").await.unwrap().kvs.is_empty());
     assert!(s.get("/q").await.unwrap().is_some());
+}
+
+async fn watch_delivers_changes_in_order<S: MetadataStore>(s: &S) {
+    let mut w = s.watch_prefix("/w/", 0).await.unwrap();
+    let r1 = s.put("/w/a", "1".into()).await.unwrap();
+    s.put("/outside", "x".into()).await.unwrap();
+    let r2 = s.put("/w/b", "2".into()).await.unwrap();
+    let r3 = s.delete("/w/a").await.unwrap();
+    let r4 = s
+        .txn(
+            Txn::new()
+                .then(Op::put("/w/c", "3"))
+                .then(Op::delete("/w/b")),
+        )
+        .await
+        .unwrap()
+        .revision;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next_event(&mut w).await);
+    }
+    let summary: Vec<(String, String, i64)> = got
+        .iter()
+        .map(|e| match e {
+            WatchEvent::Put(kv) => ("put".into(), kv.key.clone(), kv.mod_revision),
+            WatchEvent::Delete { key, mod_revision } => ("del".into(), key.clone(), *mod_revision),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("put".into(), "/w/a".into(), r1),
+            ("put".into(), "/w/b".into(), r2),
+            ("del".into(), "/w/a".into(), r3),
+            ("put".into(), "/w/c".into(), r4),
+            ("del".into(), "/w/b".into(), r4),
+        ]
+    );
+}
+
+async fn watch_replays_from_a_past_revision<S: MetadataStore>(s: &S) {
+    let start = s.put("/h/1", "a".into()).await.unwrap();
+    s.put("/h/2", "b".into()).await.unwrap();
+    // "range, then watch from revision + 1" sees nothing twice and misses nothing.
+    let snapshot = s.range("/h/").await.unwrap();
+    let mut w = s.watch_prefix("/h/", start).await.unwrap();
+    let e1 = next_event(&mut w).await;
+    let e2 = next_event(&mut w).await;
+    assert_eq!((e1.key(), e2.key()), ("/h/1", "/h/2"));
+    let mut after = s.watch_prefix("/h/", snapshot.revision + 1).await.unwrap();
+    s.put("/h/3", "c".into()).await.unwrap();
+    assert_eq!(next_event(&mut after).await.key(), "/h/3");
+}
+
+async fn lease_keep_alive_and_revoke<S: MetadataStore>(s: &S) {
+    let lease = s.grant_lease(Duration::from_secs(5)).await.unwrap();
+    s.txn(Txn::new().then(Op::put_with_lease("/l/owned", "me", lease)))
+        .await
+        .unwrap();
+    assert_eq!(s.get("/l/owned").await.unwrap().unwrap().lease, lease);
+    s.keep_alive(lease).await.unwrap();
+    s.revoke_lease(lease).await.unwrap();
+    assert!(
+        s.get("/l/owned").await.unwrap().is_none(),
+        "revoking deletes bound keys"
+    );
+    assert!(
+        matches!(s.keep_alive(lease).await, Err(MetaError::LeaseNotFound(_))),
+        "keep-alive of a revoked lease must fail"
+    );
+    let bogus = s
+        .txn(Txn::new().then(Op::put_with_lease("/l/x", "y", 987_654_321)))
+        .await;
+    assert!(bogus.is_err(), "a put with an unknown lease must fail");
+}
+
+async fn lease_expiry_deletes_bound_keys<S: MetadataStore>(s: &S) {
+    let kept = s.grant_lease(Duration::from_secs(2)).await.unwrap();
+    let lapsed = s.grant_lease(Duration::from_secs(2)).await.unwrap();
+    s.txn(
+        Txn::new()
+            .then(Op::put_with_lease("/e/kept", "1", kept))
+            .then(Op::put_with_lease("/e/lapsed", "2", lapsed)),
+    )
+    .await
+    .unwrap();
+    let mut w = s.watch_prefix("/e/", 0).await.unwrap();
+    // Renew one lease, let the other lapse; bounded wait for the deletion.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut deleted = None;
+    while deleted.is_none() && tokio::time::Instant::now() < deadline {
+        s.keep_alive(kept).await.unwrap();
+        if let Ok(Some(Ok(WatchEvent::Delete { key, .. }))) =
+            tokio::time::timeout(Duration::from_millis(300), w.next()).await
+        {
+            deleted = Some(key);
+        }
+    }
+    assert_eq!(deleted.as_deref(), Some("/e/lapsed"));
+    assert!(s.get("/e/lapsed").await.unwrap().is_none());
+    assert!(
+        s.get("/e/kept").await.unwrap().is_some(),
+        "a renewed lease keeps its keys"
+    );
+    assert!(matches!(
+        s.keep_alive(lapsed).await,
+        Err(MetaError::LeaseNotFound(_))
+    ));
+    s.revoke_lease(kept).await.unwrap();
 }
 
 /// Concurrent create-if-absent from many tasks: exactly one winner.
@@ -136,10 +245,7 @@ pub async fn concurrent_create_if_absent<S: MetadataStore>(s: Arc<S>) {
             s.txn(
                 Txn::new()
                     .when(Compare::CreateRevision("/race".into(), 0))
-                    .then(Op::Put {
-                        key: "/race".into(),
-                        value: format!("{i}").into(),
-                    }),
+                    .then(Op::put("/race", format!("{i}"))),
             )
             .await
             .map(|r| r.succeeded)
@@ -157,17 +263,12 @@ pub async fn concurrent_create_if_absent<S: MetadataStore>(s: Arc<S>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemStore;
-
-    #[tokio::test]
-    async fn mem_store_conformance() {
-        run_all(&MemStore::new()).await;
-    }
+    use crate::{EmbeddedStore, MemStore};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_winner_mem_and_embedded() {
         concurrent_create_if_absent(Arc::new(MemStore::new())).await;
         let d = tempfile::tempdir().unwrap();
-        concurrent_create_if_absent(Arc::new(crate::EmbeddedStore::open(d.path()).unwrap())).await;
+        concurrent_create_if_absent(Arc::new(EmbeddedStore::open(d.path()).unwrap())).await;
     }
 }

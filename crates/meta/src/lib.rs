@@ -1,10 +1,9 @@
 //! The metadata store port (DESIGN §5): an etcd-shaped key-value store with
 //! global revisions and compare-and-swap transactions.
 //!
-//! Two implementations live here: [`MemStore`] (in-memory, for unit tests)
-//! and [`EmbeddedStore`] (the `strata dev` store, persisted under the data
-//! directory as a checksummed write-ahead log plus snapshots). The etcd
-//! implementation joins them in the cluster profile. All of them must pass
+//! Implementations: [`LocalStore`] (in memory as [`MemStore`] for unit tests,
+//! or persisted under the data directory as [`EmbeddedStore`] for `strata
+//! dev`) and [`EtcdStore`] for the cluster profile. All pass
 //! [`conformance`].
 //!
 //! Invariants shared by every implementation:
@@ -14,13 +13,11 @@
 //!   0 in a [`Compare`] means "the key does not exist";
 //! - a transaction's compares and operations are applied atomically.
 
-mod embedded;
-mod mem;
+mod local;
 mod state;
 mod types;
 
 pub mod conformance;
 
-pub use embedded::EmbeddedStore;
-pub use mem::MemStore;
+pub use local::{EmbeddedStore, LocalStore, MemStore};
 pub use types::*;

@@ -1,8 +1,8 @@
-//! The in-memory state machine both local stores share: a sorted map plus
-//! the revision counter. Applying a transaction is deterministic, so the
-//! embedded store can replay its log through the same code.
+//! The state machine the local stores share: a sorted map plus the revision
+//! counter. Applying operations is deterministic, so the embedded store can
+//! replay its log through the same code.
 
-use crate::types::{Compare, KeyValue, Op, Txn, TxnResponse};
+use crate::types::{Compare, KeyValue, Op, WatchEvent};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
@@ -16,12 +16,18 @@ impl State {
         self.kvs.get(key).cloned()
     }
 
-    pub fn range(&self, prefix: &str) -> Vec<KeyValue> {
+    pub fn keys_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = &'a KeyValue> + 'a {
         self.kvs
             .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
-            .collect()
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+    }
+
+    pub fn range(&self, prefix: &str) -> Vec<KeyValue> {
+        self.keys_with_prefix(prefix).cloned().collect()
     }
 
     pub fn check(&self, compares: &[Compare]) -> bool {
@@ -34,61 +40,55 @@ impl State {
         })
     }
 
-    /// Which branch `txn` takes here, and whether it mutates anything.
-    pub fn branch<'a>(&self, txn: &'a Txn) -> (bool, &'a [Op]) {
-        let ok = self.check(&txn.compares);
-        (ok, if ok { &txn.success } else { &txn.failure })
-    }
-
-    /// Applies mutating ops at the next revision. Ops that change nothing
-    /// (deleting an absent key) still consume the revision, as in etcd when
-    /// the transaction has any write.
-    pub fn apply(&mut self, ops: &[Op]) -> i64 {
+    /// Applies `ops` at the next revision and returns the resulting events.
+    /// An empty `ops` changes nothing and keeps the revision.
+    pub fn apply(&mut self, ops: &[Op]) -> Vec<WatchEvent> {
         if ops.is_empty() {
-            return self.revision;
+            return Vec::new();
         }
         self.revision += 1;
         let rev = self.revision;
+        let mut events = Vec::new();
         for op in ops {
             match op {
-                Op::Put { key, value } => {
+                Op::Put { key, value, lease } => {
                     let entry = self.kvs.entry(key.clone()).or_insert_with(|| KeyValue {
                         key: key.clone(),
                         value: value.clone(),
                         create_revision: rev,
                         mod_revision: rev,
                         version: 0,
+                        lease: 0,
                     });
                     entry.value = value.clone();
                     entry.mod_revision = rev;
                     entry.version += 1;
+                    entry.lease = lease.unwrap_or(0);
+                    events.push(WatchEvent::Put(entry.clone()));
                 }
                 Op::Delete { key } => {
-                    self.kvs.remove(key);
+                    if self.kvs.remove(key).is_some() {
+                        events.push(WatchEvent::Delete {
+                            key: key.clone(),
+                            mod_revision: rev,
+                        });
+                    }
                 }
                 Op::DeletePrefix { prefix } => {
                     let keys: Vec<String> = self
-                        .kvs
-                        .range(prefix.clone()..)
-                        .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                        .map(|(k, _)| k.clone())
+                        .keys_with_prefix(prefix)
+                        .map(|kv| kv.key.clone())
                         .collect();
-                    for k in keys {
-                        self.kvs.remove(&k);
+                    for key in keys {
+                        self.kvs.remove(&key);
+                        events.push(WatchEvent::Delete {
+                            key,
+                            mod_revision: rev,
+                        });
                     }
                 }
             }
         }
-        rev
-    }
-
-    pub fn txn(&mut self, txn: &Txn) -> TxnResponse {
-        let (succeeded, ops) = self.branch(txn);
-        let ops = ops.to_vec();
-        let revision = self.apply(&ops);
-        TxnResponse {
-            succeeded,
-            revision,
-        }
+        events
     }
 }

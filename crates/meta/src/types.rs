@@ -15,7 +15,16 @@ pub enum MetaError {
     Corrupt(String, String),
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    #[error("lease {0} not found (expired or revoked)")]
+    LeaseNotFound(LeaseId),
+    #[error("revision {requested} was compacted; the oldest available is {oldest}")]
+    Compacted { requested: i64, oldest: i64 },
+    #[error("watch fell behind and was cancelled; re-read and watch again")]
+    WatchLagged,
 }
+
+/// A lease: keys put with it are deleted when it expires or is revoked.
+pub type LeaseId = i64;
 
 /// A stored key with its revisions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +35,9 @@ pub struct KeyValue {
     pub create_revision: i64,
     pub mod_revision: i64,
     pub version: i64,
+    /// The lease the key is bound to (0: none).
+    #[serde(default)]
+    pub lease: LeaseId,
 }
 
 mod bytes_as_vec {
@@ -57,6 +69,9 @@ pub enum Op {
         key: String,
         #[serde(with = "bytes_as_vec")]
         value: Bytes,
+        /// Bind the key to this lease.
+        #[serde(default)]
+        lease: Option<LeaseId>,
     },
     Delete {
         key: String,
@@ -64,6 +79,86 @@ pub enum Op {
     DeletePrefix {
         prefix: String,
     },
+}
+
+impl Op {
+    pub fn put(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
+    }
+    pub fn put_with_lease(key: impl Into<String>, value: impl Into<Bytes>, lease: LeaseId) -> Self {
+        Self::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
+        }
+    }
+    pub fn delete(key: impl Into<String>) -> Self {
+        Self::Delete { key: key.into() }
+    }
+    pub fn delete_prefix(prefix: impl Into<String>) -> Self {
+        Self::DeletePrefix {
+            prefix: prefix.into(),
+        }
+    }
+}
+
+/// Keys under a prefix and the store revision they were read at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Range {
+    pub kvs: Vec<KeyValue>,
+    pub revision: i64,
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(KeyValue),
+    Delete { key: String, mod_revision: i64 },
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put(kv) => &kv.key,
+            Self::Delete { key, .. } => key,
+        }
+    }
+    pub fn revision(&self) -> i64 {
+        match self {
+            Self::Put(kv) => kv.mod_revision,
+            Self::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
+/// Events under a prefix in revision order. Ends (`None`) when the store
+/// goes away; an `Err` ends it too (re-read with `range` and watch again).
+pub struct WatchStream {
+    rx: tokio::sync::mpsc::Receiver<Result<WatchEvent, MetaError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WatchStream {
+    pub(crate) fn new(
+        rx: tokio::sync::mpsc::Receiver<Result<WatchEvent, MetaError>>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Self { rx, task }
+    }
+
+    pub async fn next(&mut self) -> Option<Result<WatchEvent, MetaError>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// An etcd-style transaction: if every compare holds, apply `success`,
@@ -105,34 +200,38 @@ pub struct TxnResponse {
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError>;
-    async fn range(&self, prefix: &str) -> Result<Vec<KeyValue>, MetaError>;
+    /// Keys under `prefix`, in order, with the revision they were read at.
+    async fn range(&self, prefix: &str) -> Result<Range, MetaError>;
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, MetaError>;
 
+    /// Grants a lease that expires `ttl` after its last keep-alive.
+    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, MetaError>;
+    /// Renews a lease; `LeaseNotFound` once it has expired or been revoked.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError>;
+    /// Revokes a lease, deleting every key bound to it.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError>;
+    /// Changes under `prefix` from `from_revision` on (0: from now).
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+    ) -> Result<WatchStream, MetaError>;
+
     async fn put(&self, key: &str, value: Bytes) -> Result<i64, MetaError> {
-        let r = self
-            .txn(Txn::new().then(Op::Put {
-                key: key.to_string(),
-                value,
-            }))
-            .await?;
-        Ok(r.revision)
+        Ok(self
+            .txn(Txn::new().then(Op::put(key, value)))
+            .await?
+            .revision)
     }
 
     async fn delete(&self, key: &str) -> Result<i64, MetaError> {
-        let r = self
-            .txn(Txn::new().then(Op::Delete {
-                key: key.to_string(),
-            }))
-            .await?;
-        Ok(r.revision)
+        Ok(self.txn(Txn::new().then(Op::delete(key))).await?.revision)
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<i64, MetaError> {
-        let r = self
-            .txn(Txn::new().then(Op::DeletePrefix {
-                prefix: prefix.to_string(),
-            }))
-            .await?;
-        Ok(r.revision)
+        Ok(self
+            .txn(Txn::new().then(Op::delete_prefix(prefix)))
+            .await?
+            .revision)
     }
 }

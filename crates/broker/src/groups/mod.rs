@@ -182,7 +182,7 @@ impl GroupCoordinator {
             .await
             .map_err(|e| GroupError::OffsetStore(e.to_string()))?;
         let mut offsets = lock(&self.offsets);
-        for kv in kvs {
+        for kv in kvs.kvs {
             let Some((g, t, p)) = self.keys.parse_group_offset(&kv.key) else {
                 continue;
             };
@@ -273,10 +273,7 @@ impl GroupCoordinator {
         let mut txn = Txn::new();
         for (t, p, o) in &offsets {
             let value = to_json(o).map_err(|e| GroupError::OffsetStore(e.to_string()))?;
-            txn = txn.then(Op::Put {
-                key: self.keys.group_offset(group, t, *p),
-                value: value.into(),
-            });
+            txn = txn.then(Op::put(self.keys.group_offset(group, t, *p), value));
         }
         self.meta
             .txn(txn)
@@ -401,9 +398,7 @@ impl GroupCoordinator {
             return Err(GroupError::GroupIdNotFound);
         }
         self.meta
-            .txn(Txn::new().then(Op::DeletePrefix {
-                prefix: self.keys.group_prefix(group),
-            }))
+            .txn(Txn::new().then(Op::delete_prefix(self.keys.group_prefix(group))))
             .await
             .map_err(|e| GroupError::OffsetStore(e.to_string()))?;
         lock(&self.offsets).remove(group);
