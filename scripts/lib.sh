@@ -28,8 +28,10 @@ need_cargo() {
     echo "error: cargo (Rust 1.85 or newer) is required; install it with rustup" >&2
     exit 1
   fi
-  # C toolchain for crates that build C code (zstd, lz4).
+  # C toolchain for crates that build C code (zstd, lz4), protoc for the
+  # gRPC/etcd protocol definitions.
   command -v cc >/dev/null 2>&1 || apt_install build-essential
+  command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
 }
 
 need_python_clients() {

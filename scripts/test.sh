@@ -2,13 +2,15 @@
 # Runs every test: formatting and lints, Rust unit and integration tests, then
 # the end-to-end suite that drives the real `strata` binary with real Kafka
 # clients (confluent-kafka/librdkafka, kafka-python, kcat). Installs what is
-# missing (kcat, Python clients). Every server it starts listens on free
-# loopback ports and is stopped by the suite.
+# missing (kcat, etcd, the Python clients). Every server the tests start
+# (strata, etcd) listens on free loopback ports and is stopped by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_cargo
-apt_install kcat
+apt_install kcat etcd-server
+# Debian starts etcd as a service on install; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
 need_python_clients
 
 echo "== cargo fmt --check"

@@ -193,7 +193,8 @@ async fn lease_keep_alive_and_revoke<S: MetadataStore>(s: &S) {
     );
     assert!(
         matches!(s.keep_alive(lease).await, Err(MetaError::LeaseNotFound(_))),
-        "keep-alive of a revoked lease must fail"
+        "keep-alive of a revoked lease must fail: {:?}",
+        s.keep_alive(lease).await
     );
     let bogus = s
         .txn(Txn::new().then(Op::put_with_lease("/l/x", "y", 987_654_321)))

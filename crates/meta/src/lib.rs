@@ -13,11 +13,13 @@
 //!   0 in a [`Compare`] means "the key does not exist";
 //! - a transaction's compares and operations are applied atomically.
 
+mod etcd;
 mod local;
 mod state;
 mod types;
 
 pub mod conformance;
 
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use local::{EmbeddedStore, LocalStore, MemStore};
 pub use types::*;
