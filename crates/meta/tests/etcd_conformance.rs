@@ -68,7 +68,7 @@ async fn start_etcd() -> (Etcd, EtcdStore) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(store) =
-            EtcdStore::connect(&[etcd.endpoint.clone()], EtcdOptions::default()).await
+            EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), EtcdOptions::default()).await
         {
             if store.get("/ping").await.is_ok() {
                 return (etcd, store);
