@@ -3,7 +3,8 @@
 //! [`BrokerBuilder`]; settings are plain data.
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{BrokerSettings, TopicConfig};
+use crate::cluster::{BrokerRecord, ClusterView, Session, TopicInfo};
+use crate::config::BrokerSettings;
 use crate::durability::{flush_partition, Acks, Durability, LocalDurability};
 use crate::error::BrokerError;
 use crate::groups::{GroupCoordinator, GroupTimings};
@@ -11,9 +12,8 @@ use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionRead};
 use crate::producer_ids::ProducerIdAllocator;
-use crate::topics::{from_json, Topic, TopicRecord};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -27,11 +27,17 @@ pub struct Broker {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keys: Keys,
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    pub(crate) view: RwLock<ClusterView>,
+    /// Partitions this broker currently leads, with their open logs.
+    pub(crate) hosted: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    pub(crate) session: Session,
+    pub(crate) identity: BrokerRecord,
+    /// Wakes the reconcile loop (view changed, session renewed).
+    pub(crate) reconcile_now: tokio::sync::Notify,
     durability: Arc<dyn Durability>,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     cluster_id: String,
     producer_ids: ProducerIdAllocator,
 }
@@ -43,6 +49,9 @@ pub struct BrokerBuilder {
     meta: Option<Arc<dyn MetadataStore>>,
     clock: Arc<dyn Clock>,
     durability: Option<Arc<dyn Durability>>,
+    advertised: (String, i32),
+    grpc: Option<String>,
+    http: Option<String>,
 }
 
 impl BrokerBuilder {
@@ -54,7 +63,21 @@ impl BrokerBuilder {
             meta: None,
             clock: Arc::new(SystemClock),
             durability: None,
+            advertised: ("127.0.0.1".into(), 9092),
+            grpc: None,
+            http: None,
         }
+    }
+    /// The Kafka address other brokers and clients are told to use.
+    pub fn advertise(mut self, host: impl Into<String>, port: i32) -> Self {
+        self.advertised = (host.into(), port);
+        self
+    }
+    /// Other endpoints recorded in `brokers/<id>`.
+    pub fn endpoints(mut self, grpc: Option<String>, http: Option<String>) -> Self {
+        self.grpc = grpc;
+        self.http = http;
+        self
     }
     pub fn settings(mut self, s: BrokerSettings) -> Self {
         self.settings = s;
@@ -77,8 +100,9 @@ impl BrokerBuilder {
         self
     }
 
-    /// Opens every persisted topic's logs (recovering torn tails) and loads
-    /// committed offsets.
+    /// Loads the cluster view, opens a session (registering the broker) and
+    /// takes leadership of the partitions assigned to it, opening their logs
+    /// (recovering torn tails).
     pub async fn build(self) -> Result<Arc<Broker>, BrokerError> {
         let meta = self
             .meta
@@ -104,23 +128,37 @@ impl BrokerBuilder {
             min_session_timeout_ms: self.settings.group_min_session_timeout_ms,
             max_session_timeout_ms: self.settings.group_max_session_timeout_ms,
         };
+        let identity = BrokerRecord {
+            id: self.settings.node_id,
+            host: self.advertised.0.clone(),
+            port: self.advertised.1,
+            grpc: self.grpc.clone(),
+            http: self.http.clone(),
+            rack: None,
+            start_ms: self.clock.now_ms(),
+        };
         let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(meta.clone(), keys.clone(), self.clock.clone(), timings),
+            view: RwLock::new(ClusterView::default()),
+            hosted: RwLock::new(HashMap::new()),
+            session: Session::default(),
+            identity,
+            reconcile_now: tokio::sync::Notify::new(),
             settings: self.settings,
             data_dir: self.data_dir,
             meta,
             clock: self.clock,
             keys,
             admin_lock: tokio::sync::Mutex::new(()),
-            topics: RwLock::new(BTreeMap::new()),
             durability,
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
             cluster_id,
             producer_ids: ProducerIdAllocator::new(meta_for_ids, keys_for_ids),
         });
-        broker.load_topics().await?;
-        broker.groups.load().await?;
+        broker.sync_view().await?;
+        broker.open_session().await?;
+        broker.reconcile().await;
         Ok(broker)
     }
 }
@@ -169,59 +207,61 @@ impl Broker {
     }
 
     pub fn live_brokers(&self) -> usize {
-        1
+        self.view().brokers.len()
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    async fn load_topics(&self) -> Result<(), BrokerError> {
-        let prefix = self.keys.topics_prefix();
-        for kv in self.meta.range(&prefix).await?.kvs {
-            let name = kv.key.trim_start_matches(&prefix).to_string();
-            let record: TopicRecord = from_json(&kv.value)?;
-            let config = Arc::new(TopicConfig::new(
-                record.configs.clone(),
-                self.settings.topic_defaults.clone(),
-            )?);
-            self.install_topic(&name, &record, config)?;
-            tracing::info!(topic = %name, partitions = record.partitions, "loaded topic");
-        }
-        Ok(())
+    pub(crate) fn view(&self) -> std::sync::RwLockReadGuard<'_, ClusterView> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn topics_mut(
+    pub(crate) fn hosted(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
-        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<(String, i32), Arc<Partition>>> {
+        self.hosted.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+    /// A topic as the cluster view has it.
+    pub fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.view().topic(name)
     }
 
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let v = self.view();
+        v.topic_names().iter().filter_map(|n| v.topic(n)).collect()
     }
 
+    /// Live brokers, by id.
+    pub fn brokers(&self) -> Vec<BrokerRecord> {
+        self.view().brokers.values().cloned().collect()
+    }
+
+    /// Partitions this broker leads.
+    pub fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
+        let mut v: Vec<Arc<Partition>> = self.hosted().values().cloned().collect();
+        v.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
+        v
+    }
+
+    /// The partition if this broker leads it; `NotLeader` if another broker
+    /// does (or none yet), `UnknownTopicOrPartition` if it does not exist.
     pub fn partition(&self, topic: &str, p: i32) -> Result<Arc<Partition>, BrokerError> {
-        self.topic(topic)
-            .and_then(|t| {
-                usize::try_from(p)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            })
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{topic}-{p}")))
+        if let Some(part) = self.hosted().get(&(topic.to_string(), p)) {
+            return Ok(part.clone());
+        }
+        let known = self
+            .view()
+            .topics
+            .get(topic)
+            .is_some_and(|t| p >= 0 && p < t.record.partitions);
+        if known {
+            Err(BrokerError::NotLeader(format!("{topic}-{p}")))
+        } else {
+            Err(BrokerError::UnknownTopicOrPartition(format!("{topic}-{p}")))
+        }
     }
 
     /// InitProducerId for an idempotent (non-transactional) producer: a new
@@ -251,6 +291,13 @@ impl Broker {
             return Err(BrokerError::ShuttingDown);
         }
         let p = self.partition(topic, partition)?;
+        // Fencing: never append (let alone acknowledge) once our lease could
+        // have expired, because another broker may already lead.
+        if !self.session.is_live(self.clock.now_ms()) {
+            return Err(BrokerError::NotLeader(format!(
+                "{topic}-{partition}: this broker's metadata-store session is not live"
+            )));
+        }
         let info = p.append(records, self.clock.now_ms())?;
         self.metrics.record_produce(records.len());
         self.durability.make_durable(&p, info, acks).await?;
@@ -352,8 +399,8 @@ impl Broker {
     /// `flush.ms`. Run periodically by [`Broker::run_background`].
     pub async fn housekeeping(&self, retention_due: bool) {
         let now = self.clock.now_ms();
-        for t in self.topics() {
-            for p in &t.partitions {
+        for p in &self.hosted_partitions() {
+            {
                 if retention_due {
                     match p.housekeeping(now) {
                         Ok(0) => {}
@@ -375,9 +422,25 @@ impl Broker {
         }
     }
 
-    /// Background loop: group timers every 100 ms, `flush.ms` checks every
-    /// second, rolls and retention every `log.retention.check.interval.ms`.
+    /// Background work until shutdown: the metadata session, the cluster
+    /// watch, leadership reconciliation, group timers every 100 ms, `flush.ms`
+    /// checks every second, rolls and retention every
+    /// `log.retention.check.interval.ms`.
     pub async fn run_background(self: Arc<Self>) {
+        let loops = [
+            tokio::spawn(self.clone().session_loop()),
+            tokio::spawn(self.clone().watch_loop()),
+            tokio::spawn(self.clone().reconcile_loop()),
+        ];
+        self.clone().timers().await;
+        for l in loops {
+            if let Err(e) = l.await {
+                tracing::error!(error = %e, "background task failed");
+            }
+        }
+    }
+
+    async fn timers(self: Arc<Self>) {
         use tokio::time::{interval, MissedTickBehavior};
         let mut groups = interval(Duration::from_millis(100));
         let mut flush = interval(Duration::from_secs(1));
@@ -400,13 +463,12 @@ impl Broker {
     /// Stops accepting work and fsyncs every partition.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        for t in self.topics() {
-            for p in &t.partitions {
-                if let Err(e) = flush_partition(p, self.clock.now_ms()).await {
-                    tracing::error!(partition = %p.name(), error = %e, "flush at shutdown failed");
-                }
+        for p in &self.hosted_partitions() {
+            if let Err(e) = flush_partition(p, self.clock.now_ms()).await {
+                tracing::error!(partition = %p.name(), error = %e, "flush at shutdown failed");
             }
         }
+        self.close_session().await;
     }
 }
 

@@ -27,6 +27,8 @@ pub struct BrokerSettings {
     pub fsync_on_ack_all: bool,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval_ms: u64,
+    /// TTL of the broker's metadata-store session lease.
+    pub session_timeout_ms: i64,
     /// Defaults for topic configs not set on the topic (`log.*` in Kafka).
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -43,6 +45,7 @@ impl Default for BrokerSettings {
             group_max_session_timeout_ms: 1_800_000,
             fsync_on_ack_all: true,
             retention_check_interval_ms: 60_000,
+            session_timeout_ms: 10_000,
             topic_defaults: BTreeMap::new(),
         }
     }

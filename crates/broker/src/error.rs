@@ -40,6 +40,8 @@ pub enum BrokerError {
     OutOfOrderSequence(String),
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    #[error("not the leader of {0}")]
+    NotLeader(String),
     #[error("broker is shutting down")]
     ShuttingDown,
     #[error("group error: {0}")]

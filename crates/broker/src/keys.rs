@@ -3,6 +3,17 @@
 //! Topic names cannot contain `/` (they are validated), but group ids are
 //! arbitrary strings, so group ids are escaped (`%` → `%25`, `/` → `%2F`).
 
+/// What a key under the cluster root names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedKey {
+    Broker(i32),
+    Topic(String),
+    PartitionState(String, i32),
+    PartitionLeader(String, i32),
+    Coordinator(String),
+    Other,
+}
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     root: String,
@@ -25,6 +36,33 @@ impl Keys {
     pub fn root(&self) -> &str {
         &self.root
     }
+    pub fn broker(&self, id: i32) -> String {
+        format!("{}brokers/{id}", self.root)
+    }
+    pub fn group_coordinator(&self, group: &str) -> String {
+        format!("{}coordinator", self.group_prefix(group))
+    }
+
+    /// Classifies a key under the root.
+    pub fn parse(&self, key: &str) -> ParsedKey {
+        let Some(rest) = key.strip_prefix(&self.root) else {
+            return ParsedKey::Other;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["brokers", id] => id.parse().map_or(ParsedKey::Other, ParsedKey::Broker),
+            ["topics", name] => ParsedKey::Topic((*name).to_string()),
+            ["partitions", t, p, "state"] => p.parse().map_or(ParsedKey::Other, |p| {
+                ParsedKey::PartitionState((*t).to_string(), p)
+            }),
+            ["partitions", t, p, "leader"] => p.parse().map_or(ParsedKey::Other, |p| {
+                ParsedKey::PartitionLeader((*t).to_string(), p)
+            }),
+            ["groups", g, "coordinator"] => ParsedKey::Coordinator(unescape(g)),
+            _ => ParsedKey::Other,
+        }
+    }
+
     pub fn topics_prefix(&self) -> String {
         format!("{}topics/", self.root)
     }
@@ -65,6 +103,27 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_parse_back() {
+        let k = Keys::new("c");
+        assert_eq!(k.parse(&k.broker(3)), ParsedKey::Broker(3));
+        assert_eq!(k.parse(&k.topic("a.b")), ParsedKey::Topic("a.b".into()));
+        assert_eq!(
+            k.parse(&k.partition_state("t", 2)),
+            ParsedKey::PartitionState("t".into(), 2)
+        );
+        assert_eq!(
+            k.parse(&k.partition_leader("t", 0)),
+            ParsedKey::PartitionLeader("t".into(), 0)
+        );
+        assert_eq!(
+            k.parse(&k.group_coordinator("g/x")),
+            ParsedKey::Coordinator("g/x".into())
+        );
+        assert_eq!(k.parse(&k.group_offset("g", "t", 1)), ParsedKey::Other);
+        assert_eq!(k.parse("/other/brokers/1"), ParsedKey::Other);
+    }
 
     #[test]
     fn group_offset_keys_round_trip_with_escaping() {

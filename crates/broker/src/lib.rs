@@ -7,6 +7,8 @@
 
 mod broker;
 pub mod clock;
+pub mod cluster;
+mod cluster_ops;
 pub mod config;
 pub mod durability;
 mod error;

@@ -251,6 +251,8 @@ async fn committed_offsets_survive_restart() {
             .unwrap();
     }
     let b = broker(d.path(), clock).await;
+    // Offsets load when this broker becomes the group's coordinator.
+    b.ensure_coordinator("g/1").await.unwrap();
     let got = b.groups.fetch_offsets("g/1", None);
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].2.as_ref().unwrap().offset, 42);

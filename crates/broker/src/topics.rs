@@ -5,11 +5,8 @@
 use crate::broker::Broker;
 use crate::config::{is_known_config, validate_config, TopicConfig};
 use crate::error::BrokerError;
-use crate::partition::Partition;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use strata_log::PartitionLog;
 use strata_meta::{Compare, Op, Txn};
 
 /// `topics/<name>` in the metadata store.
@@ -28,14 +25,6 @@ pub struct PartitionStateRecord {
     pub isr: Vec<i32>,
     pub leader_epoch: i32,
     pub log_start_offset: i64,
-}
-
-pub struct Topic {
-    pub name: String,
-    pub id: uuid::Uuid,
-    pub replication_factor: i16,
-    pub config: Arc<TopicConfig>,
-    pub partitions: Vec<Arc<Partition>>,
 }
 
 /// What a CreateTopics entry asks for (-1 means "broker default").
@@ -78,31 +67,33 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 }
 
 impl Broker {
-    pub(crate) fn open_partition(
+    /// Partition states for partitions `from..to`, placed round-robin over
+    /// the live brokers from a per-topic starting point; the first replica is
+    /// the preferred leader.
+    fn partition_state_ops(
         &self,
-        topic: &str,
-        index: i32,
-        config: &Arc<TopicConfig>,
-    ) -> Result<Arc<Partition>, BrokerError> {
-        let dir = self.data_dir.join(format!("{topic}-{index}"));
-        let now = self.clock.now_ms();
-        let log = PartitionLog::open(&dir, config.log_config(), now)?;
-        Ok(Arc::new(Partition::open(
-            topic.to_string(),
-            index,
-            0,
-            log,
-            config.clone(),
-            now,
-        )?))
-    }
-
-    fn partition_state_ops(&self, name: &str, from: i32, to: i32) -> Result<Vec<Op>, BrokerError> {
+        name: &str,
+        from: i32,
+        to: i32,
+        rf: i16,
+    ) -> Result<Vec<Op>, BrokerError> {
+        let brokers: Vec<i32> = self.view().brokers.keys().copied().collect();
+        if brokers.is_empty() {
+            return Err(BrokerError::Metadata(
+                "no live brokers to place partitions on".into(),
+            ));
+        }
+        let start = name.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
         let mut ops = Vec::new();
         for p in from..to {
+            let replicas: Vec<i32> = (0..rf as usize)
+                .map(|r| brokers[(start + p as usize + r) % brokers.len()])
+                .collect();
             let state = PartitionStateRecord {
-                replicas: vec![self.settings.node_id],
-                isr: vec![self.settings.node_id],
+                isr: replicas.clone(),
+                replicas,
                 leader_epoch: 0,
                 log_start_offset: 0,
             };
@@ -112,6 +103,16 @@ impl Broker {
             ));
         }
         Ok(ops)
+    }
+
+    /// After this broker's own write: refresh the view, take up any
+    /// leadership it was given, and wait (bounded) for leaders elsewhere.
+    async fn settle(&self, topic: &str) -> Result<(), BrokerError> {
+        self.sync_view().await?;
+        self.reconcile().await;
+        self.await_leaders(topic, std::time::Duration::from_secs(5))
+            .await;
+        Ok(())
     }
 
     /// Creates a topic (or only validates it). Returns the resolved record.
@@ -141,10 +142,7 @@ impl Broker {
                 self.live_brokers()
             )));
         }
-        let config = Arc::new(TopicConfig::new(
-            req.configs.clone(),
-            self.settings.topic_defaults.clone(),
-        )?);
+        TopicConfig::new(req.configs.clone(), self.settings.topic_defaults.clone())?;
         let _guard = self.admin_lock.lock().await;
         if self.topic(&req.name).is_some() {
             return Err(BrokerError::TopicAlreadyExists(req.name));
@@ -162,44 +160,24 @@ impl Broker {
         let mut txn = Txn::new()
             .when(Compare::CreateRevision(key.clone(), 0))
             .then(Op::put(key, to_json(&record)?));
-        for op in self.partition_state_ops(&req.name, 0, partitions)? {
+        for op in self.partition_state_ops(&req.name, 0, partitions, rf)? {
             txn = txn.then(op);
         }
         if !self.meta.txn(txn).await?.succeeded {
             return Err(BrokerError::TopicAlreadyExists(req.name));
         }
-        self.install_topic(&req.name, &record, config)?;
         tracing::info!(topic = %req.name, partitions, "created topic");
+        self.settle(&req.name).await?;
         Ok(record)
     }
 
-    /// Opens the logs of a persisted topic and makes it visible.
-    pub(crate) fn install_topic(
-        &self,
-        name: &str,
-        record: &TopicRecord,
-        config: Arc<TopicConfig>,
-    ) -> Result<(), BrokerError> {
-        let mut partitions = Vec::with_capacity(record.partitions as usize);
-        for p in 0..record.partitions {
-            partitions.push(self.open_partition(name, p, &config)?);
-        }
-        let topic = Topic {
-            name: name.to_string(),
-            id: uuid::Uuid::parse_str(&record.id).unwrap_or_else(|_| uuid::Uuid::new_v4()),
-            replication_factor: record.replication_factor,
-            config,
-            partitions,
-        };
-        self.topics_mut().insert(name.to_string(), Arc::new(topic));
-        Ok(())
-    }
-
+    /// Deletes a topic's records (leaders included); every broker that led
+    /// one of its partitions removes the local files when it sees that.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let _guard = self.admin_lock.lock().await;
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        if self.topic(name).is_none() {
+            return Err(BrokerError::UnknownTopicOrPartition(name.to_string()));
+        }
         self.meta
             .txn(
                 Txn::new()
@@ -207,17 +185,8 @@ impl Broker {
                     .then(Op::delete_prefix(self.keys.partitions_prefix(name))),
             )
             .await?;
-        self.topics_mut().remove(name);
-        let parts = topic.partitions.clone();
-        tokio::task::spawn_blocking(move || {
-            for p in parts {
-                if let Err(e) = p.delete_files() {
-                    tracing::error!(partition = %p.name(), error = %e, "failed to delete partition files");
-                }
-            }
-        })
-        .await
-        .map_err(|e| BrokerError::Storage(format!("topic deletion task failed: {e}")))?;
+        self.sync_view().await?;
+        self.reconcile().await;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
@@ -242,23 +211,10 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let state_ops = self.partition_state_ops(name, current, count)?;
+        let state_ops = self.partition_state_ops(name, current, count, topic.replication_factor)?;
         self.update_topic_record(name, |r| r.partitions = count, state_ops)
             .await?;
-        let mut partitions = topic.partitions.clone();
-        for p in current..count {
-            partitions.push(self.open_partition(name, p, &topic.config)?);
-        }
-        let updated = Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            replication_factor: topic.replication_factor,
-            config: topic.config.clone(),
-            partitions,
-        };
-        self.topics_mut()
-            .insert(name.to_string(), Arc::new(updated));
-        Ok(())
+        self.settle(name).await
     }
 
     /// Applies IncrementalAlterConfigs operations to a topic.
@@ -289,28 +245,14 @@ impl Broker {
                 }
             }
         }
-        let config = Arc::new(TopicConfig::new(
-            overrides.clone(),
-            self.settings.topic_defaults.clone(),
-        )?);
+        TopicConfig::new(overrides.clone(), self.settings.topic_defaults.clone())?;
         if validate_only {
             return Ok(());
         }
         self.update_topic_record(name, |r| r.configs = overrides, Vec::new())
             .await?;
-        for p in &topic.partitions {
-            p.set_config(config.clone());
-        }
-        let updated = Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            replication_factor: topic.replication_factor,
-            config,
-            partitions: topic.partitions.clone(),
-        };
-        self.topics_mut()
-            .insert(name.to_string(), Arc::new(updated));
-        Ok(())
+        // The reconcile applies the new config to hosted partitions.
+        self.settle(name).await
     }
 }
 

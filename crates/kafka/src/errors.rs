@@ -25,6 +25,7 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::Timeout(_) => E::RequestTimedOut,
         BrokerError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch(_) => E::InvalidProducerEpoch,
+        BrokerError::NotLeader(_) => E::NotLeaderOrFollower,
         BrokerError::ShuttingDown => E::NotLeaderOrFollower,
         BrokerError::Group(g) => return group_error_code(g),
     }
@@ -42,6 +43,7 @@ pub fn group_error_code(e: &GroupError) -> i16 {
         GroupError::GroupIdNotFound => E::GroupIdNotFound,
         GroupError::NonEmptyGroup => E::NonEmptyGroup,
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => E::NotCoordinator,
         GroupError::InvalidGroupId => E::InvalidGroupId,
         GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
         GroupError::OffsetStore(_) => E::CoordinatorNotAvailable,

@@ -116,19 +116,17 @@ pub fn render(b: &Broker) -> String {
         "counter",
         g(&m.malformed_frames),
     );
-    let topics = b.topics();
+    let hosted = b.hosted_partitions();
     let mut gauge = |name: &str, help: &str, value: &dyn Fn(&Partition) -> i64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for t in &topics {
-            for p in &t.partitions {
-                let _ = writeln!(
-                    out,
-                    "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
-                    t.name,
-                    p.index,
-                    value(p)
-                );
-            }
+        for p in &hosted {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                p.topic,
+                p.index,
+                value(p)
+            );
         }
     };
     gauge("strata_partition_log_end_offset", "Log end offset.", &|p| {

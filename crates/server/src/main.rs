@@ -1,8 +1,8 @@
 //! `strata`: the broker profiles and the command-line tools (DESIGN §9).
 
 mod cli;
-mod dev;
 mod http;
+mod run;
 mod settings;
 
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Single-node broker: embedded metadata, local object store, no external service.
     Dev(DevArgs),
+    /// Cluster broker: metadata, leases and offsets in etcd.
+    Broker(BrokerArgs),
     /// Topic administration.
     Topic(cli::topic::TopicArgs),
     /// Consumer group inspection.
@@ -56,6 +58,41 @@ struct DevArgs {
     /// Any setting as KEY=VALUE (repeatable), e.g. group_initial_rebalance_delay_ms=0.
     #[arg(long = "set", value_parser = cli::parse_kv)]
     set: Vec<(String, String)>,
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// Broker id, unique in the cluster.
+    #[arg(long)]
+    id: i32,
+    /// etcd endpoints, comma-separated (http://host:port,...).
+    #[arg(long)]
+    etcd: String,
+    /// Cluster name: the etcd prefix is /strata/<cluster>/.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Broker-to-broker gRPC endpoint HOST:PORT.
+    #[arg(long)]
+    grpc: Option<String>,
+    #[command(flatten)]
+    common: DevArgs,
+}
+
+impl BrokerArgs {
+    fn overrides(&self) -> Vec<(String, String)> {
+        let mut o = vec![
+            ("node_id".to_string(), self.id.to_string()),
+            ("etcd".to_string(), format!("{:?}", self.etcd)),
+        ];
+        if let Some(c) = &self.cluster {
+            o.push(("cluster".into(), format!("{c:?}")));
+        }
+        if let Some(g) = &self.grpc {
+            o.push(("grpc".into(), format!("{g:?}")));
+        }
+        o.extend(self.common.overrides());
+        o
+    }
 }
 
 impl DevArgs {
@@ -110,7 +147,16 @@ fn main() -> std::process::ExitCode {
                     &args.overrides(),
                 )?;
                 init_logging(&s.log);
-                dev::run(s).await
+                run::dev(s).await
+            }
+            Command::Broker(args) => {
+                let s = settings::Settings::load(
+                    args.common.config.as_deref(),
+                    std::env::vars(),
+                    &args.overrides(),
+                )?;
+                init_logging(&s.log);
+                run::cluster(s).await
             }
             Command::Topic(a) => cli::topic::run(a).await,
             Command::Group(a) => cli::group::run(a).await,

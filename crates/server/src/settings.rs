@@ -21,6 +21,11 @@ pub struct Settings {
     pub http: String,
     /// Cold-tier object store URL (used once the cold tier lands).
     pub object_store: Option<String>,
+    /// etcd endpoints, comma-separated (cluster profile).
+    pub etcd: Option<String>,
+    /// Broker-to-broker gRPC endpoint, recorded in `brokers/<id>` (served
+    /// once replication lands).
+    pub grpc: Option<String>,
     pub cluster: String,
     pub node_id: i32,
     pub auto_create_topics: bool,
@@ -31,6 +36,8 @@ pub struct Settings {
     pub group_max_session_timeout_ms: i32,
     pub fsync_on_ack_all: bool,
     pub retention_check_interval_ms: u64,
+    /// TTL of the broker's metadata-store session (leadership lease).
+    pub session_timeout_ms: i64,
     pub max_connections: usize,
     pub max_request_bytes: usize,
     pub shutdown_grace_ms: u64,
@@ -49,6 +56,8 @@ impl Default for Settings {
             advertise: None,
             http: "127.0.0.1:9644".into(),
             object_store: None,
+            etcd: None,
+            grpc: None,
             cluster: "strata".into(),
             node_id: b.node_id,
             auto_create_topics: b.auto_create_topics,
@@ -59,6 +68,7 @@ impl Default for Settings {
             group_max_session_timeout_ms: b.group_max_session_timeout_ms,
             fsync_on_ack_all: b.fsync_on_ack_all,
             retention_check_interval_ms: b.retention_check_interval_ms,
+            session_timeout_ms: b.session_timeout_ms,
             max_connections: 10_000,
             max_request_bytes: 100 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
@@ -140,6 +150,7 @@ impl Settings {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
             fsync_on_ack_all: self.fsync_on_ack_all,
             retention_check_interval_ms: self.retention_check_interval_ms,
+            session_timeout_ms: self.session_timeout_ms,
             topic_defaults: self.topic_defaults.clone(),
         }
     }

@@ -558,6 +558,21 @@ impl Group {
         }
     }
 
+    /// Ends the group here (coordination moved): parked calls fail with
+    /// NOT_COORDINATOR so clients look the coordinator up again.
+    pub fn shutdown(&mut self) {
+        for m in self.members.values_mut() {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(Err(GroupError::NotCoordinator));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(Err(GroupError::NotCoordinator));
+            }
+        }
+        self.members.clear();
+        self.state = GroupState::Dead;
+    }
+
     /// Validates an OffsetCommit's member and generation (Kafka allows
     /// commits while preparing a rebalance, so revoking consumers can commit).
     pub fn validate_commit(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {

@@ -41,6 +41,8 @@ pub enum GroupError {
     NonEmptyGroup,
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    #[error("not the coordinator of this group")]
+    NotCoordinator,
     #[error("invalid group id")]
     InvalidGroupId,
     #[error("group is subscribed to the topic")]
@@ -174,28 +176,54 @@ impl GroupCoordinator {
         }
     }
 
-    /// Loads committed offsets from the metadata store.
-    pub async fn load(&self) -> Result<(), GroupError> {
-        let kvs = self
+    /// Loads one group's committed offsets from the metadata store (when
+    /// this broker becomes its coordinator), replacing any cached copy.
+    pub async fn load_group(&self, group: &str) -> Result<(), GroupError> {
+        let range = self
             .meta
-            .range(&self.keys.groups_prefix())
+            .range(&self.keys.group_offsets_prefix(group))
             .await
             .map_err(|e| GroupError::OffsetStore(e.to_string()))?;
-        let mut offsets = lock(&self.offsets);
-        for kv in kvs.kvs {
-            let Some((g, t, p)) = self.keys.parse_group_offset(&kv.key) else {
+        let mut loaded = BTreeMap::new();
+        for kv in range.kvs {
+            let Some((_, t, p)) = self.keys.parse_group_offset(&kv.key) else {
                 continue;
             };
             match from_json::<CommittedOffset>(&kv.value) {
                 Ok(o) => {
-                    offsets.entry(g).or_default().insert((t, p), o);
+                    loaded.insert((t, p), o);
                 }
                 Err(e) => {
                     tracing::error!(key = %kv.key, error = %e, "skipping unreadable committed offset")
                 }
             }
         }
+        let mut offsets = lock(&self.offsets);
+        if loaded.is_empty() {
+            offsets.remove(group);
+        } else {
+            offsets.insert(group.to_string(), loaded);
+        }
         Ok(())
+    }
+
+    /// Drops every group's state (the coordinator role was lost); members
+    /// get errors, find the new coordinator and rejoin there.
+    pub fn forget_all(&self) {
+        let groups: Vec<_> = lock(&self.groups).drain().map(|(_, g)| g).collect();
+        for g in groups {
+            lock(&g).shutdown();
+        }
+        lock(&self.offsets).clear();
+    }
+
+    /// Names of groups with state here (members or committed offsets).
+    pub fn known_groups(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.groups).keys().cloned().collect();
+        names.extend(lock(&self.offsets).keys().cloned());
+        names.sort();
+        names.dedup();
+        names
     }
 
     fn group(&self, id: &str) -> Arc<Mutex<Group>> {

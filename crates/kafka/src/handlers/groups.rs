@@ -31,6 +31,7 @@ use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use strata_broker::cluster::BrokerRecord;
 use strata_broker::groups::{self as g, CommittedOffset, GroupError};
 use strata_broker::BrokerError;
 
@@ -39,43 +40,58 @@ const KEY_GROUP: i8 = 0;
 
 pub fn find_coordinator(ctx: &Ctx, r: FindCoordinatorRequest, v: i16) -> FindCoordinatorResponse {
     let mut resp = FindCoordinatorResponse::default();
-    let node = BrokerId(ctx.broker.node_id());
-    let supported = r.key_type == KEY_GROUP;
-    let error = if supported {
-        NONE
-    } else {
-        ResponseError::CoordinatorNotAvailable.code()
+    // (error code, message, coordinator) for one key.
+    let lookup = |key: &str| -> (i16, Option<String>, Option<BrokerRecord>) {
+        if r.key_type != KEY_GROUP {
+            return (
+                ResponseError::CoordinatorNotAvailable.code(),
+                Some("transaction coordinators are not implemented yet".into()),
+                None,
+            );
+        }
+        match ctx.broker.coordinator_for(key) {
+            Some(b) => (NONE, None, Some(b)),
+            None => (
+                ResponseError::CoordinatorNotAvailable.code(),
+                Some("no live broker".into()),
+                None,
+            ),
+        }
     };
     if v >= 4 {
         resp.coordinators = r
             .coordinator_keys
-            .into_iter()
+            .iter()
             .map(|k| {
+                let (code, msg, b) = lookup(k.as_str());
                 let mut c = Coordinator::default();
-                c.key = k;
-                c.error_code = error;
-                if supported {
-                    c.node_id = node;
-                    c.host = str(ctx.advertised_host.clone());
-                    c.port = ctx.advertised_port;
-                } else {
-                    c.node_id = BrokerId(-1);
-                    c.error_message = Some(str("transaction coordinators are not implemented yet"));
+                c.key = k.clone();
+                c.error_code = code;
+                c.error_message = msg.map(str);
+                match b {
+                    Some(b) => {
+                        c.node_id = BrokerId(b.id);
+                        c.host = str(b.host);
+                        c.port = b.port;
+                    }
+                    None => c.node_id = BrokerId(-1),
                 }
                 c
             })
             .collect();
     } else {
-        resp.error_code = error;
-        if supported {
-            resp.node_id = node;
-            resp.host = str(ctx.advertised_host.clone());
-            resp.port = ctx.advertised_port;
-        } else {
-            resp.node_id = BrokerId(-1);
-            if v >= 1 {
-                resp.error_message = Some(str("transaction coordinators are not implemented yet"));
+        let (code, msg, b) = lookup(r.key.as_str());
+        resp.error_code = code;
+        if v >= 1 {
+            resp.error_message = msg.map(str);
+        }
+        match b {
+            Some(b) => {
+                resp.node_id = BrokerId(b.id);
+                resp.host = str(b.host);
+                resp.port = b.port;
             }
+            None => resp.node_id = BrokerId(-1),
         }
     }
     resp
@@ -111,6 +127,10 @@ pub async fn join(
     };
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
+    if let Err(e) = ctx.broker.ensure_coordinator(&req.group_id).await {
+        resp.error_code = group_error_code(&e);
+        return resp;
+    }
     match ctx.broker.groups.join(req).await {
         Ok(j) => {
             resp.generation_id = j.generation;
@@ -154,6 +174,10 @@ pub async fn sync(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGroupResponse {
             .collect(),
     };
     let mut resp = SyncGroupResponse::default();
+    if let Err(e) = ctx.broker.ensure_coordinator(&req.group_id).await {
+        resp.error_code = group_error_code(&e);
+        return resp;
+    }
     match ctx.broker.groups.sync(req).await {
         Ok(s) => {
             if v >= 5 {
@@ -167,8 +191,12 @@ pub async fn sync(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGroupResponse {
     resp
 }
 
-pub fn heartbeat(ctx: &Ctx, r: HeartbeatRequest, _v: i16) -> HeartbeatResponse {
+pub async fn heartbeat(ctx: &Ctx, r: HeartbeatRequest, _v: i16) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
+    if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
+        resp.error_code = group_error_code(&e);
+        return resp;
+    }
     if let Err(e) = ctx
         .broker
         .groups
@@ -179,8 +207,12 @@ pub fn heartbeat(ctx: &Ctx, r: HeartbeatRequest, _v: i16) -> HeartbeatResponse {
     resp
 }
 
-pub fn leave(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
+pub async fn leave(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
     let mut resp = LeaveGroupResponse::default();
+    if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
+        resp.error_code = group_error_code(&e);
+        return resp;
+    }
     let members: Vec<(String, Option<String>)> = if v >= 3 {
         r.members
             .iter()
@@ -253,7 +285,10 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
         }
         slots.push((t.name.clone(), parts));
     }
-    let group_result = if to_commit.is_empty() {
+    let coordinator = ctx.broker.ensure_coordinator(&r.group_id).await;
+    let group_result = if let Err(e) = coordinator {
+        group_error_code(&e)
+    } else if to_commit.is_empty() {
         NONE
     } else {
         match ctx
@@ -310,10 +345,17 @@ fn grouped(f: Fetched) -> BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> 
     m
 }
 
-pub fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFetchResponse {
+pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
     if v >= 8 {
         for gq in r.groups {
+            if let Err(e) = ctx.broker.ensure_coordinator(&gq.group_id).await {
+                let mut gr = OffsetFetchResponseGroup::default();
+                gr.group_id = gq.group_id.clone();
+                gr.error_code = group_error_code(&e);
+                resp.groups.push(gr);
+                continue;
+            }
             let topics = gq.topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| (t.name.to_string(), t.partition_indexes))
@@ -339,6 +381,10 @@ pub fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFetchResp
             }
             resp.groups.push(gr);
         }
+        return resp;
+    }
+    if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
+        resp.error_code = group_error_code(&e);
         return resp;
     }
     let topics = r.topics.map(|ts| {
@@ -367,13 +413,13 @@ pub fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFetchResp
     resp
 }
 
-pub fn list_groups(ctx: &Ctx, r: ListGroupsRequest, v: i16) -> ListGroupsResponse {
+pub async fn list_groups(ctx: &Ctx, r: ListGroupsRequest, v: i16) -> ListGroupsResponse {
     let mut resp = ListGroupsResponse::default();
     let filter: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
     resp.groups = ctx
         .broker
-        .groups
-        .list()
+        .list_groups()
+        .await
         .into_iter()
         .filter(|l| filter.is_empty() || filter.contains(&l.state.as_str().to_lowercase()))
         .map(|l| {
@@ -389,9 +435,20 @@ pub fn list_groups(ctx: &Ctx, r: ListGroupsRequest, v: i16) -> ListGroupsRespons
     resp
 }
 
-pub fn describe_groups(ctx: &Ctx, r: DescribeGroupsRequest, _v: i16) -> DescribeGroupsResponse {
+pub async fn describe_groups(
+    ctx: &Ctx,
+    r: DescribeGroupsRequest,
+    _v: i16,
+) -> DescribeGroupsResponse {
     let mut resp = DescribeGroupsResponse::default();
     for id in r.groups {
+        if let Err(e) = ctx.broker.ensure_coordinator(&id).await {
+            let mut dg = DescribedGroup::default();
+            dg.group_id = id;
+            dg.error_code = group_error_code(&e);
+            resp.groups.push(dg);
+            continue;
+        }
         let d = ctx.broker.groups.describe(&id);
         let mut dg = DescribedGroup::default();
         dg.group_id = id;
@@ -421,7 +478,11 @@ pub async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest, _v: i16) -> Delete
     let mut resp = DeleteGroupsResponse::default();
     for id in r.groups_names {
         let mut res = DeletableGroupResult::default();
-        if let Err(e) = ctx.broker.groups.delete_group(&id).await {
+        let outcome = match ctx.broker.ensure_coordinator(&id).await {
+            Ok(()) => ctx.broker.groups.delete_group(&id).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
             res.error_code = group_error_code(&e);
         }
         res.group_id = id;
@@ -456,6 +517,10 @@ fn decode_subscription(mut b: Bytes) -> Option<ConsumerProtocolSubscription> {
 
 pub async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest, _v: i16) -> OffsetDeleteResponse {
     let mut resp = OffsetDeleteResponse::default();
+    if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
+        resp.error_code = group_error_code(&e);
+        return resp;
+    }
     let subscribed = subscribed_topics(ctx, &r.group_id);
     let tps: Vec<(String, i32)> = r
         .topics

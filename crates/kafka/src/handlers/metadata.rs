@@ -12,11 +12,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
-use strata_broker::topics::{CreateTopic, Topic};
+use strata_broker::cluster::TopicInfo;
+use strata_broker::topics::CreateTopic;
 use strata_broker::BrokerError;
 
-fn topic_entry(ctx: &Ctx, t: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.broker.node_id());
+fn topic_entry(t: &TopicInfo) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(str(t.name.clone())));
     e.topic_id = t.id;
@@ -26,14 +26,39 @@ fn topic_entry(ctx: &Ctx, t: &Topic) -> MetadataResponseTopic {
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p.index;
-            mp.leader_id = node;
-            mp.leader_epoch = p.leader_epoch;
-            mp.replica_nodes = vec![node];
-            mp.isr_nodes = vec![node];
+            match p.leader {
+                Some(l) => {
+                    mp.leader_id = BrokerId(l.broker);
+                    mp.leader_epoch = l.epoch;
+                }
+                None => {
+                    mp.error_code = ResponseError::LeaderNotAvailable.code();
+                    mp.leader_id = BrokerId(-1);
+                    mp.leader_epoch = -1;
+                }
+            }
+            mp.replica_nodes = p.replicas.iter().map(|b| BrokerId(*b)).collect();
+            mp.isr_nodes = p.isr.iter().map(|b| BrokerId(*b)).collect();
             mp
         })
         .collect();
     e
+}
+
+/// Every live broker, as clients should reach it.
+fn brokers(ctx: &Ctx) -> Vec<MetadataResponseBroker> {
+    ctx.broker
+        .brokers()
+        .into_iter()
+        .map(|b| {
+            let mut mb = MetadataResponseBroker::default();
+            mb.node_id = BrokerId(b.id);
+            mb.host = str(b.host);
+            mb.port = b.port;
+            mb.rack = b.rack.map(str);
+            mb
+        })
+        .collect()
 }
 
 fn error_entry(name: Option<String>, code: i16) -> MetadataResponseTopic {
@@ -46,11 +71,7 @@ fn error_entry(name: Option<String>, code: i16) -> MetadataResponseTopic {
 pub async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataResponse {
     let b = &ctx.broker;
     let mut resp = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(b.node_id());
-    broker.host = str(ctx.advertised_host.clone());
-    broker.port = ctx.advertised_port;
-    resp.brokers = vec![broker];
+    resp.brokers = brokers(ctx);
     resp.cluster_id = Some(str(ctx.cluster_id.clone()));
     resp.controller_id = BrokerId(b.node_id());
     // v0: an empty list means all topics; v1+: null means all.
@@ -59,7 +80,7 @@ pub async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataResponse
         Some(ts) => v == 0 && ts.is_empty(),
     };
     if all {
-        resp.topics = b.topics().iter().map(|t| topic_entry(ctx, t)).collect();
+        resp.topics = b.topics().iter().map(topic_entry).collect();
         return resp;
     }
     let auto_create = (v < 4 || r.allow_auto_topic_creation) && b.settings().auto_create_topics;
@@ -104,7 +125,7 @@ pub async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataResponse
             }
         }
         match b.topic(&name) {
-            Some(t) => resp.topics.push(topic_entry(ctx, &t)),
+            Some(t) => resp.topics.push(topic_entry(&t)),
             None => resp.topics.push(error_entry(
                 Some(name),
                 ResponseError::UnknownTopicOrPartition.code(),
@@ -118,10 +139,18 @@ pub fn describe_cluster(ctx: &Ctx, _r: DescribeClusterRequest, _v: i16) -> Descr
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str(ctx.cluster_id.clone());
     resp.controller_id = BrokerId(ctx.broker.node_id());
-    let mut broker = DescribeClusterBroker::default();
-    broker.broker_id = BrokerId(ctx.broker.node_id());
-    broker.host = str(ctx.advertised_host.clone());
-    broker.port = ctx.advertised_port;
-    resp.brokers = vec![broker];
+    resp.brokers = ctx
+        .broker
+        .brokers()
+        .into_iter()
+        .map(|b| {
+            let mut db = DescribeClusterBroker::default();
+            db.broker_id = BrokerId(b.id);
+            db.host = str(b.host);
+            db.port = b.port;
+            db.rack = b.rack.map(str);
+            db
+        })
+        .collect();
     resp
 }

@@ -170,15 +170,19 @@ async fn dispatch(
             ResponseKind::JoinGroup(groups::join(&ctx, r, v, client_id, peer).await)
         }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(&ctx, r, v).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(&ctx, r, v)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(&ctx, r, v)),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(&ctx, r, v).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(&ctx, r, v).await),
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(groups::offset_commit(&ctx, r, v).await)
         }
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(&ctx, r, v)),
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(&ctx, r, v)),
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(&ctx, r, v).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(&ctx, r, v).await)
+        }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(&ctx, r, v))
+            ResponseKind::DescribeGroups(groups::describe_groups(&ctx, r, v).await)
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::delete_groups(&ctx, r, v).await)

@@ -1,5 +1,7 @@
-//! `strata dev`: the single-node profile. Embedded metadata store under the
-//! data directory, one process, no external service.
+//! Running a broker: `strata dev` (single node, embedded metadata store
+//! under the data directory, no external service) and `strata broker`
+//! (cluster member on etcd). Both run the same broker; only the metadata
+//! store differs.
 
 use crate::http::{self, HttpState};
 use crate::settings::Settings;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_broker::BrokerBuilder;
 use strata_kafka::{Ctx, ServerLimits};
-use strata_meta::{EmbeddedStore, MetadataStore};
+use strata_meta::{EmbeddedStore, EtcdOptions, EtcdStore, MetadataStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +48,48 @@ fn advertised(settings: &Settings, bound: SocketAddr) -> anyhow::Result<(String,
     }
 }
 
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+/// `strata dev`.
+pub async fn dev(settings: Settings) -> anyhow::Result<()> {
+    let meta: Arc<dyn MetadataStore> = Arc::new(
+        EmbeddedStore::open(&settings.data_dir.join("meta"))
+            .context("cannot open the embedded metadata store")?,
+    );
+    run(settings, meta).await
+}
+
+/// `strata broker`: connects to etcd, retrying with bounded backoff while it
+/// is unreachable (each failure logged), until SIGTERM.
+pub async fn cluster(settings: Settings) -> anyhow::Result<()> {
+    let endpoints: Vec<String> = settings
+        .etcd
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        bail!("strata broker needs --etcd URL[,URL...]");
+    }
+    let mut delay = Duration::from_millis(200);
+    let store = loop {
+        match EtcdStore::connect(&endpoints, EtcdOptions::default()).await {
+            Ok(s) => match s.get("/").await {
+                Ok(_) => break s,
+                Err(e) => tracing::warn!(error = %e, "etcd not ready; retrying"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot reach etcd; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = wait_for_signal() => bail!("interrupted while waiting for etcd"),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    };
+    run(settings, Arc::new(store)).await
+}
+
+async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result<()> {
     let object_store = settings.object_store.clone().unwrap_or_else(|| {
         let abs = std::path::absolute(&settings.data_dir).unwrap_or(settings.data_dir.clone());
         format!("file://{}", abs.join("objects").display())
@@ -54,18 +97,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     validate_object_store(&object_store)?;
     tracing::info!(object_store = %object_store, "cold tier target (offload arrives with the cold tier)");
 
-    let meta: Arc<dyn MetadataStore> = Arc::new(
-        EmbeddedStore::open(&settings.data_dir.join("meta"))
-            .context("cannot open the embedded metadata store")?,
-    );
-    let broker = BrokerBuilder::new(settings.data_dir.join("logs"))
-        .settings(settings.broker_settings())
-        .cluster(settings.cluster.clone())
-        .metadata_store(meta)
-        .build()
-        .await
-        .context("cannot start the broker")?;
-
+    // Bind first: the broker registers the address it really listens on.
     let kafka = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -75,6 +107,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.http))?;
     let http_addr = http_listener.local_addr()?;
     let (host, port) = advertised(&settings, kafka_addr)?;
+
+    let broker = BrokerBuilder::new(settings.data_dir.join("logs"))
+        .settings(settings.broker_settings())
+        .cluster(settings.cluster.clone())
+        .metadata_store(meta)
+        .advertise(host.clone(), port)
+        .endpoints(settings.grpc.clone(), Some(http_addr.to_string()))
+        .build()
+        .await
+        .context("cannot start the broker")?;
     let ctx = Arc::new(Ctx {
         broker: broker.clone(),
         advertised_host: host,
@@ -119,6 +161,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Err(e) = kafka_task.await {
         tracing::error!(error = %e, "kafka listener task failed");
     }
+    // Flushes every partition and revokes the session lease.
     broker.shutdown().await;
     let _ = background.await;
     let _ = http_task.await;
