@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_cargo
-apt_install kcat etcd-server
+apt_install kcat etcd-server etcd-client
 # Debian starts etcd as a service on install; the tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
 need_python_clients

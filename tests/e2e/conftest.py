@@ -23,11 +23,13 @@ FAST_GROUPS = [
 
 
 class Strata:
-    """One `strata dev` process on a data directory that outlives restarts."""
+    """One `strata dev` (or, with `mode=["broker", ...]`, `strata broker`)
+    process on a data directory that outlives restarts."""
 
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), mode=("dev",)):
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
+        self.mode = list(mode)
         self.proc = None
         self.port = None
         self.http_port = None
@@ -38,9 +40,18 @@ class Strata:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout=30):
+        try:
+            return self._start(timeout, self.port or 0)
+        except RuntimeError as e:
+            # A client's ephemeral port may have taken our old listening port.
+            if self.port and "Address already in use" in str(e):
+                return self._start(timeout, 0)
+            raise
+
+    def _start(self, timeout, port):
         # Reuse the previous port when restarting so clients can reconnect.
-        listen = f"127.0.0.1:{self.port or 0}"
-        args = [str(BIN), "dev", "--data-dir", str(self.data_dir),
+        listen = f"127.0.0.1:{port}"
+        args = [str(BIN), *self.mode, "--data-dir", str(self.data_dir),
                 "--listen", listen, "--http", "127.0.0.1:0", *FAST_GROUPS, *self.extra_args]
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
@@ -133,3 +144,76 @@ def strata_cli(*args, input=None, timeout=60):
     r = subprocess.run([str(BIN), *args], input=input, capture_output=True,
                        text=True, timeout=timeout)
     return r
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Etcd:
+    """A real etcd (Debian's etcd-server) on free loopback ports, alone or as
+    one member of a local cluster."""
+
+    def __init__(self, workdir, name="e0", client_port=None, peer_port=None):
+        self.workdir = Path(workdir)
+        self.name = name
+        self.client_port = client_port or free_port()
+        self.peer_port = peer_port or free_port()
+        self.proc = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self):
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def start(self, initial_cluster=None, wait=True):
+        initial_cluster = initial_cluster or f"{self.name}={self.peer_url}"
+        log = open(self.workdir / f"etcd-{self.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", self.name, "--data-dir", str(self.workdir / f"etcd-{self.name}"),
+             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+             "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
+             "--heartbeat-interval", "50", "--election-timeout", "500"],
+            stdout=log, stderr=log)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = subprocess.run(["etcdctl", "--endpoints", self.endpoint, "endpoint", "health"],
+                               capture_output=True, text=True, timeout=10,
+                               env={**os.environ, "ETCDCTL_API": "3"})
+            if r.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"etcd {self.name} not healthy within {timeout}s")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def ctl(self, *args):
+        r = subprocess.run(["etcdctl", "--endpoints", self.endpoint, *args],
+                           capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "ETCDCTL_API": "3"})
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+
+def broker_process(workdir, broker_id, etcd_endpoints, cluster="e2e", extra=()):
+    """A `strata broker` with a short session TTL so failover is quick."""
+    return Strata(Path(workdir) / f"broker-{broker_id}",
+                  mode=["broker", "--id", str(broker_id), "--etcd", etcd_endpoints,
+                        "--cluster", cluster],
+                  extra_args=["--set", "session_timeout_ms=3000", *extra])

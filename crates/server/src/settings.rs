@@ -78,6 +78,9 @@ impl Default for Settings {
     }
 }
 
+/// Settings whose default is "unset".
+const OPTIONAL_KEYS: &[&str] = &["advertise", "object_store", "etcd", "grpc"];
+
 /// Parses a scalar as TOML (numbers, booleans) or else takes it as a string.
 fn scalar(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
@@ -107,7 +110,9 @@ impl Settings {
                 table.insert(k, v);
             }
         }
-        let keys: Vec<String> = table.keys().cloned().collect();
+        // Optional settings are absent from the serialised defaults.
+        let mut keys: Vec<String> = table.keys().cloned().collect();
+        keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("STRATA_") else {
                 continue;
@@ -188,6 +193,15 @@ mod tests {
         assert!(!s.fsync_on_ack_all);
         assert_eq!(s.topic_defaults.get("retention.ms").unwrap(), "1000");
         assert_eq!(s.topic_defaults.get("segment.bytes").unwrap(), "4096");
+    }
+
+    #[test]
+    fn optional_settings_can_be_set_by_env_and_flags() {
+        let env = vec![("STRATA_ETCD".to_string(), "http://127.0.0.1:2379".to_string())];
+        let s = Settings::load(None, env.into_iter(), &[("advertise".into(), "\"h:1\"".into())]).unwrap();
+        assert_eq!(s.etcd.as_deref(), Some("http://127.0.0.1:2379"));
+        assert_eq!(s.advertise.as_deref(), Some("h:1"));
+        assert_eq!(s.grpc, None);
     }
 
     #[test]
