@@ -171,3 +171,82 @@ def test_group_survives_kill_of_its_coordinator(cluster):
     c.close()
     new_coord = etcd.ctl("get", "/strata/e2e/groups/survivor/coordinator", "--print-value-only")
     assert new_coord.strip(), "a live broker coordinates the group"
+
+
+def test_brokers_keep_working_when_an_etcd_member_dies(tmp_path):
+    members = [Etcd(tmp_path, name=f"m{i}") for i in range(3)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    for m in members:
+        m.start(initial_cluster=initial, wait=False)
+    for m in members:
+        m.wait_ready()
+    endpoints = ",".join(m.endpoint for m in members)
+    brokers = [broker_process(tmp_path, i, endpoints, cluster="ha") for i in (1, 2)]
+    try:
+        for b in brokers:
+            b.start()
+        bs = bootstrap_all(brokers)
+        create_topic(brokers[0].bootstrap, "ha", partitions=4)
+        produce(bs, "ha", [f"a{i}".encode() for i in range(200)])
+        members[0].kill()
+        # Well past a session TTL (3 s): leases are renewed through the others.
+        deadline = time.time() + 8
+        batch = 0
+        while time.time() < deadline:
+            produce(bs, "ha", [f"b{batch}-{i}".encode() for i in range(50)])
+            batch += 1
+            time.sleep(0.5)
+        group = "ha-group"
+        got = consume(bs, "ha", 200 + 50 * batch, group=group, commit=True)
+        assert len(got) == 200 + 50 * batch
+        c = Consumer({"bootstrap.servers": bs, "group.id": group})
+        committed = c.committed([TopicPartition("ha", p) for p in range(4)], timeout=30)
+        c.close()
+        assert sum(tp.offset for tp in committed if tp.offset >= 0) == len(got)
+        for b in brokers:
+            assert b.alive(), b.log()[-2000:]
+    finally:
+        for b in brokers:
+            if b.alive():
+                b.stop()
+        for m in members:
+            m.kill()
+
+
+def produce_errors(b):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return int(next(l.split()[1] for l in text.splitlines()
+                    if l.startswith("strata_produce_errors_total ")))
+
+
+def test_etcd_outage_refuses_writes_then_resumes_without_loss(tmp_path):
+    etcd = Etcd(tmp_path).start()
+    b = broker_process(tmp_path, 1, etcd.endpoint, cluster="outage")
+    try:
+        b.start()
+        create_topic(b.bootstrap, "outage", partitions=2)
+        produce(b.bootstrap, "outage", [f"before{i}".encode() for i in range(100)])
+        etcd.kill()
+        time.sleep(3)  # past 3/4 of the 3 s session TTL: the broker fences itself
+        refused_before = produce_errors(b)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all",
+                      "message.timeout.ms": 2000})
+        errs = []
+        p.produce("outage", value=b"during", on_delivery=lambda e, m: errs.append(e))
+        p.flush(10)
+        assert len(errs) == 1 and errs[0] is not None, "no write may be acknowledged while fenced"
+        # The broker refused every attempt (the client retried until its timeout).
+        assert produce_errors(b) > refused_before
+        # etcd comes back with its data; the broker renews its session and resumes.
+        etcd.start()
+        produce(b.bootstrap, "outage", [f"after{i}".encode() for i in range(100)])
+        got = consume(b.bootstrap, "outage", 200)
+        assert sorted(got) == sorted([f"before{i}".encode() for i in range(100)] +
+                                     [f"after{i}".encode() for i in range(100)])
+        assert b.alive()
+    finally:
+        if b.alive():
+            b.stop()
+        etcd.kill()

@@ -287,6 +287,22 @@ impl Broker {
         records: &Bytes,
         acks: Acks,
     ) -> Result<ProduceOutcome, BrokerError> {
+        let r = self.produce_inner(topic, partition, records, acks).await;
+        if r.is_err() {
+            self.metrics
+                .produce_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn produce_inner(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &Bytes,
+        acks: Acks,
+    ) -> Result<ProduceOutcome, BrokerError> {
         if self.shutdown.is_cancelled() {
             return Err(BrokerError::ShuttingDown);
         }

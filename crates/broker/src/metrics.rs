@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     pub produce_requests: AtomicU64,
     pub produce_bytes: AtomicU64,
+    /// Partition appends refused (any error).
+    pub produce_errors: AtomicU64,
     pub fetch_responses: AtomicU64,
     pub fetch_bytes: AtomicU64,
     pub connections_total: AtomicU64,

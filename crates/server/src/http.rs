@@ -69,6 +69,13 @@ pub fn render(b: &Broker) -> String {
     );
     counter(
         &mut out,
+        "strata_produce_errors_total",
+        "Partition appends refused.",
+        "counter",
+        g(&m.produce_errors),
+    );
+    counter(
+        &mut out,
         "strata_fetch_responses_total",
         "Fetch responses sent.",
         "counter",

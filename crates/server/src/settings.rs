@@ -197,8 +197,16 @@ mod tests {
 
     #[test]
     fn optional_settings_can_be_set_by_env_and_flags() {
-        let env = vec![("STRATA_ETCD".to_string(), "http://127.0.0.1:2379".to_string())];
-        let s = Settings::load(None, env.into_iter(), &[("advertise".into(), "\"h:1\"".into())]).unwrap();
+        let env = vec![(
+            "STRATA_ETCD".to_string(),
+            "http://127.0.0.1:2379".to_string(),
+        )];
+        let s = Settings::load(
+            None,
+            env.into_iter(),
+            &[("advertise".into(), "\"h:1\"".into())],
+        )
+        .unwrap();
         assert_eq!(s.etcd.as_deref(), Some("http://127.0.0.1:2379"));
         assert_eq!(s.advertise.as_deref(), Some("h:1"));
         assert_eq!(s.grpc, None);
