@@ -250,3 +250,23 @@ def test_etcd_outage_refuses_writes_then_resumes_without_loss(tmp_path):
         if b.alive():
             b.stop()
         etcd.kill()
+
+
+def test_broker_waits_for_etcd_at_start(tmp_path):
+    import threading
+    etcd = Etcd(tmp_path)  # not started yet
+    b = broker_process(tmp_path, 1, etcd.endpoint, cluster="late")
+    starter = threading.Timer(3.0, lambda: etcd.start(wait=False))
+    starter.start()
+    try:
+        b.start(timeout=60)  # returns once the broker listens, i.e. after etcd came up
+        log = b.log()
+        assert "cannot reach etcd; retrying" in log or "etcd not ready; retrying" in log, log[-2000:]
+        create_topic(b.bootstrap, "late", partitions=1)
+        produce(b.bootstrap, "late", [b"x"])
+        assert consume(b.bootstrap, "late", 1) == [b"x"]
+    finally:
+        starter.cancel()
+        if b.alive():
+            b.stop()
+        etcd.kill()
