@@ -12,8 +12,10 @@
 //! - rewriting the base offset or the partition leader epoch never invalidates
 //!   the CRC, because the CRC covers only the bytes from `attributes` onward.
 
+mod codec;
 mod header;
 mod records;
 
+pub use codec::{decode_batch, encode_batch, CodecError, DecodedBatch, DecodedRecord};
 pub use header::*;
 pub use records::{count_uncompressed_records, record_timestamps, RecordsError};
