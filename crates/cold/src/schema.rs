@@ -1,0 +1,37 @@
+//! The segment schema, column for column as DESIGN §4 fixes it.
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use std::sync::Arc;
+
+/// Value of the `strata.format.version` file metadata key.
+pub const FORMAT_VERSION: &str = "1";
+
+pub(crate) fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, true),
+    ])
+}
+
+pub(crate) fn header_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Struct(header_fields()), false))
+}
+
+pub fn segment_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("timestamp_type", DataType::Int8, false),
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new("headers", DataType::List(header_item()), false),
+        Field::new("producer_id", DataType::Int64, false),
+        Field::new("producer_epoch", DataType::Int16, false),
+        Field::new("sequence", DataType::Int32, false),
+    ]))
+}

@@ -1,0 +1,337 @@
+use crate::*;
+use arrow_schema::{DataType, TimeUnit};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTs,
+};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use proptest::prelude::*;
+use strata_record::{decode_batch, encode_batch, BatchIter, DecodedRecord, TimestampType};
+
+fn all_records(batches: &[BytesMut]) -> Vec<DecodedRecord> {
+    let mut out = Vec::new();
+    for b in batches {
+        let b = b.clone().freeze();
+        for (pos, h) in BatchIter::verifying(&b) {
+            out.extend(
+                decode_batch(&b.slice(pos..pos + h.total_size()))
+                    .unwrap()
+                    .records,
+            );
+        }
+    }
+    out
+}
+
+fn kafka_batch(base: i64, n: i64, c: Compression, ts_type: KTs) -> Bytes {
+    let recs: Vec<Record> = (0..n)
+        .map(|i| {
+            let mut headers = IndexMap::new();
+            headers.insert(
+                StrBytes::from_static_str("trace"),
+                Some(Bytes::from(format!("t{i}"))),
+            );
+            headers.insert(StrBytes::from_static_str("empty"), None);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 4,
+                producer_id: 9,
+                producer_epoch: 1,
+                timestamp_type: ts_type,
+                offset: base + i,
+                sequence: (base + i) as i32,
+                timestamp: 1_700_000_000_000 + i,
+                key: (i % 3 != 0).then(|| Bytes::from(format!("k{i}"))),
+                value: (i % 5 != 0).then(|| Bytes::from(format!("value-{i}"))),
+                headers,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: c,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn segment_of(batches: &[Bytes]) -> Bytes {
+    let mut s = BytesMut::new();
+    for b in batches {
+        s.extend_from_slice(b);
+    }
+    s.freeze()
+}
+
+fn strip_epoch(mut v: Vec<DecodedRecord>) -> Vec<DecodedRecord> {
+    for r in &mut v {
+        r.leader_epoch = 0;
+    }
+    v
+}
+
+#[test]
+fn schema_matches_design_exactly() {
+    let s = segment_schema();
+    let cols: Vec<(&str, DataType, bool)> = s
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type().clone(), f.is_nullable()))
+        .collect();
+    assert_eq!(cols[0], ("partition", DataType::Int32, false));
+    assert_eq!(cols[1], ("offset", DataType::Int64, false));
+    assert_eq!(
+        cols[2],
+        (
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false
+        )
+    );
+    assert_eq!(cols[3], ("timestamp_type", DataType::Int8, false));
+    assert_eq!(cols[4], ("key", DataType::Binary, true));
+    assert_eq!(cols[5], ("value", DataType::Binary, true));
+    let DataType::List(item) = &cols[6].1 else {
+        panic!("headers is a list")
+    };
+    let DataType::Struct(fields) = item.data_type() else {
+        panic!("of structs")
+    };
+    let hf: Vec<(&str, DataType, bool)> = fields
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type().clone(), f.is_nullable()))
+        .collect();
+    assert_eq!(
+        hf,
+        vec![
+            ("key", DataType::Utf8, false),
+            ("value", DataType::Binary, true)
+        ]
+    );
+    assert_eq!(cols[6].0, "headers");
+    assert_eq!(cols[7], ("producer_id", DataType::Int64, false));
+    assert_eq!(cols[8], ("producer_epoch", DataType::Int16, false));
+    assert_eq!(cols[9], ("sequence", DataType::Int32, false));
+    assert_eq!(cols.len(), 10);
+}
+
+#[test]
+fn object_keys_follow_the_design() {
+    assert_eq!(
+        object_key("lake/", "orders", 3, 100, 199, 7),
+        "lake/topics/orders/partition=3/00000000000000000100-00000000000000000199-e7.parquet"
+    );
+    assert_eq!(
+        object_key("", "t", 0, 0, 0, 1),
+        "topics/t/partition=0/00000000000000000000-00000000000000000000-e1.parquet"
+    );
+}
+
+#[test]
+fn round_trip_all_codecs_both_timestamp_types() {
+    let mut batches = Vec::new();
+    let mut base = 0;
+    for (i, c) in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ts = if i % 2 == 0 {
+            KTs::Creation
+        } else {
+            KTs::LogAppend
+        };
+        batches.push(kafka_batch(base, 20, c, ts));
+        base += 20;
+    }
+    let seg = segment_of(&batches);
+    let expected: Vec<DecodedRecord> = batches
+        .iter()
+        .flat_map(|b| decode_batch(b).unwrap().records)
+        .collect();
+    let file = write_segment(&seg, &WriteOptions::new("t", 2, 4)).unwrap();
+    assert_eq!(
+        (file.base_offset, file.last_offset, file.record_count),
+        (0, 99, 100)
+    );
+    let back = read_batches(&file.bytes, &ReadOptions::default(), 4).unwrap();
+    assert_eq!(strip_epoch(all_records(&back)), strip_epoch(expected));
+    assert!(all_records(&back).iter().all(|r| r.leader_epoch == 4));
+}
+
+#[test]
+fn repeated_headers_nulls_and_offset_gaps_survive() {
+    let rec = |offset: i64,
+               headers: Vec<(&str, Option<&str>)>,
+               key: Option<&str>,
+               value: Option<&str>| DecodedRecord {
+        offset,
+        timestamp: 1000 + offset,
+        timestamp_type: TimestampType::CreateTime,
+        key: key.map(|k| Bytes::from(k.to_string())),
+        value: value.map(|v| Bytes::from(v.to_string())),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.map(|v| Bytes::from(v.to_string()))))
+            .collect(),
+        producer_id: -1,
+        producer_epoch: -1,
+        sequence: -1,
+        leader_epoch: 0,
+    };
+    let records = vec![
+        rec(
+            5,
+            vec![("a", Some("1")), ("a", Some("2")), ("n", None)],
+            None,
+            Some("x"),
+        ),
+        rec(6, vec![], Some("k"), None),
+        rec(9, vec![], None, None),
+    ];
+    let seg = encode_batch(&records).freeze();
+    let file = write_segment(&seg, &WriteOptions::new("t", 0, 1)).unwrap();
+    let back = read_batches(&file.bytes, &ReadOptions::default(), 0).unwrap();
+    assert_eq!(all_records(&back), records);
+}
+
+#[test]
+fn reading_from_an_offset_skips_earlier_rows_and_row_groups() {
+    let batches: Vec<Bytes> = (0..10)
+        .map(|i| kafka_batch(i * 100, 100, Compression::None, KTs::Creation))
+        .collect();
+    let mut opts = WriteOptions::new("t", 0, 1);
+    opts.row_group_rows = 100;
+    let file = write_segment(&segment_of(&batches), &opts).unwrap();
+    let reader = SerializedFileReader::new(file.bytes.clone()).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 10);
+    let back = read_batches(
+        &file.bytes,
+        &ReadOptions {
+            from_offset: 750,
+            ..ReadOptions::default()
+        },
+        1,
+    )
+    .unwrap();
+    let recs = all_records(&back);
+    assert_eq!(recs.first().unwrap().offset, 750);
+    assert_eq!(recs.last().unwrap().offset, 999);
+    // max_bytes bounds the answer but always gives at least one batch.
+    let one = read_batches(
+        &file.bytes,
+        &ReadOptions {
+            from_offset: 0,
+            max_bytes: 1,
+            batch_records: 10,
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(one.len(), 1);
+}
+
+#[test]
+fn file_metadata_describes_the_segment() {
+    let file = write_segment(
+        &kafka_batch(40, 10, Compression::Zstd, KTs::Creation),
+        &WriteOptions::new("orders", 3, 4),
+    )
+    .unwrap();
+    let reader = SerializedFileReader::new(file.bytes.clone()).unwrap();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
+    let get = |k: &str| {
+        kv.iter()
+            .find(|e| e.key == k)
+            .and_then(|e| e.value.clone())
+            .unwrap()
+    };
+    assert_eq!(get("strata.format.version"), FORMAT_VERSION);
+    assert_eq!(get("strata.topic"), "orders");
+    assert_eq!(get("strata.partition"), "3");
+    assert_eq!(get("strata.base_offset"), "40");
+    assert_eq!(get("strata.last_offset"), "49");
+    assert_eq!(get("strata.record_count"), "10");
+    assert_eq!(get("strata.min_timestamp"), "1700000000000");
+    assert_eq!(get("strata.max_timestamp"), "1700000000009");
+    assert_eq!(get("strata.leader_epoch"), "4");
+    // Statistics and the page index are written for engines to prune with.
+    let rg = reader.metadata().row_group(0);
+    assert!(rg.column(1).statistics().is_some());
+    assert!(
+        rg.column(1).column_index_offset().is_some(),
+        "page index written"
+    );
+}
+
+#[test]
+fn control_batches_are_not_written() {
+    let mut control = encode_batch(&[DecodedRecord {
+        offset: 10,
+        timestamp: 1,
+        timestamp_type: TimestampType::CreateTime,
+        key: Some(Bytes::from_static(&[0, 0, 0, 0])),
+        value: Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+        headers: vec![],
+        producer_id: 5,
+        producer_epoch: 0,
+        sequence: -1,
+        leader_epoch: 0,
+    }]);
+    // Set the control bit and fix the CRC.
+    control[22] |= 0x20;
+    let crc = strata_record::compute_crc(&control);
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    let data = kafka_batch(0, 10, Compression::None, KTs::Creation);
+    let seg = segment_of(&[data, control.freeze()]);
+    let file = write_segment(&seg, &WriteOptions::new("t", 0, 1)).unwrap();
+    assert_eq!(file.record_count, 10);
+    assert_eq!(file.last_offset, 9);
+    let only_control = segment_of(&[]);
+    assert!(matches!(
+        write_segment(&only_control, &WriteOptions::new("t", 0, 1)),
+        Err(ColdError::Empty)
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn random_segments_round_trip(
+        sizes in proptest::collection::vec(1i64..30, 1..8),
+        codecs in proptest::collection::vec(0usize..5, 8),
+        rows_per_group in 1usize..50,
+    ) {
+        let all = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+        let mut base = 0;
+        let mut batches = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            batches.push(kafka_batch(base, *n, all[codecs[i]], KTs::Creation));
+            base += n;
+        }
+        let expected: Vec<DecodedRecord> = batches.iter().flat_map(|b| decode_batch(b).unwrap().records).collect();
+        let mut opts = WriteOptions::new("t", 1, 2);
+        opts.row_group_rows = rows_per_group;
+        let file = write_segment(&segment_of(&batches), &opts).unwrap();
+        let back = read_batches(&file.bytes, &ReadOptions::default(), 2).unwrap();
+        prop_assert_eq!(strip_epoch(all_records(&back)), strip_epoch(expected));
+    }
+}

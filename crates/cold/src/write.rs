@@ -1,0 +1,194 @@
+//! Segment → Parquet.
+
+use crate::schema::{header_fields, header_item, segment_schema, FORMAT_VERSION};
+use crate::ColdError;
+use arrow_array::builder::{
+    BinaryBuilder, Int16Builder, Int32Builder, Int64Builder, Int8Builder, ListBuilder,
+    StringBuilder, StructBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use std::sync::Arc;
+use strata_record::{decode_batch, BatchIter, DecodedRecord, TimestampType};
+
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub topic: String,
+    pub partition: i32,
+    /// The writer's leader epoch (also in the object key).
+    pub leader_epoch: i32,
+    /// Rows per row group: large enough for engines, small enough that a
+    /// consumer reading from an offset skips most of the file.
+    pub row_group_rows: usize,
+}
+
+impl WriteOptions {
+    pub fn new(topic: impl Into<String>, partition: i32, leader_epoch: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+            leader_epoch,
+            row_group_rows: 64 * 1024,
+        }
+    }
+}
+
+/// A finished Parquet file and what the manifest records about it.
+#[derive(Debug, Clone)]
+pub struct SegmentFile {
+    pub bytes: Bytes,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub record_count: i64,
+}
+
+struct Columns {
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    timestamp_type: Int8Builder,
+    key: BinaryBuilder,
+    value: BinaryBuilder,
+    headers: ListBuilder<StructBuilder>,
+    producer_id: Int64Builder,
+    producer_epoch: Int16Builder,
+    sequence: Int32Builder,
+    rows: usize,
+}
+
+impl Columns {
+    fn new() -> Self {
+        let header = StructBuilder::new(
+            header_fields(),
+            vec![
+                Box::new(StringBuilder::new()),
+                Box::new(BinaryBuilder::new()),
+            ],
+        );
+        Self {
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            timestamp_type: Int8Builder::new(),
+            key: BinaryBuilder::new(),
+            value: BinaryBuilder::new(),
+            headers: ListBuilder::new(header).with_field(header_item()),
+            producer_id: Int64Builder::new(),
+            producer_epoch: Int16Builder::new(),
+            sequence: Int32Builder::new(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, partition: i32, r: &DecodedRecord) {
+        self.partition.append_value(partition);
+        self.offset.append_value(r.offset);
+        self.timestamp.append_value(r.timestamp);
+        self.timestamp_type.append_value(match r.timestamp_type {
+            TimestampType::CreateTime => 0,
+            TimestampType::LogAppendTime => 1,
+        });
+        self.key.append_option(r.key.as_deref());
+        self.value.append_option(r.value.as_deref());
+        let hs = self.headers.values();
+        for (k, v) in &r.headers {
+            if let Some(b) = hs.field_builder::<StringBuilder>(0) {
+                b.append_value(k);
+            }
+            if let Some(b) = hs.field_builder::<BinaryBuilder>(1) {
+                b.append_option(v.as_deref());
+            }
+            hs.append(true);
+        }
+        self.headers.append(true);
+        self.producer_id.append_value(r.producer_id);
+        self.producer_epoch.append_value(r.producer_epoch);
+        self.sequence.append_value(r.sequence);
+        self.rows += 1;
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, ColdError> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.timestamp_type.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.headers.finish()),
+            Arc::new(self.producer_id.finish()),
+            Arc::new(self.producer_epoch.finish()),
+            Arc::new(self.sequence.finish()),
+        ];
+        self.rows = 0;
+        Ok(RecordBatch::try_new(segment_schema(), cols)?)
+    }
+}
+
+/// Converts a sealed segment (stored batches back to back, in offset order)
+/// into one Parquet file: zstd, row groups of `row_group_rows`, chunk and
+/// page statistics with the page index, and file metadata describing it.
+pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile, ColdError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), segment_schema(), Some(props))?;
+    let mut cols = Columns::new();
+    let (mut base, mut last, mut count) = (i64::MAX, i64::MIN, 0i64);
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let mut leader_epoch = opts.leader_epoch;
+    for (pos, h) in BatchIter::new(segment) {
+        if h.is_control() {
+            continue;
+        }
+        let batch = decode_batch(&segment.slice(pos..pos + h.total_size()))?;
+        leader_epoch = leader_epoch.max(h.partition_leader_epoch);
+        for r in &batch.records {
+            cols.push(opts.partition, r);
+            base = base.min(r.offset);
+            last = last.max(r.offset);
+            min_ts = min_ts.min(r.timestamp);
+            max_ts = max_ts.max(r.timestamp);
+            count += 1;
+            if cols.rows >= opts.row_group_rows.max(1) {
+                writer.write(&cols.finish()?)?;
+            }
+        }
+    }
+    if count == 0 {
+        return Err(ColdError::Empty);
+    }
+    if cols.rows > 0 {
+        writer.write(&cols.finish()?)?;
+    }
+    for (k, v) in [
+        ("strata.format.version", FORMAT_VERSION.to_string()),
+        ("strata.topic", opts.topic.clone()),
+        ("strata.partition", opts.partition.to_string()),
+        ("strata.base_offset", base.to_string()),
+        ("strata.last_offset", last.to_string()),
+        ("strata.min_timestamp", min_ts.to_string()),
+        ("strata.max_timestamp", max_ts.to_string()),
+        ("strata.record_count", count.to_string()),
+        ("strata.leader_epoch", leader_epoch.to_string()),
+    ] {
+        writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+    }
+    let bytes = writer.into_inner()?;
+    Ok(SegmentFile {
+        bytes: Bytes::from(bytes),
+        base_offset: base,
+        last_offset: last,
+        min_timestamp: min_ts,
+        max_timestamp: max_ts,
+        record_count: count,
+    })
+}
