@@ -35,6 +35,8 @@ pub struct Broker {
     /// Wakes the reconcile loop (view changed, session renewed).
     pub(crate) reconcile_now: tokio::sync::Notify,
     durability: Arc<dyn Durability>,
+    /// The cold tier, when an object store is configured.
+    pub(crate) cold: Option<crate::offload::ColdTier>,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
@@ -52,6 +54,7 @@ pub struct BrokerBuilder {
     advertised: (String, i32),
     grpc: Option<String>,
     http: Option<String>,
+    cold: Option<crate::offload::ColdTier>,
 }
 
 impl BrokerBuilder {
@@ -66,7 +69,23 @@ impl BrokerBuilder {
             advertised: ("127.0.0.1".into(), 9092),
             grpc: None,
             http: None,
+            cold: None,
         }
+    }
+    /// Enables the cold tier: sealed segments go to `store` under `prefix`
+    /// as Parquet, and are read back through a cache of `cache_bytes`.
+    pub fn cold_tier(
+        mut self,
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: impl Into<String>,
+        cache_bytes: u64,
+    ) -> Self {
+        self.cold = Some(crate::offload::ColdTier::new(
+            store,
+            prefix.into(),
+            cache_bytes,
+        ));
+        self
     }
     /// The Kafka address other brokers and clients are told to use.
     pub fn advertise(mut self, host: impl Into<String>, port: i32) -> Self {
@@ -151,6 +170,7 @@ impl BrokerBuilder {
             keys,
             admin_lock: tokio::sync::Mutex::new(()),
             durability,
+            cold: self.cold,
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
             cluster_id,
@@ -324,17 +344,48 @@ impl Broker {
         })
     }
 
-    fn read_one(&self, spec: &FetchSpec, budget: usize) -> Result<PartitionRead, BrokerError> {
+    async fn read_one(
+        &self,
+        spec: &FetchSpec,
+        budget: usize,
+    ) -> Result<PartitionRead, BrokerError> {
         let p = self.partition(&spec.topic, spec.partition)?;
         let max = spec.max_bytes.min(budget);
+        let earliest = self.earliest_offset(&p);
         if max == 0 {
             return Ok(PartitionRead {
                 data: Bytes::new(),
                 high_watermark: p.high_watermark(),
-                log_start_offset: p.log_start_offset(),
+                log_start_offset: earliest,
             });
         }
-        p.read(spec.offset, max)
+        match p.read(spec.offset, max) {
+            // Below the local log: the cold tier, if it has the offset.
+            Err(BrokerError::OffsetOutOfRange {
+                requested, start, ..
+            }) if requested < start => {
+                match self
+                    .cold_read(&spec.topic, spec.partition, requested, max)
+                    .await?
+                {
+                    Some(data) if requested >= earliest => Ok(PartitionRead {
+                        data,
+                        high_watermark: p.high_watermark(),
+                        log_start_offset: earliest,
+                    }),
+                    _ => Err(BrokerError::OffsetOutOfRange {
+                        requested,
+                        start: earliest,
+                        end: p.high_watermark(),
+                    }),
+                }
+            }
+            Ok(mut read) => {
+                read.log_start_offset = earliest;
+                Ok(read)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads every requested partition, waiting up to `max_wait` for at least
@@ -368,7 +419,7 @@ impl Broker {
             for (i, spec) in specs.iter().enumerate() {
                 // The first partition always gets at least one batch (KIP-74).
                 let b = if i == 0 { budget.max(1) } else { budget };
-                let r = self.read_one(spec, b);
+                let r = self.read_one(spec, b).await;
                 match &r {
                     Ok(read) => {
                         total += read.data.len();
@@ -405,7 +456,7 @@ impl Broker {
     ) -> Result<(i64, i64), BrokerError> {
         let p = self.partition(topic, partition)?;
         Ok(match spec {
-            OffsetSpec::Earliest => (p.log_start_offset(), -1),
+            OffsetSpec::Earliest => (self.earliest_offset(&p), -1),
             OffsetSpec::Latest => (p.high_watermark(), -1),
             OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts)?.unwrap_or((-1, -1)),
         })
@@ -418,7 +469,7 @@ impl Broker {
         for p in &self.hosted_partitions() {
             {
                 if retention_due {
-                    match p.housekeeping(now) {
+                    match p.housekeeping(now, |seg| self.may_delete_local(p, seg)) {
                         Ok(0) => {}
                         Ok(n) => {
                             tracing::info!(partition = %p.name(), segments = n, "retention deleted segments")
@@ -469,7 +520,10 @@ impl Broker {
         loop {
             tokio::select! {
                 _ = groups.tick() => self.groups.tick(),
-                _ = flush.tick() => self.housekeeping(false).await,
+                _ = flush.tick() => {
+                    self.housekeeping(false).await;
+                    self.offload_once().await;
+                }
                 _ = retention.tick() => self.housekeeping(true).await,
                 _ = self.shutdown.cancelled() => return,
             }

@@ -260,7 +260,16 @@ impl Broker {
                                 part.set_config(t.config.clone());
                             }
                         }
-                        None => self.host(topic, *p, l.leader.epoch, t.config.clone()).await,
+                        None => {
+                            self.host(
+                                topic,
+                                *p,
+                                l.leader.epoch,
+                                l.create_revision,
+                                t.config.clone(),
+                            )
+                            .await
+                        }
                     }
                 }
                 Some(_) => {}
@@ -312,7 +321,8 @@ impl Broker {
         match self.meta.txn(txn).await {
             Ok(r) if r.succeeded => {
                 tracing::info!(topic, partition = p, epoch, "became leader");
-                self.host(topic, p, epoch, config).await;
+                // The leader key was created by this transaction.
+                self.host(topic, p, epoch, r.revision, config).await;
             }
             Ok(_) => tracing::debug!(
                 topic,
@@ -323,13 +333,20 @@ impl Broker {
         }
     }
 
-    async fn host(&self, topic: &str, p: i32, epoch: i32, config: Arc<crate::config::TopicConfig>) {
+    async fn host(
+        &self,
+        topic: &str,
+        p: i32,
+        epoch: i32,
+        fencing_revision: i64,
+        config: Arc<crate::config::TopicConfig>,
+    ) {
         let dir = self.data_dir.join(format!("{topic}-{p}"));
         let now = self.clock.now_ms();
         let (t, cfg) = (topic.to_string(), config.clone());
         let opened = tokio::task::spawn_blocking(move || {
             let log = PartitionLog::open(&dir, cfg.log_config(), now)?;
-            Partition::open(t, p, epoch, log, cfg, now)
+            Partition::open(t, p, epoch, fencing_revision, log, cfg, now)
         })
         .await;
         match opened {

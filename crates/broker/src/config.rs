@@ -266,12 +266,18 @@ impl TopicConfig {
         self.long("flush.ms")
     }
 
+    /// Settings of the local (hot) log. Its retention is `local.retention.*`
+    /// where set (-2 means "as `retention.*`").
     pub fn log_config(&self) -> LogConfig {
+        let local = |name: &str, whole: &str| match self.long(name) {
+            -2 => self.long(whole),
+            v => v,
+        };
         LogConfig {
             segment_bytes: self.long("segment.bytes").max(1024) as u64,
             segment_ms: self.long("segment.ms"),
-            retention_ms: self.long("retention.ms"),
-            retention_bytes: self.long("retention.bytes"),
+            retention_ms: local("local.retention.ms", "retention.ms"),
+            retention_bytes: local("local.retention.bytes", "retention.bytes"),
             index_interval_bytes: self.long("index.interval.bytes").max(1) as usize,
         }
     }

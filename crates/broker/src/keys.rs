@@ -10,6 +10,7 @@ pub enum ParsedKey {
     Topic(String),
     PartitionState(String, i32),
     PartitionLeader(String, i32),
+    Segment(String, i32, i64),
     Coordinator(String),
     Other,
 }
@@ -58,6 +59,10 @@ impl Keys {
             ["partitions", t, p, "leader"] => p.parse().map_or(ParsedKey::Other, |p| {
                 ParsedKey::PartitionLeader((*t).to_string(), p)
             }),
+            ["partitions", t, p, "segments", base] => match (p.parse(), base.parse()) {
+                (Ok(p), Ok(b)) => ParsedKey::Segment((*t).to_string(), p, b),
+                _ => ParsedKey::Other,
+            },
             ["groups", g, "coordinator"] => ParsedKey::Coordinator(unescape(g)),
             _ => ParsedKey::Other,
         }
@@ -77,6 +82,9 @@ impl Keys {
     }
     pub fn partition_leader(&self, topic: &str, p: i32) -> String {
         format!("{}partitions/{topic}/{p}/leader", self.root)
+    }
+    pub fn segment(&self, topic: &str, p: i32, base: i64) -> String {
+        format!("{}partitions/{topic}/{p}/segments/{base:020}", self.root)
     }
     pub fn groups_prefix(&self) -> String {
         format!("{}groups/", self.root)
@@ -122,6 +130,10 @@ mod tests {
             ParsedKey::Coordinator("g/x".into())
         );
         assert_eq!(k.parse(&k.group_offset("g", "t", 1)), ParsedKey::Other);
+        assert_eq!(
+            k.parse(&k.segment("t", 1, 42)),
+            ParsedKey::Segment("t".into(), 1, 42)
+        );
         assert_eq!(k.parse("/other/brokers/1"), ParsedKey::Other);
     }
 

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub requests_total: AtomicU64,
     pub request_errors: AtomicU64,
     pub malformed_frames: AtomicU64,
+    pub offloaded_segments: AtomicU64,
+    pub offload_errors: AtomicU64,
+    pub cold_reads: AtomicU64,
 }
 
 impl Metrics {

@@ -19,6 +19,9 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub leader_epoch: i32,
+    /// Create revision of this broker's leader key: metadata writes made as
+    /// leader (manifest commits) are guarded by it.
+    pub fencing_revision: i64,
     state: Mutex<LogState>,
     config: RwLock<Arc<TopicConfig>>,
     high_watermark: AtomicI64,
@@ -50,6 +53,7 @@ impl Partition {
         topic: String,
         index: i32,
         leader_epoch: i32,
+        fencing_revision: i64,
         log: PartitionLog,
         config: Arc<TopicConfig>,
         now_ms: i64,
@@ -62,6 +66,7 @@ impl Partition {
             topic,
             index,
             leader_epoch,
+            fencing_revision,
             state: Mutex::new(LogState { log, producers }),
             config: RwLock::new(config),
             high_watermark: AtomicI64::new(hw),
@@ -199,11 +204,16 @@ impl Partition {
         self.last_flush_ms.load(Ordering::Acquire)
     }
 
-    /// Time-based roll and retention; returns segments deleted.
-    pub fn housekeeping(&self, now_ms: i64) -> Result<usize, BrokerError> {
+    /// Time-based roll and retention (of segments `may_delete` allows);
+    /// returns segments deleted.
+    pub fn housekeeping(
+        &self,
+        now_ms: i64,
+        may_delete: impl Fn(&SegmentInfo) -> bool,
+    ) -> Result<usize, BrokerError> {
         let mut st = self.state();
         st.log.roll_if_due(now_ms)?;
-        let n = st.log.enforce_retention(now_ms)?;
+        let n = st.log.enforce_retention_where(now_ms, may_delete)?;
         self.log_start_offset
             .store(st.log.log_start_offset(), Ordering::Release);
         Ok(n)

@@ -285,6 +285,18 @@ impl PartitionLog {
     /// An expired active segment is rolled first so it can go too. Returns
     /// the number of segments deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        self.enforce_retention_where(now_ms, |_| true)
+    }
+
+    /// Like [`Self::enforce_retention`], but only deletes segments for which
+    /// `may_delete` holds (the cold tier passes "its Parquet file is
+    /// committed"); deletion stops at the first segment that may not go, so
+    /// the log stays contiguous.
+    pub fn enforce_retention_where(
+        &mut self,
+        now_ms: i64,
+        may_delete: impl Fn(&SegmentInfo) -> bool,
+    ) -> Result<usize, LogError> {
         let mut deleted = 0;
         let retention_ms = self.config.retention_ms;
         if retention_ms >= 0 {
@@ -299,6 +311,9 @@ impl PartitionLog {
                 if first.max_timestamp < 0 || now_ms - first.max_timestamp <= retention_ms {
                     break;
                 }
+                if !may_delete(&first.info(false)) {
+                    break;
+                }
                 self.delete_segment(base)?;
                 deleted += 1;
             }
@@ -310,6 +325,9 @@ impl PartitionLog {
                     break;
                 };
                 if (self.size_bytes() - first.size) < retention_bytes as u64 {
+                    break;
+                }
+                if !may_delete(&first.info(false)) {
                     break;
                 }
                 self.delete_segment(base)?;
@@ -331,14 +349,7 @@ impl PartitionLog {
         let last = self.active().base_offset;
         self.segments
             .values()
-            .map(|s| SegmentInfo {
-                base_offset: s.base_offset,
-                next_offset: s.next_offset,
-                size_bytes: s.size,
-                max_timestamp: s.max_timestamp,
-                sealed: s.base_offset != last,
-                path: s.path().to_path_buf(),
-            })
+            .map(|s| s.info(s.base_offset == last))
             .collect()
     }
 

@@ -278,6 +278,17 @@ impl Segment {
         self.idx.sync()
     }
 
+    pub fn info(&self, active: bool) -> crate::SegmentInfo {
+        crate::SegmentInfo {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            size_bytes: self.size,
+            max_timestamp: self.max_timestamp,
+            sealed: !active,
+            path: self.path.clone(),
+        }
+    }
+
     pub fn try_clone_file(&self) -> Result<File, LogError> {
         self.file.try_clone().at(&self.path)
     }

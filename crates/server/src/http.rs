@@ -76,6 +76,27 @@ pub fn render(b: &Broker) -> String {
     );
     counter(
         &mut out,
+        "strata_offloaded_segments_total",
+        "Segments committed to the cold tier.",
+        "counter",
+        g(&m.offloaded_segments),
+    );
+    counter(
+        &mut out,
+        "strata_offload_errors_total",
+        "Failed offload attempts (retried).",
+        "counter",
+        g(&m.offload_errors),
+    );
+    counter(
+        &mut out,
+        "strata_cold_reads_total",
+        "Fetches served from the cold tier.",
+        "counter",
+        g(&m.cold_reads),
+    );
+    counter(
+        &mut out,
         "strata_fetch_responses_total",
         "Fetch responses sent.",
         "counter",

@@ -16,13 +16,29 @@ use strata_meta::{EmbeddedStore, EtcdOptions, EtcdStore, MetadataStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-fn validate_object_store(url: &str) -> anyhow::Result<()> {
-    let ok =
-        url.starts_with("file:///") || url.starts_with("s3://") || url.starts_with("memory://");
-    if !ok {
-        bail!("object store URL {url:?} must start with file:///, s3:// or memory://");
+/// The cold tier's object store and key prefix, from `--object-store`.
+fn open_object_store(url: &str) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, String)> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            bail!("object store URL {url:?} must be file:///absolute/path");
+        }
+        std::fs::create_dir_all(path).with_context(|| format!("cannot create {path}"))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(path)
+            .with_context(|| format!("cannot use {path} as an object store"))?;
+        return Ok((Arc::new(fs), String::new()));
     }
-    Ok(())
+    if url.starts_with("memory://") {
+        return Ok((
+            Arc::new(object_store::memory::InMemory::new()),
+            String::new(),
+        ));
+    }
+    if url.starts_with("s3://") {
+        bail!(
+            "s3:// object stores are not supported by this build yet (use file:/// or memory://)"
+        );
+    }
+    bail!("object store URL {url:?} must start with file:///, s3:// or memory://")
 }
 
 /// Splits an advertised `HOST:PORT`.
@@ -90,12 +106,12 @@ pub async fn cluster(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result<()> {
-    let object_store = settings.object_store.clone().unwrap_or_else(|| {
+    let object_store_url = settings.object_store.clone().unwrap_or_else(|| {
         let abs = std::path::absolute(&settings.data_dir).unwrap_or(settings.data_dir.clone());
         format!("file://{}", abs.join("objects").display())
     });
-    validate_object_store(&object_store)?;
-    tracing::info!(object_store = %object_store, "cold tier target (offload arrives with the cold tier)");
+    let (store, prefix) = open_object_store(&object_store_url)?;
+    tracing::info!(object_store = %object_store_url, "cold tier");
 
     // Bind first: the broker registers the address it really listens on.
     let kafka = TcpListener::bind(&settings.listen)
@@ -114,6 +130,7 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
         .metadata_store(meta)
         .advertise(host.clone(), port)
         .endpoints(settings.grpc.clone(), Some(http_addr.to_string()))
+        .cold_tier(store, prefix, settings.cold_cache_bytes)
         .build()
         .await
         .context("cannot start the broker")?;

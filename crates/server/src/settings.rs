@@ -41,6 +41,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub max_request_bytes: usize,
     pub shutdown_grace_ms: u64,
+    /// Bytes of cold-tier objects cached in memory.
+    pub cold_cache_bytes: u64,
     /// tracing filter, e.g. `info` or `strata_kafka=debug,info`.
     pub log: String,
     /// Broker-wide defaults for topic configs, by Kafka name.
@@ -72,6 +74,7 @@ impl Default for Settings {
             max_connections: 10_000,
             max_request_bytes: 100 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            cold_cache_bytes: 256 * 1024 * 1024,
             log: "info".into(),
             topic_defaults: BTreeMap::new(),
         }

@@ -16,6 +16,6 @@ pub mod records;
 pub mod session;
 pub mod view;
 
-pub use records::{BrokerRecord, CoordinatorRecord, LeaderRecord};
+pub use records::{BrokerRecord, CoordinatorRecord, LeaderRecord, SegmentEntry};
 pub use session::Session;
 pub use view::{ClusterView, PartitionInfo, TopicInfo};

@@ -30,3 +30,17 @@ pub struct LeaderRecord {
 pub struct CoordinatorRecord {
     pub broker: i32,
 }
+
+/// `partitions/<t>/<p>/segments/<base_offset:020>`: one cold segment in the
+/// manifest, committed only by the partition's current leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    pub object_key: String,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub bytes: u64,
+    pub records: i64,
+    pub epoch: i32,
+}

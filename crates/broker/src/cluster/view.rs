@@ -2,7 +2,7 @@
 //! requests from, rebuilt from a range read and then updated event by event
 //! from a watch. Values that fail to decode are logged and skipped.
 
-use super::records::{BrokerRecord, CoordinatorRecord, LeaderRecord};
+use super::records::{BrokerRecord, CoordinatorRecord, LeaderRecord, SegmentEntry};
 use crate::config::TopicConfig;
 use crate::keys::{Keys, ParsedKey};
 use crate::topics::{from_json, PartitionStateRecord, TopicRecord};
@@ -26,6 +26,9 @@ pub struct StateEntry {
 pub struct LeaderEntry {
     pub leader: LeaderRecord,
     pub lease: LeaseId,
+    /// Create revision of the leader key: the leader's fencing token for its
+    /// own metadata writes.
+    pub create_revision: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,8 @@ pub struct ClusterView {
     pub states: BTreeMap<(String, i32), StateEntry>,
     pub leaders: BTreeMap<(String, i32), LeaderEntry>,
     pub coordinators: BTreeMap<String, CoordinatorEntry>,
+    /// The cold-segment manifest, by partition then base offset.
+    pub segments: BTreeMap<(String, i32), BTreeMap<i64, SegmentEntry>>,
 }
 
 impl ClusterView {
@@ -122,8 +127,13 @@ impl ClusterView {
                         LeaderEntry {
                             leader,
                             lease: kv.lease,
+                            create_revision: kv.create_revision,
                         },
                     );
+                }
+                ParsedKey::Segment(t, p, base) => {
+                    let e: SegmentEntry = from_json(&kv.value).map_err(|e| e.to_string())?;
+                    self.segments.entry((t, p)).or_default().insert(base, e);
                 }
                 ParsedKey::Coordinator(g) => {
                     let c: CoordinatorRecord = from_json(&kv.value).map_err(|e| e.to_string())?;
@@ -158,11 +168,40 @@ impl ClusterView {
             ParsedKey::PartitionLeader(t, p) => {
                 self.leaders.remove(&(t, p));
             }
+            ParsedKey::Segment(t, p, base) => {
+                if let Some(m) = self.segments.get_mut(&(t.clone(), p)) {
+                    m.remove(&base);
+                    if m.is_empty() {
+                        self.segments.remove(&(t, p));
+                    }
+                }
+            }
             ParsedKey::Coordinator(g) => {
                 self.coordinators.remove(&g);
             }
             ParsedKey::Other => {}
         }
+    }
+
+    /// The cold segment holding `offset`, if any.
+    pub fn cold_segment(&self, topic: &str, p: i32, offset: i64) -> Option<SegmentEntry> {
+        let m = self.segments.get(&(topic.to_string(), p))?;
+        let (_, e) = m.range(..=offset).next_back()?;
+        (offset <= e.last_offset).then(|| e.clone())
+    }
+
+    /// First offset in the cold tier, if any.
+    pub fn cold_start(&self, topic: &str, p: i32) -> Option<i64> {
+        self.segments
+            .get(&(topic.to_string(), p))
+            .and_then(|m| m.values().next().map(|e| e.base_offset))
+    }
+
+    /// The segment after the one ending before `offset` (for reads that fall
+    /// in a gap between cold segments, e.g. aborted or compacted records).
+    pub fn next_cold_segment(&self, topic: &str, p: i32, offset: i64) -> Option<SegmentEntry> {
+        let m = self.segments.get(&(topic.to_string(), p))?;
+        m.range(offset..).next().map(|(_, e)| e.clone())
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicInfo> {

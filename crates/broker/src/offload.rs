@@ -1,0 +1,243 @@
+//! The cold tier on the broker side (DESIGN §4): offloading sealed segments
+//! as Parquet objects with manifest entries committed under the leader's
+//! fencing token, and serving reads below the local log start from them.
+//!
+//! Rules:
+//! - a segment is offloaded by the partition's leader only: upload first,
+//!   then commit `partitions/<t>/<p>/segments/<base>` in a transaction that
+//!   requires the leader key to still have the create revision it had when
+//!   this broker took it. A fenced leader's upload never becomes part of the
+//!   log (the object is deleted, best effort; a GC sweeps leftovers later);
+//! - a local segment is deleted (by local retention) only once the manifest
+//!   covers its last offset;
+//! - one segment per partition per round, sequentially, so memory stays
+//!   bounded by about one segment and its Parquet file.
+
+use crate::broker::Broker;
+use crate::cluster::SegmentEntry;
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use crate::topics::to_json;
+use bytes::{Bytes, BytesMut};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::sync::Arc;
+use strata_cold::{object_key, read_batches, write_segment, ReadOptions, WriteOptions};
+use strata_log::SegmentInfo;
+use strata_meta::{Compare, Op, Txn};
+
+pub struct ColdTier {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// Whole objects by key, bounded by bytes.
+    cache: moka::sync::Cache<String, Bytes>,
+}
+
+impl ColdTier {
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: String, cache_bytes: u64) -> Self {
+        Self {
+            store,
+            prefix,
+            cache: moka::sync::Cache::builder()
+                .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .max_capacity(cache_bytes)
+                .build(),
+        }
+    }
+
+    async fn object(&self, key: &str) -> Result<Bytes, BrokerError> {
+        if let Some(b) = self.cache.get(key) {
+            return Ok(b);
+        }
+        let bytes = self
+            .store
+            .get(&ObjectPath::from(key))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment {key}: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment {key}: {e}")))?;
+        self.cache.insert(key.to_string(), bytes.clone());
+        Ok(bytes)
+    }
+}
+
+impl Broker {
+    /// Whether a sealed local segment may be deleted: always without a cold
+    /// tier; with one, only once the manifest covers its last offset.
+    pub(crate) fn may_delete_local(&self, p: &Partition, seg: &SegmentInfo) -> bool {
+        if self.cold.is_none() {
+            return true;
+        }
+        let covered = self
+            .view()
+            .segments
+            .get(&(p.topic.clone(), p.index))
+            .and_then(|m| m.values().next_back().map(|e| e.last_offset));
+        covered.is_some_and(|c| c >= seg.next_offset - 1)
+    }
+
+    /// One offload round: for every partition this broker leads, its sealed
+    /// segments not yet in the manifest, oldest first, one at a time (at most
+    /// `MAX_PER_ROUND` per partition). Returns how many were offloaded.
+    pub async fn offload_once(&self) -> usize {
+        const MAX_PER_ROUND: usize = 64;
+        let Some(cold) = &self.cold else { return 0 };
+        let mut done = 0;
+        for p in self.hosted_partitions() {
+            let mut covered = self
+                .view()
+                .segments
+                .get(&(p.topic.clone(), p.index))
+                .and_then(|m| m.values().next_back().map(|e| e.last_offset))
+                .unwrap_or(-1);
+            for _ in 0..MAX_PER_ROUND {
+                let next = p.segments().into_iter().find(|s| {
+                    s.sealed && s.next_offset - 1 > covered && s.next_offset > s.base_offset
+                });
+                let Some(seg) = next else { break };
+                match self.offload_segment(cold, &p, &seg).await {
+                    Ok(last) => {
+                        done += 1;
+                        covered = last;
+                    }
+                    Err(e) => {
+                        self.metrics
+                            .offload_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(partition = %p.name(), base = seg.base_offset, error = %e, "offload failed; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+        if done > 0 {
+            if let Err(e) = self.sync_view().await {
+                tracing::warn!(error = %e, "cannot refresh the cluster view");
+            }
+        }
+        done
+    }
+
+    /// Offloads one sealed segment; returns the last offset now covered.
+    async fn offload_segment(
+        &self,
+        cold: &ColdTier,
+        p: &Arc<Partition>,
+        seg: &SegmentInfo,
+    ) -> Result<i64, BrokerError> {
+        let path = seg.path.clone();
+        let data = tokio::task::spawn_blocking(move || std::fs::read(&path))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("offload read task failed: {e}")))?
+            .map_err(|e| {
+                BrokerError::Storage(format!("cannot read {}: {e}", seg.path.display()))
+            })?;
+        let opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch);
+        let file = tokio::task::spawn_blocking(move || write_segment(&Bytes::from(data), &opts))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("offload encode task failed: {e}")))?
+            .map_err(|e| BrokerError::Storage(format!("cannot convert segment to Parquet: {e}")))?;
+        let key = object_key(
+            &cold.prefix,
+            &p.topic,
+            p.index,
+            file.base_offset,
+            file.last_offset,
+            p.leader_epoch,
+        );
+        let size = file.bytes.len() as u64;
+        cold.store
+            .put(&ObjectPath::from(key.as_str()), file.bytes.clone().into())
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cannot upload {key}: {e}")))?;
+        let entry = SegmentEntry {
+            object_key: key.clone(),
+            base_offset: file.base_offset,
+            last_offset: file.last_offset,
+            min_timestamp: file.min_timestamp,
+            max_timestamp: file.max_timestamp,
+            bytes: size,
+            records: file.record_count,
+            epoch: p.leader_epoch,
+        };
+        let committed = self
+            .meta
+            .txn(
+                Txn::new()
+                    .when(Compare::CreateRevision(
+                        self.keys.partition_leader(&p.topic, p.index),
+                        p.fencing_revision,
+                    ))
+                    .then(Op::put(
+                        self.keys.segment(&p.topic, p.index, file.base_offset),
+                        to_json(&entry)?,
+                    )),
+            )
+            .await?
+            .succeeded;
+        if !committed {
+            // Fenced: this upload must never become part of the log.
+            if let Err(e) = cold.store.delete(&ObjectPath::from(key.as_str())).await {
+                tracing::warn!(key, error = %e, "cannot delete a fenced upload; the GC will");
+            }
+            return Err(BrokerError::NotLeader(format!(
+                "{} (fenced during offload)",
+                p.name()
+            )));
+        }
+        cold.cache.insert(key.clone(), file.bytes);
+        self.metrics
+            .offloaded_segments
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(partition = %p.name(), key, records = entry.records, "offloaded segment");
+        Ok(entry.last_offset.max(seg.next_offset - 1))
+    }
+
+    /// Reads from the cold tier at `offset` (below the local log start):
+    /// whole rebuilt batches, up to `max_bytes` (at least one batch).
+    pub(crate) async fn cold_read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, BrokerError> {
+        let Some(cold) = &self.cold else {
+            return Ok(None);
+        };
+        let entry = {
+            let v = self.view();
+            v.cold_segment(topic, partition, offset)
+                .or_else(|| v.next_cold_segment(topic, partition, offset))
+        };
+        let Some(entry) = entry else { return Ok(None) };
+        let bytes = cold.object(&entry.object_key).await?;
+        let opts = ReadOptions {
+            from_offset: offset,
+            max_bytes,
+            ..ReadOptions::default()
+        };
+        let epoch = entry.epoch;
+        let batches = tokio::task::spawn_blocking(move || read_batches(&bytes, &opts, epoch))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cold read task failed: {e}")))?
+            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment: {e}")))?;
+        let mut out = BytesMut::new();
+        for b in batches {
+            out.extend_from_slice(&b);
+        }
+        self.metrics
+            .cold_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(out.freeze()))
+    }
+
+    /// First offset of the whole log (cold tier included).
+    pub(crate) fn earliest_offset(&self, p: &Partition) -> i64 {
+        let local = p.log_start_offset();
+        self.view()
+            .cold_start(&p.topic, p.index)
+            .map_or(local, |c| c.min(local))
+    }
+}
