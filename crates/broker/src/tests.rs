@@ -260,3 +260,70 @@ async fn committed_offsets_survive_restart() {
     b.groups.delete_group("g/1").await.unwrap();
     assert!(b.groups.fetch_offsets("g/1", None).is_empty());
 }
+
+#[tokio::test]
+async fn offload_commits_under_the_leader_fence_and_a_fenced_upload_never_appears() {
+    use object_store::{memory::InMemory, ObjectStore};
+    use strata_meta::{Compare, MemStore, Op, Txn};
+    let d = tempfile::tempdir().unwrap();
+    let meta = Arc::new(MemStore::new());
+    let store = Arc::new(InMemory::new());
+    let b = BrokerBuilder::new(d.path().join("data"))
+        .metadata_store(meta.clone())
+        .clock(Arc::new(ManualClock::new(0)))
+        .cold_tier(store.clone(), "lake", 1 << 20)
+        .build()
+        .await
+        .unwrap();
+    b.create_topic(topic("t", 1, &[("segment.bytes", "2048")]), false)
+        .await
+        .unwrap();
+    let objects = |s: Arc<InMemory>| async move {
+        use futures::TryStreamExt;
+        s.list(None).try_collect::<Vec<_>>().await.unwrap().len()
+    };
+    for i in 0..10 {
+        b.produce("t", 0, &batch(20, i), Acks::All).await.unwrap();
+    }
+    assert!(b.offload_once().await >= 1);
+    let committed = objects(store.clone()).await;
+    assert!(committed >= 1);
+    let manifest = meta
+        .range("/strata/strata/partitions/t/0/segments/")
+        .await
+        .unwrap()
+        .kvs;
+    assert_eq!(manifest.len(), committed);
+    assert!(manifest[0]
+        .value
+        .starts_with(b"{\"object_key\":\"lake/topics/t/partition=0/"));
+
+    // Another broker takes the leader key while this one is paused: its
+    // fencing token (the key's create revision) no longer matches.
+    let leader = "/strata/strata/partitions/t/0/leader".to_string();
+    meta.txn(Txn::new().then(Op::delete(leader.clone())))
+        .await
+        .unwrap();
+    meta.txn(
+        Txn::new()
+            .when(Compare::CreateRevision(leader.clone(), 0))
+            .then(Op::put(leader, "{\"broker\":7,\"epoch\":9}")),
+    )
+    .await
+    .unwrap();
+    for i in 10..20 {
+        b.produce("t", 0, &batch(20, i), Acks::All).await.unwrap();
+    }
+    assert_eq!(b.offload_once().await, 0, "a fenced leader commits nothing");
+    assert_eq!(
+        objects(store).await,
+        committed,
+        "and its upload was removed"
+    );
+    let after = meta
+        .range("/strata/strata/partitions/t/0/segments/")
+        .await
+        .unwrap()
+        .kvs;
+    assert_eq!(after.len(), committed);
+}
