@@ -73,6 +73,16 @@ def test_offload_serve_and_query(fresh_strata, topic_name):
     assert [(m.key(), m.value(), m.headers()) for m in got] == sent
     assert metric(s, "strata_cold_reads_total") > 0
 
+    # offsets_for_times finds old (cold) records: the first offset whose
+    # timestamp is at or after the one asked for.
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "times"})
+    for probe in (10, 500):
+        ts = got[probe].timestamp()[1]
+        want = next(m.offset() for m in got if m.timestamp()[1] >= ts)
+        hit = c.offsets_for_times([TopicPartition(topic_name, 0, ts)], timeout=10)[0]
+        assert hit.offset == want, (probe, hit.offset, want)
+    c.close()
+
     # Analytics engines read the files directly.
     # (A dataset over the directory would infer a Hive `partition` column that
     # clashes with the file's own `partition` column; read the files.)

@@ -447,8 +447,9 @@ impl Broker {
     }
 
     /// ListOffsets for one partition: `(offset, timestamp)`; `(-1, -1)` when
-    /// no record has a timestamp at or after the one asked for.
-    pub fn list_offset(
+    /// no record has a timestamp at or after the one asked for. Timestamps
+    /// are looked up in the cold tier first, then in the local log.
+    pub async fn list_offset(
         &self,
         topic: &str,
         partition: i32,
@@ -458,7 +459,12 @@ impl Broker {
         Ok(match spec {
             OffsetSpec::Earliest => (self.earliest_offset(&p), -1),
             OffsetSpec::Latest => (p.high_watermark(), -1),
-            OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts)?.unwrap_or((-1, -1)),
+            OffsetSpec::Timestamp(ts) => {
+                match self.cold_offset_for_timestamp(topic, partition, ts).await? {
+                    Some(hit) => hit,
+                    None => p.offset_for_timestamp(ts)?.unwrap_or((-1, -1)),
+                }
+            }
         })
     }
 
@@ -467,23 +473,21 @@ impl Broker {
     pub async fn housekeeping(&self, retention_due: bool) {
         let now = self.clock.now_ms();
         for p in &self.hosted_partitions() {
-            {
-                if retention_due {
-                    match p.housekeeping(now, |seg| self.may_delete_local(p, seg)) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::info!(partition = %p.name(), segments = n, "retention deleted segments")
-                        }
-                        Err(e) => {
-                            tracing::error!(partition = %p.name(), error = %e, "housekeeping failed")
-                        }
+            if retention_due {
+                match p.housekeeping(now, |seg| self.may_delete_local(p, seg)) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(partition = %p.name(), segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = %p.name(), error = %e, "housekeeping failed")
                     }
                 }
-                let flush_ms = p.config().flush_ms();
-                if p.unflushed_messages() > 0 && now - p.last_flush_ms() >= flush_ms {
-                    if let Err(e) = flush_partition(p, now).await {
-                        tracing::error!(partition = %p.name(), error = %e, "periodic flush failed");
-                    }
+            }
+            let flush_ms = p.config().flush_ms();
+            if p.unflushed_messages() > 0 && now - p.last_flush_ms() >= flush_ms {
+                if let Err(e) = flush_partition(p, now).await {
+                    tracing::error!(partition = %p.name(), error = %e, "periodic flush failed");
                 }
             }
         }

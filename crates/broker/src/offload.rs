@@ -22,7 +22,9 @@ use bytes::{Bytes, BytesMut};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
-use strata_cold::{object_key, read_batches, write_segment, ReadOptions, WriteOptions};
+use strata_cold::{
+    object_key, offset_for_timestamp, read_batches, write_segment, ReadOptions, WriteOptions,
+};
 use strata_log::SegmentInfo;
 use strata_meta::{Compare, Op, Txn};
 
@@ -231,6 +233,30 @@ impl Broker {
             .cold_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Some(out.freeze()))
+    }
+
+    /// The first cold record with a timestamp `>= ts`: only the first
+    /// manifest entry whose max timestamp reaches `ts` is read.
+    pub(crate) async fn cold_offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>, BrokerError> {
+        let Some(cold) = &self.cold else {
+            return Ok(None);
+        };
+        let entry = self
+            .view()
+            .segments
+            .get(&(topic.to_string(), partition))
+            .and_then(|m| m.values().find(|e| e.max_timestamp >= ts).cloned());
+        let Some(entry) = entry else { return Ok(None) };
+        let bytes = cold.object(&entry.object_key).await?;
+        tokio::task::spawn_blocking(move || offset_for_timestamp(&bytes, ts))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cold lookup task failed: {e}")))?
+            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment: {e}")))
     }
 
     /// First offset of the whole log (cold tier included).

@@ -82,8 +82,14 @@ async fn create_produce_fetch_and_restart() {
         b.shutdown().await;
     }
     let b = broker(d.path(), clock).await;
-    assert_eq!(b.list_offset("t", 1, OffsetSpec::Latest).unwrap().0, 5);
-    assert_eq!(b.list_offset("t", 0, OffsetSpec::Latest).unwrap().0, 0);
+    assert_eq!(
+        b.list_offset("t", 1, OffsetSpec::Latest).await.unwrap().0,
+        5
+    );
+    assert_eq!(
+        b.list_offset("t", 0, OffsetSpec::Latest).await.unwrap().0,
+        0
+    );
     assert_eq!(b.topic("t").unwrap().partitions.len(), 2);
 }
 
@@ -137,7 +143,10 @@ async fn oversized_and_corrupt_batches_are_refused_and_not_stored() {
         b.produce("t", 0, &Bytes::from(bad), Acks::All).await,
         Err(BrokerError::CorruptMessage(_))
     ));
-    assert_eq!(b.list_offset("t", 0, OffsetSpec::Latest).unwrap().0, 0);
+    assert_eq!(
+        b.list_offset("t", 0, OffsetSpec::Latest).await.unwrap().0,
+        0
+    );
 }
 
 #[tokio::test]
@@ -162,17 +171,19 @@ async fn list_offsets_by_timestamp_and_retention() {
     }
     assert_eq!(
         b.list_offset("t", 0, OffsetSpec::Timestamp(10_450))
+            .await
             .unwrap(),
         (5, 10_500)
     );
     assert_eq!(
         b.list_offset("t", 0, OffsetSpec::Timestamp(99_999))
+            .await
             .unwrap(),
         (-1, -1)
     );
     clock.advance(10_000);
     b.housekeeping(true).await;
-    let start = b.list_offset("t", 0, OffsetSpec::Earliest).unwrap().0;
+    let start = b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0;
     assert!(start > 0, "retention must have removed old segments");
 }
 

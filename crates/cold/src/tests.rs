@@ -335,3 +335,22 @@ proptest! {
         prop_assert_eq!(strip_epoch(all_records(&back)), strip_epoch(expected));
     }
 }
+
+#[test]
+fn finds_the_first_record_at_or_after_a_timestamp() {
+    let file = write_segment(
+        &kafka_batch(100, 50, Compression::Snappy, KTs::Creation),
+        &WriteOptions::new("t", 0, 1),
+    )
+    .unwrap();
+    let base = 1_700_000_000_000;
+    assert_eq!(
+        offset_for_timestamp(&file.bytes, 0).unwrap(),
+        Some((100, base))
+    );
+    assert_eq!(
+        offset_for_timestamp(&file.bytes, base + 17).unwrap(),
+        Some((117, base + 17))
+    );
+    assert_eq!(offset_for_timestamp(&file.bytes, base + 50).unwrap(), None);
+}

@@ -86,7 +86,7 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
     resp
 }
 
-pub fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffsetsResponse {
+pub async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     for t in r.topics {
         let name = t.name.to_string();
@@ -101,7 +101,11 @@ pub fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffsetsResp
                 ts if ts >= 0 => Some(OffsetSpec::Timestamp(ts)),
                 _ => None,
             };
-            match spec.map(|s| ctx.broker.list_offset(&name, p.partition_index, s)) {
+            let outcome = match spec {
+                Some(s) => Some(ctx.broker.list_offset(&name, p.partition_index, s).await),
+                None => None,
+            };
+            match outcome {
                 None => pr.error_code = ResponseError::UnsupportedVersion.code(),
                 Some(Ok((offset, ts))) => {
                     pr.offset = offset;

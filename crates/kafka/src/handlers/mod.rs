@@ -141,7 +141,9 @@ async fn dispatch(
             ResponseKind::Produce(resp)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(&ctx, r, v).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(fetch::list_offsets(&ctx, r, v)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(fetch::list_offsets(&ctx, r, v).await)
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(admin::create_topics(&ctx, r, v).await)
         }
