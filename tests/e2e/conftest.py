@@ -26,10 +26,11 @@ class Strata:
     """One `strata dev` (or, with `mode=["broker", ...]`, `strata broker`)
     process on a data directory that outlives restarts."""
 
-    def __init__(self, data_dir, extra_args=(), mode=("dev",)):
+    def __init__(self, data_dir, extra_args=(), mode=("dev",), env=None):
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
         self.mode = list(mode)
+        self.env = {**os.environ, **(env or {})}
         self.proc = None
         self.port = None
         self.http_port = None
@@ -55,7 +56,7 @@ class Strata:
                 "--listen", listen, "--http", "127.0.0.1:0", *FAST_GROUPS, *self.extra_args]
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=self.env)
         log.close()
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -217,3 +218,46 @@ def broker_process(workdir, broker_id, etcd_endpoints, cluster="e2e", extra=()):
                   mode=["broker", "--id", str(broker_id), "--etcd", etcd_endpoints,
                         "--cluster", cluster],
                   extra_args=["--set", "session_timeout_ms=3000", *extra])
+
+
+class Moto:
+    """moto's S3 server (a real HTTP S3 endpoint) on a free loopback port."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.workdir = Path(workdir)
+        self.proc = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self):
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_ALLOW_HTTP": "true"}
+
+    def start(self):
+        log = open(self.workdir / "moto.log", "ab")
+        self.proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=log, stderr=log)
+        log.close()
+        import urllib.request
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=2)
+                return self
+            except Exception:
+                time.sleep(0.2)
+        raise TimeoutError("moto did not start")
+
+    def client(self):
+        import boto3
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)

@@ -102,3 +102,54 @@ def test_offload_serve_and_query(fresh_strata, topic_name):
     s.start()
     got, low = read_all(s.bootstrap)
     assert low == 0 and [(m.key(), m.value()) for m in got] == [(k, v) for k, v, _ in sent]
+
+
+def test_offload_to_s3_and_read_back(tmp_path, topic_name):
+    from conftest import Moto, Strata
+    moto = Moto(tmp_path).start()
+    s = None
+    try:
+        moto.client().create_bucket(Bucket="strata-test")
+        s = Strata(tmp_path / "data", env=moto.env(), extra_args=[
+            "--object-store", "s3://strata-test/lake", "--set", "retention_check_interval_ms=300"])
+        s.start()
+        create_topic(s.bootstrap, topic_name, config={
+            "segment.bytes": "65536", "local.retention.bytes": "131072"})
+        p = Producer({"bootstrap.servers": s.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        sent = [f"r{i}-".encode() + os.urandom(900) for i in range(1500)]
+        for v in sent:
+            p.produce(topic_name, value=v)
+        assert p.flush(60) == 0
+        logs = Path(s.data_dir) / "logs" / f"{topic_name}-0"
+        wait_until(lambda: sum(f.stat().st_size for f in logs.glob("*.log")) < 131072 + 2 * 65536,
+                   timeout=90, what="offload to S3 and local deletion")
+        listed = moto.client().list_objects_v2(Bucket="strata-test", Prefix="lake/topics/")
+        keys = [o["Key"] for o in listed.get("Contents", [])]
+        prefix = f"lake/topics/{topic_name}/partition=0/"
+        assert keys and all(k.startswith(prefix) and KEY_RE.match(k[len(prefix):]) for k in keys), keys
+
+        c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "s3", "enable.auto.commit": False})
+        c.assign([TopicPartition(topic_name, 0, 0)])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < len(sent) and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        c.close()
+        assert got == sent
+
+        # An engine reads the objects straight from the S3 server.
+        from pyarrow import fs
+        s3 = fs.S3FileSystem(endpoint_override=moto.endpoint, scheme="http", region="us-east-1",
+                             access_key="test", secret_key="test")
+        import pyarrow as pa
+        table = pa.concat_tables([pq.read_table(f"strata-test/{k}", filesystem=s3) for k in keys])
+        values = table.column("value").to_pylist()
+        offsets = table.column("offset").to_pylist()
+        assert offsets == list(range(len(offsets))) and values == sent[:len(values)]
+    finally:
+        if s is not None and s.alive():
+            s.stop()
+        moto.stop()

@@ -33,10 +33,19 @@ fn open_object_store(url: &str) -> anyhow::Result<(Arc<dyn object_store::ObjectS
             String::new(),
         ));
     }
-    if url.starts_with("s3://") {
-        bail!(
-            "s3:// object stores are not supported by this build yet (use file:/// or memory://)"
-        );
+    if let Some(rest) = url.strip_prefix("s3://") {
+        // Endpoint, region and credentials come from the standard AWS
+        // variables (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+        // AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP=true for plain HTTP).
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("object store URL {url:?} names no bucket");
+        }
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .with_context(|| format!("cannot configure S3 for {url}"))?;
+        return Ok((Arc::new(s3), prefix.trim_matches('/').to_string()));
     }
     bail!("object store URL {url:?} must start with file:///, s3:// or memory://")
 }
