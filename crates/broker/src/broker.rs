@@ -474,6 +474,7 @@ impl Broker {
         let now = self.clock.now_ms();
         for p in &self.hosted_partitions() {
             if retention_due {
+                self.enforce_cold_retention(p, now).await;
                 match p.housekeeping(now, |seg| self.may_delete_local(p, seg)) {
                     Ok(0) => {}
                     Ok(n) => {

@@ -266,6 +266,11 @@ impl TopicConfig {
         self.long("flush.ms")
     }
 
+    /// `(retention.ms, retention.bytes)`: bounds of the whole log, both tiers.
+    pub fn whole_log_retention(&self) -> (i64, i64) {
+        (self.long("retention.ms"), self.long("retention.bytes"))
+    }
+
     /// Settings of the local (hot) log. Its retention is `local.retention.*`
     /// where set (-2 means "as `retention.*`").
     pub fn log_config(&self) -> LogConfig {

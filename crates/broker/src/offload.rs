@@ -259,6 +259,79 @@ impl Broker {
             .map_err(|e| BrokerError::Storage(format!("cannot read cold segment: {e}")))
     }
 
+    /// Applies `retention.ms` / `retention.bytes` to the whole log: the
+    /// oldest cold segments go first, each by removing its manifest entry
+    /// (guarded by the leader fence) and then its object. Returns how many.
+    pub(crate) async fn enforce_cold_retention(&self, p: &Partition, now_ms: i64) -> usize {
+        let Some(cold) = &self.cold else { return 0 };
+        let cfg = p.config();
+        let (retention_ms, retention_bytes) = cfg.whole_log_retention();
+        let entries: Vec<SegmentEntry> = self
+            .view()
+            .segments
+            .get(&(p.topic.clone(), p.index))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut total: i64 =
+            entries.iter().map(|e| e.bytes as i64).sum::<i64>() + p.size_bytes() as i64;
+        let mut removed = 0;
+        for e in entries {
+            let expired = retention_ms >= 0 && now_ms - e.max_timestamp > retention_ms;
+            let too_big = retention_bytes >= 0 && total - e.bytes as i64 >= retention_bytes;
+            if !(expired || too_big) {
+                break;
+            }
+            let txn = Txn::new()
+                .when(Compare::CreateRevision(
+                    self.keys.partition_leader(&p.topic, p.index),
+                    p.fencing_revision,
+                ))
+                .then(Op::delete(self.keys.segment(
+                    &p.topic,
+                    p.index,
+                    e.base_offset,
+                )));
+            match self.meta.txn(txn).await {
+                Ok(r) if r.succeeded => {}
+                Ok(_) => break, // no longer the leader
+                Err(err) => {
+                    tracing::warn!(partition = %p.name(), error = %err, "cannot apply cold retention");
+                    break;
+                }
+            }
+            if let Err(err) = cold
+                .store
+                .delete(&ObjectPath::from(e.object_key.as_str()))
+                .await
+            {
+                tracing::warn!(key = %e.object_key, error = %err, "cannot delete an expired cold segment; the GC will");
+            }
+            cold.cache.invalidate(&e.object_key);
+            total -= e.bytes as i64;
+            removed += 1;
+            tracing::info!(partition = %p.name(), key = %e.object_key, "retention deleted cold segment");
+        }
+        if removed > 0 {
+            if let Err(e) = self.sync_view().await {
+                tracing::warn!(error = %e, "cannot refresh the cluster view");
+            }
+        }
+        removed
+    }
+
+    /// Deletes the objects of a deleted topic's manifest entries (best
+    /// effort: the manifest entries are already gone; leftovers are orphans
+    /// for the GC).
+    pub(crate) async fn delete_topic_objects(&self, keys: Vec<String>) {
+        let Some(cold) = &self.cold else { return };
+        for key in keys {
+            if let Err(e) = cold.store.delete(&ObjectPath::from(key.as_str())).await {
+                tracing::warn!(key, error = %e, "cannot delete an object of a deleted topic");
+            }
+            cold.cache.invalidate(&key);
+        }
+    }
+
     /// First offset of the whole log (cold tier included).
     pub(crate) fn earliest_offset(&self, p: &Partition) -> i64 {
         let local = p.log_start_offset();

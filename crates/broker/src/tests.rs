@@ -338,3 +338,79 @@ async fn offload_commits_under_the_leader_fence_and_a_fenced_upload_never_appear
         .kvs;
     assert_eq!(after.len(), committed);
 }
+
+#[tokio::test]
+async fn retention_spans_both_tiers_and_topic_deletion_removes_objects() {
+    use object_store::{memory::InMemory, ObjectStore};
+    use strata_meta::MemStore;
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(100_000);
+    let store = Arc::new(InMemory::new());
+    let b = BrokerBuilder::new(d.path().join("data"))
+        .metadata_store(Arc::new(MemStore::new()))
+        .clock(Arc::new(clock.clone()))
+        .cold_tier(store.clone(), "", 1 << 20)
+        .build()
+        .await
+        .unwrap();
+    b.create_topic(
+        topic(
+            "t",
+            1,
+            &[
+                ("segment.bytes", "2048"),
+                ("retention.ms", "10000"),
+                ("local.retention.bytes", "4096"),
+            ],
+        ),
+        false,
+    )
+    .await
+    .unwrap();
+    let count = |s: Arc<InMemory>| async move {
+        use futures::TryStreamExt;
+        s.list(None).try_collect::<Vec<_>>().await.unwrap().len()
+    };
+    // Old records, then new ones.
+    for i in 0..10 {
+        b.produce("t", 0, &batch(20, 100_000 + i), Acks::All)
+            .await
+            .unwrap();
+    }
+    for i in 0..10 {
+        b.produce("t", 0, &batch(20, 115_000 + i), Acks::All)
+            .await
+            .unwrap();
+    }
+    assert!(b.offload_once().await >= 2);
+    let offloaded = count(store.clone()).await;
+    b.housekeeping(true).await; // local retention: only offloaded segments go
+    assert_eq!(
+        b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0,
+        0,
+        "cold keeps history"
+    );
+
+    // 12 s later the old records are past retention.ms in both tiers.
+    clock.advance(12_000);
+    b.housekeeping(true).await;
+    let earliest = b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0;
+    assert!(earliest > 0, "expired cold segments are gone");
+    let left = count(store.clone()).await;
+    assert!(left < offloaded, "their objects were deleted");
+    let spec = [FetchSpec {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+    }];
+    let r = b.fetch(&spec, Duration::from_millis(0), 1, 1 << 20).await;
+    assert!(matches!(r[0], Err(BrokerError::OffsetOutOfRange { .. })));
+
+    b.delete_topic("t").await.unwrap();
+    assert_eq!(
+        count(store).await,
+        0,
+        "deleting the topic deletes its objects"
+    );
+}

@@ -178,6 +178,13 @@ impl Broker {
         if self.topic(name).is_none() {
             return Err(BrokerError::UnknownTopicOrPartition(name.to_string()));
         }
+        let objects: Vec<String> = self
+            .view()
+            .segments
+            .iter()
+            .filter(|((t, _), _)| t == name)
+            .flat_map(|(_, m)| m.values().map(|e| e.object_key.clone()))
+            .collect();
         self.meta
             .txn(
                 Txn::new()
@@ -187,6 +194,7 @@ impl Broker {
             .await?;
         self.sync_view().await?;
         self.reconcile().await;
+        self.delete_topic_objects(objects).await;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
