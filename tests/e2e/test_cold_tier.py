@@ -149,7 +149,44 @@ def test_offload_to_s3_and_read_back(tmp_path, topic_name):
         values = table.column("value").to_pylist()
         offsets = table.column("offset").to_pylist()
         assert offsets == list(range(len(offsets))) and values == sent[:len(values)]
+
+        import polars as pl
+        opts = {"aws_endpoint_url": moto.endpoint, "aws_allow_http": "true", "aws_region": "us-east-1",
+                "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        df = pl.concat([pl.read_parquet(f"s3://strata-test/{k}", storage_options=opts) for k in keys])
+        assert df["offset"].to_list() == offsets and df["value"].to_list() == values
+
+        import datafusion
+        from datafusion.object_store import AmazonS3
+        ctx = datafusion.SessionContext()
+        ctx.register_object_store("s3://", AmazonS3(
+            bucket_name="strata-test", region="us-east-1", access_key_id="test",
+            secret_access_key="test", endpoint=moto.endpoint, allow_http=True), "strata-test")
+        ctx.register_parquet("cold", f"s3://strata-test/{prefix}")
+        rows = ctx.sql('select "offset", value from cold order by "offset"').to_pydict()
+        assert rows["offset"] == offsets and rows["value"] == values
     finally:
         if s is not None and s.alive():
             s.stop()
         moto.stop()
+
+
+def test_duckdb_queries_the_local_directory_store(fresh_strata, topic_name):
+    import duckdb
+    s = fresh_strata
+    s.extra_args = ["--set", "retention_check_interval_ms=300"]
+    s.start()
+    create_topic(s.bootstrap, topic_name, config={"segment.bytes": "32768"})
+    p = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, "batch.size": 8192})
+    for i in range(600):
+        p.produce(topic_name, key=f"user-{i % 7}".encode(), value=os.urandom(200))
+    assert p.flush(60) == 0
+    files = Path(s.data_dir) / "objects" / "topics" / topic_name
+    wait_until(lambda: len(list(files.glob("partition=0/*.parquet"))) >= 3, timeout=60,
+               what="segments offloaded")
+    # Hive inference would add a second `partition` column from the path.
+    src = f"read_parquet('{files}/partition=*/*.parquet', hive_partitioning=false)"
+    total, first, last = duckdb.sql(f'select count(*), min("offset"), max("offset") from {src}').fetchone()
+    assert first == 0 and total == last + 1, "offsets 0..N-1 without gaps"
+    user3 = duckdb.sql(f"select count(*) from {src} where key = 'user-3'::BLOB").fetchone()[0]
+    assert user3 == sum(1 for o in range(total) if o % 7 == 3)
