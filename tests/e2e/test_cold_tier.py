@@ -190,3 +190,64 @@ def test_duckdb_queries_the_local_directory_store(fresh_strata, topic_name):
     assert first == 0 and total == last + 1, "offsets 0..N-1 without gaps"
     user3 = duckdb.sql(f"select count(*) from {src} where key = 'user-3'::BLOB").fetchone()[0]
     assert user3 == sum(1 for o in range(total) if o % 7 == 3)
+
+
+def test_s3_outage_during_offload_loses_nothing(tmp_path, topic_name):
+    from conftest import Moto, Strata
+    moto = Moto(tmp_path).start()
+    s = None
+    try:
+        moto.client().create_bucket(Bucket="strata-test")
+        s = Strata(tmp_path / "data", env=moto.env(), extra_args=[
+            "--object-store", "s3://strata-test/lake", "--set", "retention_check_interval_ms=300"])
+        s.start()
+        create_topic(s.bootstrap, topic_name, config={
+            "segment.bytes": "65536", "local.retention.bytes": "131072"})
+        moto.stop()  # S3 goes away before anything is offloaded
+        p = Producer({"bootstrap.servers": s.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        sent = [f"o{i}-".encode() + os.urandom(900) for i in range(1000)]
+        for v in sent:
+            p.produce(topic_name, value=v)
+        assert p.flush(60) == 0, "produce goes on while S3 is down"
+        wait_until(lambda: (metric(s, "strata_offload_errors_total") or 0) > 0, timeout=30,
+                   what="offload attempts to fail")
+        assert metric(s, "strata_offload_backlog_segments") > 0
+        c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "hot", "enable.auto.commit": False})
+        c.assign([TopicPartition(topic_name, 0, 0)])
+        hot = []
+        deadline = time.time() + 30
+        while len(hot) < len(sent) and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                hot.append(m.value())
+        c.close()
+        assert hot == sent, "hot reads go on; nothing was deleted locally"
+
+        # S3 returns (moto starts empty: recreate the bucket); offload resumes.
+        moto = Moto(tmp_path)
+        moto.port = int(s.env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+        moto.start()
+        moto.client().create_bucket(Bucket="strata-test")
+        wait_until(lambda: metric(s, "strata_offload_backlog_segments") == 0, timeout=60,
+                   what="the backlog to drain")
+        keys = [o["Key"] for o in moto.client().list_objects_v2(
+            Bucket="strata-test", Prefix="lake/topics/").get("Contents", [])]
+        assert keys
+        logs = Path(s.data_dir) / "logs" / f"{topic_name}-0"
+        wait_until(lambda: sum(f.stat().st_size for f in logs.glob("*.log")) < 131072 + 2 * 65536,
+                   timeout=60, what="local deletion after offload")
+        c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "all", "enable.auto.commit": False})
+        c.assign([TopicPartition(topic_name, 0, 0)])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < len(sent) and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        c.close()
+        assert got == sent
+    finally:
+        if s is not None and s.alive():
+            s.stop()
+        moto.stop()

@@ -332,6 +332,29 @@ impl Broker {
         }
     }
 
+    /// Sealed local segments not yet covered by the manifest, over every
+    /// partition this broker leads (the offload backlog).
+    pub fn offload_backlog(&self) -> usize {
+        if self.cold.is_none() {
+            return 0;
+        }
+        let view = self.view();
+        self.hosted_partitions()
+            .iter()
+            .map(|p| {
+                let covered = view
+                    .segments
+                    .get(&(p.topic.clone(), p.index))
+                    .and_then(|m| m.values().next_back().map(|e| e.last_offset))
+                    .unwrap_or(-1);
+                p.segments()
+                    .iter()
+                    .filter(|s| s.sealed && s.next_offset - 1 > covered)
+                    .count()
+            })
+            .sum()
+    }
+
     /// First offset of the whole log (cold tier included).
     pub(crate) fn earliest_offset(&self, p: &Partition) -> i64 {
         let local = p.log_start_offset();

@@ -97,6 +97,13 @@ pub fn render(b: &Broker) -> String {
     );
     counter(
         &mut out,
+        "strata_offload_backlog_segments",
+        "Sealed local segments not yet in the cold tier.",
+        "gauge",
+        b.offload_backlog() as u64,
+    );
+    counter(
+        &mut out,
         "strata_fetch_responses_total",
         "Fetch responses sent.",
         "counter",
