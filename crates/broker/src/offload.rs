@@ -66,9 +66,10 @@ impl ColdTier {
 
 impl Broker {
     /// Whether a sealed local segment may be deleted: always without a cold
-    /// tier; with one, only once the manifest covers its last offset.
+    /// tier; with one, once the manifest covers its last offset, or when
+    /// whole-log retention has expired it anyway.
     pub(crate) fn may_delete_local(&self, p: &Partition, seg: &SegmentInfo) -> bool {
-        if self.cold.is_none() {
+        if self.cold.is_none() || expired(p, seg, self.clock.now_ms()) {
             return true;
         }
         let covered = self
@@ -94,8 +95,14 @@ impl Broker {
                 .and_then(|m| m.values().next_back().map(|e| e.last_offset))
                 .unwrap_or(-1);
             for _ in 0..MAX_PER_ROUND {
+                let now = self.clock.now_ms();
+                // Segments already past whole-log retention are not worth
+                // uploading: retention deletes them locally instead.
                 let next = p.segments().into_iter().find(|s| {
-                    s.sealed && s.next_offset - 1 > covered && s.next_offset > s.base_offset
+                    s.sealed
+                        && s.next_offset - 1 > covered
+                        && s.next_offset > s.base_offset
+                        && !expired(&p, s, now)
                 });
                 let Some(seg) = next else { break };
                 match self.offload_segment(cold, &p, &seg).await {
@@ -350,6 +357,7 @@ impl Broker {
                 p.segments()
                     .iter()
                     .filter(|s| s.sealed && s.next_offset - 1 > covered)
+                    .filter(|s| !expired(p, s, self.clock.now_ms()))
                     .count()
             })
             .sum()
@@ -362,4 +370,10 @@ impl Broker {
             .cold_start(&p.topic, p.index)
             .map_or(local, |c| c.min(local))
     }
+}
+
+/// Whether whole-log `retention.ms` has expired every record of `seg`.
+fn expired(p: &Partition, seg: &SegmentInfo, now_ms: i64) -> bool {
+    let (retention_ms, _) = p.config().whole_log_retention();
+    retention_ms >= 0 && seg.max_timestamp >= 0 && now_ms - seg.max_timestamp > retention_ms
 }
