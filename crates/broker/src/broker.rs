@@ -519,7 +519,10 @@ impl Broker {
         let mut retention = interval(Duration::from_millis(
             self.settings.retention_check_interval_ms.max(100),
         ));
-        for t in [&mut groups, &mut flush, &mut retention] {
+        let mut gc = interval(Duration::from_millis(
+            self.settings.cold_gc_interval_ms.max(1000),
+        ));
+        for t in [&mut groups, &mut flush, &mut retention, &mut gc] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         loop {
@@ -530,6 +533,9 @@ impl Broker {
                     self.offload_once().await;
                 }
                 _ = retention.tick() => self.housekeeping(true).await,
+                _ = gc.tick() => {
+                    self.collect_garbage(self.settings.cold_gc_grace_ms).await;
+                }
                 _ = self.shutdown.cancelled() => return,
             }
         }

@@ -29,6 +29,11 @@ pub struct BrokerSettings {
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session lease.
     pub session_timeout_ms: i64,
+    /// How often unreferenced cold objects are looked for.
+    pub cold_gc_interval_ms: u64,
+    /// How old an unreferenced cold object must be before it is deleted
+    /// (longer than any upload-to-commit window).
+    pub cold_gc_grace_ms: i64,
     /// Defaults for topic configs not set on the topic (`log.*` in Kafka).
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -46,6 +51,8 @@ impl Default for BrokerSettings {
             fsync_on_ack_all: true,
             retention_check_interval_ms: 60_000,
             session_timeout_ms: 10_000,
+            cold_gc_interval_ms: 600_000,
+            cold_gc_grace_ms: 3_600_000,
             topic_defaults: BTreeMap::new(),
         }
     }

@@ -339,6 +339,85 @@ impl Broker {
         }
     }
 
+    /// Deletes orphaned objects older than `grace_ms`: under each partition
+    /// this broker leads, objects the manifest does not reference (uploads
+    /// whose commit failed or never happened); and, on the live broker with
+    /// the lowest id, objects of topics that no longer exist. Returns how
+    /// many objects were deleted.
+    pub async fn collect_garbage(&self, grace_ms: i64) -> usize {
+        use futures::TryStreamExt;
+        let Some(cold) = &self.cold else { return 0 };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let root = if cold.prefix.is_empty() {
+            "topics".to_string()
+        } else {
+            format!("{}/topics", cold.prefix)
+        };
+        let listed: Vec<object_store::ObjectMeta> = match cold
+            .store
+            .list(Some(&ObjectPath::from(root.as_str())))
+            .try_collect()
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the cold tier for garbage collection");
+                return 0;
+            }
+        };
+        let (referenced, topics, lowest) = {
+            let v = self.view();
+            let referenced: std::collections::HashSet<String> = v
+                .segments
+                .values()
+                .flat_map(|m| m.values().map(|e| e.object_key.clone()))
+                .collect();
+            let topics: std::collections::HashSet<String> = v.topics.keys().cloned().collect();
+            (referenced, topics, v.brokers.keys().next().copied())
+        };
+        let hosted: std::collections::HashSet<(String, i32)> = self
+            .hosted_partitions()
+            .iter()
+            .map(|p| (p.topic.clone(), p.index))
+            .collect();
+        let sweeps_deleted_topics = lowest == Some(self.identity.id);
+        let mut deleted = 0;
+        for meta in listed {
+            let key = meta.location.to_string();
+            if referenced.contains(&key)
+                || now_ms - meta.last_modified.timestamp_millis() < grace_ms
+            {
+                continue;
+            }
+            // <root>/<topic>/partition=<p>/<file>
+            let rest = key.strip_prefix(&format!("{root}/")).unwrap_or(&key);
+            let mut parts = rest.split('/');
+            let topic = parts.next().unwrap_or_default().to_string();
+            let partition = parts
+                .next()
+                .and_then(|d| d.strip_prefix("partition="))
+                .and_then(|p| p.parse::<i32>().ok());
+            let mine = match partition {
+                Some(p) if topics.contains(&topic) => hosted.contains(&(topic.clone(), p)),
+                _ => sweeps_deleted_topics && !topics.contains(&topic),
+            };
+            if !mine {
+                continue;
+            }
+            match cold.store.delete(&meta.location).await {
+                Ok(()) => {
+                    deleted += 1;
+                    tracing::info!(key, "garbage-collected an unreferenced cold object");
+                }
+                Err(e) => tracing::warn!(key, error = %e, "cannot delete an unreferenced object"),
+            }
+        }
+        deleted
+    }
+
     /// Sealed local segments not yet covered by the manifest, over every
     /// partition this broker leads (the offload backlog).
     pub fn offload_backlog(&self) -> usize {

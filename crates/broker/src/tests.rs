@@ -414,3 +414,54 @@ async fn retention_spans_both_tiers_and_topic_deletion_removes_objects() {
         "deleting the topic deletes its objects"
     );
 }
+
+#[tokio::test]
+async fn garbage_collection_removes_only_old_unreferenced_objects() {
+    use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStore, ObjectStoreExt};
+    use strata_meta::MemStore;
+    let d = tempfile::tempdir().unwrap();
+    let store = Arc::new(InMemory::new());
+    let b = BrokerBuilder::new(d.path().join("data"))
+        .metadata_store(Arc::new(MemStore::new()))
+        .cold_tier(store.clone(), "lake", 1 << 20)
+        .build()
+        .await
+        .unwrap();
+    b.create_topic(topic("t", 1, &[("segment.bytes", "2048")]), false)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        b.produce("t", 0, &batch(20, b.now_ms() + i), Acks::All)
+            .await
+            .unwrap();
+    }
+    assert!(b.offload_once().await >= 1);
+    let keys = |s: Arc<InMemory>| async move {
+        use futures::TryStreamExt;
+        let mut v: Vec<String> = s
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        v.sort();
+        v
+    };
+    let committed = keys(store.clone()).await;
+    let orphan = "lake/topics/t/partition=0/00000000000000099999-00000000000000099999-e1.parquet";
+    let gone_topic =
+        "lake/topics/deleted/partition=0/00000000000000000000-00000000000000000009-e1.parquet";
+    for k in [orphan, gone_topic] {
+        store
+            .put(&ObjectPath::from(k), bytes::Bytes::from_static(b"x").into())
+            .await
+            .unwrap();
+    }
+    // Within the grace period nothing is touched.
+    assert_eq!(b.collect_garbage(3_600_000).await, 0);
+    assert_eq!(keys(store.clone()).await.len(), committed.len() + 2);
+    // Past it, only the unreferenced objects go.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(b.collect_garbage(1).await, 2);
+    assert_eq!(keys(store).await, committed);
+}

@@ -38,6 +38,10 @@ pub struct Settings {
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session (leadership lease).
     pub session_timeout_ms: i64,
+    /// How often unreferenced cold objects are looked for.
+    pub cold_gc_interval_ms: u64,
+    /// Age after which an unreferenced cold object is deleted.
+    pub cold_gc_grace_ms: i64,
     pub max_connections: usize,
     pub max_request_bytes: usize,
     pub shutdown_grace_ms: u64,
@@ -71,6 +75,8 @@ impl Default for Settings {
             fsync_on_ack_all: b.fsync_on_ack_all,
             retention_check_interval_ms: b.retention_check_interval_ms,
             session_timeout_ms: b.session_timeout_ms,
+            cold_gc_interval_ms: b.cold_gc_interval_ms,
+            cold_gc_grace_ms: b.cold_gc_grace_ms,
             max_connections: 10_000,
             max_request_bytes: 100 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
@@ -159,6 +165,8 @@ impl Settings {
             fsync_on_ack_all: self.fsync_on_ack_all,
             retention_check_interval_ms: self.retention_check_interval_ms,
             session_timeout_ms: self.session_timeout_ms,
+            cold_gc_interval_ms: self.cold_gc_interval_ms,
+            cold_gc_grace_ms: self.cold_gc_grace_ms,
             topic_defaults: self.topic_defaults.clone(),
         }
     }
