@@ -97,6 +97,24 @@ def test_offload_serve_and_query(fresh_strata, topic_name):
         assert [(h["key"], h["value"]) for h in r["headers"]] == headers
         assert r["partition"] == 0 and r["timestamp_type"] == 0
 
+    # `strata segments` shows both tiers and the Parquet metadata.
+    from conftest import strata_cli
+    import json
+    http = f"127.0.0.1:{s.http_port}"
+    r = strata_cli("segments", "list", "--http", http, "--topic", topic_name)
+    assert r.returncode == 0, r.stderr
+    assert f"{topic_name}-0 leader 0" in r.stdout
+    assert "cold [0, " in r.stdout and f"topics/{topic_name}/partition=0/0000" in r.stdout
+    assert "hot  [" in r.stdout and "active" in r.stdout
+    r = strata_cli("segments", "inspect", "--http", http, "--topic", topic_name,
+                   "--partition", "0", "--offset", "5")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["metadata"]["strata.topic"] == topic_name
+    assert info["segment"]["base_offset"] == 0 and info["rows"] == info["segment"]["records"]
+    r = strata_cli("segments", "list", "--http", http, "--topic", "no-such-topic")
+    assert r.returncode != 0 and "unknown topic" in r.stderr
+
     # After a restart everything is still readable (the manifest is durable).
     assert s.stop() == 0
     s.start()

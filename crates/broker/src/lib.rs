@@ -15,7 +15,7 @@ mod error;
 pub mod groups;
 pub mod keys;
 pub mod metrics;
-mod offload;
+pub mod offload;
 pub mod partition;
 pub mod producer_ids;
 pub mod producers;

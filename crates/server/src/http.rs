@@ -20,10 +20,52 @@ pub struct HttpState {
 
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
+        .route("/v1/segments", get(segments))
+        .route("/v1/segments/inspect", get(inspect))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+#[derive(serde::Deserialize)]
+struct SegmentQuery {
+    topic: String,
+    partition: Option<i32>,
+    offset: Option<i64>,
+}
+
+fn error(status: StatusCode, msg: String) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+/// Hot and cold segments of a topic (`strata segments list`).
+async fn segments(
+    State(s): State<Arc<HttpState>>,
+    axum::extract::Query(q): axum::extract::Query<SegmentQuery>,
+) -> axum::response::Response {
+    match s.broker.segment_listing(&q.topic, q.partition) {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+/// The cold segment holding an offset, with its Parquet metadata
+/// (`strata segments inspect`).
+async fn inspect(
+    State(s): State<Arc<HttpState>>,
+    axum::extract::Query(q): axum::extract::Query<SegmentQuery>,
+) -> axum::response::Response {
+    let (Some(p), Some(o)) = (q.partition, q.offset) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "partition and offset are required".into(),
+        );
+    };
+    match s.broker.inspect_cold_segment(&q.topic, p, o).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
+    }
 }
 
 async fn readyz(State(s): State<Arc<HttpState>>) -> impl IntoResponse {

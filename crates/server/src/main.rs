@@ -33,6 +33,8 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Consume records to stdout.
     Consume(cli::consume::ConsumeArgs),
+    /// Hot and cold segments of a topic (via a broker's HTTP port).
+    Segments(cli::segments::SegmentsArgs),
 }
 
 #[derive(Args)]
@@ -162,6 +164,7 @@ fn main() -> std::process::ExitCode {
             Command::Group(a) => cli::group::run(a).await,
             Command::Produce(a) => cli::produce::run(a).await,
             Command::Consume(a) => cli::consume::run(a).await,
+            Command::Segments(a) => cli::segments::run(a).await,
         }
     });
     match result {

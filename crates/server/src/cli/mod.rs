@@ -4,6 +4,7 @@
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod segments;
 pub mod topic;
 
 use anyhow::{bail, Context};
