@@ -156,10 +156,13 @@ impl Broker {
             p.leader_epoch,
         );
         let size = file.bytes.len() as u64;
-        cold.store
-            .put(&ObjectPath::from(key.as_str()), file.bytes.clone().into())
-            .await
-            .map_err(|e| BrokerError::Storage(format!("cannot upload {key}: {e}")))?;
+        upload(
+            cold.store.as_ref(),
+            &key,
+            file.bytes.clone(),
+            MULTIPART_THRESHOLD,
+        )
+        .await?;
         let entry = SegmentEntry {
             object_key: key.clone(),
             base_offset: file.base_offset,
@@ -451,6 +454,33 @@ impl Broker {
     }
 }
 
+/// Files above this go up as multipart uploads, in parts of this size.
+const MULTIPART_THRESHOLD: usize = 32 << 20;
+
+/// Uploads `bytes` to `key`: one PUT, or a multipart upload in parts of
+/// `threshold` for larger files (aborted on failure, so no parts linger).
+pub(crate) async fn upload(
+    store: &dyn ObjectStore,
+    key: &str,
+    bytes: Bytes,
+    threshold: usize,
+) -> Result<(), BrokerError> {
+    let path = ObjectPath::from(key);
+    let fail = |e: object_store::Error| BrokerError::Storage(format!("cannot upload {key}: {e}"));
+    if bytes.len() <= threshold {
+        store.put(&path, bytes.into()).await.map_err(fail)?;
+        return Ok(());
+    }
+    let parts = store.put_multipart(&path).await.map_err(fail)?;
+    let mut w = object_store::WriteMultipart::new_with_chunk_size(parts, threshold);
+    w.put(bytes);
+    match w.finish().await {
+        Ok(_) => Ok(()),
+        // finish() aborts the upload itself when a part fails.
+        Err(e) => Err(fail(e)),
+    }
+}
+
 /// One partition's segments, for operators (`strata segments`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PartitionSegments {
@@ -581,4 +611,42 @@ impl Broker {
 fn expired(p: &Partition, seg: &SegmentInfo, now_ms: i64) -> bool {
     let (retention_ms, _) = p.config().whole_log_retention();
     retention_ms >= 0 && seg.max_timestamp >= 0 && now_ms - seg.max_timestamp > retention_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn large_files_go_up_in_parts_intact() {
+        let store = object_store::memory::InMemory::new();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        upload(&store, "a/big.parquet", Bytes::from(data.clone()), 1 << 20)
+            .await
+            .unwrap();
+        upload(
+            &store,
+            "a/small.parquet",
+            Bytes::from_static(b"tiny"),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        let got = store
+            .get(&ObjectPath::from("a/big.parquet"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&got[..], &data[..]);
+        let small = store
+            .get(&ObjectPath::from("a/small.parquet"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&small[..], b"tiny");
+    }
 }
