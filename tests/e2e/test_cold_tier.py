@@ -329,3 +329,51 @@ def test_200_mb_through_s3(s3, topic_name):
     again = read_all()
     assert [d for _, d in again] == digests, "all still readable after a restart"
     print(f"200 MB round trip in {time.time() - t0:.0f}s")
+
+
+def test_delete_records_across_tiers(fresh_strata, topic_name):
+    from confluent_kafka.admin import AdminClient
+    s = fresh_strata
+    s.extra_args = ["--set", "retention_check_interval_ms=300"]
+    s.start()
+    create_topic(s.bootstrap, topic_name, config={
+        "segment.bytes": "32768", "local.retention.bytes": "65536"})
+    p = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, "batch.size": 8192})
+    sent = [f"d{i}-".encode() + os.urandom(300) for i in range(1000)]
+    for v in sent:
+        p.produce(topic_name, value=v)
+    assert p.flush(60) == 0
+    wait_until(lambda: local_log_bytes(s, topic_name) < 65536 + 2 * 32768, timeout=60,
+               what="offload")
+    objects = Path(s.data_dir) / "objects" / "topics" / topic_name / "partition=0"
+    before = len(list(objects.iterdir()))
+    a = AdminClient({"bootstrap.servers": s.bootstrap})
+    res = a.delete_records([TopicPartition(topic_name, 0, 600)])
+    low = list(res.values())[0].result(timeout=30)
+    assert low.low_watermark == 600
+    assert len(list(objects.iterdir())) < before, "cold segments wholly below are gone"
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "dr", "auto.offset.reset": "earliest"})
+    assert c.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=10) == (600, 1000)
+    c.close()
+    # A consumer from the beginning starts at 600; offsets below are gone.
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "dr2", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic_name])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < 400 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.offset(), m.value()))
+    c.close()
+    assert got == [(600 + i, sent[600 + i]) for i in range(400)]
+    # Past the high watermark is an error.
+    bad = list(a.delete_records([TopicPartition(topic_name, 0, 5000)]).values())[0]
+    with pytest.raises(Exception):
+        bad.result(timeout=10)
+    # The start offset survives a restart.
+    assert s.stop() == 0
+    s.start()
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "dr3"})
+    assert c.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=10) == (600, 1000)
+    c.close()

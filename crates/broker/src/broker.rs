@@ -359,6 +359,13 @@ impl Broker {
                 log_start_offset: earliest,
             });
         }
+        if spec.offset < earliest {
+            return Err(BrokerError::OffsetOutOfRange {
+                requested: spec.offset,
+                start: earliest,
+                end: p.high_watermark(),
+            });
+        }
         match p.read(spec.offset, max) {
             // Below the local log: the cold tier, if it has the offset.
             Err(BrokerError::OffsetOutOfRange {

@@ -445,12 +445,96 @@ impl Broker {
             .sum()
     }
 
-    /// First offset of the whole log (cold tier included).
+    /// First offset of the whole log: the earliest in either tier, but never
+    /// below a log start offset set by DeleteRecords.
     pub(crate) fn earliest_offset(&self, p: &Partition) -> i64 {
         let local = p.log_start_offset();
-        self.view()
+        let v = self.view();
+        let stored = v
             .cold_start(&p.topic, p.index)
-            .map_or(local, |c| c.min(local))
+            .map_or(local, |c| c.min(local));
+        let floor = v
+            .states
+            .get(&(p.topic.clone(), p.index))
+            .map_or(0, |s| s.state.log_start_offset);
+        stored.max(floor)
+    }
+
+    /// DeleteRecords: makes `offset` (-1: the high watermark) the partition's
+    /// log start offset, persisted in the partition state by a CAS that also
+    /// requires this broker's leader key; then drops cold and local segments
+    /// wholly below it. Returns the new low watermark.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, BrokerError> {
+        let p = self.partition(topic, partition)?;
+        let hw = p.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(BrokerError::OffsetOutOfRange {
+                requested: offset,
+                start: self.earliest_offset(&p),
+                end: hw,
+            });
+        }
+        if target <= self.earliest_offset(&p) {
+            return Ok(self.earliest_offset(&p));
+        }
+        let state_key = self.keys.partition_state(topic, partition);
+        let kv =
+            self.meta.get(&state_key).await?.ok_or_else(|| {
+                BrokerError::UnknownTopicOrPartition(format!("{topic}-{partition}"))
+            })?;
+        let mut state: crate::topics::PartitionStateRecord = crate::topics::from_json(&kv.value)?;
+        state.log_start_offset = state.log_start_offset.max(target);
+        let mut txn = Txn::new()
+            .when(Compare::ModRevision(state_key.clone(), kv.mod_revision))
+            .when(Compare::CreateRevision(
+                self.keys.partition_leader(topic, partition),
+                p.fencing_revision,
+            ))
+            .then(Op::put(state_key, to_json(&state)?));
+        let doomed: Vec<SegmentEntry> = self
+            .view()
+            .segments
+            .get(&(topic.to_string(), partition))
+            .map(|m| {
+                m.values()
+                    .filter(|e| e.last_offset < target)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for e in &doomed {
+            txn = txn.then(Op::delete(self.keys.segment(
+                topic,
+                partition,
+                e.base_offset,
+            )));
+        }
+        if !self.meta.txn(txn).await?.succeeded {
+            return Err(BrokerError::NotLeader(format!(
+                "{topic}-{partition}: state changed or leadership moved; retry"
+            )));
+        }
+        self.sync_view().await?;
+        if let Some(cold) = &self.cold {
+            for e in doomed {
+                if let Err(err) = cold
+                    .store
+                    .delete(&ObjectPath::from(e.object_key.as_str()))
+                    .await
+                {
+                    tracing::warn!(key = %e.object_key, error = %err, "cannot delete a deleted-records object; the GC will");
+                }
+                cold.cache.invalidate(&e.object_key);
+            }
+        }
+        p.delete_below(target, self.clock.now_ms())?;
+        Ok(self.earliest_offset(&p))
     }
 }
 

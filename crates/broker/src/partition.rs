@@ -219,6 +219,11 @@ impl Partition {
         Ok(n)
     }
 
+    /// DeleteRecords on the local log: drops segments wholly below `offset`.
+    pub fn delete_below(&self, offset: i64, now_ms: i64) -> Result<usize, BrokerError> {
+        Ok(self.state().log.delete_below(offset, now_ms)?)
+    }
+
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.state().log.segments()
     }

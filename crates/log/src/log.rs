@@ -337,6 +337,27 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// Deletes every segment whose records all lie below `offset`
+    /// (DeleteRecords). The active segment is rolled first if it is wholly
+    /// below, so the log end offset is kept. Returns segments deleted.
+    pub fn delete_below(&mut self, offset: i64, now_ms: i64) -> Result<usize, LogError> {
+        if self.active().size > 0 && self.next_offset() <= offset {
+            self.roll(now_ms)?;
+        }
+        let mut n = 0;
+        while self.segments.len() > 1 {
+            let Some((&base, first)) = self.segments.iter().next() else {
+                break;
+            };
+            if first.next_offset > offset {
+                break;
+            }
+            self.delete_segment(base)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn delete_segment(&mut self, base: i64) -> Result<(), LogError> {
         if let Some(seg) = self.segments.remove(&base) {
             tracing::info!(dir = %self.dir.display(), base_offset = base, "deleting segment by retention");

@@ -7,6 +7,9 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -17,6 +20,7 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use strata_broker::config::{ConfigEntry, ConfigSource, TopicConfig};
@@ -336,6 +340,33 @@ pub async fn incremental_alter_configs(
             out.error_message = msg.map(str);
         }
         resp.responses.push(out);
+    }
+    resp
+}
+
+/// DeleteRecords: moves each partition's log start offset forward.
+pub async fn delete_records(ctx: &Ctx, r: DeleteRecordsRequest, _v: i16) -> DeleteRecordsResponse {
+    let mut resp = DeleteRecordsResponse::default();
+    for t in r.topics {
+        let mut tr = DeleteRecordsTopicResult::default();
+        tr.name = t.name.clone();
+        for p in t.partitions {
+            let mut pr = DeleteRecordsPartitionResult::default();
+            pr.partition_index = p.partition_index;
+            match ctx
+                .broker
+                .delete_records(&t.name, p.partition_index, p.offset)
+                .await
+            {
+                Ok(low) => pr.low_watermark = low,
+                Err(e) => {
+                    pr.low_watermark = -1;
+                    pr.error_code = broker_error(&e).0;
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
     }
     resp
 }

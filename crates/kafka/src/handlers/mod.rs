@@ -159,6 +159,9 @@ async fn dispatch(
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
             admin::incremental_alter_configs(&ctx, r, v).await,
         ),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(admin::delete_records(&ctx, r, v).await)
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(&ctx, r, v).await)
         }
