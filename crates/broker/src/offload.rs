@@ -23,7 +23,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
 use strata_cold::{
-    object_key, offset_for_timestamp, read_batches, write_segment, ReadOptions, WriteOptions,
+    object_key, offset_for_timestamp, read_batches, read_batches_ranged, write_segment,
+    ReadOptions, WriteOptions,
 };
 use strata_log::SegmentInfo;
 use strata_meta::{Compare, Op, Txn};
@@ -224,17 +225,35 @@ impl Broker {
                 .or_else(|| v.next_cold_segment(topic, partition, offset))
         };
         let Some(entry) = entry else { return Ok(None) };
-        let bytes = cold.object(&entry.object_key).await?;
         let opts = ReadOptions {
             from_offset: offset,
             max_bytes,
             ..ReadOptions::default()
         };
         let epoch = entry.epoch;
-        let batches = tokio::task::spawn_blocking(move || read_batches(&bytes, &opts, epoch))
-            .await
-            .map_err(|e| BrokerError::Storage(format!("cold read task failed: {e}")))?
-            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment: {e}")))?;
+        let batches = match cold.cache.get(&entry.object_key) {
+            // Cached (e.g. just offloaded): decode from memory.
+            Some(bytes) => tokio::task::spawn_blocking(move || read_batches(&bytes, &opts, epoch))
+                .await
+                .map_err(|e| BrokerError::Storage(format!("cold read task failed: {e}")))?,
+            // Otherwise range-read only the footer and the row groups needed.
+            None => {
+                read_batches_ranged(
+                    cold.store.clone(),
+                    &entry.object_key,
+                    entry.bytes,
+                    &opts,
+                    epoch,
+                )
+                .await
+            }
+        }
+        .map_err(|e| {
+            BrokerError::Storage(format!(
+                "cannot read cold segment {}: {e}",
+                entry.object_key
+            ))
+        })?;
         let mut out = BytesMut::new();
         for b in batches {
             out.extend_from_slice(&b);

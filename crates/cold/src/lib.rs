@@ -17,7 +17,7 @@ mod schema;
 mod write;
 
 pub use key::object_key;
-pub use read::{offset_for_timestamp, read_batches, ReadOptions};
+pub use read::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
 pub use schema::{segment_schema, FORMAT_VERSION};
 pub use write::{write_segment, SegmentFile, WriteOptions};
 

@@ -354,3 +354,34 @@ fn finds_the_first_record_at_or_after_a_timestamp() {
     );
     assert_eq!(offset_for_timestamp(&file.bytes, base + 50).unwrap(), None);
 }
+
+#[tokio::test]
+async fn ranged_reads_match_in_memory_reads() {
+    use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStoreExt};
+    use std::sync::Arc;
+    let batches: Vec<Bytes> = (0..10)
+        .map(|i| kafka_batch(i * 100, 100, Compression::Lz4, KTs::Creation))
+        .collect();
+    let mut opts = WriteOptions::new("t", 0, 1);
+    opts.row_group_rows = 100;
+    let file = write_segment(&segment_of(&batches), &opts).unwrap();
+    let store = Arc::new(InMemory::new());
+    store
+        .put(&ObjectPath::from("k.parquet"), file.bytes.clone().into())
+        .await
+        .unwrap();
+    for from in [0, 450, 999] {
+        let ro = ReadOptions {
+            from_offset: from,
+            max_bytes: 20_000,
+            ..ReadOptions::default()
+        };
+        let ranged =
+            read_batches_ranged(store.clone(), "k.parquet", file.bytes.len() as u64, &ro, 1)
+                .await
+                .unwrap();
+        let whole = read_batches(&file.bytes, &ro, 1).unwrap();
+        assert_eq!(all_records(&ranged), all_records(&whole), "from {from}");
+        assert_eq!(all_records(&ranged).first().unwrap().offset, from);
+    }
+}
