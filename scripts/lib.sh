@@ -36,7 +36,7 @@ need_cargo() {
 
 need_python_clients() {
   command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
-  if ! python3 -c "import confluent_kafka, kafka, pytest, pyarrow, moto, boto3, duckdb, polars, datafusion" >/dev/null 2>&1; then
+  if ! python3 -c "import confluent_kafka, kafka, pytest, pyarrow, moto, boto3, duckdb, polars, datafusion, yaml" >/dev/null 2>&1; then
     python3 -m pip install -q -r tests/requirements.txt
   fi
 }
