@@ -377,3 +377,35 @@ def test_delete_records_across_tiers(fresh_strata, topic_name):
     c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": "dr3"})
     assert c.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=10) == (600, 1000)
     c.close()
+
+
+def test_s3_settings_from_the_config_file(tmp_path, topic_name):
+    from conftest import Moto, Strata
+    moto = Moto(tmp_path).start()
+    s = None
+    try:
+        moto.client().create_bucket(Bucket="strata-test")
+        cfg = tmp_path / "strata.toml"
+        cfg.write_text(
+            f'object_store = "s3://strata-test/fromfile"\n'
+            f'aws_endpoint_url = "{moto.endpoint}"\naws_region = "us-east-1"\n'
+            f'aws_access_key_id = "test"\naws_secret_access_key = "test"\naws_allow_http = true\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        s = Strata(tmp_path / "data", extra_args=["--config", str(cfg)])
+        s.env = env
+        s.start()
+        create_topic(s.bootstrap, topic_name, config={"segment.bytes": "16384"})
+        p = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, "batch.size": 4096})
+        for i in range(200):
+            p.produce(topic_name, value=os.urandom(300))
+        assert p.flush(30) == 0
+
+        def listed():
+            r = moto.client().list_objects_v2(Bucket="strata-test", Prefix="fromfile/topics/")
+            return r.get("Contents", [])
+
+        wait_until(listed, timeout=30, what="objects offloaded with config-file credentials")
+    finally:
+        if s is not None and s.alive():
+            s.stop()
+        moto.stop()

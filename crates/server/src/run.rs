@@ -17,7 +17,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The cold tier's object store and key prefix, from `--object-store`.
-fn open_object_store(url: &str) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, String)> {
+fn open_object_store(
+    url: &str,
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, String)> {
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
             bail!("object store URL {url:?} must be file:///absolute/path");
@@ -41,8 +44,23 @@ fn open_object_store(url: &str) -> anyhow::Result<(Arc<dyn object_store::ObjectS
         if bucket.is_empty() {
             bail!("object store URL {url:?} names no bucket");
         }
-        let s3 = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
+        use object_store::aws::AmazonS3ConfigKey as K;
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // Config-file (or STRATA_AWS_*) values take precedence over AWS_*.
+        for (key, value) in [
+            (K::Endpoint, settings.aws_endpoint_url.clone()),
+            (K::Region, settings.aws_region.clone()),
+            (K::AccessKeyId, settings.aws_access_key_id.clone()),
+            (K::SecretAccessKey, settings.aws_secret_access_key.clone()),
+        ] {
+            if let Some(v) = value {
+                b = b.with_config(key, v);
+            }
+        }
+        if let Some(allow) = settings.aws_allow_http {
+            b = b.with_allow_http(allow);
+        }
+        let s3 = b
             .build()
             .with_context(|| format!("cannot configure S3 for {url}"))?;
         return Ok((Arc::new(s3), prefix.trim_matches('/').to_string()));
@@ -119,7 +137,7 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
         let abs = std::path::absolute(&settings.data_dir).unwrap_or(settings.data_dir.clone());
         format!("file://{}", abs.join("objects").display())
     });
-    let (store, prefix) = open_object_store(&object_store_url)?;
+    let (store, prefix) = open_object_store(&object_store_url, &settings)?;
     tracing::info!(object_store = %object_store_url, "cold tier");
 
     // Bind first: the broker registers the address it really listens on.

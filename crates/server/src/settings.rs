@@ -23,6 +23,13 @@ pub struct Settings {
     pub object_store: Option<String>,
     /// etcd endpoints, comma-separated (cluster profile).
     pub etcd: Option<String>,
+    /// S3 settings for `s3://` object stores, as in the standard AWS
+    /// variables (which are used when these are unset).
+    pub aws_endpoint_url: Option<String>,
+    pub aws_region: Option<String>,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    pub aws_allow_http: Option<bool>,
     /// Broker-to-broker gRPC endpoint, recorded in `brokers/<id>` (served
     /// once replication lands).
     pub grpc: Option<String>,
@@ -63,6 +70,11 @@ impl Default for Settings {
             http: "127.0.0.1:9644".into(),
             object_store: None,
             etcd: None,
+            aws_endpoint_url: None,
+            aws_region: None,
+            aws_access_key_id: None,
+            aws_secret_access_key: None,
+            aws_allow_http: None,
             grpc: None,
             cluster: "strata".into(),
             node_id: b.node_id,
@@ -88,7 +100,17 @@ impl Default for Settings {
 }
 
 /// Settings whose default is "unset".
-const OPTIONAL_KEYS: &[&str] = &["advertise", "object_store", "etcd", "grpc"];
+const OPTIONAL_KEYS: &[&str] = &[
+    "advertise",
+    "object_store",
+    "etcd",
+    "grpc",
+    "aws_endpoint_url",
+    "aws_region",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_allow_http",
+];
 
 /// Parses a scalar as TOML (numbers, booleans) or else takes it as a string.
 fn scalar(raw: &str) -> toml::Value {
