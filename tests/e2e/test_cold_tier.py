@@ -172,8 +172,10 @@ def test_offload_to_s3_and_read_back(s3, topic_name):
     p = Producer({"bootstrap.servers": s.bootstrap, "acks": "all", "linger.ms": 5,
                   "batch.size": 16384})
     sent = [f"r{i}-".encode() + os.urandom(900) for i in range(1500)]
-    for v in sent:
-        p.produce(topic_name, value=v)
+    keys_sent = [None if i % 10 == 0 else f"k{i % 13}".encode() for i in range(1500)]
+    headers_sent = [[("h", str(i).encode()), ("h", None)] if i % 3 == 0 else [] for i in range(1500)]
+    for v, k, h in zip(sent, keys_sent, headers_sent):
+        p.produce(topic_name, value=v, key=k, headers=h)
     assert p.flush(60) == 0
     wait_until(lambda: local_log_bytes(s, topic_name) < 131072 + 2 * 65536,
                timeout=90, what="offload to S3 and local deletion")
@@ -191,13 +193,19 @@ def test_offload_to_s3_and_read_back(s3, topic_name):
     table = pa.concat_tables([pq.read_table(f"strata-test/{k}", filesystem=pfs) for k in keys])
     values = table.column("value").to_pylist()
     offsets = table.column("offset").to_pylist()
-    assert offsets == list(range(len(offsets))) and values == sent[:len(values)]
+    n = len(offsets)
+    assert offsets == list(range(n)) and values == sent[:n]
+    assert table.column("key").to_pylist() == keys_sent[:n]
+    hdrs = [[(h["key"], h["value"]) for h in row] for row in table.column("headers").to_pylist()]
+    assert hdrs == headers_sent[:n]
 
     import polars as pl
     opts = {"aws_endpoint_url": moto.endpoint, "aws_allow_http": "true", "aws_region": "us-east-1",
             "aws_access_key_id": "test", "aws_secret_access_key": "test"}
     df = pl.concat([pl.read_parquet(f"s3://strata-test/{k}", storage_options=opts) for k in keys])
     assert df["offset"].to_list() == offsets and df["value"].to_list() == values
+    assert df["key"].to_list() == keys_sent[:n]
+    assert [[(h["key"], h["value"]) for h in row] for row in df["headers"].to_list()] == headers_sent[:n]
 
     import datafusion
     from datafusion.object_store import AmazonS3
@@ -206,8 +214,9 @@ def test_offload_to_s3_and_read_back(s3, topic_name):
         bucket_name="strata-test", region="us-east-1", access_key_id="test",
         secret_access_key="test", endpoint=moto.endpoint, allow_http=True), "strata-test")
     ctx.register_parquet("cold", f"s3://strata-test/{prefix}")
-    rows = ctx.sql('select "offset", value from cold order by "offset"').to_pydict()
-    assert rows["offset"] == offsets and rows["value"] == values
+    rows = ctx.sql('select "offset", key, value, headers from cold order by "offset"').to_pydict()
+    assert rows["offset"] == offsets and rows["value"] == values and rows["key"] == keys_sent[:n]
+    assert [[(h["key"], h["value"]) for h in row] for row in rows["headers"]] == headers_sent[:n]
 
 
 def test_duckdb_queries_the_local_directory_store(fresh_strata, topic_name):
