@@ -35,6 +35,8 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Hot and cold segments of a topic (via a broker's HTTP port).
     Segments(cli::segments::SegmentsArgs),
+    /// Load generator against any Kafka-compatible broker.
+    Bench(cli::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -165,6 +167,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(a) => cli::produce::run(a).await,
             Command::Consume(a) => cli::consume::run(a).await,
             Command::Segments(a) => cli::segments::run(a).await,
+            Command::Bench(a) => cli::bench::run(a).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! Command-line tools: thin clients over the Kafka protocol, so they work
 //! against any Kafka-compatible broker.
 
+pub mod bench;
 pub mod consume;
 pub mod group;
 pub mod produce;
