@@ -36,7 +36,7 @@ pub struct Broker {
     pub(crate) reconcile_now: tokio::sync::Notify,
     durability: Arc<dyn Durability>,
     /// The cold tier, when an object store is configured.
-    pub(crate) cold: Option<crate::offload::ColdTier>,
+    pub(crate) cold: Option<crate::cold::ColdTier>,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
@@ -54,7 +54,7 @@ pub struct BrokerBuilder {
     advertised: (String, i32),
     grpc: Option<String>,
     http: Option<String>,
-    cold: Option<crate::offload::ColdTier>,
+    cold: Option<crate::cold::ColdTier>,
 }
 
 impl BrokerBuilder {
@@ -80,7 +80,7 @@ impl BrokerBuilder {
         prefix: impl Into<String>,
         cache_bytes: u64,
     ) -> Self {
-        self.cold = Some(crate::offload::ColdTier::new(
+        self.cold = Some(crate::cold::ColdTier::new(
             store,
             prefix.into(),
             cache_bytes,

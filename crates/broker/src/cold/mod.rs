@@ -1,0 +1,67 @@
+//! The cold tier on the broker side (DESIGN §4): offloading sealed segments
+//! as Parquet objects with manifest entries committed under the leader's
+//! fencing token (`offload`), serving reads below the local log start from
+//! them (`read`), their lifecycle — retention, DeleteRecords, topic deletion,
+//! garbage collection (`lifecycle`) — and operator listings (`listing`).
+//!
+//! Rules:
+//! - a segment is offloaded by the partition's leader only: upload first,
+//!   then commit `partitions/<t>/<p>/segments/<base>` in a transaction that
+//!   requires the leader key to still have the create revision it had when
+//!   this broker took it. A fenced leader's upload never becomes part of the
+//!   log (the object is deleted, best effort; a GC sweeps leftovers later);
+//! - a local segment is deleted (by local retention) only once the manifest
+//!   covers its last offset;
+//! - segments are offloaded one at a time (at most 64 per partition per
+//!   round), so memory stays bounded by about one segment and its Parquet
+//!   file.
+
+mod lifecycle;
+mod listing;
+mod offload;
+mod read;
+
+pub use listing::{HotSegment, PartitionSegments};
+
+use crate::error::BrokerError;
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::sync::Arc;
+
+/// The object store of the cold tier, its key prefix and a byte-bounded cache.
+pub struct ColdTier {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: String,
+    /// Whole objects by key, bounded by bytes.
+    pub(crate) cache: moka::sync::Cache<String, Bytes>,
+}
+
+impl ColdTier {
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: String, cache_bytes: u64) -> Self {
+        Self {
+            store,
+            prefix,
+            cache: moka::sync::Cache::builder()
+                .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .max_capacity(cache_bytes)
+                .build(),
+        }
+    }
+
+    pub(crate) async fn object(&self, key: &str) -> Result<Bytes, BrokerError> {
+        if let Some(b) = self.cache.get(key) {
+            return Ok(b);
+        }
+        let bytes = self
+            .store
+            .get(&ObjectPath::from(key))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment {key}: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment {key}: {e}")))?;
+        self.cache.insert(key.to_string(), bytes.clone());
+        Ok(bytes)
+    }
+}

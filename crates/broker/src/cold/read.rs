@@ -1,0 +1,105 @@
+//! Cold reads: Fetch and ListOffsets below the local log.
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use bytes::{Bytes, BytesMut};
+use strata_cold::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
+
+impl Broker {
+    /// Reads from the cold tier at `offset` (below the local log start):
+    /// whole rebuilt batches, up to `max_bytes` (at least one batch).
+    pub(crate) async fn cold_read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, BrokerError> {
+        let Some(cold) = &self.cold else {
+            return Ok(None);
+        };
+        let entry = {
+            let v = self.view();
+            v.cold_segment(topic, partition, offset)
+                .or_else(|| v.next_cold_segment(topic, partition, offset))
+        };
+        let Some(entry) = entry else { return Ok(None) };
+        let opts = ReadOptions {
+            from_offset: offset,
+            max_bytes,
+            ..ReadOptions::default()
+        };
+        let epoch = entry.epoch;
+        let batches = match cold.cache.get(&entry.object_key) {
+            // Cached (e.g. just offloaded): decode from memory.
+            Some(bytes) => tokio::task::spawn_blocking(move || read_batches(&bytes, &opts, epoch))
+                .await
+                .map_err(|e| BrokerError::Storage(format!("cold read task failed: {e}")))?,
+            // Otherwise range-read only the footer and the row groups needed.
+            None => {
+                read_batches_ranged(
+                    cold.store.clone(),
+                    &entry.object_key,
+                    entry.bytes,
+                    &opts,
+                    epoch,
+                )
+                .await
+            }
+        }
+        .map_err(|e| {
+            BrokerError::Storage(format!(
+                "cannot read cold segment {}: {e}",
+                entry.object_key
+            ))
+        })?;
+        let mut out = BytesMut::new();
+        for b in batches {
+            out.extend_from_slice(&b);
+        }
+        self.metrics
+            .cold_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(out.freeze()))
+    }
+
+    /// The first cold record with a timestamp `>= ts`: only the first
+    /// manifest entry whose max timestamp reaches `ts` is read.
+    pub(crate) async fn cold_offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>, BrokerError> {
+        let Some(cold) = &self.cold else {
+            return Ok(None);
+        };
+        let entry = self
+            .view()
+            .segments
+            .get(&(topic.to_string(), partition))
+            .and_then(|m| m.values().find(|e| e.max_timestamp >= ts).cloned());
+        let Some(entry) = entry else { return Ok(None) };
+        let bytes = cold.object(&entry.object_key).await?;
+        tokio::task::spawn_blocking(move || offset_for_timestamp(&bytes, ts))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cold lookup task failed: {e}")))?
+            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment: {e}")))
+    }
+
+    /// First offset of the whole log: the earliest in either tier, but never
+    /// below a log start offset set by DeleteRecords.
+    pub(crate) fn earliest_offset(&self, p: &Partition) -> i64 {
+        let local = p.log_start_offset();
+        let v = self.view();
+        let stored = v
+            .cold_start(&p.topic, p.index)
+            .map_or(local, |c| c.min(local));
+        let floor = v
+            .states
+            .get(&(p.topic.clone(), p.index))
+            .map_or(0, |s| s.state.log_start_offset);
+        stored.max(floor)
+    }
+}
