@@ -4,21 +4,18 @@
 //! `--json`, with a progress line on stderr while running. Every loop is
 //! bounded by a record count or a duration.
 
-use super::{connect, error_name, s};
+use super::{compression, connect, encode_batch, error_name, now_ms, record, s, send_produce};
 use anyhow::{bail, Context};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, FetchRequest, ProduceRequest, TopicName,
 };
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,17 +81,6 @@ enum BenchCmd {
     },
 }
 
-fn compression(name: &str) -> anyhow::Result<Compression> {
-    Ok(match name {
-        "none" => Compression::None,
-        "gzip" => Compression::Gzip,
-        "snappy" => Compression::Snappy,
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        other => bail!("unknown compression {other:?}"),
-    })
-}
-
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -104,35 +90,11 @@ fn now_us() -> i64 {
 
 fn batch(n: usize, size: usize, codec: Compression) -> anyhow::Result<Bytes> {
     let value = Bytes::from(vec![b'x'; size]);
-    let ts = now_us() / 1000;
-    let recs: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: ts,
-            key: None,
-            value: Some(value.clone()),
-            headers: IndexMap::new(),
-        })
+    let ts = now_ms();
+    let recs: Vec<_> = (0..n)
+        .map(|i| record(None, value.clone(), ts, i as i64))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &recs,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: codec,
-        },
-    )
-    .context("cannot encode a record batch")?;
-    Ok(buf.freeze())
+    encode_batch(&recs, codec)
 }
 
 async fn ensure_topic(c: &mut KafkaClient, topic: &str, partitions: i32) -> anyhow::Result<()> {
@@ -167,23 +129,7 @@ async fn produce_one(
     req.acks = acks;
     req.timeout_ms = 30_000;
     req.topic_data = vec![td];
-    if acks == 0 {
-        let v = c.version::<ProduceRequest>(9)?;
-        c.send_no_response(req, v).await?;
-        return Ok(());
-    }
-    let resp = c.call(req, 9).await?;
-    for t in resp.responses {
-        for pr in t.partition_responses {
-            if pr.error_code != 0 {
-                bail!(
-                    "produce to {topic}-{p} failed: {}",
-                    error_name(pr.error_code)
-                );
-            }
-        }
-    }
-    Ok(())
+    send_produce(c, req).await
 }
 
 /// Fetches from `offset`; returns (next offset, records, bytes, values).
@@ -284,6 +230,19 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("cannot build a histogram")
 }
 
+/// Waits for every task and merges their latency histograms.
+async fn merge(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
+    what: &str,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut h = histogram()?;
+    for t in tasks {
+        h.add(t.await.with_context(|| format!("{what} task failed"))??)
+            .context("histogram")?;
+    }
+    Ok(h)
+}
+
 /// Prints a progress bar on stderr every second until `done` reaches `total`.
 fn progress(label: &'static str, done: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -347,11 +306,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                     Ok::<_, anyhow::Error>(h)
                 }));
             }
-            let mut h = histogram()?;
-            for t in tasks {
-                h.add(t.await.context("producer task failed")??)
-                    .context("histogram")?;
-            }
+            let h = merge(tasks, "producer").await?;
             bar.abort();
             let sent = batches * per_batch as u64;
             Report {
@@ -388,11 +343,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                     Ok::<_, anyhow::Error>(h)
                 }));
             }
-            let mut h = histogram()?;
-            for t in tasks {
-                h.add(t.await.context("consumer task failed")??)
-                    .context("histogram")?;
-            }
+            let h = merge(tasks, "consumer").await?;
             bar.abort();
             let got = done.load(Ordering::Relaxed);
             if got < records {
@@ -428,31 +379,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                     tokio::time::sleep_until((start + interval * i as u32).into()).await;
                     let mut v = vec![b'x'; size];
                     v[..8].copy_from_slice(&now_us().to_be_bytes());
-                    let rec = Record {
-                        transactional: false,
-                        control: false,
-                        delete_horizon: false,
-                        partition_leader_epoch: -1,
-                        producer_id: -1,
-                        producer_epoch: -1,
-                        timestamp_type: TimestampType::Creation,
-                        offset: 0,
-                        sequence: -1,
-                        timestamp: now_us() / 1000,
-                        key: None,
-                        value: Some(Bytes::from(v)),
-                        headers: IndexMap::new(),
-                    };
-                    let mut buf = BytesMut::new();
-                    RecordBatchEncoder::encode(
-                        &mut buf,
-                        [&rec],
-                        &RecordEncodeOptions {
-                            version: 2,
-                            compression: Compression::None,
-                        },
-                    )?;
-                    produce_one(&mut producer, &topic, 0, buf.freeze(), 1).await?;
+                    let rec = record(None, Bytes::from(v), now_ms(), 0);
+                    let batch = encode_batch(&[rec], Compression::None)?;
+                    produce_one(&mut producer, &topic, 0, batch, 1).await?;
                 }
                 Ok::<_, anyhow::Error>(())
             });

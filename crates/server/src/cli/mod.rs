@@ -9,9 +9,14 @@ pub mod segments;
 pub mod topic;
 
 use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use kafka_protocol::ResponseError;
 use strata_kafka::client::KafkaClient;
 
@@ -63,4 +68,85 @@ pub async fn partition_count(c: &mut KafkaClient, topic: &str) -> anyhow::Result
         bail!("topic {topic}: {}", error_name(t.error_code));
     }
     Ok(t.partitions.len() as i32)
+}
+
+/// `--compression` names.
+pub fn compression(name: &str) -> anyhow::Result<Compression> {
+    Ok(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => bail!("unknown compression {other:?}"),
+    })
+}
+
+/// A plain record (no producer id, no headers) for the tools to send.
+pub fn record(key: Option<Bytes>, value: Bytes, timestamp_ms: i64, offset: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: -1,
+        timestamp: timestamp_ms,
+        key,
+        value: Some(value),
+        headers: IndexMap::new(),
+    }
+}
+
+/// Encodes records as one v2 batch.
+pub fn encode_batch(records: &[Record], codec: Compression) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: codec,
+        },
+    )
+    .context("cannot encode a record batch")?;
+    Ok(buf.freeze())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Sends a Produce request; fails on any partition error. With acks=0 the
+/// broker answers nothing, so the request is only written.
+pub async fn send_produce(c: &mut KafkaClient, req: ProduceRequest) -> anyhow::Result<()> {
+    if req.acks == 0 {
+        let v = c.version::<ProduceRequest>(9)?;
+        c.send_no_response(req, v).await?;
+        return Ok(());
+    }
+    let resp = c.call(req, 9).await?;
+    for t in resp.responses {
+        for p in t.partition_responses {
+            if p.error_code != 0 {
+                bail!(
+                    "produce to {}-{} failed: {}{}",
+                    t.name.as_str(),
+                    p.index,
+                    error_name(p.error_code),
+                    p.error_message
+                        .map(|m| format!(": {}", m.as_str()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,15 +1,12 @@
 //! `strata produce`: lines from stdin become records (optionally `KEY<sep>VALUE`).
 
-use super::{connect, error_name, partition_count, s};
-use anyhow::{bail, Context};
-use bytes::{Bytes, BytesMut};
+use super::{compression, connect, encode_batch, now_ms, partition_count, record, s, send_produce};
+use anyhow::Context;
+use bytes::Bytes;
 use clap::Args;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Record;
 use std::collections::BTreeMap;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -35,40 +32,11 @@ pub struct ProduceArgs {
     batch: usize,
 }
 
-fn compression(name: &str) -> anyhow::Result<Compression> {
-    Ok(match name {
-        "none" => Compression::None,
-        "gzip" => Compression::Gzip,
-        "snappy" => Compression::Snappy,
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        other => bail!("unknown compression {other:?}"),
-    })
-}
-
 /// FNV-1a: a stable key → partition mapping for this tool.
 fn hash(key: &[u8]) -> u32 {
     key.iter().fold(0x811c9dc5u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x01000193)
     })
-}
-
-fn record(key: Option<Bytes>, value: Bytes, now: i64, offset: i64) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        sequence: -1,
-        timestamp: now,
-        key,
-        value: Some(value),
-        headers: IndexMap::new(),
-    }
 }
 
 pub async fn run(a: ProduceArgs) -> anyhow::Result<()> {
@@ -99,10 +67,7 @@ pub async fn run(a: ProduceArgs) -> anyhow::Result<()> {
                 (None, Some(k)) => (hash(k) % partitions.max(1) as u32) as i32,
                 (None, None) => rr % partitions.max(1),
             };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = now_ms();
             let list = pending.entry(p).or_default();
             let off = list.len() as i64;
             list.push(record(key, value, now, off));
@@ -115,49 +80,18 @@ pub async fn run(a: ProduceArgs) -> anyhow::Result<()> {
         let mut td = TopicProduceData::default();
         td.name = TopicName(s(a.topic.clone()));
         for (p, recs) in std::mem::take(&mut pending) {
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &recs,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: codec,
-                },
-            )
-            .context("cannot encode record batch")?;
             total += recs.len();
             td.partition_data.push(
                 PartitionProduceData::default()
                     .with_index(p)
-                    .with_records(Some(buf.freeze())),
+                    .with_records(Some(encode_batch(&recs, codec)?)),
             );
         }
         let mut req = ProduceRequest::default();
         req.acks = a.acks;
         req.timeout_ms = 30_000;
         req.topic_data = vec![td];
-        if a.acks == 0 {
-            let v = c.version::<ProduceRequest>(9)?;
-            // acks=0: the broker sends no response; write and move on.
-            c.send_no_response(req, v).await?;
-            continue;
-        }
-        let resp = c.call(req, 9).await?;
-        for t in resp.responses {
-            for p in t.partition_responses {
-                if p.error_code != 0 {
-                    bail!(
-                        "produce to {}-{} failed: {}{}",
-                        t.name.as_str(),
-                        p.index,
-                        error_name(p.error_code),
-                        p.error_message
-                            .map(|m| format!(": {}", m.as_str()))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-        }
+        send_produce(&mut c, req).await?;
     }
     eprintln!("produced {total} record(s) to {}", a.topic);
     Ok(())
