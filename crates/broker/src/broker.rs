@@ -249,6 +249,12 @@ impl Broker {
         self.view().topic(name)
     }
 
+    /// The topic, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn require_topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
+        self.topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))
+    }
+
     pub fn topics(&self) -> Vec<TopicInfo> {
         let v = self.view();
         v.topic_names().iter().filter_map(|n| v.topic(n)).collect()

@@ -5,6 +5,7 @@ use crate::broker::Broker;
 use crate::cluster::{ClusterView, CoordinatorRecord, LeaderRecord};
 use crate::error::BrokerError;
 use crate::groups::GroupError;
+use crate::keys::ParsedKey;
 use crate::partition::Partition;
 use crate::topics::{to_json, PartitionStateRecord};
 use std::sync::Arc;
@@ -165,7 +166,18 @@ impl Broker {
                                 v.apply(&self.keys, &ev, &self.settings.topic_defaults);
                             }
                         }
-                        self.reconcile_now.notify_one();
+                        // Only topics, partition states and leaders change
+                        // what this broker hosts; offset commits, manifest
+                        // entries and coordinators do not (and the loop also
+                        // reconciles every second).
+                        if matches!(
+                            self.keys.parse(ev.key()),
+                            ParsedKey::Topic(_)
+                                | ParsedKey::PartitionState(..)
+                                | ParsedKey::PartitionLeader(..)
+                        ) {
+                            self.reconcile_now.notify_one();
+                        }
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "metadata watch ended; resyncing");

@@ -232,10 +232,6 @@ impl Partition {
         self.state().log.size_bytes()
     }
 
-    pub fn flush_sync(&self) -> Result<(), BrokerError> {
-        Ok(self.state().log.flush()?)
-    }
-
     /// Removes the partition's directory (topic deletion).
     pub fn delete_files(&self) -> Result<(), BrokerError> {
         let dir = self.state().log.dir().to_path_buf();

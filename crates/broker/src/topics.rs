@@ -175,9 +175,7 @@ impl Broker {
     /// one of its partitions removes the local files when it sees that.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let _guard = self.admin_lock.lock().await;
-        if self.topic(name).is_none() {
-            return Err(BrokerError::UnknownTopicOrPartition(name.to_string()));
-        }
+        self.require_topic(name)?;
         let objects: Vec<String> = self
             .view()
             .segments
@@ -206,9 +204,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         let _guard = self.admin_lock.lock().await;
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let topic = self.require_topic(name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(
@@ -233,9 +229,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         let _guard = self.admin_lock.lock().await;
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let topic = self.require_topic(name)?;
         let mut overrides = topic.config.overrides.clone();
         for op in ops {
             match op {

@@ -33,9 +33,7 @@ impl Broker {
         topic: &str,
         partition: Option<i32>,
     ) -> Result<Vec<PartitionSegments>, BrokerError> {
-        let t = self
-            .topic(topic)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(topic.to_string()))?;
+        let t = self.require_topic(topic)?;
         let view = self.view().clone();
         let mut out = Vec::new();
         for info in t

@@ -217,15 +217,6 @@ impl GroupCoordinator {
         lock(&self.offsets).clear();
     }
 
-    /// Names of groups with state here (members or committed offsets).
-    pub fn known_groups(&self) -> Vec<String> {
-        let mut names: Vec<String> = lock(&self.groups).keys().cloned().collect();
-        names.extend(lock(&self.offsets).keys().cloned());
-        names.sort();
-        names.dedup();
-        names
-    }
-
     fn group(&self, id: &str) -> Arc<Mutex<Group>> {
         lock(&self.groups)
             .entry(id.to_string())
