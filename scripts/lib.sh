@@ -36,7 +36,21 @@ need_cargo() {
 
 need_python_clients() {
   command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
-  if ! python3 -c "import confluent_kafka, kafka, pytest, pyarrow, moto, boto3, duckdb, polars, datafusion, yaml" >/dev/null 2>&1; then
+  if ! python3 -c "import confluent_kafka, kafka, pytest, pyarrow, moto, boto3, duckdb, polars, datafusion, yaml, hcl2, kubernetes_validate, yamllint" >/dev/null 2>&1; then
     python3 -m pip install -q -r tests/requirements.txt
   fi
+}
+
+# Deployment validation tools. checkov pins dependencies (boto3, packaging)
+# that clash with the test clients, so it lives in its own virtualenv.
+CHECKOV_VENV=${CHECKOV_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/strata-checkov}
+need_deploy_tools() {
+  if ! python3 -c "import hcl2, kubernetes_validate, yamllint" >/dev/null 2>&1; then
+    python3 -m pip install -q -r tests/requirements.txt
+  fi
+  if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+    python3 -m venv "$CHECKOV_VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$CHECKOV_VENV"; }
+    "$CHECKOV_VENV/bin/pip" install -q 'checkov==3.3.30'
+  fi
+  export STRATA_CHECKOV="$CHECKOV_VENV/bin/checkov"
 }

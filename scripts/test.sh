@@ -12,6 +12,7 @@ apt_install kcat etcd-server etcd-client
 # Debian starts etcd as a service on install; the tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
 need_python_clients
+need_deploy_tools
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -153,7 +153,7 @@ impl BrokerBuilder {
             port: self.advertised.1,
             grpc: self.grpc.clone(),
             http: self.http.clone(),
-            rack: None,
+            rack: self.settings.rack.clone(),
             start_ms: self.clock.now_ms(),
         };
         let broker = Arc::new(Broker {

@@ -11,6 +11,9 @@ use strata_log::LogConfig;
 #[serde(default)]
 pub struct BrokerSettings {
     pub node_id: i32,
+    /// `broker.rack`: failure domain (e.g. the availability zone), recorded
+    /// in `brokers/<id>` and reported in Metadata.
+    pub rack: Option<String>,
     /// `auto.create.topics.enable`
     pub auto_create_topics: bool,
     /// `num.partitions`
@@ -42,6 +45,7 @@ impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
             node_id: 0,
+            rack: None,
             auto_create_topics: true,
             num_partitions: 1,
             default_replication_factor: 1,

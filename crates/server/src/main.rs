@@ -37,6 +37,9 @@ enum Command {
     Segments(cli::segments::SegmentsArgs),
     /// Load generator against any Kafka-compatible broker.
     Bench(cli::bench::BenchArgs),
+    /// Check settings and print the effective ones (defaults < config file <
+    /// STRATA_* < flags) as TOML; fails on unknown or invalid settings.
+    Config(DevArgs),
 }
 
 #[derive(Args)]
@@ -69,9 +72,10 @@ struct BrokerArgs {
     /// Broker id, unique in the cluster.
     #[arg(long)]
     id: i32,
-    /// etcd endpoints, comma-separated (http://host:port,...).
+    /// etcd endpoints, comma-separated (http://host:port,...); or `etcd` in
+    /// the config file / STRATA_ETCD.
     #[arg(long)]
-    etcd: String,
+    etcd: Option<String>,
     /// Cluster name: the etcd prefix is /strata/<cluster>/.
     #[arg(long)]
     cluster: Option<String>,
@@ -84,10 +88,10 @@ struct BrokerArgs {
 
 impl BrokerArgs {
     fn overrides(&self) -> Vec<(String, String)> {
-        let mut o = vec![
-            ("node_id".to_string(), self.id.to_string()),
-            ("etcd".to_string(), format!("{:?}", self.etcd)),
-        ];
+        let mut o = vec![("node_id".to_string(), self.id.to_string())];
+        if let Some(e) = &self.etcd {
+            o.push(("etcd".into(), format!("{e:?}")));
+        }
         if let Some(c) = &self.cluster {
             o.push(("cluster".into(), format!("{c:?}")));
         }
@@ -168,6 +172,15 @@ fn main() -> std::process::ExitCode {
             Command::Consume(a) => cli::consume::run(a).await,
             Command::Segments(a) => cli::segments::run(a).await,
             Command::Bench(a) => cli::bench::run(a).await,
+            Command::Config(args) => {
+                let s = settings::Settings::load(
+                    args.config.as_deref(),
+                    std::env::vars(),
+                    &args.overrides(),
+                )?;
+                print!("{}", s.to_redacted_toml()?);
+                Ok(())
+            }
         }
     });
     match result {

@@ -112,7 +112,7 @@ pub async fn cluster(settings: Settings) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .collect();
     if endpoints.is_empty() {
-        bail!("strata broker needs --etcd URL[,URL...]");
+        bail!("strata broker needs etcd endpoints: --etcd URL[,URL...], `etcd` in the config file, or STRATA_ETCD");
     }
     let mut delay = Duration::from_millis(200);
     let store = loop {

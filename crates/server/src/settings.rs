@@ -35,6 +35,8 @@ pub struct Settings {
     pub grpc: Option<String>,
     pub cluster: String,
     pub node_id: i32,
+    /// Failure domain (e.g. availability zone) reported as the broker's rack.
+    pub rack: Option<String>,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -78,6 +80,7 @@ impl Default for Settings {
             grpc: None,
             cluster: "strata".into(),
             node_id: b.node_id,
+            rack: None,
             auto_create_topics: b.auto_create_topics,
             num_partitions: b.num_partitions,
             default_replication_factor: b.default_replication_factor,
@@ -105,6 +108,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "object_store",
     "etcd",
     "grpc",
+    "rack",
     "aws_endpoint_url",
     "aws_region",
     "aws_access_key_id",
@@ -167,6 +171,18 @@ impl Settings {
                 bail!("unknown setting {k:?}");
             }
         }
+        // Topic defaults are Kafka config strings; accept TOML numbers and
+        // booleans for them too (`"segment.bytes" = 134217728`).
+        if let Some(toml::Value::Table(t)) = table.get_mut("topic_defaults") {
+            for (_, v) in t.iter_mut() {
+                match v {
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                        *v = toml::Value::String(v.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
         // Optional settings set to "" mean "unset".
         table.retain(|_, v| !matches!(v, toml::Value::String(s) if s.is_empty()));
         let s: Settings = toml::Value::Table(table)
@@ -175,9 +191,20 @@ impl Settings {
         Ok(s)
     }
 
+    /// The settings as TOML with secrets replaced by `"<redacted>"`, for
+    /// `strata config`.
+    pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
+        let mut s = self.clone();
+        if s.aws_secret_access_key.is_some() {
+            s.aws_secret_access_key = Some("<redacted>".into());
+        }
+        toml::to_string(&s).context("cannot serialise settings")
+    }
+
     pub fn broker_settings(&self) -> BrokerSettings {
         BrokerSettings {
             node_id: self.node_id,
+            rack: self.rack.clone(),
             auto_create_topics: self.auto_create_topics,
             num_partitions: self.num_partitions,
             default_replication_factor: self.default_replication_factor,
@@ -252,5 +279,36 @@ mod tests {
         let f = d.path().join("bad.toml");
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Settings::load(Some(&f), std::iter::empty(), &[]).is_err());
+    }
+
+    #[test]
+    fn topic_defaults_accept_numbers_and_rack_is_optional() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("strata.toml");
+        std::fs::write(
+            &f,
+            "rack = \"zone-a\"\n[topic_defaults]\n\"segment.bytes\" = 4096\n\"x.enable\" = true\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f), std::iter::empty(), &[]).unwrap();
+        assert_eq!(s.topic_defaults.get("segment.bytes").unwrap(), "4096");
+        assert_eq!(s.topic_defaults.get("x.enable").unwrap(), "true");
+        assert_eq!(s.broker_settings().rack.as_deref(), Some("zone-a"));
+        let none = Settings::load(None, std::iter::empty(), &[]).unwrap();
+        assert_eq!(none.rack, None);
+    }
+
+    #[test]
+    fn redacted_toml_hides_the_secret_key_and_round_trips() {
+        let env = vec![(
+            "STRATA_AWS_SECRET_ACCESS_KEY".to_string(),
+            "s3cr3t".to_string(),
+        )];
+        let s = Settings::load(None, env.into_iter(), &[]).unwrap();
+        let text = s.to_redacted_toml().unwrap();
+        assert!(!text.contains("s3cr3t"));
+        assert!(text.contains("<redacted>"));
+        let back: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(back.listen, s.listen);
     }
 }
