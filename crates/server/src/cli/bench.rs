@@ -368,7 +368,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             let mut producer = connect(&common.bootstrap).await?;
             let mut consumer = connect(&common.bootstrap).await?;
             // Start at the end of the partition: only this run's records count.
-            let ends = super::topic::offsets(&mut consumer, &common.topic, 1).await?;
+            let mut routes = super::route::Routes::connect(&common.bootstrap).await?;
+            routes.refresh(&common.topic).await?;
+            let ends = super::topic::offsets(&mut routes, &common.topic, 1).await?;
             let mut offset = ends.first().map_or(0, |(_, _, end)| (*end).max(0));
             let topic = common.topic.clone();
             let size = common.size.max(16);

@@ -1,6 +1,7 @@
 //! `strata consume`: records of a topic to stdout, one per line.
 
-use super::{connect, error_name, partition_count, s};
+use super::route::Routes;
+use super::{error_name, s};
 use anyhow::{bail, Context};
 use clap::Args;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -37,14 +38,14 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
-    let mut c = connect(&a.bootstrap).await?;
-    let n = partition_count(&mut c, &a.topic).await?;
+    let mut r = Routes::connect(&a.bootstrap).await?;
+    let n = r.refresh(&a.topic).await?;
     let parts: Vec<i32> = match a.partition {
         Some(p) if p >= 0 && p < n => vec![p],
         Some(p) => bail!("topic {} has no partition {p}", a.topic),
         None => (0..n).collect(),
     };
-    let offsets = super::topic::offsets(&mut c, &a.topic, n).await?;
+    let offsets = super::topic::offsets(&mut r, &a.topic, n).await?;
     let mut pos: Vec<(i32, i64)> = parts
         .iter()
         .map(|p| {
@@ -65,30 +66,38 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
     let mut last_data = Instant::now();
     let stdout = std::io::stdout();
     loop {
-        let mut t = FetchTopic::default();
-        t.topic = TopicName(s(a.topic.clone()));
-        t.partitions = pos
-            .iter()
-            .map(|(p, o)| {
-                FetchPartition::default()
-                    .with_partition(*p)
-                    .with_fetch_offset(*o)
-                    .with_partition_max_bytes(1 << 20)
-            })
-            .collect();
-        let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.max_wait_ms = 500;
-        req.min_bytes = 1;
-        req.max_bytes = 16 << 20;
-        req.session_epoch = -1;
-        req.topics = vec![t];
-        let resp = c.call(req, 11).await?;
-        if resp.error_code != 0 {
-            bail!("fetch failed: {}", error_name(resp.error_code));
+        let leaders = r.by_leader(&a.topic, pos.iter().map(|(p, _)| *p))?;
+        // Several leaders are asked in turn; split the wait between them.
+        let max_wait_ms = 500 / leaders.len().max(1) as i32;
+        let mut responses = Vec::new();
+        for (leader, parts) in leaders {
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(s(a.topic.clone()));
+            t.partitions = pos
+                .iter()
+                .filter(|(p, _)| parts.contains(p))
+                .map(|(p, o)| {
+                    FetchPartition::default()
+                        .with_partition(*p)
+                        .with_fetch_offset(*o)
+                        .with_partition_max_bytes(1 << 20)
+                })
+                .collect();
+            let mut req = FetchRequest::default();
+            req.replica_id = BrokerId(-1);
+            req.max_wait_ms = max_wait_ms;
+            req.min_bytes = 1;
+            req.max_bytes = 16 << 20;
+            req.session_epoch = -1;
+            req.topics = vec![t];
+            let resp = r.broker(leader).await?.call(req, 11).await?;
+            if resp.error_code != 0 {
+                bail!("fetch failed: {}", error_name(resp.error_code));
+            }
+            responses.extend(resp.responses);
         }
         let mut out = stdout.lock();
-        for tr in resp.responses {
+        for tr in responses {
             for pd in tr.partitions {
                 if pd.error_code != 0 {
                     bail!(

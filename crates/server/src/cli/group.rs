@@ -1,5 +1,6 @@
 //! `strata group list|describe`: members, assignments, committed offsets, lag.
 
+use super::route::Routes;
 use super::{connect, error_name, s};
 use anyhow::bail;
 use bytes::{Buf, Bytes};
@@ -67,7 +68,9 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
             }
         }
         GroupCmd::Describe { bootstrap, group } => {
-            let mut c = connect(&bootstrap).await?;
+            let mut r = Routes::connect(&bootstrap).await?;
+            let coordinator = r.coordinator(&group).await?;
+            let c = r.broker(coordinator).await?;
             let mut req = DescribeGroupsRequest::default();
             req.groups = vec![GroupId(s(group.clone()))];
             let resp = c.call(req, 5).await?;
@@ -137,10 +140,13 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<()> {
                 "topic", "partition", "committed", "log-end", "lag"
             );
             for (topic, parts) in committed {
-                let n = parts.iter().map(|(p, _)| *p).max().unwrap_or(0) + 1;
-                let ends = super::topic::offsets(&mut c, &topic, n)
-                    .await
-                    .unwrap_or_default();
+                // A deleted topic or a leaderless partition shows lag -1.
+                let ends = match r.refresh(&topic).await {
+                    Ok(n) => super::topic::offsets(&mut r, &topic, n)
+                        .await
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
                 for (p, off) in parts {
                     let end = ends
                         .iter()

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod route;
 pub mod segments;
 pub mod topic;
 
@@ -26,10 +27,23 @@ pub fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
+/// Connects to the first reachable of the comma-separated `bootstrap`
+/// servers (`host:port[,host:port...]`), as Kafka clients do.
 pub async fn connect(bootstrap: &str) -> anyhow::Result<KafkaClient> {
-    KafkaClient::connect(bootstrap, "strata-cli")
-        .await
-        .with_context(|| format!("cannot reach the broker at {bootstrap}"))
+    let mut last = None;
+    for addr in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        match KafkaClient::connect(addr, "strata-cli").await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(anyhow::Error::new(e).context(format!("cannot reach {addr}"))),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| anyhow::anyhow!("empty bootstrap server list"))
+        .context(format!("cannot reach any broker in {bootstrap}")))
 }
 
 pub fn s(v: impl Into<String>) -> StrBytes {
@@ -59,17 +73,6 @@ pub async fn metadata(
 }
 
 /// Partition count of one topic.
-pub async fn partition_count(c: &mut KafkaClient, topic: &str) -> anyhow::Result<i32> {
-    let md = metadata(c, Some(&[topic.to_string()])).await?;
-    let Some(t) = md.topics.first() else {
-        bail!("no metadata returned for topic {topic}");
-    };
-    if t.error_code != 0 {
-        bail!("topic {topic}: {}", error_name(t.error_code));
-    }
-    Ok(t.partitions.len() as i32)
-}
-
 /// `--compression` names.
 pub fn compression(name: &str) -> anyhow::Result<Compression> {
     Ok(match name {

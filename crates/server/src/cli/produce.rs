@@ -1,6 +1,7 @@
 //! `strata produce`: lines from stdin become records (optionally `KEY<sep>VALUE`).
 
-use super::{compression, connect, encode_batch, now_ms, partition_count, record, s, send_produce};
+use super::route::Routes;
+use super::{compression, encode_batch, now_ms, record, s, send_produce};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
@@ -41,8 +42,8 @@ fn hash(key: &[u8]) -> u32 {
 
 pub async fn run(a: ProduceArgs) -> anyhow::Result<()> {
     let codec = compression(&a.compression)?;
-    let mut c = connect(&a.bootstrap).await?;
-    let partitions = partition_count(&mut c, &a.topic).await?;
+    let mut r = Routes::connect(&a.bootstrap).await?;
+    let partitions = r.refresh(&a.topic).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     let mut rr = 0i32;
@@ -77,21 +78,26 @@ pub async fn run(a: ProduceArgs) -> anyhow::Result<()> {
         if pending.is_empty() {
             continue;
         }
-        let mut td = TopicProduceData::default();
-        td.name = TopicName(s(a.topic.clone()));
-        for (p, recs) in std::mem::take(&mut pending) {
-            total += recs.len();
-            td.partition_data.push(
-                PartitionProduceData::default()
-                    .with_index(p)
-                    .with_records(Some(encode_batch(&recs, codec)?)),
-            );
+        // One request per partition leader.
+        let batches = std::mem::take(&mut pending);
+        for (leader, parts) in r.by_leader(&a.topic, batches.keys().copied())? {
+            let mut td = TopicProduceData::default();
+            td.name = TopicName(s(a.topic.clone()));
+            for p in parts {
+                let recs = &batches[&p];
+                total += recs.len();
+                td.partition_data.push(
+                    PartitionProduceData::default()
+                        .with_index(p)
+                        .with_records(Some(encode_batch(recs, codec)?)),
+                );
+            }
+            let mut req = ProduceRequest::default();
+            req.acks = a.acks;
+            req.timeout_ms = 30_000;
+            req.topic_data = vec![td];
+            send_produce(r.broker(leader).await?, req).await?;
         }
-        let mut req = ProduceRequest::default();
-        req.acks = a.acks;
-        req.timeout_ms = 30_000;
-        req.topic_data = vec![td];
-        send_produce(&mut c, req).await?;
     }
     eprintln!("produced {total} record(s) to {}", a.topic);
     Ok(())

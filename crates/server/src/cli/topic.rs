@@ -1,5 +1,6 @@
 //! `strata topic create|list|describe|delete|alter`.
 
+use super::route::Routes;
 use super::{connect, error_name, metadata, parse_kv, s};
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -13,7 +14,7 @@ use kafka_protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, TopicName,
 };
-use strata_kafka::client::KafkaClient;
+use std::collections::BTreeMap;
 
 #[derive(Args)]
 pub struct TopicArgs {
@@ -189,44 +190,59 @@ pub async fn run(a: TopicArgs) -> anyhow::Result<()> {
 }
 
 /// `(earliest, latest)` offsets per partition.
+/// `(partition, log start, log end)` of every partition, each asked of its
+/// leader.
 pub async fn offsets(
-    c: &mut KafkaClient,
+    r: &mut Routes,
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<Vec<(i32, i64, i64)>> {
-    let mut out = Vec::new();
-    let mut ends = [Vec::new(), Vec::new()];
-    for (i, ts) in [-2i64, -1].into_iter().enumerate() {
-        let mut t = ListOffsetsTopic::default();
-        t.name = TopicName(s(topic.to_string()));
-        t.partitions = (0..partitions)
-            .map(|p| {
-                ListOffsetsPartition::default()
-                    .with_partition_index(p)
-                    .with_timestamp(ts)
-            })
-            .collect();
-        let mut req = ListOffsetsRequest::default();
-        req.replica_id = kafka_protocol::messages::BrokerId(-1);
-        req.topics = vec![t];
-        let resp = c.call(req, 6).await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                ends[i].push((p.partition_index, p.offset));
+    let mut starts = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    for (leader, parts) in r.by_leader(topic, 0..partitions)? {
+        let c = r.broker(leader).await?;
+        for ts in [-2i64, -1] {
+            let mut t = ListOffsetsTopic::default();
+            t.name = TopicName(s(topic.to_string()));
+            t.partitions = parts
+                .iter()
+                .map(|p| {
+                    ListOffsetsPartition::default()
+                        .with_partition_index(*p)
+                        .with_timestamp(ts)
+                })
+                .collect();
+            let mut req = ListOffsetsRequest::default();
+            req.replica_id = kafka_protocol::messages::BrokerId(-1);
+            req.topics = vec![t];
+            let resp = c.call(req, 6).await?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    if p.error_code != 0 {
+                        bail!(
+                            "list offsets {topic}-{}: {}",
+                            p.partition_index,
+                            error_name(p.error_code)
+                        );
+                    }
+                    let map = if ts == -2 { &mut starts } else { &mut ends };
+                    map.insert(p.partition_index, p.offset);
+                }
             }
         }
     }
-    for (p, start) in &ends[0] {
-        let end = ends[1].iter().find(|(q, _)| q == p).map_or(-1, |(_, o)| *o);
-        out.push((*p, *start, end));
-    }
-    out.sort();
-    Ok(out)
+    Ok(starts
+        .into_iter()
+        .map(|(p, start)| (p, start, ends.get(&p).copied().unwrap_or(-1)))
+        .collect())
 }
 
 async fn describe(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
-    let mut c = connect(bootstrap).await?;
-    let md = metadata(&mut c, Some(&[topic.to_string()])).await?;
+    let mut r = Routes::connect(bootstrap).await?;
+    let n = r.refresh(topic).await?;
+    let offs = offsets(&mut r, topic, n).await?;
+    let c = r.any();
+    let md = metadata(c, Some(&[topic.to_string()])).await?;
     let Some(t) = md.topics.first() else {
         bail!("no metadata for {topic}");
     };
@@ -238,7 +254,6 @@ async fn describe(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
         t.topic_id,
         t.partitions.len()
     );
-    let offs = offsets(&mut c, topic, t.partitions.len() as i32).await?;
     for p in &t.partitions {
         let (start, end) = offs
             .iter()
