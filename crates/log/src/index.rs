@@ -31,6 +31,10 @@ pub(crate) struct Indexes {
     time_file: File,
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,
+    /// Encoded entries not yet written: one append's entries go to the files
+    /// in one write each (see [`Indexes::write_pending`]).
+    offset_buf: Vec<u8>,
+    time_buf: Vec<u8>,
 }
 
 impl Indexes {
@@ -45,6 +49,8 @@ impl Indexes {
             time_file,
             offsets: Vec::new(),
             times: Vec::new(),
+            offset_buf: Vec::new(),
+            time_buf: Vec::new(),
         })
     }
 
@@ -88,24 +94,42 @@ impl Indexes {
             time_file,
             offsets,
             times,
+            offset_buf: Vec::new(),
+            time_buf: Vec::new(),
         }))
     }
 
-    pub fn append_offset(&mut self, e: OffsetEntry) -> Result<(), LogError> {
-        let mut b = [0u8; 8];
-        b[..4].copy_from_slice(&e.rel_offset.to_be_bytes());
-        b[4..].copy_from_slice(&e.position.to_be_bytes());
-        self.offset_file.write_all(&b).at(&self.offset_path)?;
+    /// Adds an entry; it reaches the file at the next [`Self::write_pending`].
+    pub fn append_offset(&mut self, e: OffsetEntry) {
+        self.offset_buf
+            .extend_from_slice(&e.rel_offset.to_be_bytes());
+        self.offset_buf.extend_from_slice(&e.position.to_be_bytes());
         self.offsets.push(e);
-        Ok(())
     }
 
-    pub fn append_time(&mut self, e: TimeEntry) -> Result<(), LogError> {
-        let mut b = [0u8; 12];
-        b[..8].copy_from_slice(&e.timestamp.to_be_bytes());
-        b[8..].copy_from_slice(&e.rel_offset.to_be_bytes());
-        self.time_file.write_all(&b).at(&self.time_path)?;
+    /// Adds an entry; it reaches the file at the next [`Self::write_pending`].
+    pub fn append_time(&mut self, e: TimeEntry) {
+        self.time_buf.extend_from_slice(&e.timestamp.to_be_bytes());
+        self.time_buf.extend_from_slice(&e.rel_offset.to_be_bytes());
         self.times.push(e);
+    }
+
+    /// Writes the entries added since the last call, one write per file.
+    /// Lookups use the in-memory entries, so this only bounds what a crash
+    /// can lose, and a lost or torn tail is rebuilt from the segment on open.
+    pub fn write_pending(&mut self) -> Result<(), LogError> {
+        if !self.offset_buf.is_empty() {
+            self.offset_file
+                .write_all(&self.offset_buf)
+                .at(&self.offset_path)?;
+            self.offset_buf.clear();
+        }
+        if !self.time_buf.is_empty() {
+            self.time_file
+                .write_all(&self.time_buf)
+                .at(&self.time_path)?;
+            self.time_buf.clear();
+        }
         Ok(())
     }
 

@@ -14,6 +14,8 @@ use strata_record::{layout, BatchError, BatchHeader, BatchIter};
 
 /// How much of a segment is read at once while scanning headers.
 const SCAN_CHUNK: usize = 1 << 20;
+/// Bytes read at a time while walking batch headers to a fetch offset.
+const LOCATE_CHUNK: usize = 8 << 10;
 
 pub(crate) struct Segment {
     pub base_offset: i64,
@@ -126,6 +128,7 @@ impl Segment {
             for (pos, h) in &pending {
                 seg.index_batch(*pos, h, h.total_size())?;
             }
+            seg.idx.write_pending()?;
         } else {
             for (_, h) in &pending {
                 seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp);
@@ -159,7 +162,7 @@ impl Segment {
             self.idx.append_offset(OffsetEntry {
                 rel_offset,
                 position: pos as u32,
-            })?;
+            });
             // Time entries record the running max timestamp whenever it grew.
             if self
                 .idx
@@ -170,7 +173,7 @@ impl Segment {
                 self.idx.append_time(TimeEntry {
                     timestamp: self.max_timestamp,
                     rel_offset,
-                })?;
+                });
             }
             self.bytes_since_index = 0;
         }
@@ -187,6 +190,7 @@ impl Segment {
             self.index_batch(start + *pos as u64, h, h.total_size())?;
             self.next_offset = h.next_offset();
         }
+        self.idx.write_pending()?;
         self.size += buf.len() as u64;
         Ok(())
     }
@@ -202,17 +206,7 @@ impl Segment {
     ) -> Result<Option<Bytes>, LogError> {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let from = u64::from(self.idx.floor_position(rel));
-        // The floor index entry bounds this scan to about one index interval.
-        let mut first: Option<(u64, BatchHeader)> = None;
-        scan_until(&self.file, &self.path, from, self.size, |p, h| {
-            if h.last_offset() >= offset {
-                first = Some((p, *h));
-                true
-            } else {
-                false
-            }
-        })?;
-        let Some((start, fh)) = first else {
+        let Some((start, fh)) = self.locate(from, offset)? else {
             return Ok(None);
         };
         if fh.base_offset >= upper {
@@ -231,6 +225,38 @@ impl Segment {
         }
         buf.truncate(end);
         Ok(Some(buf.freeze()))
+    }
+
+    /// The first batch at or after file position `from` whose last offset is
+    /// `>= offset`, walking headers only. `from` is a floor index entry, so
+    /// the walk spans about one index interval: it reads small chunks rather
+    /// than the batches themselves (which the caller reads once, after).
+    fn locate(&self, from: u64, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let mut buf = vec![0u8; LOCATE_CHUNK];
+        let mut pos = from;
+        while pos + layout::HEADER_SIZE as u64 <= self.size {
+            let n = (LOCATE_CHUNK as u64).min(self.size - pos) as usize;
+            self.file.read_exact_at(&mut buf[..n], pos).at(&self.path)?;
+            let mut at = 0usize;
+            while at + layout::HEADER_SIZE <= n {
+                let h = match BatchHeader::parse_prefix(&buf[at..n]) {
+                    Ok(h) => h,
+                    // Only complete, validated batches are ever below
+                    // `size`; anything else is the end of what we can use.
+                    Err(_) => return Ok(None),
+                };
+                if pos + (at + h.total_size()) as u64 > self.size {
+                    return Ok(None);
+                }
+                if h.last_offset() >= offset {
+                    return Ok(Some((pos + at as u64, h)));
+                }
+                at += h.total_size();
+            }
+            // The next header starts at `pos + at` (possibly past this chunk).
+            pos += at as u64;
+        }
+        Ok(None)
     }
 
     /// First `(offset, timestamp)` in this segment with timestamp `>= ts`.

@@ -106,6 +106,20 @@ impl BatchHeader {
     ///
     /// Fails if `buf` is shorter than the header or than the declared length.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        let h = Self::parse_prefix(buf)?;
+        let total = h.total_size();
+        if buf.len() < total {
+            return Err(BatchError::Truncated {
+                needed: total,
+                available: buf.len(),
+            });
+        }
+        Ok(h)
+    }
+
+    /// Parses the header at the start of `buf`, which needs to hold only the
+    /// header, not the whole batch (for walking headers of stored batches).
+    pub fn parse_prefix(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < layout::LOG_OVERHEAD + 5 {
             return Err(BatchError::Truncated {
                 needed: layout::LOG_OVERHEAD + 5,
@@ -120,10 +134,9 @@ impl BatchHeader {
         if (batch_length as i64) < (layout::HEADER_SIZE - layout::LOG_OVERHEAD) as i64 {
             return Err(BatchError::InvalidLength(batch_length));
         }
-        let total = layout::LOG_OVERHEAD + batch_length as usize;
-        if buf.len() < total {
+        if buf.len() < layout::HEADER_SIZE {
             return Err(BatchError::Truncated {
-                needed: total,
+                needed: layout::HEADER_SIZE,
                 available: buf.len(),
             });
         }

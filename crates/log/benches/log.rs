@@ -1,0 +1,102 @@
+//! Local-log hot spots: appending a produce request's batches to the active
+//! segment, finding a batch by offset through the sparse index, and
+//! assembling a fetch (reading whole batches up to `max_bytes`).
+//! Appends are not fsync'd here: that cost is the disk's, measured by the
+//! machine-limit step of `scripts/bench.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark inputs are built here
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+use strata_log::{LogConfig, PartitionLog};
+use strata_record::{build_batch, validate_batches, KeyValue, ValidationLimits};
+
+const LIMITS: ValidationLimits = ValidationLimits {
+    max_batch_bytes: 1 << 20,
+};
+
+/// 16 batches of 160 records of 100 bytes (~300 KB), as one produce request.
+fn request() -> BytesMut {
+    let v = [b'x'; 100];
+    let keys: Vec<String> = (0..160).map(|i| format!("key-{i:06}")).collect();
+    let recs: Vec<KeyValue<'_>> = keys
+        .iter()
+        .map(|k| (Some(k.as_bytes()), Some(&v[..])))
+        .collect();
+    let mut out = BytesMut::new();
+    for _ in 0..16 {
+        out.extend_from_slice(&build_batch(0, 1_700_000_000_000, &recs));
+    }
+    out
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 256 << 20,
+        ..LogConfig::default()
+    }
+}
+
+fn append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(), 0).unwrap();
+    let req = request();
+    let validated = validate_batches(&req, LIMITS).unwrap();
+    let mut g = c.benchmark_group("log");
+    g.throughput(Throughput::Bytes(req.len() as u64));
+    g.bench_function("append/16x160x100B", |b| {
+        b.iter_batched_ref(
+            || req.clone(),
+            |buf| log.append(buf, &validated, 1, 0, false).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// A log of ~64 MiB (one segment) to read from.
+fn filled() -> (tempfile::TempDir, PartitionLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(), 0).unwrap();
+    let req = request();
+    let validated = validate_batches(&req, LIMITS).unwrap();
+    while log.size_bytes() < 64 << 20 {
+        let mut buf = req.clone();
+        log.append(&mut buf, &validated, 1, 0, false).unwrap();
+    }
+    (dir, log)
+}
+
+fn read(c: &mut Criterion) {
+    let (_dir, log) = filled();
+    let end = log.next_offset();
+    let mut g = c.benchmark_group("log");
+    // A pseudo-random walk over offsets: each read is an index binary search
+    // plus a scan of at most index.interval.bytes and one positioned read.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("index_lookup/read_one_batch_at_random_offset", |b| {
+        b.iter(|| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let offset = (x % end as u64) as i64;
+            black_box(log.read(offset, 1, end).unwrap())
+        })
+    });
+    g.throughput(Throughput::Bytes(1 << 20));
+    let mut at = 0i64;
+    g.bench_function("fetch_assembly/1MiB_sequential", |b| {
+        b.iter(|| {
+            let r = log.read(at, 1 << 20, end).unwrap();
+            let batches = strata_record::BatchIter::new(&r.data);
+            let last = batches.last().map(|(_, h)| h.next_offset()).unwrap_or(end);
+            at = if last >= end { 0 } else { last };
+            black_box(r)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, read);
+criterion_main!(benches);

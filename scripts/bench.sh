@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The benchmark matrix, reproducibly: measures this machine's own limits
+# (fdatasync'd sequential write, loopback TCP), starts a release `strata dev`
+# on free loopback ports, runs `strata bench` for each row, the criterion
+# Parquet benchmarks for offload, and writes a Markdown table.
+#
+#   scripts/bench.sh                 full matrix (a few minutes)
+#   QUICK=1 scripts/bench.sh         small counts: a smoke run, figures meaningless
+#   OUT=file.md scripts/bench.sh     where the table goes (default target/bench/results.md)
+#   BOOTSTRAP=host:port scripts/bench.sh   run the Kafka rows against another broker
+#
+# Not a CI step: these are timings on a shared machine. Compare figures with
+# the machine limits measured in the same run (docs/benchmarks.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+OUT=${OUT:-target/bench/results.md}
+QUICK=${QUICK:-0}
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-bench.XXXXXX")
+BROKER_PID=""
+cleanup() {
+  [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ "$QUICK" = 1 ]; then
+  N100=200000 N1K=20000 NALL=100000 NCOLD=100000 E2E_S=3
+else
+  N100=5000000 N1K=1000000 NALL=2000000 NCOLD=2000000 E2E_S=20
+fi
+
+need_cargo
+command -v iperf3 >/dev/null 2>&1 || apt_install iperf3 || true
+cargo build --release --bin strata -q
+S=$PWD/target/release/strata
+
+json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
+rows=()
+row() { rows+=("| $1 | $2 | $3 |"); echo "  $1: $2"; }
+
+echo "== machine limits"
+dd_out=$(dd if=/dev/zero of="$WORK/dd" bs=1M count=$([ "$QUICK" = 1 ] && echo 256 || echo 2048) conv=fdatasync 2>&1 | tail -1)
+disk=$(echo "$dd_out" | awk -F', ' '{print $NF}')
+rm -f "$WORK/dd"
+row "disk: sequential write + fdatasync (dd 1 MiB blocks)" "$disk" "limit"
+if command -v iperf3 >/dev/null 2>&1; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+  sleep 0.5
+  tcp=$(iperf3 -c 127.0.0.1 -p "$port" -t $([ "$QUICK" = 1 ] && echo 2 || echo 5) -J \
+        | python3 -c 'import json,sys; print("%.0f MB/s" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))')
+  row "loopback TCP, one stream (iperf3)" "$tcp" "limit"
+else
+  row "loopback TCP" "iperf3 not available" "limit"
+fi
+row "cores" "$(nproc)" "limit"
+
+if [ -z "${BOOTSTRAP:-}" ]; then
+  echo "== starting strata dev (release)"
+  "$S" dev --data-dir "$WORK/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+    --set retention_check_interval_ms=500 >"$WORK/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 1 100); do
+    grep -q "http listening on" "$WORK/broker.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  BOOTSTRAP=$(grep -o "kafka listening on [0-9.:]*" "$WORK/broker.log" | awk '{print $4}')
+  HTTP=$(grep -o "http listening on [0-9.:]*" "$WORK/broker.log" | awk '{print $4}')
+  [ -n "$BOOTSTRAP" ] || { echo "error: broker did not start; see $WORK/broker.log" >&2; cat "$WORK/broker.log" >&2; exit 1; }
+fi
+B=$BOOTSTRAP
+echo "== strata bench against $B"
+
+r=$("$S" bench produce --bootstrap "$B" --topic p100 --size 100 --records "$N100" --acks 1 --json)
+row "produce 100 B, acks=1, 4 partitions" "$(echo "$r" | json '"%.2f M records/s (%.0f MB/s), p99 %.2f ms" % (d["records_per_sec"]/1e6, d["mb_per_sec"], d["latency_ms"]["p99"])')" "≥ 3.3 M records/s"
+r=$("$S" bench produce --bootstrap "$B" --topic p1k --size 1024 --batch 100 --records "$N1K" --acks 1 --json)
+row "produce 1 KiB, acks=1, 4 partitions" "$(echo "$r" | json '"%.0f MB/s (%.0f k records/s)" % (d["mb_per_sec"], d["records_per_sec"]/1e3)')" "≥ 1 GB/s"
+r=$("$S" bench produce --bootstrap "$B" --topic pall --size 100 --records "$NALL" --acks -1 --json)
+row "produce 100 B, acks=all (fsync), 4 partitions" "$(echo "$r" | json '"%.2f M records/s, p99 %.2f ms" % (d["records_per_sec"]/1e6, d["latency_ms"]["p99"])')" "—"
+r=$("$S" bench consume --bootstrap "$B" --topic p100 --size 100 --records "$N100" --json)
+row "consume hot 100 B, 4 partitions" "$(echo "$r" | json '"%.2f M records/s (%.0f MB/s)" % (d["records_per_sec"]/1e6, d["mb_per_sec"])')" "≥ 1.7 M records/s"
+r=$("$S" bench e2e --bootstrap "$B" --topic e2e --partitions 1 --rate 1000 --seconds "$E2E_S" --json)
+row "end-to-end at 1000 msg/s, 1 partition" "$(echo "$r" | json '"p50 %.2f / p99 %.2f / p99.9 %.2f / max %.2f ms" % tuple(d["latency_ms"][k] for k in ("p50","p99","p999","max")))')" "p99 ≤ 1.5 ms, max ≤ 10 ms"
+
+if [ -n "$BROKER_PID" ]; then
+  # Cold vs hot: one topic offloaded (8 MiB segments, 8 MiB hot tail), one not.
+  "$S" topic create --bootstrap "$B" --topic cold --partitions 1 \
+    --config segment.bytes=8388608 --config local.retention.bytes=8388608 >/dev/null
+  "$S" topic create --bootstrap "$B" --topic hot --partitions 1 >/dev/null
+  for t in cold hot; do
+    "$S" bench produce --bootstrap "$B" --topic $t --partitions 1 --size 100 --records "$NCOLD" --json >/dev/null
+  done
+  for _ in $(seq 1 300); do
+    backlog=$(python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("strata_offload_backlog_segments ")), "?"))' "http://$HTTP/metrics")
+    [ "$backlog" = 0 ] && break
+    sleep 1
+  done
+  sleep 2
+  hot=$("$S" bench consume --bootstrap "$B" --topic hot --partitions 1 --records "$NCOLD" --json | json 'd["records_per_sec"]')
+  cold=$("$S" bench consume --bootstrap "$B" --topic cold --partitions 1 --records "$NCOLD" --json | json 'd["records_per_sec"]')
+  row "consume cold vs hot, 100 B, 1 partition" "$(python3 -c "print('cold %.2f M/s = %.0f %% of hot %.2f M/s' % ($cold/1e6, 100*$cold/$hot, $hot/1e6))")" "cold ≥ 50 % of hot"
+  rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' "/proc/$BROKER_PID/status")
+  row "broker peak RSS (VmHWM) over the whole run" "$rss" "≤ 64 MiB + caches"
+fi
+
+echo "== offload: Parquet conversion (criterion, one core)"
+enc=$(cargo bench -q -p strata-cold --bench cold -- parquet_encode $([ "$QUICK" = 1 ] && echo "--warm-up-time 1 --measurement-time 2") 2>/dev/null \
+      | awk '/^parquet_encode\//{name=$1} /thrpt:/{gsub(/\[|\]/,""); print name": "$4" "$5}')
+while IFS= read -r line; do
+  [ -n "$line" ] && row "offload conversion ${line%%:*}" "${line#*: }" "≥ 200 MB/s per core"
+done <<<"$enc"
+
+mkdir -p "$(dirname "$OUT")"
+{
+  echo "# Strata benchmark run — $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); strata $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "$QUICK" = 1 ] && echo ' (QUICK=1: smoke run)')."
+  echo "Client (strata bench) and broker share the machine."
+  echo
+  echo "| What | Measured | Target |"
+  echo "|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} >"$OUT"
+echo "== wrote $OUT"
+cat "$OUT"
