@@ -20,6 +20,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"
 cargo test --workspace -q
+echo "== criterion benches, each run once (test mode: no timing)"
+cargo test --workspace --benches -q >/dev/null
 echo "== build strata"
 cargo build --bin strata -q
 echo "== end-to-end (tests/e2e)"
