@@ -246,6 +246,31 @@ fn reading_from_an_offset_skips_earlier_rows_and_row_groups() {
 }
 
 #[test]
+fn row_groups_are_bounded_by_bytes_as_well_as_rows() {
+    let batches: Vec<Bytes> = (0..10)
+        .map(|i| kafka_batch(i * 100, 100, Compression::None, KTs::Creation))
+        .collect();
+    let seg = segment_of(&batches);
+    let rows_only = write_segment(&seg, &WriteOptions::new("t", 0, 1)).unwrap();
+    let reader = SerializedFileReader::new(rows_only.bytes.clone()).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 1);
+    let mut opts = WriteOptions::new("t", 0, 1);
+    // A tenth of all key and value bytes per group: about ten groups.
+    let back = read_batches(&rows_only.bytes, &ReadOptions::default(), 1).unwrap();
+    let total: usize = all_records(&back)
+        .iter()
+        .map(|r| r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    opts.row_group_bytes = total / 10;
+    let file = write_segment(&seg, &opts).unwrap();
+    let reader = SerializedFileReader::new(file.bytes.clone()).unwrap();
+    let groups = reader.metadata().num_row_groups();
+    assert!((10..=11).contains(&groups), "{groups} row groups");
+    let back = read_batches(&file.bytes, &ReadOptions::default(), 1).unwrap();
+    assert_eq!(all_records(&back).len(), 1000);
+}
+
+#[test]
 fn file_metadata_describes_the_segment() {
     let file = write_segment(
         &kafka_batch(40, 10, Compression::Zstd, KTs::Creation),

@@ -21,9 +21,13 @@ pub struct WriteOptions {
     pub partition: i32,
     /// The writer's leader epoch (also in the object key).
     pub leader_epoch: i32,
-    /// Rows per row group: large enough for engines, small enough that a
-    /// consumer reading from an offset skips most of the file.
+    /// Rows per row group at most: large enough for engines, small enough
+    /// that a consumer reading from an offset skips most of the file (a cold
+    /// fetch decodes whole row groups).
     pub row_group_rows: usize,
+    /// Key and value bytes per row group at most (the same bound for large
+    /// records, where the row count alone would allow huge groups).
+    pub row_group_bytes: usize,
 }
 
 impl WriteOptions {
@@ -32,7 +36,8 @@ impl WriteOptions {
             topic: topic.into(),
             partition,
             leader_epoch,
-            row_group_rows: 64 * 1024,
+            row_group_rows: 16 * 1024,
+            row_group_bytes: 4 << 20,
         }
     }
 }
@@ -132,7 +137,8 @@ impl Columns {
 }
 
 /// Converts a sealed segment (stored batches back to back, in offset order)
-/// into one Parquet file: zstd, row groups of `row_group_rows`, chunk and
+/// into one Parquet file: zstd, row groups of at most `row_group_rows` rows
+/// and about `row_group_bytes` of keys and values, chunk and
 /// page statistics with the page index, and file metadata describing it.
 pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile, ColdError> {
     let props = WriterProperties::builder()
@@ -145,6 +151,7 @@ pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile
     let (mut base, mut last, mut count) = (i64::MAX, i64::MIN, 0i64);
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
     let mut leader_epoch = opts.leader_epoch;
+    let mut group_bytes = 0usize;
     for (pos, h) in BatchIter::new(segment) {
         if h.is_control() {
             continue;
@@ -158,8 +165,13 @@ pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile
             min_ts = min_ts.min(r.timestamp);
             max_ts = max_ts.max(r.timestamp);
             count += 1;
-            if cols.rows >= opts.row_group_rows.max(1) {
+            group_bytes +=
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+            if cols.rows >= opts.row_group_rows.max(1) || group_bytes >= opts.row_group_bytes {
                 writer.write(&cols.finish()?)?;
+                // Close the row group here even if the row bound was not hit.
+                writer.flush()?;
+                group_bytes = 0;
             }
         }
     }
