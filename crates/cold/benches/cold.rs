@@ -7,21 +7,15 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strata_cold::{read_batches, write_segment, ReadOptions, WriteOptions};
-use strata_record::{assign_offset_and_epoch, build_batch, KeyValue};
+use strata_record::{assign_offset_and_epoch, sample_batch};
 
 /// A sealed segment of ~`bytes` bytes: batches of `records` records of
 /// `value` bytes with consecutive offsets.
 fn segment(bytes: usize, records: usize, value: usize) -> (Bytes, i64) {
-    let v = vec![b'v'; value];
-    let keys: Vec<String> = (0..records).map(|i| format!("key-{i:06}")).collect();
-    let recs: Vec<KeyValue<'_>> = keys
-        .iter()
-        .map(|k| (Some(k.as_bytes()), Some(&v[..])))
-        .collect();
     let mut out = BytesMut::new();
     let mut next = 0i64;
     while out.len() < bytes {
-        let mut b = build_batch(0, 1_700_000_000_000 + next, &recs);
+        let mut b = sample_batch(records, value, 1_700_000_000_000 + next);
         assign_offset_and_epoch(&mut b, next, 1);
         out.extend_from_slice(&b);
         next += records as i64;

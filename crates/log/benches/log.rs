@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 use strata_log::{LogConfig, PartitionLog};
-use strata_record::{build_batch, validate_batches, KeyValue, ValidationLimits};
+use strata_record::{sample_batch, validate_batches, ValidationLimits};
 
 const LIMITS: ValidationLimits = ValidationLimits {
     max_batch_bytes: 1 << 20,
@@ -17,15 +17,10 @@ const LIMITS: ValidationLimits = ValidationLimits {
 
 /// 16 batches of 160 records of 100 bytes (~300 KB), as one produce request.
 fn request() -> BytesMut {
-    let v = [b'x'; 100];
-    let keys: Vec<String> = (0..160).map(|i| format!("key-{i:06}")).collect();
-    let recs: Vec<KeyValue<'_>> = keys
-        .iter()
-        .map(|k| (Some(k.as_bytes()), Some(&v[..])))
-        .collect();
+    let one = sample_batch(160, 100, 1_700_000_000_000);
     let mut out = BytesMut::new();
     for _ in 0..16 {
-        out.extend_from_slice(&build_batch(0, 1_700_000_000_000, &recs));
+        out.extend_from_slice(&one);
     }
     out
 }

@@ -7,22 +7,17 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strata_record::{
-    assign_offset_and_epoch, build_batch, decode_batch, encode_batch, validate_batches, KeyValue,
+    assign_offset_and_epoch, decode_batch, encode_batch, sample_batch, validate_batches,
     ValidationLimits,
 };
 
 /// A produce request's record set: `batches` batches of `records` records
 /// with `value` bytes each.
 fn record_set(batches: usize, records: usize, value: usize) -> BytesMut {
-    let v = vec![b'x'; value];
-    let keys: Vec<String> = (0..records).map(|i| format!("key-{i:06}")).collect();
-    let recs: Vec<KeyValue<'_>> = keys
-        .iter()
-        .map(|k| (Some(k.as_bytes()), Some(&v[..])))
-        .collect();
+    let one = sample_batch(records, value, 1_700_000_000_000);
     let mut out = BytesMut::new();
     for _ in 0..batches {
-        out.extend_from_slice(&build_batch(0, 1_700_000_000_000, &recs));
+        out.extend_from_slice(&one);
     }
     out
 }

@@ -371,6 +371,18 @@ impl Iterator for BatchIter<'_> {
     }
 }
 
+/// An uncompressed batch of `records` records keyed `key-000000`, … with
+/// values of `value_bytes` bytes, for benchmarks and tests.
+pub fn sample_batch(records: usize, value_bytes: usize, timestamp_ms: i64) -> BytesMut {
+    let value = vec![b'v'; value_bytes];
+    let keys: Vec<String> = (0..records).map(|i| format!("key-{i:06}")).collect();
+    let recs: Vec<KeyValue<'_>> = keys
+        .iter()
+        .map(|k| (Some(k.as_bytes()), Some(&value[..])))
+        .collect();
+    build_batch(0, timestamp_ms, &recs)
+}
+
 /// A record's key and value for [`build_batch`] (`None` is null).
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 

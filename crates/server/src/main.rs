@@ -125,6 +125,14 @@ impl DevArgs {
     }
 }
 
+/// Settings from defaults < `config` < `STRATA_*` environment < `overrides`.
+fn load_settings(
+    config: Option<&std::path::Path>,
+    overrides: &[(String, String)],
+) -> anyhow::Result<settings::Settings> {
+    settings::Settings::load(config, std::env::vars(), overrides)
+}
+
 fn init_logging(filter: &str) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
     tracing_subscriber::fmt()
@@ -149,20 +157,12 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Dev(args) => {
-                let s = settings::Settings::load(
-                    args.config.as_deref(),
-                    std::env::vars(),
-                    &args.overrides(),
-                )?;
+                let s = load_settings(args.config.as_deref(), &args.overrides())?;
                 init_logging(&s.log);
                 run::dev(s).await
             }
             Command::Broker(args) => {
-                let s = settings::Settings::load(
-                    args.common.config.as_deref(),
-                    std::env::vars(),
-                    &args.overrides(),
-                )?;
+                let s = load_settings(args.common.config.as_deref(), &args.overrides())?;
                 init_logging(&s.log);
                 run::cluster(s).await
             }
@@ -173,11 +173,7 @@ fn main() -> std::process::ExitCode {
             Command::Segments(a) => cli::segments::run(a).await,
             Command::Bench(a) => cli::bench::run(a).await,
             Command::Config(args) => {
-                let s = settings::Settings::load(
-                    args.config.as_deref(),
-                    std::env::vars(),
-                    &args.overrides(),
-                )?;
+                let s = load_settings(args.config.as_deref(), &args.overrides())?;
                 print!("{}", s.to_redacted_toml()?);
                 Ok(())
             }

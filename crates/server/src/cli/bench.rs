@@ -10,11 +10,8 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, FetchRequest, ProduceRequest, TopicName,
-};
+use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
 use kafka_protocol::records::Compression;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,19 +137,7 @@ async fn fetch_once(
     offset: i64,
     wait_ms: i32,
 ) -> anyhow::Result<(i64, u64, u64, Vec<Bytes>)> {
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(s(topic.to_string()));
-    t.partitions = vec![FetchPartition::default()
-        .with_partition(p)
-        .with_fetch_offset(offset)
-        .with_partition_max_bytes(8 << 20)];
-    let mut req = FetchRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.max_wait_ms = wait_ms;
-    req.min_bytes = 1;
-    req.max_bytes = 16 << 20;
-    req.session_epoch = -1;
-    req.topics = vec![t];
+    let req = super::fetch_request(topic, [(p, offset)], 8 << 20, wait_ms);
     let resp = c.call(req, 11).await?;
     let mut next = offset;
     let (mut n, mut bytes, mut values) = (0u64, 0u64, Vec::new());

@@ -1,11 +1,9 @@
 //! `strata consume`: records of a topic to stdout, one per line.
 
 use super::route::Routes;
-use super::{error_name, s};
+use super::{error_name, fetch_request};
 use anyhow::{bail, Context};
 use clap::Args;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::records::RecordBatchDecoder;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -71,25 +69,12 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
         let max_wait_ms = 500 / leaders.len().max(1) as i32;
         let mut responses = Vec::new();
         for (leader, parts) in leaders {
-            let mut t = FetchTopic::default();
-            t.topic = TopicName(s(a.topic.clone()));
-            t.partitions = pos
-                .iter()
-                .filter(|(p, _)| parts.contains(p))
-                .map(|(p, o)| {
-                    FetchPartition::default()
-                        .with_partition(*p)
-                        .with_fetch_offset(*o)
-                        .with_partition_max_bytes(1 << 20)
-                })
-                .collect();
-            let mut req = FetchRequest::default();
-            req.replica_id = BrokerId(-1);
-            req.max_wait_ms = max_wait_ms;
-            req.min_bytes = 1;
-            req.max_bytes = 16 << 20;
-            req.session_epoch = -1;
-            req.topics = vec![t];
+            let req = fetch_request(
+                &a.topic,
+                pos.iter().filter(|(p, _)| parts.contains(p)).copied(),
+                1 << 20,
+                max_wait_ms,
+            );
             let resp = r.broker(leader).await?.call(req, 11).await?;
             if resp.error_code != 0 {
                 bail!("fetch failed: {}", error_name(resp.error_code));

@@ -12,8 +12,11 @@ pub mod topic;
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceRequest, TopicName};
+use kafka_protocol::messages::{
+    FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -44,6 +47,35 @@ pub async fn connect(bootstrap: &str) -> anyhow::Result<KafkaClient> {
     Err(last
         .unwrap_or_else(|| anyhow::anyhow!("empty bootstrap server list"))
         .context(format!("cannot reach any broker in {bootstrap}")))
+}
+
+/// A consumer's Fetch of `partitions` (`(partition, offset)`) of `topic`,
+/// waiting up to `max_wait_ms` for at least one byte.
+pub fn fetch_request(
+    topic: &str,
+    partitions: impl IntoIterator<Item = (i32, i64)>,
+    partition_max_bytes: i32,
+    max_wait_ms: i32,
+) -> FetchRequest {
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(s(topic.to_string()));
+    t.partitions = partitions
+        .into_iter()
+        .map(|(p, o)| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(o)
+                .with_partition_max_bytes(partition_max_bytes)
+        })
+        .collect();
+    let mut req = FetchRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 16 << 20;
+    req.session_epoch = -1;
+    req.topics = vec![t];
+    req
 }
 
 pub fn s(v: impl Into<String>) -> StrBytes {
