@@ -1,10 +1,12 @@
 //! Leader-aware connections for the CLI tools: in a cluster every partition
 //! has its own leader, and Produce, Fetch and ListOffsets must go to it. One
 //! connection per broker, opened on first use; leaders come from Metadata
-//! and are refreshed when a broker answers NOT_LEADER_OR_FOLLOWER.
+//! when a command starts (a leader change mid-command fails it with the
+//! broker's error; there is no retry).
 
 use super::{connect, error_name, metadata, s};
 use anyhow::{bail, Context};
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::FindCoordinatorRequest;
 use std::collections::{BTreeMap, HashMap};
 use strata_kafka::client::KafkaClient;
@@ -35,12 +37,17 @@ impl Routes {
 
     /// Loads the topic's partitions and leaders; returns the partition count.
     pub async fn refresh(&mut self, topic: &str) -> anyhow::Result<i32> {
+        Ok(self.topic(topic).await?.partitions.len() as i32)
+    }
+
+    /// The topic's metadata, recording its brokers and partition leaders.
+    pub async fn topic(&mut self, topic: &str) -> anyhow::Result<MetadataResponseTopic> {
         let md = metadata(&mut self.bootstrap, Some(&[topic.to_string()])).await?;
         for b in &md.brokers {
             self.brokers
                 .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
         }
-        let Some(t) = md.topics.first() else {
+        let Some(t) = md.topics.into_iter().next() else {
             bail!("no metadata returned for topic {topic}");
         };
         if t.error_code != 0 {
@@ -50,7 +57,7 @@ impl Routes {
             self.leaders
                 .insert((topic.to_string(), p.partition_index), p.leader_id.0);
         }
-        Ok(t.partitions.len() as i32)
+        Ok(t)
     }
 
     /// Groups `partitions` of `topic` by their leader.

@@ -239,16 +239,9 @@ pub async fn offsets(
 
 async fn describe(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
     let mut r = Routes::connect(bootstrap).await?;
-    let n = r.refresh(topic).await?;
-    let offs = offsets(&mut r, topic, n).await?;
+    let t = r.topic(topic).await?;
+    let offs = offsets(&mut r, topic, t.partitions.len() as i32).await?;
     let c = r.any();
-    let md = metadata(c, Some(&[topic.to_string()])).await?;
-    let Some(t) = md.topics.first() else {
-        bail!("no metadata for {topic}");
-    };
-    if t.error_code != 0 {
-        bail!("topic {topic}: {}", error_name(t.error_code));
-    }
     println!(
         "topic {topic} id {} partitions {}",
         t.topic_id,
