@@ -17,6 +17,8 @@ pub enum LogError {
     },
     #[error("record batch rejected: {0}")]
     Batch(#[from] strata_record::BatchError),
+    #[error("replicated batch at offset {got} does not follow the log end {expected}")]
+    NotContiguous { expected: i64, got: i64 },
     #[error("log {0} is corrupt: {1}")]
     Corrupt(PathBuf, String),
 }

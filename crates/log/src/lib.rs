@@ -17,11 +17,13 @@
 //! - on open, the active segment is truncated to its last batch whose length and
 //!   CRC check; nothing before that point is lost.
 
+mod epochs;
 mod error;
 mod index;
 mod log;
 mod segment;
 
+pub use epochs::EpochHistory;
 pub use error::LogError;
 pub use log::{AppendInfo, FlushHandle, LogConfig, PartitionLog, ReadResult, SegmentInfo};
 

@@ -6,7 +6,9 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use strata_record::{assign_offset_and_epoch, set_log_append_time, BatchHeader, ValidatedBatch};
+use strata_record::{
+    assign_offset_and_epoch, set_log_append_time, BatchHeader, BatchIter, ValidatedBatch,
+};
 
 /// Per-partition log settings, derived from topic configs by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +186,91 @@ impl PartitionLog {
             last_offset: next - 1,
             log_append_time: log_append_time.then_some(now_ms),
         })
+    }
+
+    /// Appends batches that already carry their offsets and leader epochs
+    /// (a follower copying its leader's log). Every batch must pass its
+    /// length and CRC checks and the first must start at the log end, with
+    /// the rest following densely; nothing is written otherwise.
+    pub fn append_stored(&mut self, buf: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let mut it = BatchIter::verifying(buf);
+        let mut stored = Vec::new();
+        let mut next = self.next_offset();
+        for (pos, h) in it.by_ref() {
+            if h.base_offset != next {
+                return Err(LogError::NotContiguous {
+                    expected: next,
+                    got: h.base_offset,
+                });
+            }
+            next = h.next_offset();
+            stored.push((pos, h));
+        }
+        if it.valid_len() != buf.len() || stored.is_empty() {
+            let why = it
+                .stop_reason()
+                .map_or_else(|| "no whole batch".to_string(), |e| e.to_string());
+            return Err(LogError::Corrupt(
+                self.dir.clone(),
+                format!(
+                    "replicated data of {} bytes rejected after {} bytes: {why}",
+                    buf.len(),
+                    it.valid_len()
+                ),
+            ));
+        }
+        let base_offset = self.next_offset();
+        self.maybe_roll(buf.len() as u64, now_ms)?;
+        self.active_mut().append(buf, &stored)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: None,
+        })
+    }
+
+    /// Removes everything at and after `offset` (a follower dropping a tail
+    /// its new leader does not have). A batch straddling `offset` goes
+    /// whole, so the log may end below `offset`. Truncating at or below the
+    /// log start empties the log, which then starts at `offset`.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        if offset >= self.next_offset() {
+            return Ok(());
+        }
+        if offset <= self.log_start_offset() {
+            return self.reset_to(offset, now_ms);
+        }
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+        for base in doomed {
+            if let Some(seg) = self.segments.remove(&base) {
+                seg.delete()?;
+            }
+        }
+        let Some((&base, _)) = self.segments.iter().next_back() else {
+            return self.reset_to(offset, now_ms);
+        };
+        if let Some(seg) = self.segments.remove(&base) {
+            let seg = seg.truncate_at(&self.dir, offset, now_ms, self.config.index_interval_bytes)?;
+            self.segments.insert(base, seg);
+        }
+        tracing::info!(dir = %self.dir.display(), offset, log_end = self.next_offset(), "truncated log");
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `offset` (a new or
+    /// far-behind follower: history older than its leader's local log is in
+    /// the cold tier, so only the hot tail is copied).
+    pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let offset = offset.max(0);
+        for (_, seg) in std::mem::take(&mut self.segments) {
+            seg.delete()?;
+        }
+        self.segments.insert(
+            offset,
+            Segment::create(&self.dir, offset, now_ms, self.config.index_interval_bytes)?,
+        );
+        tracing::info!(dir = %self.dir.display(), offset, "log reset to start at offset");
+        Ok(())
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {

@@ -227,6 +227,28 @@ impl Segment {
         Ok(Some(buf.freeze()))
     }
 
+    /// Cuts the segment before the batch holding `offset` and reopens it
+    /// (indexes rebuilt from what is left).
+    pub fn truncate_at(
+        self,
+        dir: &Path,
+        offset: i64,
+        now_ms: i64,
+        index_interval: usize,
+    ) -> Result<Self, LogError> {
+        let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let from = u64::from(self.idx.floor_position(rel));
+        let cut = match self.locate(from, offset)? {
+            Some((pos, _)) => pos,
+            None => self.size,
+        };
+        self.file.set_len(cut).at(&self.path)?;
+        self.file.sync_all().at(&self.path)?;
+        let base = self.base_offset;
+        drop(self);
+        Segment::open(dir, base, now_ms, index_interval, true)
+    }
+
     /// The first batch at or after file position `from` whose last offset is
     /// `>= offset`, walking headers only. `from` is a floor index entry, so
     /// the walk spans about one index interval: it reads small chunks rather

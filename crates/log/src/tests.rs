@@ -274,3 +274,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn follower_copies_stored_batches_and_truncates_a_divergent_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let (ld, fd) = (d.path().join("leader"), d.path().join("follower"));
+    let mut leader = PartitionLog::open(&ld, cfg(), 0).unwrap();
+    for i in 0..40 {
+        append(&mut leader, 5, i, 0);
+    }
+    let mut follower = PartitionLog::open(&fd, cfg(), 0).unwrap();
+    // Copy in a few chunks, as replication does.
+    while follower.next_offset() < leader.next_offset() {
+        let data = leader
+            .read(follower.next_offset(), 700, leader.next_offset())
+            .unwrap()
+            .data;
+        follower.append_stored(&data, 0).unwrap();
+    }
+    assert_eq!(follower.next_offset(), 200);
+    let all = |l: &PartitionLog| l.read(0, 1 << 20, l.next_offset()).unwrap().data;
+    assert_eq!(all(&follower), all(&leader));
+    // Not at the log end, torn, or corrupt: refused, nothing written.
+    let batch = leader.read(100, 1, 200).unwrap().data;
+    assert!(follower.append_stored(&batch, 0).is_err());
+    let tail = leader.read(195, 1, 200).unwrap().data;
+    let mut grown = PartitionLog::open(&d.path().join("x"), cfg(), 0).unwrap();
+    grown.reset_to(195, 0).unwrap();
+    assert!(grown.append_stored(&tail[..tail.len() - 1], 0).is_err());
+    let mut bad = tail.to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert!(grown.append_stored(&bad, 0).is_err());
+    assert_eq!(grown.next_offset(), 195);
+    grown.append_stored(&tail, 0).unwrap();
+    assert_eq!(grown.next_offset(), 200);
+    // Truncating mid-log drops whole batches and later segments, and the
+    // log reopens at the same end with working indexes.
+    follower.truncate_to(102, 0).unwrap();
+    assert_eq!(follower.next_offset(), 100);
+    drop(follower);
+    let mut follower = PartitionLog::open(&fd, cfg(), 0).unwrap();
+    assert_eq!(follower.next_offset(), 100);
+    assert_eq!(
+        headers(&follower.read(57, 1, 100).unwrap().data)[0].base_offset,
+        55
+    );
+    let data = leader.read(100, 1 << 20, 200).unwrap().data;
+    follower.append_stored(&data, 0).unwrap();
+    assert_eq!(all(&follower), all(&leader));
+    // Truncating below the start empties the log at that offset.
+    follower.truncate_to(0, 0).unwrap();
+    assert_eq!((follower.log_start_offset(), follower.next_offset()), (0, 0));
+}
