@@ -216,7 +216,7 @@ def broker_process(workdir, broker_id, etcd_endpoints, cluster="e2e", extra=()):
     """A `strata broker` with a short session TTL so failover is quick."""
     return Strata(Path(workdir) / f"broker-{broker_id}",
                   mode=["broker", "--id", str(broker_id), "--etcd", etcd_endpoints,
-                        "--cluster", cluster],
+                        "--cluster", cluster, "--grpc", "127.0.0.1:0"],
                   extra_args=["--set", "session_timeout_ms=3000", *extra])
 
 

@@ -5,13 +5,14 @@
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{BrokerRecord, ClusterView, Session, TopicInfo};
 use crate::config::BrokerSettings;
-use crate::durability::{flush_partition, Acks, Durability, LocalDurability};
+use crate::durability::{flush_partition, Acks, Durability, ReplicatedDurability};
 use crate::error::BrokerError;
 use crate::groups::{GroupCoordinator, GroupTimings};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionRead};
 use crate::producer_ids::ProducerIdAllocator;
+use crate::replication::follower::FollowerHandle;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +31,14 @@ pub struct Broker {
     pub(crate) view: RwLock<ClusterView>,
     /// Partitions this broker currently leads, with their open logs.
     pub(crate) hosted: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Replicas this broker follows, each with its copying task.
+    pub(crate) following: std::sync::Mutex<HashMap<(String, i32), FollowerHandle>>,
+    /// One reconcile at a time (the loop, topic admin and startup all call it).
+    pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
+    /// This broker, for the tasks it spawns (set once built).
+    pub(crate) self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
+    /// gRPC channels to other brokers, by address.
+    pub(crate) rpc_channels: std::sync::Mutex<HashMap<String, tonic::transport::Channel>>,
     pub(crate) session: Session,
     pub(crate) identity: BrokerRecord,
     /// Wakes the reconcile loop (view changed, session renewed).
@@ -137,7 +146,7 @@ impl BrokerBuilder {
         let meta_for_ids = meta.clone();
         let keys_for_ids = format!("{}producers/next_id", keys.root());
         let durability = self.durability.unwrap_or_else(|| {
-            Arc::new(LocalDurability {
+            Arc::new(ReplicatedDurability {
                 fsync_on_ack_all: self.settings.fsync_on_ack_all,
                 clock: self.clock.clone(),
             })
@@ -160,6 +169,10 @@ impl BrokerBuilder {
             groups: GroupCoordinator::new(meta.clone(), keys.clone(), self.clock.clone(), timings),
             view: RwLock::new(ClusterView::default()),
             hosted: RwLock::new(HashMap::new()),
+            following: std::sync::Mutex::new(HashMap::new()),
+            reconcile_lock: tokio::sync::Mutex::new(()),
+            rpc_channels: std::sync::Mutex::new(HashMap::new()),
+            self_ref: std::sync::OnceLock::new(),
             session: Session::default(),
             identity,
             reconcile_now: tokio::sync::Notify::new(),
@@ -176,6 +189,7 @@ impl BrokerBuilder {
             cluster_id,
             producer_ids: ProducerIdAllocator::new(meta_for_ids, keys_for_ids),
         });
+        let _ = broker.self_ref.set(Arc::downgrade(&broker));
         broker.sync_view().await?;
         broker.open_session().await?;
         broker.reconcile().await;
@@ -265,6 +279,19 @@ impl Broker {
         self.view().brokers.values().cloned().collect()
     }
 
+    /// Replicas this broker follows.
+    pub fn followed_partitions(&self) -> Vec<Arc<Partition>> {
+        let mut v: Vec<Arc<Partition>> = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.partition.clone())
+            .collect();
+        v.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
+        v
+    }
+
     /// Partitions this broker leads.
     pub fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
         let mut v: Vec<Arc<Partition>> = self.hosted().values().cloned().collect();
@@ -305,7 +332,8 @@ impl Broker {
         }
     }
 
-    /// Appends a client's record set and waits for the durability `acks` asks.
+    /// Appends a client's record set and waits (up to 30 s) for the
+    /// durability `acks` asks.
     pub async fn produce(
         &self,
         topic: &str,
@@ -313,7 +341,23 @@ impl Broker {
         records: &Bytes,
         acks: Acks,
     ) -> Result<ProduceOutcome, BrokerError> {
-        let r = self.produce_inner(topic, partition, records, acks).await;
+        self.produce_with_timeout(topic, partition, records, acks, Duration::from_secs(30))
+            .await
+    }
+
+    /// [`Broker::produce`] with the request's own timeout (Kafka's
+    /// `timeout_ms`) for replication to the in-sync replicas.
+    pub async fn produce_with_timeout(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &Bytes,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<ProduceOutcome, BrokerError> {
+        let r = self
+            .produce_inner(topic, partition, records, acks, timeout)
+            .await;
         if r.is_err() {
             self.metrics
                 .produce_errors
@@ -328,6 +372,7 @@ impl Broker {
         partition: i32,
         records: &Bytes,
         acks: Acks,
+        timeout: Duration,
     ) -> Result<ProduceOutcome, BrokerError> {
         if self.shutdown.is_cancelled() {
             return Err(BrokerError::ShuttingDown);
@@ -340,9 +385,20 @@ impl Broker {
                 "{topic}-{partition}: this broker's metadata-store session is not live"
             )));
         }
+        if acks == Acks::All {
+            let min = p.config().min_insync_replicas();
+            let isr = p.isr_size();
+            if isr < min {
+                return Err(BrokerError::NotEnoughReplicas(format!(
+                    "{topic}-{partition}: {isr} in sync, min.insync.replicas={min}"
+                )));
+            }
+        }
         let info = p.append(records, self.clock.now_ms())?;
         self.metrics.record_produce(records.len());
-        self.durability.make_durable(&p, info, acks).await?;
+        self.durability
+            .make_durable(&p, info, acks, timeout)
+            .await?;
         Ok(ProduceOutcome {
             base_offset: info.base_offset,
             log_append_time: info.log_append_time.unwrap_or(-1),
@@ -481,13 +537,58 @@ impl Broker {
         })
     }
 
+    /// The leader epoch that wrote `offset` of a led partition (for
+    /// ListOffsets; -1 when unknown, e.g. for a cold-only offset).
+    pub fn epoch_of_offset(&self, topic: &str, partition: i32, offset: i64) -> i32 {
+        self.partition(topic, partition)
+            .map_or(-1, |p| p.epoch_at(offset))
+    }
+
+    /// OffsetForLeaderEpoch on a led partition: checks the client's view of
+    /// the current epoch (`current` -1: unchecked), then answers where
+    /// `epoch` ends in this log.
+    pub fn end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        current: i32,
+        epoch: i32,
+    ) -> Result<Option<(i32, i64)>, BrokerError> {
+        let p = self.partition(topic, partition)?;
+        let mine = p.leader_epoch();
+        if current >= 0 && current < mine {
+            return Err(BrokerError::FencedLeaderEpoch(format!(
+                "{current} for {}",
+                p.name()
+            )));
+        }
+        if current > mine {
+            return Err(BrokerError::UnknownLeaderEpoch(format!(
+                "{current} for {}",
+                p.name()
+            )));
+        }
+        if epoch == mine {
+            return Ok(Some((mine, p.log_end_offset())));
+        }
+        Ok(p.end_offset_for_epoch(epoch))
+    }
+
     /// Rolls and applies retention on every partition, and honours
     /// `flush.ms`. Run periodically by [`Broker::run_background`].
     pub async fn housekeeping(&self, retention_due: bool) {
         let now = self.clock.now_ms();
-        for p in &self.hosted_partitions() {
+        let led = self.hosted_partitions();
+        let followed = self.followed_partitions();
+        for (p, leads) in led
+            .iter()
+            .map(|p| (p, true))
+            .chain(followed.iter().map(|p| (p, false)))
+        {
             if retention_due {
-                self.enforce_cold_retention(p, now).await;
+                if leads {
+                    self.enforce_cold_retention(p, now).await;
+                }
                 match p.housekeeping(now, |seg| self.may_delete_local(p, seg)) {
                     Ok(0) => {}
                     Ok(n) => {
@@ -535,7 +636,10 @@ impl Broker {
         let mut gc = interval(Duration::from_millis(
             self.settings.cold_gc_interval_ms.max(1000),
         ));
-        for t in [&mut groups, &mut flush, &mut retention, &mut gc] {
+        let mut isr = interval(Duration::from_millis(
+            (self.settings.replica_lag_time_max_ms / 4).clamp(50, 1000) as u64,
+        ));
+        for t in [&mut groups, &mut flush, &mut retention, &mut gc, &mut isr] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         loop {
@@ -546,6 +650,7 @@ impl Broker {
                     self.offload_once().await;
                 }
                 _ = retention.tick() => self.housekeeping(true).await,
+                _ = isr.tick() => self.maintain_isr().await,
                 _ = gc.tick() => {
                     self.collect_garbage(self.settings.cold_gc_grace_ms).await;
                 }
@@ -554,15 +659,34 @@ impl Broker {
         }
     }
 
-    /// Stops accepting work and fsyncs every partition.
-    pub async fn shutdown(&self) {
+    /// Stops accepting work, lets in-sync followers copy what this broker
+    /// leads (bounded by `grace`), fsyncs every replica and releases the
+    /// session, so leadership moves at once.
+    pub async fn shutdown_with_grace(&self, grace: Duration) {
         self.shutdown.cancel();
-        for p in &self.hosted_partitions() {
+        self.drain_to_followers(grace).await;
+        let followers: Vec<FollowerHandle> = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        let mut replicas = self.hosted_partitions();
+        for h in followers {
+            replicas.push(h.stop().await);
+        }
+        for p in &replicas {
             if let Err(e) = flush_partition(p, self.clock.now_ms()).await {
                 tracing::error!(partition = %p.name(), error = %e, "flush at shutdown failed");
             }
         }
         self.close_session().await;
+    }
+
+    /// [`Broker::shutdown_with_grace`] with 5 s for followers to catch up.
+    pub async fn shutdown(&self) {
+        self.shutdown_with_grace(Duration::from_secs(5)).await;
     }
 }
 

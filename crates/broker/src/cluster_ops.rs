@@ -7,6 +7,8 @@ use crate::error::BrokerError;
 use crate::groups::GroupError;
 use crate::keys::ParsedKey;
 use crate::partition::Partition;
+use crate::replication::follower::FollowerHandle;
+use crate::replication::replica_set::ReplicaSet;
 use crate::topics::{to_json, PartitionStateRecord};
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,32 +210,51 @@ impl Broker {
     }
 
     fn drop_everything(&self) {
-        self.hosted
+        let led: Vec<Arc<Partition>> = self
+            .hosted
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in led {
+            p.demote();
+        }
         self.groups.forget_all();
     }
 
-    /// Makes hosted partitions match the view: takes leadership of assigned
-    /// leaderless partitions, lets go of partitions led elsewhere or deleted,
-    /// and applies changed topic configs.
+    /// Makes local replicas match the view: leads the partitions whose
+    /// leader key this session holds, follows the others it is a replica
+    /// of, runs for leadership of leaderless partitions whose ISR it is in,
+    /// lets go (deleting files) of replicas moved away or deleted, and
+    /// applies changed topic configs. Replicas are reopened as followers
+    /// after a session loss (the reconcile that follows re-establishes roles).
     pub(crate) async fn reconcile(&self) {
+        let _one = self.reconcile_lock.lock().await;
         let lease = self.session.lease();
         let me = self.identity.id;
         let view = self.view().clone();
-        // Let go of what is no longer ours.
+        let is_replica = |k: &(String, i32)| {
+            view.topics.contains_key(&k.0)
+                && view
+                    .states
+                    .get(k)
+                    .is_some_and(|s| s.state.replicas.contains(&me))
+        };
+        let leads = |k: &(String, i32)| {
+            lease != 0
+                && view
+                    .leaders
+                    .get(k)
+                    .is_some_and(|l| l.leader.broker == me && l.lease == lease)
+        };
+        // Leaders that no longer lead: demote (and follow, if still a replica).
+        // A view older than this broker's own acquisition says nothing yet.
         let stale: Vec<(String, i32)> = self
             .hosted()
-            .keys()
-            .filter(|k| {
-                let ours = view
-                    .leaders
-                    .get(*k)
-                    .is_some_and(|l| l.leader.broker == me && l.lease == lease && lease != 0);
-                !ours
-            })
-            .cloned()
+            .iter()
+            .filter(|(k, p)| !leads(k) && view.revision >= p.fencing_revision())
+            .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
             let removed = self
@@ -241,68 +262,178 @@ impl Broker {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
-            let topic_gone = !view.topics.contains_key(&key.0);
             if let Some(p) = removed {
-                if topic_gone {
-                    tracing::info!(partition = %p.name(), "topic deleted; removing local files");
-                    let part = p.clone();
-                    let r = tokio::task::spawn_blocking(move || part.delete_files()).await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        tracing::error!(partition = %p.name(), "failed to delete partition files");
-                    }
+                p.demote();
+                tracing::info!(partition = %p.name(), "no longer the leader");
+                if is_replica(&key) {
+                    self.start_following(key, p);
                 } else {
-                    tracing::info!(partition = %p.name(), "no longer the leader");
+                    self.remove_replica(p).await;
                 }
             }
         }
-        if lease == 0 {
-            return;
+        // Followed replicas moved away or deleted.
+        let gone: Vec<(String, i32)> = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|k| !is_replica(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(p) = self.stop_following(&key).await {
+                self.remove_replica(p).await;
+            }
         }
         for ((topic, p), st) in &view.states {
             let key = (topic.clone(), *p);
             let Some(t) = view.topics.get(topic) else {
                 continue;
             };
+            if !st.state.replicas.contains(&me) {
+                continue;
+            }
+            if let Some(part) = self.local_replica(&key) {
+                if !Arc::ptr_eq(&part.config(), &t.config) {
+                    part.set_config(t.config.clone());
+                }
+            }
             match view.leaders.get(&key) {
-                Some(l) if l.leader.broker == me && l.lease == lease => {
-                    let hosted = self.hosted().get(&key).cloned();
-                    match hosted {
-                        Some(part) => {
-                            if !Arc::ptr_eq(&part.config(), &t.config) {
-                                part.set_config(t.config.clone());
-                            }
-                        }
-                        None => {
-                            self.host(
-                                topic,
-                                *p,
-                                l.leader.epoch,
-                                l.create_revision,
-                                t.config.clone(),
-                            )
-                            .await
-                        }
+                Some(l) if leads(&key) => {
+                    if self.hosted().contains_key(&key) {
+                        continue;
+                    }
+                    let part = match self.stop_following(&key).await {
+                        Some(part) => Some(part),
+                        None => self.open_replica(topic, *p, t.config.clone()).await,
+                    };
+                    if let Some(part) = part {
+                        self.lead(key, part, l.leader.epoch, l.create_revision, &st.state);
                     }
                 }
-                Some(_) => {}
-                None if st.state.replicas.first() == Some(&me) => {
-                    self.acquire(
-                        topic,
-                        *p,
-                        st.state.clone(),
-                        st.mod_revision,
-                        lease,
-                        t.config.clone(),
-                    )
-                    .await;
+                Some(_) => self.ensure_following(&key, t.config.clone()).await,
+                None if lease != 0 && self.eligible_leader(&st.state, &view) => {
+                    let part = match self.stop_following(&key).await {
+                        Some(part) => Some(part),
+                        None => self.open_replica(topic, *p, t.config.clone()).await,
+                    };
+                    let Some(part) = part else { continue };
+                    match self
+                        .acquire(topic, *p, st.state.clone(), st.mod_revision, lease, &view)
+                        .await
+                    {
+                        Some((epoch, revision, state)) => {
+                            self.lead(key, part, epoch, revision, &state);
+                            // Read our own write before the next reconcile.
+                            if let Err(e) = self.sync_view().await {
+                                tracing::warn!(error = %e, "cannot refresh the cluster view");
+                            }
+                        }
+                        None => self.start_following(key, part),
+                    }
                 }
-                None => {}
+                None => self.ensure_following(&key, t.config.clone()).await,
             }
+        }
+    }
+
+    /// May this broker run for leadership of a leaderless partition? Only a
+    /// member of the stored ISR (unclean election is off): it holds every
+    /// acknowledged record.
+    fn eligible_leader(&self, state: &PartitionStateRecord, _view: &ClusterView) -> bool {
+        state.isr.contains(&self.identity.id)
+    }
+
+    /// The local replica (led or followed), if open.
+    fn local_replica(&self, key: &(String, i32)) -> Option<Arc<Partition>> {
+        if let Some(p) = self.hosted().get(key) {
+            return Some(p.clone());
+        }
+        self.following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|h| h.partition.clone())
+    }
+
+    fn lead(
+        &self,
+        key: (String, i32),
+        part: Arc<Partition>,
+        epoch: i32,
+        fencing_revision: i64,
+        state: &PartitionStateRecord,
+    ) {
+        let set = ReplicaSet::new(
+            self.identity.id,
+            state.replicas.clone(),
+            &state.isr,
+            part.log_end_offset(),
+            self.clock.now_ms(),
+        );
+        part.promote(epoch, fencing_revision, set);
+        tracing::info!(partition = %part.name(), epoch, isr = ?state.isr, log_end = part.log_end_offset(), "leading");
+        self.hosted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, part);
+    }
+
+    fn start_following(&self, key: (String, i32), part: Arc<Partition>) {
+        let Some(me) = self.self_ref.get().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        let h = FollowerHandle::spawn(me, part);
+        let old = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, h);
+        if let Some(old) = old {
+            // Unreachable under the reconcile lock; never leave two copiers.
+            tokio::spawn(old.stop());
+        }
+    }
+
+    async fn ensure_following(&self, key: &(String, i32), config: Arc<crate::config::TopicConfig>) {
+        let open = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key);
+        if open || self.hosted().contains_key(key) {
+            return;
+        }
+        if let Some(part) = self.open_replica(&key.0, key.1, config).await {
+            self.start_following(key.clone(), part);
+        }
+    }
+
+    async fn stop_following(&self, key: &(String, i32)) -> Option<Arc<Partition>> {
+        let h = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)?;
+        Some(h.stop().await)
+    }
+
+    /// Deletes the files of a replica this broker no longer holds.
+    async fn remove_replica(&self, p: Arc<Partition>) {
+        tracing::info!(partition = %p.name(), "replica removed from this broker; deleting local files");
+        let part = p.clone();
+        let r = tokio::task::spawn_blocking(move || part.delete_files()).await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::error!(partition = %p.name(), "failed to delete partition files");
         }
     }
 
     /// Takes the leader key (only if absent) and bumps the epoch in the
     /// partition state, in one transaction guarded by the state's revision.
+    /// The new ISR keeps only live members (a dead leader cannot confirm
+    /// writes). Returns the epoch, the leader key's create revision and the
+    /// state written.
     async fn acquire(
         &self,
         topic: &str,
@@ -310,20 +441,21 @@ impl Broker {
         mut state: PartitionStateRecord,
         state_rev: i64,
         lease: i64,
-        config: Arc<crate::config::TopicConfig>,
-    ) {
+        view: &ClusterView,
+    ) -> Option<(i32, i64, PartitionStateRecord)> {
         let epoch = state.leader_epoch + 1;
         state.leader_epoch = epoch;
+        let me = self.identity.id;
+        state
+            .isr
+            .retain(|b| *b == me || view.brokers.contains_key(b));
         let leader_key = self.keys.partition_leader(topic, p);
         let state_key = self.keys.partition_state(topic, p);
         let (Ok(leader), Ok(state_json)) = (
-            to_json(&LeaderRecord {
-                broker: self.identity.id,
-                epoch,
-            }),
+            to_json(&LeaderRecord { broker: me, epoch }),
             to_json(&state),
         ) else {
-            return;
+            return None;
         };
         let txn = Txn::new()
             .when(Compare::CreateRevision(leader_key.clone(), 0))
@@ -332,47 +464,49 @@ impl Broker {
             .then(Op::put(state_key, state_json));
         match self.meta.txn(txn).await {
             Ok(r) if r.succeeded => {
-                tracing::info!(topic, partition = p, epoch, "became leader");
+                tracing::info!(topic, partition = p, epoch, isr = ?state.isr, "became leader");
                 // The leader key was created by this transaction.
-                self.host(topic, p, epoch, r.revision, config).await;
+                Some((epoch, r.revision, state))
             }
-            Ok(_) => tracing::debug!(
-                topic,
-                partition = p,
-                "leadership taken elsewhere or state moved"
-            ),
-            Err(e) => tracing::warn!(topic, partition = p, error = %e, "cannot take leadership"),
+            Ok(_) => {
+                tracing::debug!(
+                    topic,
+                    partition = p,
+                    "leadership taken elsewhere or state moved"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition = p, error = %e, "cannot take leadership");
+                None
+            }
         }
     }
 
-    async fn host(
+    /// Opens the local replica's log (recovering a torn tail) as a follower.
+    async fn open_replica(
         &self,
         topic: &str,
         p: i32,
-        epoch: i32,
-        fencing_revision: i64,
         config: Arc<crate::config::TopicConfig>,
-    ) {
+    ) -> Option<Arc<Partition>> {
         let dir = self.data_dir.join(format!("{topic}-{p}"));
         let now = self.clock.now_ms();
         let (t, cfg) = (topic.to_string(), config.clone());
         let opened = tokio::task::spawn_blocking(move || {
             let log = PartitionLog::open(&dir, cfg.log_config(), now)?;
-            Partition::open(t, p, epoch, fencing_revision, log, cfg, now)
+            Partition::open(t, p, log, cfg, now)
         })
         .await;
         match opened {
-            Ok(Ok(part)) => {
-                self.hosted
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((topic.to_string(), p), Arc::new(part));
-            }
+            Ok(Ok(part)) => Some(Arc::new(part)),
             Ok(Err(e)) => {
-                tracing::error!(topic, partition = p, error = %e, "cannot open partition log")
+                tracing::error!(topic, partition = p, error = %e, "cannot open partition log");
+                None
             }
             Err(e) => {
-                tracing::error!(topic, partition = p, error = %e, "partition open task failed")
+                tracing::error!(topic, partition = p, error = %e, "partition open task failed");
+                None
             }
         }
     }

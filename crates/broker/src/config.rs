@@ -32,6 +32,9 @@ pub struct BrokerSettings {
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session lease.
     pub session_timeout_ms: i64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long
+    /// leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
     /// How often unreferenced cold objects are looked for.
     pub cold_gc_interval_ms: u64,
     /// How old an unreferenced cold object must be before it is deleted
@@ -55,6 +58,7 @@ impl Default for BrokerSettings {
             fsync_on_ack_all: true,
             retention_check_interval_ms: 60_000,
             session_timeout_ms: 10_000,
+            replica_lag_time_max_ms: 30_000,
             cold_gc_interval_ms: 600_000,
             cold_gc_grace_ms: 3_600_000,
             topic_defaults: BTreeMap::new(),
@@ -271,6 +275,10 @@ impl TopicConfig {
 
     pub fn flush_messages(&self) -> i64 {
         self.long("flush.messages")
+    }
+
+    pub fn min_insync_replicas(&self) -> usize {
+        self.long("min.insync.replicas").max(1) as usize
     }
 
     pub fn flush_ms(&self) -> i64 {

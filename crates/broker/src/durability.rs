@@ -1,16 +1,19 @@
 //! The durability step of a produce, behind one interface (DESIGN §6): what
 //! must happen after the local append before the write is acknowledged.
 //!
-//! Today: [`LocalDurability`] fsyncs the active segment for acks=all (the dev
-//! profile default) or when `flush.messages` is reached. Replication (wait
-//! for the ISR) and `strata.durability=object` (group into a write-ahead
-//! object) are further implementations of the same trait.
+//! Today: [`ReplicatedDurability`] (`strata.durability=replicated`) fsyncs
+//! the active segment for acks=all (the dev profile default) or when
+//! `flush.messages` is reached, then, for acks=all, waits until every
+//! in-sync replica has the write and checks `min.insync.replicas`.
+//! `strata.durability=object` (group into a write-ahead object) would be
+//! another implementation of the same trait.
 
 use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use futures::future::BoxFuture;
 use std::sync::Arc;
+use std::time::Duration;
 use strata_log::AppendInfo;
 
 /// Kafka's `acks`, as the domain sees it.
@@ -33,16 +36,18 @@ impl Acks {
 }
 
 pub trait Durability: Send + Sync + 'static {
-    /// Completes once `appended` is as durable as `acks` requires.
+    /// Completes once `appended` is as durable as `acks` requires, or fails
+    /// after `timeout`.
     fn make_durable<'a>(
         &'a self,
         partition: &'a Arc<Partition>,
         appended: AppendInfo,
         acks: Acks,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 }
 
-pub struct LocalDurability {
+pub struct ReplicatedDurability {
     pub fsync_on_ack_all: bool,
     pub clock: Arc<dyn Clock>,
 }
@@ -57,18 +62,33 @@ pub async fn flush_partition(p: &Arc<Partition>, now_ms: i64) -> Result<(), Brok
     Ok(())
 }
 
-impl Durability for LocalDurability {
+impl Durability for ReplicatedDurability {
     fn make_durable<'a>(
         &'a self,
         partition: &'a Arc<Partition>,
-        _appended: AppendInfo,
+        appended: AppendInfo,
         acks: Acks,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            let epoch = partition.leader_epoch();
             let by_acks = acks == Acks::All && self.fsync_on_ack_all;
             let by_count = partition.unflushed_messages() >= partition.config().flush_messages();
             if by_acks || by_count {
                 flush_partition(partition, self.clock.now_ms()).await?;
+            }
+            if acks == Acks::All {
+                partition
+                    .wait_for_high_watermark(appended.last_offset + 1, epoch, timeout)
+                    .await?;
+                let min = partition.config().min_insync_replicas();
+                let isr = partition.isr_size();
+                if isr < min {
+                    return Err(BrokerError::NotEnoughReplicasAfterAppend(format!(
+                        "{}: {isr} in sync, min.insync.replicas={min}",
+                        partition.name()
+                    )));
+                }
             }
             Ok(())
         })

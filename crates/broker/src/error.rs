@@ -42,6 +42,14 @@ pub enum BrokerError {
     InvalidProducerEpoch(String),
     #[error("not the leader of {0}")]
     NotLeader(String),
+    #[error("not enough in-sync replicas: {0}")]
+    NotEnoughReplicas(String),
+    #[error("written, but the in-sync replicas fell below min.insync.replicas: {0}")]
+    NotEnoughReplicasAfterAppend(String),
+    #[error("leader epoch {0} is older than the current one")]
+    FencedLeaderEpoch(String),
+    #[error("leader epoch {0} is newer than this broker knows")]
+    UnknownLeaderEpoch(String),
     #[error("broker is shutting down")]
     ShuttingDown,
     #[error("group error: {0}")]

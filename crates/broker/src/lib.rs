@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod producers;
+pub mod replication;
 pub mod topics;
 
 pub use broker::{Broker, BrokerBuilder, FetchSpec, OffsetSpec, ProduceOutcome};

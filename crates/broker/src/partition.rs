@@ -1,41 +1,78 @@
-//! One partition replica led by this broker: its log, watermarks and the
-//! signal that wakes waiting fetches.
+//! One partition replica hosted by this broker — led or followed: its log,
+//! producer state, leader-epoch history, watermarks, and the signals that
+//! wake waiting fetches, produce acknowledgements and replication streams.
+//!
+//! A replica is a follower (leader epoch -1) until [`Partition::promote`]
+//! makes it the leader of an epoch; [`Partition::demote`] turns it back.
+//! The role is checked under the log lock by every write, so a client
+//! append and a replicated append can never both reach one log.
 //!
 //! Invariants: the high watermark never exceeds the log end offset and never
-//! moves backwards while the partition is open; every successful append wakes
-//! all fetches waiting on this partition.
+//! moves backwards while the replica keeps its role; every advance of it
+//! wakes fetches waiting on this partition, every append wakes replication
+//! streams.
 
 use crate::config::TopicConfig;
 use crate::error::BrokerError;
 use crate::producers::{ProducerStates, SequenceCheck};
+use crate::replication::replica_set::{IsrChange, ReplicaSet};
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use strata_log::{AppendInfo, FlushHandle, PartitionLog, SegmentInfo};
-use strata_record::{validate_batches, BatchHeader, ValidationLimits};
+use std::time::Duration;
+use strata_log::{AppendInfo, EpochHistory, FlushHandle, PartitionLog, SegmentInfo};
+use strata_record::{validate_batches, BatchHeader, BatchIter, ValidationLimits};
 use tokio::sync::Notify;
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    pub leader_epoch: i32,
+    /// The epoch this broker leads in, or -1 while following.
+    leader_epoch: AtomicI32,
     /// Create revision of this broker's leader key: metadata writes made as
-    /// leader (manifest commits) are guarded by it.
-    pub fencing_revision: i64,
+    /// leader (manifest commits, ISR changes) are guarded by it.
+    fencing_revision: AtomicI64,
     state: Mutex<LogState>,
     config: RwLock<Arc<TopicConfig>>,
     high_watermark: AtomicI64,
+    log_end: AtomicI64,
     log_start_offset: AtomicI64,
     unflushed_messages: AtomicI64,
     last_flush_ms: AtomicI64,
+    /// The high watermark advanced: consumer fetches may read more.
     data_arrived: Notify,
+    /// The log end advanced, or the role changed: replication streams and
+    /// produce acknowledgements re-check.
+    appended: Notify,
+    replicas: Mutex<ReplicaSet>,
 }
 
-/// The log and the producer state, changed together under one lock so a
-/// sequence check and the append it allows are atomic.
+/// The log, the producer state and the epoch history, changed together
+/// under one lock so a sequence check and the append it allows are atomic.
 struct LogState {
     log: PartitionLog,
     producers: ProducerStates,
+    epochs: EpochHistory,
+}
+
+impl LogState {
+    fn observe(&mut self, h: &BatchHeader) {
+        self.producers.record(h);
+        self.epochs.observe(h.partition_leader_epoch, h.base_offset);
+    }
+
+    /// Rebuilds producer state and epoch history from the stored headers.
+    fn rebuild(&mut self) -> Result<(), BrokerError> {
+        let mut producers = ProducerStates::default();
+        let mut epochs = EpochHistory::default();
+        self.log.for_each_header(|h| {
+            producers.record(h);
+            epochs.observe(h.partition_leader_epoch, h.base_offset);
+        })?;
+        self.producers = producers;
+        self.epochs = epochs;
+        Ok(())
+    }
 }
 
 /// Where a fetch should start, resolved against the log.
@@ -46,34 +83,49 @@ pub struct PartitionRead {
     pub log_start_offset: i64,
 }
 
+/// What a follower must do before it copies from this leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerStart {
+    pub truncate_to: i64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
 impl Partition {
-    /// Wraps an opened log, rebuilding idempotent-producer state from the
-    /// stored batch headers.
+    /// Wraps an opened log as a follower replica, rebuilding producer state
+    /// and the epoch history from the stored batch headers.
     pub fn open(
         topic: String,
         index: i32,
-        leader_epoch: i32,
-        fencing_revision: i64,
         log: PartitionLog,
         config: Arc<TopicConfig>,
         now_ms: i64,
     ) -> Result<Self, BrokerError> {
-        let hw = log.next_offset();
+        let end = log.next_offset();
         let start = log.log_start_offset();
-        let mut producers = ProducerStates::default();
-        log.for_each_header(|h| producers.record(h))?;
+        let mut st = LogState {
+            log,
+            producers: ProducerStates::default(),
+            epochs: EpochHistory::default(),
+        };
+        st.rebuild()?;
         Ok(Self {
             topic,
             index,
-            leader_epoch,
-            fencing_revision,
-            state: Mutex::new(LogState { log, producers }),
+            leader_epoch: AtomicI32::new(-1),
+            fencing_revision: AtomicI64::new(0),
+            state: Mutex::new(st),
             config: RwLock::new(config),
-            high_watermark: AtomicI64::new(hw),
+            // Unknown until a leader says (or this replica leads): only what
+            // is certainly committed is visible.
+            high_watermark: AtomicI64::new(start),
+            log_end: AtomicI64::new(end),
             log_start_offset: AtomicI64::new(start),
             unflushed_messages: AtomicI64::new(0),
             last_flush_ms: AtomicI64::new(now_ms),
             data_arrived: Notify::new(),
+            appended: Notify::new(),
+            replicas: Mutex::new(ReplicaSet::solo(-1)),
         })
     }
 
@@ -85,6 +137,49 @@ impl Partition {
         // Log methods leave the log consistent at every return point, so a
         // panic elsewhere while holding the lock does not corrupt it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replica_set(&self) -> std::sync::MutexGuard<'_, ReplicaSet> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The epoch this broker leads the partition in, or -1 while following.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader_epoch() >= 0
+    }
+
+    pub fn fencing_revision(&self) -> i64 {
+        self.fencing_revision.load(Ordering::Acquire)
+    }
+
+    /// Makes this replica the leader of `epoch`. Its log is the partition's
+    /// truth from now on; the high watermark advances as `set`'s in-sync
+    /// followers report their positions.
+    pub fn promote(&self, epoch: i32, fencing_revision: i64, set: ReplicaSet) {
+        let st = self.state();
+        *self.replica_set() = set;
+        self.fencing_revision
+            .store(fencing_revision, Ordering::Release);
+        self.leader_epoch.store(epoch, Ordering::Release);
+        let end = st.log.next_offset();
+        drop(st);
+        self.update_high_watermark(end);
+        self.appended.notify_waiters();
+    }
+
+    /// Stops leading: client writes are refused and waiting acknowledgements
+    /// fail from now on.
+    pub fn demote(&self) {
+        let _st = self.state();
+        self.leader_epoch.store(-1, Ordering::Release);
+        *self.replica_set() = ReplicaSet::solo(-1);
+        drop(_st);
+        self.appended.notify_waiters();
+        self.data_arrived.notify_waiters();
     }
 
     pub fn config(&self) -> Arc<TopicConfig> {
@@ -103,13 +198,28 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::Acquire)
     }
 
+    /// Raises the high watermark to what the ISR supports (never lowers it)
+    /// and wakes waiting fetches if it moved.
+    fn update_high_watermark(&self, leader_end: i64) {
+        let supported = self.replica_set().high_watermark(leader_end);
+        let old = self.high_watermark.fetch_max(supported, Ordering::AcqRel);
+        if supported > old {
+            self.data_arrived.notify_waiters();
+            self.appended.notify_waiters();
+        }
+    }
+
     /// Validates and appends a client's record set as received (one copy into
-    /// a mutable buffer to stamp offsets), then wakes waiting fetches. A retry
-    /// of an idempotent producer's batch gets its original offsets back.
+    /// a mutable buffer to stamp offsets), then wakes replication streams. A
+    /// retry of an idempotent producer's batch gets its original offsets back.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, BrokerError> {
         let cfg = self.config();
         let limits = ValidationLimits {
@@ -126,8 +236,12 @@ impl Partition {
             .iter()
             .map(|v| i64::from(v.header.records_count))
             .sum();
-        let info = {
+        let (info, end) = {
             let mut st = self.state();
+            let epoch = self.leader_epoch();
+            if epoch < 0 {
+                return Err(BrokerError::NotLeader(self.name()));
+            }
             for v in validated.iter().filter(|v| v.header.producer_id >= 0) {
                 if let SequenceCheck::Duplicate { base_offset } = st.producers.check(&v.header)? {
                     if validated.len() != 1 {
@@ -142,24 +256,19 @@ impl Partition {
                     });
                 }
             }
-            let info = st.log.append(
-                &mut buf,
-                &validated,
-                self.leader_epoch,
-                now_ms,
-                cfg.log_append_time(),
-            )?;
+            let info = st
+                .log
+                .append(&mut buf, &validated, epoch, now_ms, cfg.log_append_time())?;
             for v in &validated {
-                st.producers
-                    .record(&BatchHeader::parse(&buf[v.position..])?);
+                st.observe(&BatchHeader::parse(&buf[v.position..])?);
             }
-            // Single replica: the high watermark is the log end offset.
-            self.high_watermark
-                .store(st.log.next_offset(), Ordering::Release);
-            info
+            let end = st.log.next_offset();
+            self.log_end.store(end, Ordering::Release);
+            (info, end)
         };
         self.unflushed_messages.fetch_add(count, Ordering::AcqRel);
-        self.data_arrived.notify_waiters();
+        self.update_high_watermark(end);
+        self.appended.notify_waiters();
         Ok(info)
     }
 
@@ -175,10 +284,200 @@ impl Partition {
         })
     }
 
-    /// A future that completes on the next append; create it before checking
-    /// for data so no append can slip between the check and the wait.
+    /// A future that completes when the high watermark next advances; create
+    /// it before checking for data so no advance can slip between the check
+    /// and the wait.
     pub fn data_arrived(&self) -> tokio::sync::futures::Notified<'_> {
         self.data_arrived.notified()
+    }
+
+    /// A future that completes on the next append or role change.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// Waits until the high watermark reaches `target` while this replica
+    /// still leads in `epoch` (an acks=all produce), up to `timeout`.
+    pub async fn wait_for_high_watermark(
+        &self,
+        target: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.appended();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.leader_epoch() != epoch {
+                return Err(BrokerError::NotLeader(format!(
+                    "{}: leadership moved before the write was replicated",
+                    self.name()
+                )));
+            }
+            if self.high_watermark() >= target {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(BrokerError::Timeout(format!(
+                        "{}: in-sync replicas did not confirm offset {} within {} ms",
+                        self.name(), target - 1, timeout.as_millis()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Members of the in-sync replica set (as the high watermark counts them).
+    pub fn isr_size(&self) -> usize {
+        self.replica_set().isr.len()
+    }
+
+    /// Whole batches from `offset` up to the log end, for a follower; the
+    /// offset after the last batch returned.
+    pub fn read_for_follower(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, i64), BrokerError> {
+        let st = self.state();
+        let end = st.log.next_offset();
+        let data = st.log.read(offset, max_bytes, end)?.data;
+        let next = BatchIter::new(&data)
+            .last()
+            .map_or(offset, |(_, h)| h.next_offset());
+        Ok((data, next))
+    }
+
+    /// Where a follower with this epoch history and log end must truncate.
+    pub fn follower_start(&self, history: &EpochHistory, follower_end: i64) -> FollowerStart {
+        let st = self.state();
+        let truncate_to =
+            EpochHistory::divergence(&st.epochs, st.log.next_offset(), history, follower_end);
+        FollowerStart {
+            truncate_to,
+            log_start_offset: st.log.log_start_offset(),
+            high_watermark: self.high_watermark(),
+        }
+    }
+
+    /// Records that `follower` was sent data up to `leader_end`.
+    pub fn sent_to_follower(&self, follower: i32, leader_end: i64, now_ms: i64) {
+        self.replica_set().sent(follower, leader_end, now_ms);
+    }
+
+    /// Records a follower's log end and advances the high watermark.
+    pub fn follower_position(&self, follower: i32, log_end: i64, now_ms: i64) {
+        let end = self.log_end_offset();
+        self.replica_set().position(follower, log_end, end, now_ms);
+        self.update_high_watermark(end);
+    }
+
+    /// The ISR change this leader should write now, if any.
+    pub fn wanted_isr_change(&self, now_ms: i64, lag_ms: i64) -> Option<IsrChange> {
+        self.replica_set()
+            .wanted_change(self.high_watermark(), now_ms, lag_ms)
+    }
+
+    pub fn begin_isr_change(&self, change: &IsrChange) {
+        self.replica_set().begin(change);
+    }
+
+    pub fn commit_isr_change(&self, change: &IsrChange) {
+        self.replica_set().committed(change);
+        self.update_high_watermark(self.log_end_offset());
+    }
+
+    /// Kafka's OffsetForLeaderEpoch on this replica's log.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let st = self.state();
+        st.epochs.end_offset_for(epoch, st.log.next_offset())
+    }
+
+    /// The leader epoch that wrote `offset` (the current one past the end).
+    pub fn epoch_at(&self, offset: i64) -> i32 {
+        let st = self.state();
+        if offset >= st.log.next_offset() && self.leader_epoch() >= 0 {
+            return self.leader_epoch();
+        }
+        st.epochs.epoch_at(offset).unwrap_or(-1)
+    }
+
+    pub fn epoch_history(&self) -> EpochHistory {
+        self.state().epochs.clone()
+    }
+
+    /// Follower: applies the leader's [`FollowerStart`] — truncates a
+    /// divergent tail, or restarts the log at the leader's local log start
+    /// when this replica is below it. Returns the new log end.
+    pub fn truncate_for_leader(
+        &self,
+        start: FollowerStart,
+        now_ms: i64,
+    ) -> Result<i64, BrokerError> {
+        let mut st = self.state();
+        if self.leader_epoch() >= 0 {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{}: a leader does not truncate for another",
+                self.name()
+            )));
+        }
+        let end = st.log.next_offset();
+        let behind = end < start.log_start_offset || start.truncate_to < st.log.log_start_offset();
+        if behind {
+            st.log.reset_to(start.log_start_offset, now_ms)?;
+            st.rebuild()?;
+        } else if start.truncate_to < end {
+            st.log.truncate_to(start.truncate_to, now_ms)?;
+            st.rebuild()?;
+        }
+        let end = st.log.next_offset();
+        self.log_end.store(end, Ordering::Release);
+        self.log_start_offset
+            .store(st.log.log_start_offset(), Ordering::Release);
+        // A restarted log may sit above the old high watermark.
+        let hw = start.high_watermark.min(end).max(st.log.log_start_offset());
+        self.high_watermark.store(hw, Ordering::Release);
+        Ok(end)
+    }
+
+    /// Follower: appends batches copied from the leader as stored, and
+    /// takes the leader's high watermark (capped at the local log end).
+    pub fn append_replicated(
+        &self,
+        data: &[u8],
+        leader_hw: i64,
+        now_ms: i64,
+    ) -> Result<i64, BrokerError> {
+        let mut st = self.state();
+        if self.leader_epoch() >= 0 {
+            return Err(BrokerError::NotLeader(format!(
+                "{}: leads now; not appending replicated data",
+                self.name()
+            )));
+        }
+        let mut count = 0i64;
+        if !data.is_empty() {
+            st.log.append_stored(data, now_ms)?;
+            for (_, h) in BatchIter::new(data) {
+                count += i64::from(h.records_count);
+                st.observe(&h);
+            }
+        }
+        let end = st.log.next_offset();
+        self.log_end.store(end, Ordering::Release);
+        drop(st);
+        self.unflushed_messages.fetch_add(count, Ordering::AcqRel);
+        self.set_follower_high_watermark(leader_hw);
+        Ok(end)
+    }
+
+    /// Follower: takes the leader's high watermark (capped at the log end).
+    pub fn set_follower_high_watermark(&self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log_end_offset());
+        self.high_watermark.fetch_max(hw, Ordering::AcqRel);
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
@@ -232,7 +531,7 @@ impl Partition {
         self.state().log.size_bytes()
     }
 
-    /// Removes the partition's directory (topic deletion).
+    /// Removes the partition's directory (topic deletion, replica moved away).
     pub fn delete_files(&self) -> Result<(), BrokerError> {
         let dir = self.state().log.dir().to_path_buf();
         match std::fs::remove_dir_all(&dir) {

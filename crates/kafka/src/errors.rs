@@ -26,6 +26,10 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch(_) => E::InvalidProducerEpoch,
         BrokerError::NotLeader(_) => E::NotLeaderOrFollower,
+        BrokerError::NotEnoughReplicas(_) => E::NotEnoughReplicas,
+        BrokerError::NotEnoughReplicasAfterAppend(_) => E::NotEnoughReplicasAfterAppend,
+        BrokerError::FencedLeaderEpoch(_) => E::FencedLeaderEpoch,
+        BrokerError::UnknownLeaderEpoch(_) => E::UnknownLeaderEpoch,
         BrokerError::ShuttingDown => E::NotLeaderOrFollower,
         BrokerError::Group(g) => return group_error_code(g),
     }

@@ -52,11 +52,26 @@ impl EpochHistory {
 
     /// Kafka's OffsetForLeaderEpoch: the largest epoch at or below `epoch`
     /// and the offset where it ends (the next epoch's start, or `log_end`
-    /// for the newest). `None` when `epoch` predates every epoch here.
+    /// for the newest). An epoch older than every epoch here ends where the
+    /// log's first epoch starts; `None` for an empty history or epoch < 0.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> Option<(i32, i64)> {
-        let i = self.entries.iter().rposition(|&(e, _)| e <= epoch)?;
+        if epoch < 0 {
+            return None;
+        }
+        let Some(i) = self.entries.iter().rposition(|&(e, _)| e <= epoch) else {
+            return self.entries.first().map(|&(_, start)| (epoch, start));
+        };
         let end = self.entries.get(i + 1).map_or(log_end, |&(_, s)| s);
         Some((self.entries[i].0, end))
+    }
+
+    /// The epoch that wrote `offset` (the newest starting at or below it).
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|&&(_, start)| start <= offset)
+            .map(|&(e, _)| e)
     }
 
     /// Where a follower's log stops agreeing with its leader's: the end of
@@ -109,7 +124,11 @@ mod tests {
     #[test]
     fn end_offset_follows_kafka() {
         let x = h(&[(1, 0), (3, 9), (4, 20)]);
-        assert_eq!(x.end_offset_for(0, 30), None);
+        assert_eq!(x.end_offset_for(0, 30), Some((0, 0)));
+        assert_eq!(x.end_offset_for(-1, 30), None);
+        assert_eq!(EpochHistory::default().end_offset_for(3, 30), None);
+        assert_eq!(x.epoch_at(8), Some(1));
+        assert_eq!(x.epoch_at(25), Some(4));
         assert_eq!(x.end_offset_for(1, 30), Some((1, 9)));
         assert_eq!(x.end_offset_for(2, 30), Some((1, 9)));
         assert_eq!(x.end_offset_for(3, 30), Some((3, 20)));
@@ -121,16 +140,28 @@ mod tests {
     fn divergence_cases() {
         // A follower that fetched further than the new leader in epoch 1.
         let leader = h(&[(1, 0), (2, 90)]);
-        assert_eq!(EpochHistory::divergence(&leader, 120, &h(&[(1, 0)]), 100), 90);
+        assert_eq!(
+            EpochHistory::divergence(&leader, 120, &h(&[(1, 0)]), 100),
+            90
+        );
         // A lagging follower: nothing to drop.
-        assert_eq!(EpochHistory::divergence(&leader, 120, &h(&[(1, 0)]), 50), 50);
-        assert_eq!(EpochHistory::divergence(&leader, 120, &h(&[(1, 0), (2, 90)]), 100), 100);
+        assert_eq!(
+            EpochHistory::divergence(&leader, 120, &h(&[(1, 0)]), 50),
+            50
+        );
+        assert_eq!(
+            EpochHistory::divergence(&leader, 120, &h(&[(1, 0), (2, 90)]), 100),
+            100
+        );
         // An old leader that wrote epoch 2 nobody else kept.
         let old = h(&[(1, 0), (2, 95)]);
         let new_leader = h(&[(1, 0), (3, 95)]);
         assert_eq!(EpochHistory::divergence(&new_leader, 130, &old, 110), 95);
         // Empty follower, and no epoch in common.
         assert_eq!(EpochHistory::divergence(&leader, 120, &h(&[]), 0), 0);
-        assert_eq!(EpochHistory::divergence(&h(&[(5, 40)]), 60, &h(&[(1, 10)]), 30), 10);
+        assert_eq!(
+            EpochHistory::divergence(&h(&[(5, 40)]), 60, &h(&[(1, 10)]), 30),
+            10
+        );
     }
 }

@@ -250,7 +250,8 @@ impl PartitionLog {
             return self.reset_to(offset, now_ms);
         };
         if let Some(seg) = self.segments.remove(&base) {
-            let seg = seg.truncate_at(&self.dir, offset, now_ms, self.config.index_interval_bytes)?;
+            let seg =
+                seg.truncate_at(&self.dir, offset, now_ms, self.config.index_interval_bytes)?;
             self.segments.insert(base, seg);
         }
         tracing::info!(dir = %self.dir.display(), offset, log_end = self.next_offset(), "truncated log");

@@ -325,5 +325,8 @@ fn follower_copies_stored_batches_and_truncates_a_divergent_tail() {
     assert_eq!(all(&follower), all(&leader));
     // Truncating below the start empties the log at that offset.
     follower.truncate_to(0, 0).unwrap();
-    assert_eq!((follower.log_start_offset(), follower.next_offset()), (0, 0));
+    assert_eq!(
+        (follower.log_start_offset(), follower.next_offset()),
+        (0, 0)
+    );
 }

@@ -162,8 +162,10 @@ fn main() -> std::process::ExitCode {
                 run::dev(s).await
             }
             Command::Broker(args) => {
-                let s = load_settings(args.common.config.as_deref(), &args.overrides())?;
+                let mut s = load_settings(args.common.config.as_deref(), &args.overrides())?;
                 init_logging(&s.log);
+                // Followers replicate over gRPC (DESIGN §7 default port).
+                s.grpc.get_or_insert_with(|| "127.0.0.1:9093".into());
                 run::cluster(s).await
             }
             Command::Topic(a) => cli::topic::run(a).await,

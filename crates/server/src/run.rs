@@ -150,13 +150,31 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
         .with_context(|| format!("cannot listen on {}", settings.http))?;
     let http_addr = http_listener.local_addr()?;
     let (host, port) = advertised(&settings, kafka_addr)?;
+    let grpc = match &settings.grpc {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = l.local_addr()?;
+            let advertised = match &settings.advertise_grpc {
+                Some(a) => a.clone(),
+                None if bound.ip().is_unspecified() => format!("{host}:{}", bound.port()),
+                None => bound.to_string(),
+            };
+            Some((l, bound, advertised))
+        }
+        None => None,
+    };
 
     let broker = BrokerBuilder::new(settings.data_dir.join("logs"))
         .settings(settings.broker_settings())
         .cluster(settings.cluster.clone())
         .metadata_store(meta)
         .advertise(host.clone(), port)
-        .endpoints(settings.grpc.clone(), Some(http_addr.to_string()))
+        .endpoints(
+            grpc.as_ref().map(|g| g.2.clone()),
+            Some(http_addr.to_string()),
+        )
         .cold_tier(store, prefix, settings.cold_cache_bytes)
         .build()
         .await
@@ -185,6 +203,28 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
             }
         })
     };
+    let grpc_shutdown = CancellationToken::new();
+    let grpc_task = grpc.map(|(listener, bound, _)| {
+        let s = grpc_shutdown.clone();
+        let service =
+            strata_broker::replication::service::ReplicationService::server(broker.clone());
+        tracing::info!("grpc listening on {bound}");
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .initial_stream_window_size(8 << 20)
+                .initial_connection_window_size(32 << 20)
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move { s.cancelled().await },
+                )
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "grpc server failed");
+            }
+        })
+    });
     let background = tokio::spawn(broker.clone().run_background());
     let limits = ServerLimits {
         max_connections: settings.max_connections,
@@ -205,8 +245,15 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
     if let Err(e) = kafka_task.await {
         tracing::error!(error = %e, "kafka listener task failed");
     }
-    // Flushes every partition and revokes the session lease.
-    broker.shutdown().await;
+    // Lets followers catch up, flushes every replica and revokes the
+    // session lease (so leadership moves at once); gRPC stays up meanwhile.
+    broker
+        .shutdown_with_grace(Duration::from_millis(settings.shutdown_grace_ms / 2))
+        .await;
+    grpc_shutdown.cancel();
+    if let Some(t) = grpc_task {
+        let _ = t.await;
+    }
     let _ = background.await;
     let _ = http_task.await;
     tracing::info!("stopped");

@@ -30,9 +30,13 @@ pub struct Settings {
     pub aws_access_key_id: Option<String>,
     pub aws_secret_access_key: Option<String>,
     pub aws_allow_http: Option<bool>,
-    /// Broker-to-broker gRPC endpoint, recorded in `brokers/<id>` (served
-    /// once replication lands).
+    /// Broker-to-broker gRPC listener (replication); port 0 picks a free
+    /// port. `strata broker` defaults to 127.0.0.1:9093; `strata dev` serves
+    /// none unless set.
     pub grpc: Option<String>,
+    /// Address other brokers are told to use for gRPC; defaults to the
+    /// bound listener (with the advertised Kafka host if bound to 0.0.0.0).
+    pub advertise_grpc: Option<String>,
     pub cluster: String,
     pub node_id: i32,
     /// Failure domain (e.g. availability zone) reported as the broker's rack.
@@ -47,6 +51,9 @@ pub struct Settings {
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session (leadership lease).
     pub session_timeout_ms: i64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long
+    /// leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
     /// How often unreferenced cold objects are looked for.
     pub cold_gc_interval_ms: u64,
     /// Age after which an unreferenced cold object is deleted.
@@ -78,6 +85,7 @@ impl Default for Settings {
             aws_secret_access_key: None,
             aws_allow_http: None,
             grpc: None,
+            advertise_grpc: None,
             cluster: "strata".into(),
             node_id: b.node_id,
             rack: None,
@@ -90,6 +98,7 @@ impl Default for Settings {
             fsync_on_ack_all: b.fsync_on_ack_all,
             retention_check_interval_ms: b.retention_check_interval_ms,
             session_timeout_ms: b.session_timeout_ms,
+            replica_lag_time_max_ms: b.replica_lag_time_max_ms,
             cold_gc_interval_ms: b.cold_gc_interval_ms,
             cold_gc_grace_ms: b.cold_gc_grace_ms,
             max_connections: 10_000,
@@ -108,6 +117,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "object_store",
     "etcd",
     "grpc",
+    "advertise_grpc",
     "rack",
     "aws_endpoint_url",
     "aws_region",
@@ -214,6 +224,7 @@ impl Settings {
             fsync_on_ack_all: self.fsync_on_ack_all,
             retention_check_interval_ms: self.retention_check_interval_ms,
             session_timeout_ms: self.session_timeout_ms,
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms,
             cold_gc_interval_ms: self.cold_gc_interval_ms,
             cold_gc_grace_ms: self.cold_gc_grace_ms,
             topic_defaults: self.topic_defaults.clone(),

@@ -36,7 +36,7 @@ impl Broker {
             let txn = Txn::new()
                 .when(Compare::CreateRevision(
                     self.keys.partition_leader(&p.topic, p.index),
-                    p.fencing_revision,
+                    p.fencing_revision(),
                 ))
                 .then(Op::delete(self.keys.segment(
                     &p.topic,
@@ -197,7 +197,7 @@ impl Broker {
             .when(Compare::ModRevision(state_key.clone(), kv.mod_revision))
             .when(Compare::CreateRevision(
                 self.keys.partition_leader(topic, partition),
-                p.fencing_revision,
+                p.fencing_revision(),
             ))
             .then(Op::put(state_key, to_json(&state)?));
         let doomed: Vec<SegmentEntry> = self

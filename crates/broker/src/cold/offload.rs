@@ -92,7 +92,7 @@ impl Broker {
             .map_err(|e| {
                 BrokerError::Storage(format!("cannot read {}: {e}", seg.path.display()))
             })?;
-        let opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch);
+        let opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch());
         let file = tokio::task::spawn_blocking(move || write_segment(&Bytes::from(data), &opts))
             .await
             .map_err(|e| BrokerError::Storage(format!("offload encode task failed: {e}")))?
@@ -103,7 +103,7 @@ impl Broker {
             p.index,
             file.base_offset,
             file.last_offset,
-            p.leader_epoch,
+            p.leader_epoch(),
         );
         let size = file.bytes.len() as u64;
         upload(
@@ -121,7 +121,7 @@ impl Broker {
             max_timestamp: file.max_timestamp,
             bytes: size,
             records: file.record_count,
-            epoch: p.leader_epoch,
+            epoch: p.leader_epoch(),
         };
         let committed = self
             .meta
@@ -129,7 +129,7 @@ impl Broker {
                 Txn::new()
                     .when(Compare::CreateRevision(
                         self.keys.partition_leader(&p.topic, p.index),
-                        p.fencing_revision,
+                        p.fencing_revision(),
                     ))
                     .then(Op::put(
                         self.keys.segment(&p.topic, p.index, file.base_offset),

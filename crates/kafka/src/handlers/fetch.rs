@@ -1,4 +1,4 @@
-//! Fetch (long-poll) and ListOffsets.
+//! Fetch (long-poll), ListOffsets and OffsetForLeaderEpoch.
 
 use super::Ctx;
 use crate::errors::broker_error_code;
@@ -7,8 +7,12 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::ResponseError;
 use std::time::Duration;
@@ -111,13 +115,61 @@ pub async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffse
                     pr.offset = offset;
                     pr.timestamp = ts;
                     if v >= 4 {
-                        pr.leader_epoch = if offset >= 0 { 0 } else { -1 };
+                        pr.leader_epoch = if offset >= 0 {
+                            ctx.broker.epoch_of_offset(&name, p.partition_index, offset)
+                        } else {
+                            -1
+                        };
                     }
                 }
                 Some(Err(e)) => {
                     pr.error_code = broker_error_code(&e);
                     pr.offset = -1;
                     pr.timestamp = -1;
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+/// OffsetForLeaderEpoch (KIP-101/KIP-320): where each asked-for leader epoch
+/// ends in the leader's log, so a client (or follower) can detect a
+/// truncated or divergent position after a leader change.
+pub fn offset_for_leader_epoch(
+    ctx: &Ctx,
+    r: OffsetForLeaderEpochRequest,
+    v: i16,
+) -> OffsetForLeaderEpochResponse {
+    let mut resp = OffsetForLeaderEpochResponse::default();
+    for t in r.topics {
+        let name = t.topic.to_string();
+        let mut tr = OffsetForLeaderTopicResult::default();
+        tr.topic = t.topic;
+        for p in t.partitions {
+            let mut pr = EpochEndOffset::default();
+            pr.partition = p.partition;
+            let current = if v >= 2 { p.current_leader_epoch } else { -1 };
+            match ctx
+                .broker
+                .end_offset_for_epoch(&name, p.partition, current, p.leader_epoch)
+            {
+                Ok(Some((epoch, end))) => {
+                    if v >= 1 {
+                        pr.leader_epoch = epoch;
+                    }
+                    pr.end_offset = end;
+                }
+                Ok(None) => {
+                    pr.leader_epoch = -1;
+                    pr.end_offset = -1;
+                }
+                Err(e) => {
+                    pr.error_code = broker_error_code(&e);
+                    pr.leader_epoch = -1;
+                    pr.end_offset = -1;
                 }
             }
             tr.partitions.push(pr);

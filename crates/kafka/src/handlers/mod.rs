@@ -144,6 +144,9 @@ async fn dispatch(
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(fetch::list_offsets(&ctx, r, v).await)
         }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(fetch::offset_for_leader_epoch(&ctx, r, v))
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(admin::create_topics(&ctx, r, v).await)
         }

@@ -13,6 +13,8 @@ use strata_broker::durability::Acks;
 
 pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
     let acks = Acks::from_kafka(r.acks);
+    // The request's own bound on waiting for the in-sync replicas.
+    let timeout = std::time::Duration::from_millis(r.timeout_ms.clamp(100, 300_000) as u64);
     let mut resp = ProduceResponse::default();
     for topic in r.topic_data {
         let name = topic.name.to_string();
@@ -38,7 +40,11 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
                     pr.error_code = ResponseError::CorruptMessage.code();
                     return pr;
                 };
-                match ctx.broker.produce(&name, pd.index, &records, acks).await {
+                match ctx
+                    .broker
+                    .produce_with_timeout(&name, pd.index, &records, acks, timeout)
+                    .await
+                {
                     Ok(o) => {
                         pr.base_offset = o.base_offset;
                         pr.log_append_time_ms = o.log_append_time;

@@ -1,0 +1,197 @@
+//! The follower's task for one partition: find the leader in the cluster
+//! view, open a replication stream to its gRPC endpoint, truncate as the
+//! leader says, then append what it pushes and report the new log end.
+//! Reconnects (bounded backoff) on any error or when the view names a new
+//! leader; stops when cancelled (before this replica is promoted, or when
+//! it is removed).
+
+use crate::broker::Broker;
+use crate::partition::{FollowerStart, Partition};
+use std::sync::Arc;
+use std::time::Duration;
+use strata_rpc::replication::replication_client::ReplicationClient;
+use strata_rpc::replication::{
+    follower_message, leader_message, EpochStart, FollowerMessage, Hello, Position,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// The leader a follower copies from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderTarget {
+    pub broker: i32,
+    pub epoch: i32,
+    pub grpc: String,
+}
+
+/// A running follower task and the replica it writes.
+pub struct FollowerHandle {
+    pub partition: Arc<Partition>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FollowerHandle {
+    pub fn spawn(broker: Arc<Broker>, partition: Arc<Partition>) -> Self {
+        let cancel = broker.shutdown_token().child_token();
+        let task = tokio::spawn(follow(broker, partition.clone(), cancel.clone()));
+        Self {
+            partition,
+            cancel,
+            task,
+        }
+    }
+
+    /// Stops copying; once this returns nothing more is appended.
+    pub async fn stop(self) -> Arc<Partition> {
+        self.cancel.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(partition = %self.partition.name(), error = %e, "follower task failed");
+        }
+        self.partition
+    }
+}
+
+/// A lazily connected channel to `addr`, with HTTP/2 windows sized for
+/// bulk copy.
+pub fn channel(addr: &str) -> Result<Channel, String> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad gRPC address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(ep.connect_lazy())
+}
+
+async fn follow(broker: Arc<Broker>, p: Arc<Partition>, cancel: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let outcome = match broker.leader_to_follow(&p.topic, p.index) {
+            Some(target) => tokio::select! {
+                r = follow_once(&broker, &p, &target) => r.map_err(|e| (target, e)),
+                _ = cancel.cancelled() => return,
+            },
+            None => Ok(()),
+        };
+        match outcome {
+            Ok(()) => failures = 0,
+            Err((target, e)) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(50) {
+                    tracing::info!(partition = %p.name(), leader = target.broker, epoch = target.epoch, failures, error = %e, "replication stream failed; retrying");
+                }
+            }
+        }
+        let wait = Duration::from_millis((25u64 << failures.min(5)).min(1000));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// One stream to the leader; returns when it ends or the leader changes.
+async fn follow_once(
+    broker: &Arc<Broker>,
+    p: &Arc<Partition>,
+    target: &LeaderTarget,
+) -> Result<(), String> {
+    let mut client = ReplicationClient::new(broker.rpc_channel(&target.grpc)?)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(8);
+    let history = p.epoch_history();
+    let hello = Hello {
+        topic: p.topic.clone(),
+        partition: p.index,
+        replica_id: broker.node_id(),
+        leader_epoch: target.epoch,
+        log_start_offset: p.log_start_offset(),
+        log_end_offset: p.log_end_offset(),
+        epochs: history
+            .entries()
+            .iter()
+            .map(|&(epoch, start_offset)| EpochStart {
+                epoch,
+                start_offset,
+            })
+            .collect(),
+    };
+    let send = |m: follower_message::Body| {
+        let tx = tx.clone();
+        async move {
+            tx.send(FollowerMessage { body: Some(m) })
+                .await
+                .map_err(|_| "stream closed".to_string())
+        }
+    };
+    send(follower_message::Body::Hello(hello)).await?;
+    let mut inbound = client
+        .replicate(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+        .into_inner();
+    let status = |s: tonic::Status| format!("{}: {}", s.code(), s.message());
+    let start = match inbound
+        .message()
+        .await
+        .map_err(status)?
+        .and_then(|m| m.body)
+    {
+        Some(leader_message::Body::Start(s)) => s,
+        _ => return Err("the leader did not open with Start".into()),
+    };
+    let end = p
+        .truncate_for_leader(
+            FollowerStart {
+                truncate_to: start.truncate_to,
+                log_start_offset: start.log_start_offset,
+                high_watermark: start.high_watermark,
+            },
+            broker.now_ms(),
+        )
+        .map_err(|e| e.to_string())?;
+    send(follower_message::Body::Position(Position {
+        log_end_offset: end,
+    }))
+    .await?;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            m = inbound.message() => match m.map_err(status)?.and_then(|m| m.body) {
+                Some(leader_message::Body::Records(r)) => {
+                    let end = p
+                        .append_replicated(&r.data, r.high_watermark, broker.now_ms())
+                        .map_err(|e| e.to_string())?;
+                    send(follower_message::Body::Position(Position { log_end_offset: end })).await?;
+                }
+                Some(leader_message::Body::Watermark(w)) => {
+                    p.set_follower_high_watermark(w.high_watermark);
+                    // Answering shows the leader this replica is alive and
+                    // (if so) caught up while no data flows.
+                    send(follower_message::Body::Position(Position {
+                        log_end_offset: p.log_end_offset(),
+                    }))
+                    .await?;
+                }
+                Some(leader_message::Body::Start(_)) => {
+                    return Err("unexpected Start mid-stream".into());
+                }
+                None => return Ok(()),
+            },
+            _ = check.tick() => {
+                if broker.leader_to_follow(&p.topic, p.index).as_ref() != Some(target) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The leader's side of replication: serves one follower's stream for one
+//! partition. The handshake finds where the follower must truncate; then the
+//! leader pushes stored batches from the follower's log end as they are
+//! appended, with its high watermark, and records the positions the
+//! follower reports (which advance the high watermark and the ISR).
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_log::EpochHistory;
+use strata_rpc::replication::replication_server::{Replication, ReplicationServer};
+use strata_rpc::replication::{
+    follower_message, leader_message, FollowerMessage, LeaderMessage, Records, Start, Watermark,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Most bytes of batches in one Records message.
+const MAX_CHUNK: usize = 1 << 20;
+/// Records messages buffered per stream before the leader waits (bounds
+/// memory per follower; the follower's positions flow independently).
+const STREAM_BUFFER: usize = 4;
+/// A Watermark is sent at least this often, so an idle follower learns the
+/// high watermark and notices a dead stream.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+pub struct ReplicationService {
+    broker: Arc<Broker>,
+}
+
+impl ReplicationService {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+
+    /// The tonic service, with HTTP/2 windows large enough for bulk copy.
+    pub fn server(broker: Arc<Broker>) -> ReplicationServer<Self> {
+        ReplicationServer::new(Self::new(broker))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+fn refuse(e: BrokerError) -> Status {
+    match e {
+        BrokerError::NotLeader(m) => Status::failed_precondition(format!("not the leader: {m}")),
+        BrokerError::UnknownTopicOrPartition(m) => Status::not_found(m),
+        BrokerError::OffsetOutOfRange { .. } => Status::out_of_range(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type ReplicateStream = ReceiverStream<Result<LeaderMessage, Status>>;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<FollowerMessage>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await?.and_then(|m| m.body) {
+            Some(follower_message::Body::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("the stream must open with Hello")),
+        };
+        let p = self
+            .broker
+            .partition(&hello.topic, hello.partition)
+            .map_err(refuse)?;
+        let epoch = p.leader_epoch();
+        if epoch != hello.leader_epoch {
+            return Err(Status::failed_precondition(format!(
+                "{} is led here in epoch {epoch}, not {}",
+                p.name(),
+                hello.leader_epoch
+            )));
+        }
+        let is_replica = self
+            .broker
+            .view()
+            .states
+            .get(&(hello.topic.clone(), hello.partition))
+            .is_some_and(|s| s.state.replicas.contains(&hello.replica_id));
+        if !is_replica || hello.replica_id == self.broker.node_id() {
+            return Err(Status::permission_denied(format!(
+                "broker {} is not a follower of {}",
+                hello.replica_id,
+                p.name()
+            )));
+        }
+        let history = EpochHistory::from_entries(
+            hello
+                .epochs
+                .iter()
+                .map(|e| (e.epoch, e.start_offset))
+                .collect(),
+        );
+        let start = p.follower_start(&history, hello.log_end_offset);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let first = LeaderMessage {
+            body: Some(leader_message::Body::Start(Start {
+                truncate_to: start.truncate_to,
+                log_start_offset: start.log_start_offset,
+                high_watermark: start.high_watermark,
+            })),
+        };
+        tx.send(Ok(first))
+            .await
+            .map_err(|_| Status::cancelled("follower went away"))?;
+        tracing::debug!(partition = %p.name(), follower = hello.replica_id, ?start, "follower connected");
+        tokio::spawn(serve(
+            self.broker.clone(),
+            p,
+            epoch,
+            hello.replica_id,
+            inbound,
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+type Tx = mpsc::Sender<Result<LeaderMessage, Status>>;
+
+fn position(m: Result<Option<FollowerMessage>, Status>) -> Option<i64> {
+    match m {
+        Ok(Some(FollowerMessage {
+            body: Some(follower_message::Body::Position(p)),
+        })) => Some(p.log_end_offset),
+        _ => None,
+    }
+}
+
+/// Pushes data to one follower until it goes away or this broker stops
+/// leading the partition in `epoch`.
+async fn serve(
+    broker: Arc<Broker>,
+    p: Arc<Partition>,
+    epoch: i32,
+    follower: i32,
+    mut inbound: Streaming<FollowerMessage>,
+    tx: Tx,
+) {
+    // The follower reports its log end once it has truncated.
+    let Some(mut next) = position(inbound.message().await) else {
+        return;
+    };
+    p.follower_position(follower, next, broker.now_ms());
+    // Positions are read by their own task, so a full outbound buffer never
+    // delays the high watermark.
+    let reader = {
+        let (p, broker) = (p.clone(), broker.clone());
+        tokio::spawn(async move {
+            while let Some(end) = position(inbound.message().await) {
+                p.follower_position(follower, end, broker.now_ms());
+            }
+        })
+    };
+    let mut last_hw = -1;
+    loop {
+        let appended = p.appended();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        if p.leader_epoch() != epoch {
+            let _ = tx
+                .send(Err(Status::failed_precondition(format!(
+                    "{} is no longer led here in epoch {epoch}",
+                    p.name()
+                ))))
+                .await;
+            break;
+        }
+        if reader.is_finished() {
+            break;
+        }
+        let end = p.log_end_offset();
+        if next < end {
+            match p.read_for_follower(next, MAX_CHUNK) {
+                Ok((data, n)) if n > next => {
+                    if n >= end {
+                        p.sent_to_follower(follower, n, broker.now_ms());
+                    }
+                    last_hw = p.high_watermark();
+                    let msg = LeaderMessage {
+                        body: Some(leader_message::Body::Records(Records {
+                            data,
+                            high_watermark: last_hw,
+                        })),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                    next = n;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(partition = %p.name(), follower, next, error = %e, "cannot serve follower; it will reconnect");
+                    let _ = tx.send(Err(refuse(e))).await;
+                    break;
+                }
+            }
+        }
+        let hw = p.high_watermark();
+        if hw != last_hw {
+            last_hw = hw;
+            if send_watermark(&tx, hw).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = &mut appended => {}
+            _ = tokio::time::sleep(HEARTBEAT) => {
+                if send_watermark(&tx, hw).await.is_err() {
+                    break;
+                }
+            }
+            _ = tx.closed() => break,
+        }
+    }
+    reader.abort();
+}
+
+async fn send_watermark(tx: &Tx, hw: i64) -> Result<(), ()> {
+    let msg = LeaderMessage {
+        body: Some(leader_message::Body::Watermark(Watermark {
+            high_watermark: hw,
+        })),
+    };
+    tx.send(Ok(msg)).await.map_err(|_| ())
+}
