@@ -57,6 +57,37 @@ fn is_lease_not_found(e: &etcd::Error) -> bool {
     e.to_string().contains("lease not found")
 }
 
+/// The request never reached a server: the balanced channel picked an
+/// endpoint that refuses connections (e.g. a dead member of a 3-member
+/// cluster). Any request, a transaction included, may then be retried.
+fn never_sent(e: &etcd::Error) -> bool {
+    let s = e.to_string();
+    s.contains("tcp connect error") || s.contains("Connection refused")
+}
+
+/// Attempts at a request whose connection could not be made; the channel
+/// balances over every endpoint, so another attempt usually reaches a live one.
+const CONNECT_ATTEMPTS: u32 = 6;
+
+/// Runs `f` again (bounded, with a short backoff) while it fails before
+/// reaching a server.
+async fn retry_unsent<T, F, Fut>(mut f: F) -> Result<T, etcd::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if never_sent(&e) && attempt + 1 < CONNECT_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl EtcdStore {
     /// Connects to any of `endpoints` (`http://host:port`).
     pub async fn connect(endpoints: &[String], opts: EtcdOptions) -> Result<Self, MetaError> {
@@ -98,22 +129,21 @@ impl EtcdStore {
 #[async_trait]
 impl MetadataStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
+        let resp = retry_unsent(|| async { self.client.kv_client().get(key, None).await })
             .await
             .map_err(|e| unavailable("get", e))?;
         Ok(resp.kvs().first().map(convert))
     }
 
     async fn range(&self, prefix: &str) -> Result<Range, MetaError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| unavailable("range", e))?;
+        let resp = retry_unsent(|| async {
+            self.client
+                .kv_client()
+                .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                .await
+        })
+        .await
+        .map_err(|e| unavailable("range", e))?;
         Ok(Range {
             kvs: resp.kvs().iter().map(convert).collect(),
             revision: header_revision(resp.header()),
@@ -125,22 +155,24 @@ impl MetadataStore for EtcdStore {
             .when(txn.compares.iter().map(Self::compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(Self::op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(Self::op).collect::<Vec<_>>());
-        let resp = self.client.kv_client().txn(t).await.map_err(|e| {
-            if is_lease_not_found(&e) {
-                let lease = txn
-                    .success
-                    .iter()
-                    .chain(txn.failure.iter())
-                    .find_map(|o| match o {
-                        Op::Put { lease: Some(l), .. } => Some(*l),
-                        _ => None,
-                    })
-                    .unwrap_or(0);
-                MetaError::LeaseNotFound(lease)
-            } else {
-                unavailable("txn", e)
-            }
-        })?;
+        let resp = retry_unsent(|| async { self.client.kv_client().txn(t.clone()).await })
+            .await
+            .map_err(|e| {
+                if is_lease_not_found(&e) {
+                    let lease = txn
+                        .success
+                        .iter()
+                        .chain(txn.failure.iter())
+                        .find_map(|o| match o {
+                            Op::Put { lease: Some(l), .. } => Some(*l),
+                            _ => None,
+                        })
+                        .unwrap_or(0);
+                    MetaError::LeaseNotFound(lease)
+                } else {
+                    unavailable("txn", e)
+                }
+            })?;
         Ok(TxnResponse {
             succeeded: resp.succeeded(),
             revision: header_revision(resp.header()),
@@ -150,10 +182,7 @@ impl MetadataStore for EtcdStore {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
         // etcd leases have whole-second TTLs.
         let secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let resp = self
-            .client
-            .lease_client()
-            .grant(secs, None)
+        let resp = retry_unsent(|| async { self.client.lease_client().grant(secs, None).await })
             .await
             .map_err(|e| unavailable("lease grant", e))?;
         Ok(resp.id())
@@ -167,12 +196,10 @@ impl MetadataStore for EtcdStore {
                 unavailable("lease keep-alive", e)
             }
         };
-        let (mut keeper, mut stream) = self
-            .client
-            .lease_client()
-            .keep_alive(lease)
-            .await
-            .map_err(not_found_or)?;
+        let (mut keeper, mut stream) =
+            retry_unsent(|| async { self.client.lease_client().keep_alive(lease).await })
+                .await
+                .map_err(not_found_or)?;
         keeper.keep_alive().await.map_err(not_found_or)?;
         match stream.message().await {
             Ok(Some(resp)) if resp.ttl() > 0 => Ok(()),
@@ -182,7 +209,7 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError> {
-        match self.client.lease_client().revoke(lease).await {
+        match retry_unsent(|| async { self.client.lease_client().revoke(lease).await }).await {
             Ok(_) => Ok(()),
             Err(e) if is_lease_not_found(&e) => Err(MetaError::LeaseNotFound(lease)),
             Err(e) => Err(unavailable("lease revoke", e)),
@@ -198,12 +225,14 @@ impl MetadataStore for EtcdStore {
         if from_revision > 0 {
             opts = opts.with_start_revision(from_revision);
         }
-        let mut stream = self
-            .client
-            .watch_client()
-            .watch(prefix, Some(opts))
-            .await
-            .map_err(|e| unavailable("watch", e))?;
+        let mut stream = retry_unsent(|| async {
+            self.client
+                .watch_client()
+                .watch(prefix, Some(opts.clone()))
+                .await
+        })
+        .await
+        .map_err(|e| unavailable("watch", e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let task = tokio::spawn(async move {
             loop {
