@@ -410,3 +410,21 @@ async fn ranged_reads_match_in_memory_reads() {
         assert_eq!(all_records(&ranged).first().unwrap().offset, from);
     }
 }
+
+#[test]
+fn records_below_from_offset_are_left_out() {
+    // A new leader's segment [0, 30) when an earlier file already covers
+    // offsets up to 14: only 15.. are written, so no offset is in two files.
+    let seg = segment_of(&[
+        kafka_batch(0, 10, Compression::None, KTs::Creation),
+        kafka_batch(10, 10, Compression::Lz4, KTs::Creation),
+        kafka_batch(20, 10, Compression::None, KTs::Creation),
+    ]);
+    let mut opts = WriteOptions::new("t", 0, 4);
+    opts.from_offset = 15;
+    let f = write_segment(&seg, &opts).unwrap();
+    assert_eq!((f.base_offset, f.last_offset, f.record_count), (15, 29, 15));
+    let back = read_batches(&f.bytes, &ReadOptions::default(), 4).unwrap();
+    let offsets: Vec<i64> = all_records(&back).iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (15..30).collect::<Vec<_>>());
+}

@@ -28,6 +28,10 @@ pub struct WriteOptions {
     /// Key and value bytes per row group at most (the same bound for large
     /// records, where the row count alone would allow huge groups).
     pub row_group_bytes: usize,
+    /// Records below this offset are left out: they are already in an
+    /// earlier file (a new leader's segments can start below what its
+    /// predecessor offloaded, since each replica rolls its own segments).
+    pub from_offset: i64,
 }
 
 impl WriteOptions {
@@ -38,6 +42,7 @@ impl WriteOptions {
             leader_epoch,
             row_group_rows: 16 * 1024,
             row_group_bytes: 4 << 20,
+            from_offset: 0,
         }
     }
 }
@@ -153,12 +158,16 @@ pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile
     let mut leader_epoch = opts.leader_epoch;
     let mut group_bytes = 0usize;
     for (pos, h) in BatchIter::new(segment) {
-        if h.is_control() {
+        if h.is_control() || h.last_offset() < opts.from_offset {
             continue;
         }
         let batch = decode_batch(&segment.slice(pos..pos + h.total_size()))?;
         leader_epoch = leader_epoch.max(h.partition_leader_epoch);
-        for r in &batch.records {
+        for r in batch
+            .records
+            .iter()
+            .filter(|r| r.offset >= opts.from_offset)
+        {
             cols.push(opts.partition, r);
             base = base.min(r.offset);
             last = last.max(r.offset);

@@ -55,7 +55,7 @@ impl Broker {
                         && !expired(&p, s, now)
                 });
                 let Some(seg) = next else { break };
-                match self.offload_segment(cold, &p, &seg).await {
+                match self.offload_segment(cold, &p, &seg, covered).await {
                     Ok(last) => {
                         done += 1;
                         covered = last;
@@ -84,6 +84,7 @@ impl Broker {
         cold: &ColdTier,
         p: &Arc<Partition>,
         seg: &SegmentInfo,
+        covered: i64,
     ) -> Result<i64, BrokerError> {
         let path = seg.path.clone();
         let data = tokio::task::spawn_blocking(move || std::fs::read(&path))
@@ -92,7 +93,8 @@ impl Broker {
             .map_err(|e| {
                 BrokerError::Storage(format!("cannot read {}: {e}", seg.path.display()))
             })?;
-        let opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch());
+        let mut opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch());
+        opts.from_offset = covered + 1;
         let file = tokio::task::spawn_blocking(move || write_segment(&Bytes::from(data), &opts))
             .await
             .map_err(|e| BrokerError::Storage(format!("offload encode task failed: {e}")))?
