@@ -96,3 +96,36 @@ def test_replication_factor_3_keeps_every_acknowledged_record_when_the_leader_di
                 b.stop()
             assert "panicked" not in b.log()
         etcd.kill()
+
+
+def test_sigterm_hands_leadership_over_before_exiting(tmp_path):
+    etcd = Etcd(tmp_path).start()
+    brokers = start_cluster(tmp_path, etcd.endpoint)
+    try:
+        a = AdminClient({"bootstrap.servers": bootstrap(brokers)})
+        a.create_topics([NewTopic("term", num_partitions=1, replication_factor=3,
+                                  config={"min.insync.replicas": "2"})])["term"].result(30)
+        wait_full_isr(brokers, "term")
+        # acks=1: acknowledged by the leader alone; a graceful stop must not
+        # lose them either.
+        p = Producer({"bootstrap.servers": bootstrap(brokers), "acks": "1", "linger.ms": 5})
+        for i in range(5000):
+            p.produce("term", value=b"%d" % i)
+        assert p.flush(60) == 0
+        leader = partition_md(brokers, "term")[0].leader
+        t0 = time.time()
+        assert brokers[leader].stop() == 0
+        new = wait_until(lambda: partition_md(brokers, "term")[0].leader not in (-1, leader) and
+                         partition_md(brokers, "term")[0].leader, timeout=30, interval=0.05,
+                         what="a new leader after SIGTERM")
+        took = time.time() - t0
+        # Without a handover, clients would wait for the 3 s lease to expire.
+        assert took < 2.5, f"leadership moved {took:.2f}s after SIGTERM"
+        got = read_all(bootstrap(brokers), "term", 1)
+        assert [int(v) for _, v in got[0]] == list(range(5000)), f"leader {new} lacks records"
+    finally:
+        for b in brokers.values():
+            if b.alive():
+                b.stop()
+            assert "panicked" not in b.log()
+        etcd.kill()

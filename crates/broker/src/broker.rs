@@ -35,6 +35,8 @@ pub struct Broker {
     pub(crate) following: std::sync::Mutex<HashMap<(String, i32), FollowerHandle>>,
     /// One reconcile at a time (the loop, topic admin and startup all call it).
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
+    /// When this broker first saw each partition without a leader.
+    pub(crate) leaderless_since: std::sync::Mutex<HashMap<(String, i32), i64>>,
     /// This broker, for the tasks it spawns (set once built).
     pub(crate) self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
     /// gRPC channels to other brokers, by address.
@@ -173,6 +175,7 @@ impl BrokerBuilder {
             reconcile_lock: tokio::sync::Mutex::new(()),
             rpc_channels: std::sync::Mutex::new(HashMap::new()),
             self_ref: std::sync::OnceLock::new(),
+            leaderless_since: std::sync::Mutex::new(HashMap::new()),
             session: Session::default(),
             identity,
             reconcile_now: tokio::sync::Notify::new(),

@@ -313,7 +313,7 @@ impl Broker {
                     }
                 }
                 Some(_) => self.ensure_following(&key, t.config.clone()).await,
-                None if lease != 0 && self.eligible_leader(&st.state, &view) => {
+                None if lease != 0 && self.eligible_leader(&key, &st.state, &view) => {
                     let part = match self.stop_following(&key).await {
                         Some(part) => Some(part),
                         None => self.open_replica(topic, *p, t.config.clone()).await,
@@ -340,9 +340,33 @@ impl Broker {
 
     /// May this broker run for leadership of a leaderless partition? Only a
     /// member of the stored ISR (unclean election is off): it holds every
-    /// acknowledged record.
-    fn eligible_leader(&self, state: &PartitionStateRecord, _view: &ClusterView) -> bool {
-        state.isr.contains(&self.identity.id)
+    /// acknowledged record. The first live ISR member in replica order (the
+    /// preferred replica when it is in sync) runs at once; the others join
+    /// in after two seconds, in case it cannot.
+    fn eligible_leader(
+        &self,
+        key: &(String, i32),
+        state: &PartitionStateRecord,
+        view: &ClusterView,
+    ) -> bool {
+        let me = self.identity.id;
+        if !state.isr.contains(&me) {
+            return false;
+        }
+        let first = state
+            .replicas
+            .iter()
+            .find(|r| state.isr.contains(r) && view.brokers.contains_key(r));
+        if first == Some(&me) {
+            return true;
+        }
+        let now = self.clock.now_ms();
+        let mut since = self
+            .leaderless_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        since.retain(|k, _| !view.leaders.contains_key(k));
+        now - *since.entry(key.clone()).or_insert(now) >= 2000
     }
 
     /// The local replica (led or followed), if open.

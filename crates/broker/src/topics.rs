@@ -67,9 +67,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 }
 
 impl Broker {
-    /// Partition states for partitions `from..to`, placed round-robin over
-    /// the live brokers from a per-topic starting point; the first replica is
-    /// the preferred leader.
+    /// Partition states for partitions `from..to`, placed by
+    /// [`place_replicas`] over the live brokers; the first replica is the
+    /// preferred leader.
     fn partition_state_ops(
         &self,
         name: &str,
@@ -77,20 +77,19 @@ impl Broker {
         to: i32,
         rf: i16,
     ) -> Result<Vec<Op>, BrokerError> {
-        let brokers: Vec<i32> = self.view().brokers.keys().copied().collect();
+        let brokers: Vec<(i32, Option<String>)> = self
+            .view()
+            .brokers
+            .values()
+            .map(|b| (b.id, b.rack.clone()))
+            .collect();
         if brokers.is_empty() {
             return Err(BrokerError::Metadata(
                 "no live brokers to place partitions on".into(),
             ));
         }
-        let start = name.bytes().fold(0usize, |h, b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
         let mut ops = Vec::new();
-        for p in from..to {
-            let replicas: Vec<i32> = (0..rf as usize)
-                .map(|r| brokers[(start + p as usize + r) % brokers.len()])
-                .collect();
+        for (p, replicas) in (from..to).zip(place_replicas(&brokers, name, from, to, rf)) {
             let state = PartitionStateRecord {
                 isr: replicas.clone(),
                 replicas,
@@ -309,4 +308,75 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, BrokerError> {
 pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, BrokerError> {
     serde_json::from_slice(b)
         .map_err(|e| BrokerError::Metadata(format!("cannot decode record: {e}")))
+}
+
+/// Replica lists for partitions `from..to`: round-robin from a per-topic
+/// starting point over the brokers ordered rack by rack in turn (a broker
+/// of each rack, then the next of each, ...), so consecutive replicas of a
+/// partition sit in different racks whenever there are enough racks.
+/// Brokers without a rack form one rack of their own.
+pub(crate) fn place_replicas(
+    brokers: &[(i32, Option<String>)],
+    name: &str,
+    from: i32,
+    to: i32,
+    rf: i16,
+) -> Vec<Vec<i32>> {
+    let mut racks: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+    for (id, rack) in brokers {
+        racks.entry(rack.as_deref()).or_default().push(*id);
+    }
+    for ids in racks.values_mut() {
+        ids.sort_unstable();
+    }
+    let deepest = racks.values().map(Vec::len).max().unwrap_or(0);
+    let order: Vec<i32> = (0..deepest)
+        .flat_map(|i| racks.values().filter_map(move |ids| ids.get(i).copied()))
+        .collect();
+    if order.is_empty() {
+        return Vec::new();
+    }
+    let start = name.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    (from..to)
+        .map(|p| {
+            (0..rf.max(0) as usize)
+                .map(|r| order[(start + p as usize + r) % order.len()])
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::place_replicas;
+
+    #[test]
+    fn replicas_spread_over_racks_and_leaders_over_brokers() {
+        let brokers: Vec<(i32, Option<String>)> =
+            [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")]
+                .iter()
+                .map(|(id, r)| (*id, Some(r.to_string())))
+                .collect();
+        let rack = |id: i32| brokers.iter().find(|b| b.0 == id).and_then(|b| b.1.clone());
+        let placed = place_replicas(&brokers, "orders", 0, 12, 3);
+        for replicas in &placed {
+            let mut racks: Vec<_> = replicas.iter().map(|id| rack(*id)).collect();
+            racks.sort();
+            racks.dedup();
+            assert_eq!(racks.len(), 3, "{replicas:?} spans every rack");
+        }
+        let mut leaders: Vec<i32> = placed.iter().map(|r| r[0]).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        assert_eq!(leaders.len(), 6, "every broker leads some partition");
+        // Without racks: plain round-robin over distinct brokers.
+        let plain: Vec<(i32, Option<String>)> = (1..=3).map(|i| (i, None)).collect();
+        for r in place_replicas(&plain, "t", 0, 3, 3) {
+            let mut s = r.clone();
+            s.sort_unstable();
+            assert_eq!(s, vec![1, 2, 3]);
+        }
+    }
 }
