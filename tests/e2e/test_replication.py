@@ -129,3 +129,61 @@ def test_sigterm_hands_leadership_over_before_exiting(tmp_path):
                 b.stop()
             assert "panicked" not in b.log()
         etcd.kill()
+
+
+def dir_bytes(path):
+    return sum(f.stat().st_size for f in path.glob("*.log")) if path.exists() else 0
+
+
+def test_reassignment_moves_a_replica_copying_only_the_hot_tail(tmp_path):
+    from conftest import strata_cli
+    etcd = Etcd(tmp_path).start()
+    shared = f"file://{tmp_path}/objects"
+    brokers = {i: broker_process(tmp_path, i, etcd.endpoint, cluster="moves",
+                                 extra=[*FAST, "--object-store", shared,
+                                        "--set", "retention_check_interval_ms=500"])
+               for i in (1, 2, 3, 4)}
+    try:
+        for b in brokers.values():
+            b.start()
+        a = AdminClient({"bootstrap.servers": bootstrap(brokers)})
+        wait_until(lambda: len(a.list_topics(timeout=5).brokers) == 4, what="4 brokers")
+        a.create_topics([NewTopic("moves", num_partitions=1, replication_factor=3, config={
+            "min.insync.replicas": "2", "segment.bytes": "65536",
+            "local.retention.bytes": "131072"})])["moves"].result(30)
+        wait_full_isr(brokers, "moves")
+        p = Producer({"bootstrap.servers": bootstrap(brokers), "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        value = b"x" * 500
+        for i in range(4000):
+            p.produce("moves", key=b"%d" % i, value=value)
+        assert p.flush(60) == 0
+        md = partition_md(brokers, "moves")[0]
+        old_leader, replicas = md.leader, list(md.replicas)
+        newcomer = next(i for i in brokers if i not in replicas)
+        leader_dir = tmp_path / f"broker-{old_leader}" / "logs" / "moves-0"
+        # History goes cold and leaves the leader's disk.
+        wait_until(lambda: 0 < dir_bytes(leader_dir) < 600_000, timeout=60,
+                   what="offload to trim the leader's local log")
+        keep = [r for r in replicas if r != old_leader]
+        target = [newcomer, *keep]
+        r = strata_cli("topic", "reassign", "--bootstrap", bootstrap(brokers), "--topic", "moves",
+                       "--partition", "0", "--replicas", ",".join(map(str, target)), "--wait",
+                       "--timeout-secs", "30")
+        d = strata_cli("topic", "describe", "--bootstrap", bootstrap(brokers), "--topic", "moves")
+        assert r.returncode == 0, r.stderr + d.stdout + d.stderr
+        assert "moved moves-0" in r.stdout, r.stdout
+        md = partition_md(brokers, "moves")[0]
+        assert (md.leader, list(md.replicas)) == (newcomer, target)
+        # The old leader dropped its copy; the newcomer holds only the hot tail.
+        wait_until(lambda: not leader_dir.exists(), timeout=30, what="removed replica's files deleted")
+        new_dir = tmp_path / f"broker-{newcomer}" / "logs" / "moves-0"
+        assert 0 < dir_bytes(new_dir) < 600_000, dir_bytes(new_dir)
+        got = read_all(bootstrap(brokers), "moves", 1)
+        assert [v for _, v in got[0]] == [value] * 4000
+    finally:
+        for b in brokers.values():
+            if b.alive():
+                b.stop()
+            assert "panicked" not in b.log()
+        etcd.kill()

@@ -272,6 +272,11 @@ impl Broker {
                 }
             }
         }
+        // Partitions with a leader again start their next leaderless spell afresh.
+        self.leaderless_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !view.leaders.contains_key(k));
         // Followed replicas moved away or deleted.
         let gone: Vec<(String, i32)> = self
             .following
@@ -297,6 +302,9 @@ impl Broker {
             if let Some(part) = self.local_replica(&key) {
                 if !Arc::ptr_eq(&part.config(), &t.config) {
                     part.set_config(t.config.clone());
+                }
+                if part.is_leader() {
+                    part.set_replicas(&st.state.replicas, self.clock.now_ms());
                 }
             }
             match view.leaders.get(&key) {
@@ -365,7 +373,6 @@ impl Broker {
             .leaderless_since
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        since.retain(|k, _| !view.leaders.contains_key(k));
         now - *since.entry(key.clone()).or_insert(now) >= 2000
     }
 

@@ -330,6 +330,17 @@ impl Partition {
         }
     }
 
+    /// The ISR as last written to the metadata store.
+    pub fn stored_isr(&self) -> Vec<i32> {
+        self.replica_set().stored.iter().copied().collect()
+    }
+
+    /// Leader: the partition's replica list changed (a reassignment); new
+    /// replicas are tracked from now, removed ones forgotten.
+    pub fn set_replicas(&self, replicas: &[i32], now_ms: i64) {
+        self.replica_set().set_replicas(replicas, now_ms);
+    }
+
     /// Members of the in-sync replica set (as the high watermark counts them).
     pub fn isr_size(&self) -> usize {
         self.replica_set().isr.len()

@@ -25,6 +25,10 @@ pub struct PartitionStateRecord {
     pub isr: Vec<i32>,
     pub leader_epoch: i32,
     pub log_start_offset: i64,
+    /// A reassignment in progress: the replica list to end with. Until every
+    /// one of them is in sync, `replicas` holds both old and new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_replicas: Option<Vec<i32>>,
 }
 
 /// What a CreateTopics entry asks for (-1 means "broker default").
@@ -95,6 +99,7 @@ impl Broker {
                 replicas,
                 leader_epoch: 0,
                 log_start_offset: 0,
+                target_replicas: None,
             };
             ops.push(Op::put(
                 self.keys.partition_state(name, p),

@@ -48,6 +48,9 @@ impl Broker {
     pub(crate) async fn maintain_isr(&self) {
         let lag = self.settings.replica_lag_time_max_ms;
         for p in self.hosted_partitions() {
+            if let Err(e) = self.complete_reassignment(&p).await {
+                tracing::warn!(partition = %p.name(), error = %e, "cannot complete reassignment");
+            }
             let Some(change) = p.wanted_isr_change(self.clock.now_ms(), lag) else {
                 continue;
             };

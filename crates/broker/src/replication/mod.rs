@@ -9,6 +9,7 @@
 //! - [`isr`]: the leader writing ISR changes to the metadata store (CAS on
 //!   the partition state, guarded by its leader key), election eligibility,
 //!   and handing leadership over at shutdown.
+//! - [`reassign`]: moving replicas and transferring leadership.
 //!
 //! Why nothing acknowledged is lost: an acks=all write is acknowledged only
 //! once every ISR member has it, where the leader's ISR is a superset of the
@@ -20,5 +21,6 @@
 
 pub mod follower;
 pub mod isr;
+pub mod reassign;
 pub mod replica_set;
 pub mod service;

@@ -78,6 +78,25 @@ impl ReplicaSet {
         }
     }
 
+    /// Takes a new replica list: new followers start unknown (with a full lag
+    /// interval to catch up), followers no longer listed are forgotten.
+    pub fn set_replicas(&mut self, replicas: &[i32], now_ms: i64) {
+        if self.replicas == replicas {
+            return;
+        }
+        self.replicas = replicas.to_vec();
+        let me = self.me;
+        self.followers.retain(|id, _| replicas.contains(id));
+        for r in replicas.iter().filter(|r| **r != me) {
+            self.followers.entry(*r).or_insert(FollowerProgress {
+                log_end: -1,
+                caught_up_ms: now_ms,
+                sent_end: -1,
+                sent_ms: now_ms,
+            });
+        }
+    }
+
     /// A single-replica set (no followers): the high watermark is the log end.
     pub fn solo(me: i32) -> Self {
         Self::new(me, vec![me], &[me], 0, 0)

@@ -9,6 +9,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod reassign;
 
 use crate::versions;
 use bytes::{Bytes, BytesMut};
@@ -146,6 +147,12 @@ async fn dispatch(
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(fetch::offset_for_leader_epoch(&ctx, r, v))
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(reassign::alter(&ctx, r, v).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(reassign::list(&ctx, r, v))
         }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(admin::create_topics(&ctx, r, v).await)

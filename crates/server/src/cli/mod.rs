@@ -5,6 +5,7 @@ pub mod bench;
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod reassign;
 pub mod route;
 pub mod segments;
 pub mod topic;

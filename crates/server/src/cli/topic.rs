@@ -1,4 +1,4 @@
-//! `strata topic create|list|describe|delete|alter`.
+//! `strata topic create|list|describe|delete|alter|reassign`.
 
 use super::route::Routes;
 use super::{connect, error_name, metadata, parse_kv, s};
@@ -56,6 +56,25 @@ enum TopicCmd {
         bootstrap: String,
         #[arg(long)]
         topic: String,
+    },
+    /// Move a partition's replicas to the brokers listed (the first leads);
+    /// the same brokers in another order transfer leadership.
+    Reassign {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// Target broker ids, comma-separated, preferred leader first.
+        #[arg(long)]
+        replicas: String,
+        /// Wait until the move completes and print how long it took.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
     /// Set or delete topic configs.
     Alter {
@@ -130,6 +149,24 @@ pub async fn run(a: TopicArgs) -> anyhow::Result<()> {
             }
         }
         TopicCmd::Describe { bootstrap, topic } => describe(&bootstrap, &topic).await?,
+        TopicCmd::Reassign {
+            bootstrap,
+            topic,
+            partition,
+            replicas,
+            wait,
+            timeout_secs,
+        } => {
+            super::reassign::run(
+                &bootstrap,
+                &topic,
+                partition,
+                &replicas,
+                wait,
+                std::time::Duration::from_secs(timeout_secs),
+            )
+            .await?
+        }
         TopicCmd::Delete { bootstrap, topic } => {
             let mut c = connect(&bootstrap).await?;
             let mut req = DeleteTopicsRequest::default();
