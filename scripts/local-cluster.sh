@@ -9,7 +9,10 @@
 #                                     its state (KEEP_DATA=1 keeps the state dir)
 #
 # Environment: STATE_DIR (default ./.strata-local), STRATA_BIN (default: build
-# target/release/strata), BROKERS (default 3), CLUSTER (default local).
+# target/release/strata), BROKERS (default 3), CLUSTER (default local),
+# OBJECT_STORE (default s3://strata/<cluster> on the moto server; e.g.
+# file:///dir for a directory shared by the brokers). STRATA_* settings in the
+# environment reach every broker.
 # Logs are in $STATE_DIR/logs; `source $STATE_DIR/env` exports
 # STRATA_BOOTSTRAP and the AWS_* variables for the S3 server.
 set -euo pipefail
@@ -151,7 +154,7 @@ ENV
       --id "$i" --cluster "$CLUSTER" --etcd "$STRATA_ETCD" \
       --data-dir "$STATE_DIR/broker-$i" --listen "127.0.0.1:$kafka" \
       --grpc "127.0.0.1:$(free_port)" --http "127.0.0.1:$http" \
-      --object-store "s3://$BUCKET/$CLUSTER"
+      --object-store "${OBJECT_STORE:-s3://$BUCKET/$CLUSTER}"
     echo "http://127.0.0.1:$http" >"$STATE_DIR/broker-$i/http"
     bootstrap+="${bootstrap:+,}127.0.0.1:$kafka"
   done

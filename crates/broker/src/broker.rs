@@ -640,7 +640,9 @@ impl Broker {
             self.settings.cold_gc_interval_ms.max(1000),
         ));
         let mut isr = interval(Duration::from_millis(
-            (self.settings.replica_lag_time_max_ms / 4).clamp(50, 1000) as u64,
+            // Often enough that a caught-up follower joins (and a move
+            // completes) promptly; each round writes only on a change.
+            (self.settings.replica_lag_time_max_ms / 4).clamp(50, 250) as u64,
         ));
         for t in [&mut groups, &mut flush, &mut retention, &mut gc, &mut isr] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);

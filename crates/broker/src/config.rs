@@ -88,7 +88,6 @@ enum Kind {
     Long { min: i64 },
     Int { min: i64 },
     Choice(&'static [&'static str]),
-    Bool,
 }
 
 struct Def {
@@ -176,10 +175,12 @@ const DEFS: &[Def] = &[
         default: "replicated",
         kind: Kind::Choice(&["replicated"]),
     },
+    // Unclean election is not implemented: refuse `true` rather than
+    // silently keep partitions leaderless that the user asked to elect.
     Def {
         name: "unclean.leader.election.enable",
         default: "false",
-        kind: Kind::Bool,
+        kind: Kind::Choice(&["false"]),
     },
 ];
 
@@ -213,11 +214,6 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), BrokerError> {
         Kind::Choice(options) => {
             if !options.contains(&value) {
                 return Err(bad(format!("supported values are {options:?}")));
-            }
-        }
-        Kind::Bool => {
-            if value != "true" && value != "false" {
-                return Err(bad("must be true or false".into()));
             }
         }
     }

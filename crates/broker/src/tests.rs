@@ -465,3 +465,53 @@ async fn garbage_collection_removes_only_old_unreferenced_objects() {
     assert_eq!(b.collect_garbage(1).await, 2);
     assert_eq!(keys(store).await, committed);
 }
+
+#[tokio::test]
+async fn acks_all_needs_min_insync_replicas_and_epochs_are_tracked() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let b = broker(d.path(), clock.clone()).await;
+    b.create_topic(topic("strict", 1, &[("min.insync.replicas", "2")]), false)
+        .await
+        .unwrap();
+    // One replica can never satisfy min.insync.replicas=2: refused before
+    // anything is written; acks=1 is unaffected.
+    assert!(matches!(
+        b.produce("strict", 0, &batch(2, 0), Acks::All).await,
+        Err(BrokerError::NotEnoughReplicas(_))
+    ));
+    let o = b
+        .produce("strict", 0, &batch(2, 0), Acks::Leader)
+        .await
+        .unwrap();
+    assert_eq!(o.base_offset, 0);
+    // The first leader epoch is 1; OffsetForLeaderEpoch answers from the
+    // batches, and a client with a stale or future epoch is told so.
+    assert_eq!(
+        b.end_offset_for_epoch("strict", 0, -1, 1).unwrap(),
+        Some((1, 2))
+    );
+    assert_eq!(
+        b.end_offset_for_epoch("strict", 0, -1, 0).unwrap(),
+        Some((0, 0))
+    );
+    assert!(matches!(
+        b.end_offset_for_epoch("strict", 0, 0, 1),
+        Err(BrokerError::FencedLeaderEpoch(_))
+    ));
+    assert!(matches!(
+        b.end_offset_for_epoch("strict", 0, 5, 1),
+        Err(BrokerError::UnknownLeaderEpoch(_))
+    ));
+    assert_eq!(b.epoch_of_offset("strict", 0, 1), 1);
+    // Unclean election is refused rather than silently ignored.
+    assert!(matches!(
+        b.create_topic(
+            topic("unclean", 1, &[("unclean.leader.election.enable", "true")]),
+            false
+        )
+        .await,
+        Err(BrokerError::InvalidConfig(_))
+    ));
+    b.shutdown().await;
+}

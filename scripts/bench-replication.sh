@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Replication figures (issue 5), reproducibly, on one host:
+#   - partition move time with ~10 MB and with ~1 GB retained (mostly in the
+#     cold tier): a new replica copies only the hot tail, so both should be
+#     about equal;
+#   - end-to-end p99 at 1000 msg/s on a replication-factor-3 topic (the
+#     consumer sees a record only once the ISR has it).
+# Starts etcd and four release brokers with scripts/local-cluster.sh (objects
+# in a local directory shared by the brokers), prints a Markdown table, and
+# stops everything.
+#
+#   scripts/bench-replication.sh            full run (~1 GB written)
+#   QUICK=1 scripts/bench-replication.sh    small sizes: a smoke run
+#   OUT=file.md                             table destination (default target/bench/replication.md)
+#
+# Not a CI step: timings on a shared machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+OUT=${OUT:-target/bench/replication.md}
+QUICK=${QUICK:-0}
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-repl.XXXXXX")
+export STATE_DIR=$WORK/cluster
+cleanup() {
+  scripts/local-cluster.sh down >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ "$QUICK" = 1 ]; then
+  SMALL=2000 LARGE=20000 E2E_S=3
+else
+  SMALL=10000 LARGE=1000000 E2E_S=20
+fi
+
+need_cargo
+cargo build --release --bin strata -q
+S=$PWD/target/release/strata
+mkdir -p "$WORK/objects"
+# Offload and local retention run every second so history leaves the disks.
+STRATA_BIN=$S BROKERS=4 OBJECT_STORE="file://$WORK/objects" \
+  STRATA_RETENTION_CHECK_INTERVAL_MS=1000 STRATA_LOG=warn \
+  scripts/local-cluster.sh up >/dev/null
+# shellcheck disable=SC1091
+source "$STATE_DIR/env"
+IFS=, read -r -a ADDR <<<"$STRATA_BOOTSTRAP"
+
+rows=()
+row() { rows+=("| $1 | $2 |"); echo "  $1: $2"; }
+
+# describe TOPIC -> "leader replica,replica,..." of partition 0
+describe() {
+  "$S" topic describe --bootstrap "$STRATA_BOOTSTRAP" --topic "$1" |
+    python3 -c 'import re,sys
+m = re.search(r"partition 0 leader (\d+) epoch \d+ replicas \[([^\]]*)\] isr \[([^\]]*)\]", sys.stdin.read())
+print(m.group(1), m.group(2).replace(" ", ""), m.group(3).replace(" ", ""))'
+}
+
+local_mb() { du -sm "$STATE_DIR"/broker-"$1"/logs/"$2"-0 2>/dev/null | cut -f1; }
+
+move() {
+  local name=$1 records=$2 leader replicas isr
+  "$S" topic create --bootstrap "$STRATA_BOOTSTRAP" --topic "$name" --partitions 1 \
+    --replication-factor 3 --config min.insync.replicas=2 --config segment.bytes=8388608 \
+    --config local.retention.bytes=16777216 >/dev/null
+  read -r leader replicas isr < <(describe "$name")
+  "$S" bench produce --bootstrap "${ADDR[$((leader - 1))]}" --topic "$name" --partitions 1 \
+    --records "$records" --size 1000 --batch 500 --acks -1 --json 2>/dev/null | tail -1 >/dev/null
+  # Wait (bounded) until history is offloaded and trimmed from the leader.
+  local i
+  for i in $(seq 1 600); do
+    [ "$(local_mb "$leader" "$name")" -le 40 ] && break
+    sleep 0.5
+  done
+  local newcomer target
+  newcomer=$(python3 -c "r={int(x) for x in '$replicas'.split(',')}; print(min({1,2,3,4}-r))")
+  target=$(python3 -c "r=[int(x) for x in '$replicas'.split(',') if int(x)!=$leader]; print(','.join(map(str,[$newcomer]+r)))")
+  local out ms before
+  before=$(local_mb "$leader" "$name")
+  out=$("$S" topic reassign --bootstrap "$STRATA_BOOTSTRAP" --topic "$name" --partition 0 \
+    --replicas "$target" --wait --timeout-secs 300)
+  ms=$(echo "$out" | sed -n 's/.* in \([0-9]*\) ms/\1/p')
+  row "move $name ($((records / 1000)) MB written; leader's local log $before MB; newcomer copied $(local_mb "$newcomer" "$name") MB)" "$ms ms"
+}
+
+echo "== partition moves"
+move move-small "$SMALL"
+move move-large "$LARGE"
+
+echo "== end-to-end latency, replication factor 3"
+"$S" topic create --bootstrap "$STRATA_BOOTSTRAP" --topic rf3-e2e --partitions 1 \
+  --replication-factor 3 --config min.insync.replicas=2 >/dev/null
+read -r leader _ _ < <(describe rf3-e2e)
+e2e=$("$S" bench e2e --bootstrap "${ADDR[$((leader - 1))]}" --topic rf3-e2e --partitions 1 \
+  --rate 1000 --seconds "$E2E_S" --json 2>/dev/null | tail -1)
+row "e2e 1000 msg/s, RF=3, 100 B: p50 / p99 / max" "$(echo "$e2e" | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency_ms"]; print("%.2f / %.2f / %.2f ms" % (l["p50"], l["p99"], l["max"]))')"
+
+mkdir -p "$(dirname "$OUT")"
+{
+  echo "Replication run at $(git rev-parse --short HEAD) on $(date -u +%Y-%m-%d), $(nproc) cores"
+  echo
+  echo "| measurement | result |"
+  echo "|---|---|"
+  printf '%s\n' "${rows[@]}"
+} >"$OUT"
+echo "table written to $OUT"
