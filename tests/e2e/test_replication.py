@@ -181,6 +181,17 @@ def test_reassignment_moves_a_replica_copying_only_the_hot_tail(tmp_path):
         assert 0 < dir_bytes(new_dir) < 600_000, dir_bytes(new_dir)
         got = read_all(bootstrap(brokers), "moves", 1)
         assert [v for _, v in got[0]] == [value] * 4000
+        # Draining the new leader moves its replica (and leadership) to the
+        # one broker left out, the old leader.
+        r = strata_cli("cluster", "drain", "--bootstrap", bootstrap(brokers), "--broker",
+                       str(newcomer), "--wait", "--timeout-secs", "60")
+        assert r.returncode == 0, r.stderr
+        md = partition_md(brokers, "moves")[0]
+        assert newcomer not in md.replicas and old_leader in md.replicas, md.replicas
+        assert md.leader == keep[0]
+        wait_until(lambda: not new_dir.exists(), timeout=30, what="drained replica's files deleted")
+        got = read_all(bootstrap(brokers), "moves", 1)
+        assert [v for _, v in got[0]] == [value] * 4000
     finally:
         for b in brokers.values():
             if b.alive():

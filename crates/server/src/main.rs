@@ -29,6 +29,8 @@ enum Command {
     Topic(cli::topic::TopicArgs),
     /// Consumer group inspection.
     Group(cli::group::GroupArgs),
+    /// Cluster operations (draining a broker).
+    Cluster(ClusterArgs),
     /// Produce lines from stdin.
     Produce(cli::produce::ProduceArgs),
     /// Consume records to stdout.
@@ -65,6 +67,29 @@ struct DevArgs {
     /// Any setting as KEY=VALUE (repeatable), e.g. group_initial_rebalance_delay_ms=0.
     #[arg(long = "set", value_parser = cli::parse_kv)]
     set: Vec<(String, String)>,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    cmd: ClusterCmd,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Move every replica (and leadership) off a broker.
+    Drain {
+        #[arg(long)]
+        bootstrap: String,
+        /// The broker id to drain.
+        #[arg(long)]
+        broker: i32,
+        /// Wait until every move has completed.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Args)]
@@ -170,6 +195,23 @@ fn main() -> std::process::ExitCode {
             }
             Command::Topic(a) => cli::topic::run(a).await,
             Command::Group(a) => cli::group::run(a).await,
+            Command::Cluster(ClusterArgs {
+                cmd:
+                    ClusterCmd::Drain {
+                        bootstrap,
+                        broker,
+                        wait,
+                        timeout_secs,
+                    },
+            }) => {
+                cli::reassign::drain(
+                    &bootstrap,
+                    broker,
+                    wait,
+                    std::time::Duration::from_secs(timeout_secs),
+                )
+                .await
+            }
             Command::Produce(a) => cli::produce::run(a).await,
             Command::Consume(a) => cli::consume::run(a).await,
             Command::Segments(a) => cli::segments::run(a).await,
