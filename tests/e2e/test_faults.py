@@ -19,7 +19,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Etcd, wait_until
-from test_replication import bootstrap, partition_md, read_all, start_cluster, wait_full_isr
+from test_replication import (bootstrap, partition_md, read_all, start_cluster, stop_all,
+                              wait_full_isr)
 
 TOPIC = "faults"
 PARTITIONS = 3
@@ -71,9 +72,10 @@ def leader_of(brokers, p=0):
 
 
 def run_faults(tmp_path, etcd_endpoints, on_round=None):
-    brokers = start_cluster(tmp_path, etcd_endpoints, cluster="faults")
+    brokers = {}
     producer = None
     try:
+        start_cluster(tmp_path, etcd_endpoints, cluster="faults", brokers=brokers)
         a = AdminClient({"bootstrap.servers": bootstrap(brokers)})
         a.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3,
                                   config={"min.insync.replicas": "2"})])[TOPIC].result(30)
@@ -132,11 +134,7 @@ def run_faults(tmp_path, etcd_endpoints, on_round=None):
     finally:
         if producer is not None and producer.is_alive():
             producer.stop_flag.set()
-        for b in brokers.values():
-            if b.alive():
-                b.proc.send_signal(signal.SIGCONT)
-                b.stop()
-            assert "panicked" not in b.log()
+        stop_all(brokers)
 
 
 def test_kill9_and_pause_leaders_lose_and_duplicate_nothing(tmp_path):

@@ -1,5 +1,7 @@
 """Replication (issue 5): replication factor 3 on etcd and three real
 brokers, with real clients. The fault suite is in test_faults.py."""
+import contextlib
+import signal
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -10,13 +12,38 @@ from conftest import Etcd, broker_process, wait_until
 FAST = ["--set", "replica_lag_time_max_ms=3000"]
 
 
-def start_cluster(tmp_path, etcd_endpoints, ids=(1, 2, 3), cluster="repl"):
-    brokers = {i: broker_process(tmp_path, i, etcd_endpoints, cluster=cluster, extra=FAST) for i in ids}
+def start_cluster(tmp_path, etcd_endpoints, ids=(1, 2, 3), cluster="repl", extra=(), brokers=None):
+    """Starts brokers `ids` into `brokers` (a dict the caller may own, so it
+    can stop whatever started even if a later one fails)."""
+    brokers = {} if brokers is None else brokers
+    for i in ids:
+        brokers[i] = broker_process(tmp_path, i, etcd_endpoints, cluster=cluster, extra=[*FAST, *extra])
     for b in brokers.values():
         b.start()
     a = AdminClient({"bootstrap.servers": next(iter(brokers.values())).bootstrap})
     wait_until(lambda: len(a.list_topics(timeout=5).brokers) == len(ids), what="brokers registered")
     return brokers
+
+
+def stop_all(brokers):
+    for b in brokers.values():
+        if b.alive():
+            b.proc.send_signal(signal.SIGCONT)
+            b.stop()
+        assert "panicked" not in b.log()
+
+
+@contextlib.contextmanager
+def etcd_and_brokers(tmp_path, ids=(1, 2, 3), cluster="repl", extra=()):
+    """A single-member etcd and brokers `ids`, stopped (and checked for
+    panics) on the way out."""
+    etcd = Etcd(tmp_path).start()
+    brokers = {}
+    try:
+        yield start_cluster(tmp_path, etcd.endpoint, ids, cluster, extra, brokers)
+    finally:
+        stop_all(brokers)
+        etcd.kill()
 
 
 def bootstrap(brokers):
@@ -61,9 +88,7 @@ def read_all(bs, topic, partitions, timeout=60):
 
 
 def test_replication_factor_3_keeps_every_acknowledged_record_when_the_leader_dies(tmp_path):
-    etcd = Etcd(tmp_path).start()
-    brokers = start_cluster(tmp_path, etcd.endpoint)
-    try:
+    with etcd_and_brokers(tmp_path) as brokers:
         a = AdminClient({"bootstrap.servers": bootstrap(brokers)})
         a.create_topics([NewTopic("r3", num_partitions=2, replication_factor=3,
                                   config={"min.insync.replicas": "2"})])["r3"].result(30)
@@ -90,18 +115,10 @@ def test_replication_factor_3_keeps_every_acknowledged_record_when_the_leader_di
         # The killed broker comes back as a follower, truncates and catches up.
         brokers[leader].start()
         wait_full_isr(brokers, "r3")
-    finally:
-        for b in brokers.values():
-            if b.alive():
-                b.stop()
-            assert "panicked" not in b.log()
-        etcd.kill()
 
 
 def test_sigterm_hands_leadership_over_before_exiting(tmp_path):
-    etcd = Etcd(tmp_path).start()
-    brokers = start_cluster(tmp_path, etcd.endpoint)
-    try:
+    with etcd_and_brokers(tmp_path) as brokers:
         a = AdminClient({"bootstrap.servers": bootstrap(brokers)})
         a.create_topics([NewTopic("term", num_partitions=1, replication_factor=3,
                                   config={"min.insync.replicas": "2"})])["term"].result(30)
@@ -123,12 +140,6 @@ def test_sigterm_hands_leadership_over_before_exiting(tmp_path):
         assert took < 2.5, f"leadership moved {took:.2f}s after SIGTERM"
         got = read_all(bootstrap(brokers), "term", 1)
         assert [int(v) for _, v in got[0]] == list(range(5000)), f"leader {new} lacks records"
-    finally:
-        for b in brokers.values():
-            if b.alive():
-                b.stop()
-            assert "panicked" not in b.log()
-        etcd.kill()
 
 
 def dir_bytes(path):
@@ -137,17 +148,11 @@ def dir_bytes(path):
 
 def test_reassignment_moves_a_replica_copying_only_the_hot_tail(tmp_path):
     from conftest import strata_cli
-    etcd = Etcd(tmp_path).start()
     shared = f"file://{tmp_path}/objects"
-    brokers = {i: broker_process(tmp_path, i, etcd.endpoint, cluster="moves",
-                                 extra=[*FAST, "--object-store", shared,
-                                        "--set", "retention_check_interval_ms=500"])
-               for i in (1, 2, 3, 4)}
-    try:
-        for b in brokers.values():
-            b.start()
+    with etcd_and_brokers(tmp_path, ids=(1, 2, 3, 4), cluster="moves",
+                          extra=["--object-store", shared,
+                                 "--set", "retention_check_interval_ms=500"]) as brokers:
         a = AdminClient({"bootstrap.servers": bootstrap(brokers)})
-        wait_until(lambda: len(a.list_topics(timeout=5).brokers) == 4, what="4 brokers")
         a.create_topics([NewTopic("moves", num_partitions=1, replication_factor=3, config={
             "min.insync.replicas": "2", "segment.bytes": "65536",
             "local.retention.bytes": "131072"})])["moves"].result(30)
@@ -192,9 +197,3 @@ def test_reassignment_moves_a_replica_copying_only_the_hot_tail(tmp_path):
         wait_until(lambda: not new_dir.exists(), timeout=30, what="drained replica's files deleted")
         got = read_all(bootstrap(brokers), "moves", 1)
         assert [v for _, v in got[0]] == [value] * 4000
-    finally:
-        for b in brokers.values():
-            if b.alive():
-                b.stop()
-            assert "panicked" not in b.log()
-        etcd.kill()
