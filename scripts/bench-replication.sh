@@ -44,7 +44,6 @@ STRATA_BIN=$S BROKERS=4 OBJECT_STORE="file://$WORK/objects" \
   scripts/local-cluster.sh up >/dev/null
 # shellcheck disable=SC1091
 source "$STATE_DIR/env"
-IFS=, read -r -a ADDR <<<"$STRATA_BOOTSTRAP"
 
 rows=()
 row() { rows+=("| $1 | $2 |"); echo "  $1: $2"; }
@@ -65,7 +64,7 @@ move() {
     --replication-factor 3 --config min.insync.replicas=2 --config segment.bytes=8388608 \
     --config local.retention.bytes=16777216 >/dev/null
   read -r leader replicas isr < <(describe "$name")
-  "$S" bench produce --bootstrap "${ADDR[$((leader - 1))]}" --topic "$name" --partitions 1 \
+  "$S" bench produce --bootstrap "$STRATA_BOOTSTRAP" --topic "$name" --partitions 1 \
     --records "$records" --size 1000 --batch 500 --acks -1 --json 2>/dev/null | tail -1 >/dev/null
   # Wait (bounded) until history is offloaded and trimmed from the leader.
   local i
@@ -91,8 +90,7 @@ move move-large "$LARGE"
 echo "== end-to-end latency, replication factor 3"
 "$S" topic create --bootstrap "$STRATA_BOOTSTRAP" --topic rf3-e2e --partitions 1 \
   --replication-factor 3 --config min.insync.replicas=2 >/dev/null
-read -r leader _ _ < <(describe rf3-e2e)
-e2e=$("$S" bench e2e --bootstrap "${ADDR[$((leader - 1))]}" --topic rf3-e2e --partitions 1 \
+e2e=$("$S" bench e2e --bootstrap "$STRATA_BOOTSTRAP" --topic rf3-e2e --partitions 1 \
   --rate 1000 --seconds "$E2E_S" --json 2>/dev/null | tail -1)
 row "e2e 1000 msg/s, RF=3, 100 B: p50 / p99 / max" "$(echo "$e2e" | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency_ms"]; print("%.2f / %.2f / %.2f ms" % (l["p50"], l["p99"], l["max"]))')"
 

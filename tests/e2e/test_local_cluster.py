@@ -91,6 +91,17 @@ def test_local_cluster_script_end_to_end(tmp_path):
                             "--group", "local-demo-g"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout.count("local-demo ") == 3, r.stdout
+        # `strata bench` sends each partition to its leader, so it works
+        # against a cluster from the bootstrap list (3 partitions, 3 leaders).
+        r = subprocess.run([strata, "bench", "produce", "--bootstrap", bootstrap, "--topic",
+                            "local-demo", "--partitions", "3", "--records", "3000", "--batch", "100",
+                            "--acks", "-1", "--json"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert '"records":3000' in r.stdout.replace(" ", ""), r.stdout
+        r = subprocess.run([strata, "bench", "consume", "--bootstrap", bootstrap, "--topic",
+                            "local-demo", "--partitions", "3", "--records", "3360", "--json"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
     finally:
         down = run(["down"], env)
     assert down.returncode == 0, down.stdout + down.stderr

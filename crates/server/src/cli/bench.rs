@@ -215,6 +215,20 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("cannot build a histogram")
 }
 
+/// The leader address of each of `partitions` partitions (benchmarks talk to
+/// leaders directly, so they work against a cluster, not only one broker).
+async fn leader_addrs(common: &Common, partitions: i32) -> anyhow::Result<Vec<String>> {
+    let mut routes = super::route::Routes::connect(&common.bootstrap).await?;
+    // An existing topic may have fewer partitions than asked for: use those.
+    let existing = routes.refresh(&common.topic).await?;
+    if existing < 1 || partitions < 1 {
+        bail!("topic {} has no partitions to benchmark", common.topic);
+    }
+    (0..partitions.min(existing))
+        .map(|p| routes.leader_addr(&common.topic, p))
+        .collect()
+}
+
 /// Waits for every task and merges their latency histograms.
 async fn merge(
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
@@ -263,6 +277,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 common.partitions,
             )
             .await?;
+            let leaders = leader_addrs(&common, common.partitions).await?;
+            let parts = leaders.len() as i32;
             let per_batch = per_batch.max(1);
             let payload = batch(per_batch, common.size, codec)?;
             let batches = records.div_ceil(per_batch as u64);
@@ -270,17 +286,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             let bar = progress("produce", done.clone(), records);
             let start = Instant::now();
             let mut tasks = Vec::new();
-            for p in 0..common.partitions {
-                let (c, payload, done, topic) = (
-                    common.clone(),
+            for p in 0..parts {
+                let (addr, payload, done, topic) = (
+                    leaders[p as usize].clone(),
                     payload.clone(),
                     done.clone(),
                     common.topic.clone(),
                 );
-                let mine = batches / common.partitions as u64
-                    + u64::from((p as u64) < batches % common.partitions as u64);
+                let mine = batches / parts as u64 + u64::from((p as u64) < batches % parts as u64);
                 tasks.push(tokio::spawn(async move {
-                    let mut client = connect(&c.bootstrap).await?;
+                    let mut client = connect(&addr).await?;
                     let mut h = histogram()?;
                     for _ in 0..mine {
                         let t = Instant::now();
@@ -309,11 +324,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             let bar = progress("consume", done.clone(), records);
             let start = Instant::now();
             let deadline = start + Duration::from_secs(600);
+            let leaders = leader_addrs(&common, common.partitions).await?;
             let mut tasks = Vec::new();
-            for p in 0..common.partitions {
+            for p in 0..leaders.len() as i32 {
                 let (c, done, bytes) = (common.clone(), done.clone(), bytes.clone());
+                let addr = leaders[p as usize].clone();
                 tasks.push(tokio::spawn(async move {
-                    let mut client = connect(&c.bootstrap).await?;
+                    let mut client = connect(&addr).await?;
                     let mut h = histogram()?;
                     let mut offset = 0;
                     while done.load(Ordering::Relaxed) < records && Instant::now() < deadline {
@@ -350,11 +367,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         } => {
             ensure_topic(&mut connect(&common.bootstrap).await?, &common.topic, 1).await?;
             let total = rate.max(1) * seconds.max(1);
-            let mut producer = connect(&common.bootstrap).await?;
-            let mut consumer = connect(&common.bootstrap).await?;
             // Start at the end of the partition: only this run's records count.
             let mut routes = super::route::Routes::connect(&common.bootstrap).await?;
             routes.refresh(&common.topic).await?;
+            let leader = routes.leader_addr(&common.topic, 0)?;
+            let mut producer = connect(&leader).await?;
+            let mut consumer = connect(&leader).await?;
             let ends = super::topic::offsets(&mut routes, &common.topic, 1).await?;
             let mut offset = ends.first().map_or(0, |(_, _, end)| (*end).max(0));
             let topic = common.topic.clone();

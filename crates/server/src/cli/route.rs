@@ -77,6 +77,14 @@ impl Routes {
         Ok(out)
     }
 
+    /// The address of `topic`-`p`'s leader, from the last [`Routes::topic`].
+    pub fn leader_addr(&self, topic: &str, p: i32) -> anyhow::Result<String> {
+        let leader = self.by_leader(topic, [p])?.into_keys().next();
+        leader
+            .and_then(|l| self.brokers.get(&l).cloned())
+            .with_context(|| format!("the leader of {topic}-{p} is not in the cluster metadata"))
+    }
+
     /// The connection to broker `node`, opened on first use.
     pub async fn broker(&mut self, node: i32) -> anyhow::Result<&mut KafkaClient> {
         if !self.clients.contains_key(&node) {
