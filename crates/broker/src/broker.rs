@@ -215,6 +215,8 @@ pub struct FetchSpec {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// The leader epoch the client believes current (KIP-320), if it says.
+    pub current_leader_epoch: Option<i32>,
 }
 
 /// Result of a produce to one partition.
@@ -415,6 +417,9 @@ impl Broker {
         budget: usize,
     ) -> Result<PartitionRead, BrokerError> {
         let p = self.partition(&spec.topic, spec.partition)?;
+        if let Some(epoch) = spec.current_leader_epoch {
+            check_leader_epoch(&p, epoch)?;
+        }
         let max = spec.max_bytes.min(budget);
         let earliest = self.earliest_offset(&p);
         if max == 0 {
@@ -559,17 +564,8 @@ impl Broker {
     ) -> Result<Option<(i32, i64)>, BrokerError> {
         let p = self.partition(topic, partition)?;
         let mine = p.leader_epoch();
-        if current >= 0 && current < mine {
-            return Err(BrokerError::FencedLeaderEpoch(format!(
-                "{current} for {}",
-                p.name()
-            )));
-        }
-        if current > mine {
-            return Err(BrokerError::UnknownLeaderEpoch(format!(
-                "{current} for {}",
-                p.name()
-            )));
+        if current >= 0 {
+            check_leader_epoch(&p, current)?;
         }
         if epoch == mine {
             return Ok(Some((mine, p.log_end_offset())));
@@ -693,6 +689,25 @@ impl Broker {
     pub async fn shutdown(&self) {
         self.shutdown_with_grace(Duration::from_secs(5)).await;
     }
+}
+
+/// KIP-320: a client naming an older leader epoch than this leader's is
+/// fenced (it must refresh metadata); a newer one means this broker lags.
+fn check_leader_epoch(p: &Partition, client_epoch: i32) -> Result<(), BrokerError> {
+    let mine = p.leader_epoch();
+    if client_epoch < mine {
+        return Err(BrokerError::FencedLeaderEpoch(format!(
+            "{client_epoch} for {}",
+            p.name()
+        )));
+    }
+    if client_epoch > mine {
+        return Err(BrokerError::UnknownLeaderEpoch(format!(
+            "{client_epoch} for {}",
+            p.name()
+        )));
+    }
+    Ok(())
 }
 
 async fn load_or_create_cluster_id(

@@ -70,6 +70,7 @@ async fn create_produce_fetch_and_restart() {
                     partition: 1,
                     offset: 0,
                     max_bytes: 1 << 20,
+                    current_leader_epoch: None,
                 }],
                 Duration::from_millis(0),
                 1,
@@ -103,6 +104,7 @@ async fn fetch_long_poll_wakes_on_append_and_times_out() {
         partition: 0,
         offset: 0,
         max_bytes: 1 << 20,
+        current_leader_epoch: None,
     }];
     // Times out with nothing.
     let start = std::time::Instant::now();
@@ -403,6 +405,7 @@ async fn retention_spans_both_tiers_and_topic_deletion_removes_objects() {
         partition: 0,
         offset: 0,
         max_bytes: 1 << 20,
+        current_leader_epoch: None,
     }];
     let r = b.fetch(&spec, Duration::from_millis(0), 1, 1 << 20).await;
     assert!(matches!(r[0], Err(BrokerError::OffsetOutOfRange { .. })));
@@ -504,6 +507,26 @@ async fn acks_all_needs_min_insync_replicas_and_epochs_are_tracked() {
         Err(BrokerError::UnknownLeaderEpoch(_))
     ));
     assert_eq!(b.epoch_of_offset("strict", 0, 1), 1);
+    // Fetch checks the client's epoch too (KIP-320).
+    let spec = |epoch| FetchSpec {
+        topic: "strict".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        current_leader_epoch: epoch,
+    };
+    let r = b
+        .fetch(
+            &[spec(Some(0)), spec(Some(1)), spec(Some(2)), spec(None)],
+            Duration::ZERO,
+            1,
+            1 << 20,
+        )
+        .await;
+    assert!(matches!(r[0], Err(BrokerError::FencedLeaderEpoch(_))));
+    assert!(r[1].as_ref().is_ok_and(|read| !read.data.is_empty()));
+    assert!(matches!(r[2], Err(BrokerError::UnknownLeaderEpoch(_))));
+    assert!(r[3].is_ok());
     // Unclean election is refused rather than silently ignored.
     assert!(matches!(
         b.create_topic(

@@ -39,6 +39,9 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                // -1 (or a version without the field): the client does not say.
+                current_leader_epoch: (v >= 9 && p.current_leader_epoch >= 0)
+                    .then_some(p.current_leader_epoch),
             });
         }
         shape.push((t.topic.clone(), t.partitions.len()));
