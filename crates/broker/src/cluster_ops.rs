@@ -291,6 +291,7 @@ impl Broker {
                 self.remove_replica(p).await;
             }
         }
+        let mut acquired = false;
         for ((topic, p), st) in &view.states {
             let key = (topic.clone(), *p);
             let Some(t) = view.topics.get(topic) else {
@@ -312,20 +313,14 @@ impl Broker {
                     if self.hosted().contains_key(&key) {
                         continue;
                     }
-                    let part = match self.stop_following(&key).await {
-                        Some(part) => Some(part),
-                        None => self.open_replica(topic, *p, t.config.clone()).await,
-                    };
+                    let part = self.stop_or_open(&key, t.config.clone()).await;
                     if let Some(part) = part {
                         self.lead(key, part, l.leader.epoch, l.create_revision, &st.state);
                     }
                 }
                 Some(_) => self.ensure_following(&key, t.config.clone()).await,
                 None if lease != 0 && self.eligible_leader(&key, &st.state, &view) => {
-                    let part = match self.stop_following(&key).await {
-                        Some(part) => Some(part),
-                        None => self.open_replica(topic, *p, t.config.clone()).await,
-                    };
+                    let part = self.stop_or_open(&key, t.config.clone()).await;
                     let Some(part) = part else { continue };
                     match self
                         .acquire(topic, *p, st.state.clone(), st.mod_revision, lease, &view)
@@ -333,15 +328,19 @@ impl Broker {
                     {
                         Some((epoch, revision, state)) => {
                             self.lead(key, part, epoch, revision, &state);
-                            // Read our own write before the next reconcile.
-                            if let Err(e) = self.sync_view().await {
-                                tracing::warn!(error = %e, "cannot refresh the cluster view");
-                            }
+                            acquired = true;
                         }
                         None => self.start_following(key, part),
                     }
                 }
                 None => self.ensure_following(&key, t.config.clone()).await,
+            }
+        }
+        // Read our own leader keys before the next reconcile (one read for
+        // every partition taken in this pass).
+        if acquired {
+            if let Err(e) = self.sync_view().await {
+                tracing::warn!(error = %e, "cannot refresh the cluster view");
             }
         }
     }
@@ -438,6 +437,19 @@ impl Broker {
         }
         if let Some(part) = self.open_replica(&key.0, key.1, config).await {
             self.start_following(key.clone(), part);
+        }
+    }
+
+    /// The local replica of `key` for a role change: the followed one
+    /// (its copying stopped), or else the log opened from disk.
+    async fn stop_or_open(
+        &self,
+        key: &(String, i32),
+        config: Arc<crate::config::TopicConfig>,
+    ) -> Option<Arc<Partition>> {
+        match self.stop_following(key).await {
+            Some(part) => Some(part),
+            None => self.open_replica(&key.0, key.1, config).await,
         }
     }
 

@@ -174,10 +174,10 @@ impl Partition {
     /// Stops leading: client writes are refused and waiting acknowledgements
     /// fail from now on.
     pub fn demote(&self) {
-        let _st = self.state();
+        let st = self.state();
         self.leader_epoch.store(-1, Ordering::Release);
         *self.replica_set() = ReplicaSet::solo(-1);
-        drop(_st);
+        drop(st);
         self.appended.notify_waiters();
         self.data_arrived.notify_waiters();
     }

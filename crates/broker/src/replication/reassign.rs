@@ -85,11 +85,10 @@ impl Broker {
                             "{topic}-{partition} has no reassignment in progress"
                         )));
                     };
-                    // Drop the replicas the move added and that are not in sync.
-                    let added: Vec<i32> = t.clone();
+                    // Drop the target replicas that are not in sync yet.
                     state
                         .replicas
-                        .retain(|r| !added.contains(r) || state.isr.contains(r));
+                        .retain(|r| !t.contains(r) || state.isr.contains(r));
                 }
             }
             let txn = Txn::new()

@@ -90,6 +90,15 @@ pub fn error_name(code: i16) -> String {
     }
 }
 
+/// A Kafka error code with the broker's message, if it sent one:
+/// `NotEnoughReplicas (19): ...`.
+pub fn error_text(code: i16, message: Option<&StrBytes>) -> String {
+    match message.map(|m| m.as_str()).filter(|m| !m.is_empty()) {
+        Some(m) => format!("{}: {m}", error_name(code)),
+        None => error_name(code),
+    }
+}
+
 /// Metadata for `topics` (all topics when `None`), without auto-creating.
 pub async fn metadata(
     c: &mut KafkaClient,
@@ -173,13 +182,10 @@ pub async fn send_produce(c: &mut KafkaClient, req: ProduceRequest) -> anyhow::R
         for p in t.partition_responses {
             if p.error_code != 0 {
                 bail!(
-                    "produce to {}-{} failed: {}{}",
+                    "produce to {}-{} failed: {}",
                     t.name.as_str(),
                     p.index,
-                    error_name(p.error_code),
-                    p.error_message
-                        .map(|m| format!(": {}", m.as_str()))
-                        .unwrap_or_default()
+                    error_text(p.error_code, p.error_message.as_ref())
                 );
             }
         }

@@ -5,7 +5,7 @@
 //! leading.
 
 use super::route::Routes;
-use super::{error_name, s};
+use super::{error_name, error_text, s};
 use anyhow::{bail, Context};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
@@ -43,14 +43,10 @@ async fn submit(r: &mut Routes, moves: &[(String, i32, Vec<i32>)]) -> anyhow::Re
         for p in &t.partitions {
             if p.error_code != 0 {
                 bail!(
-                    "cannot reassign {}-{}: {}{}",
+                    "cannot reassign {}-{}: {}",
                     t.name.as_str(),
                     p.partition_index,
-                    error_name(p.error_code),
-                    p.error_message
-                        .as_ref()
-                        .map(|m| format!(": {}", m.as_str()))
-                        .unwrap_or_default()
+                    error_text(p.error_code, p.error_message.as_ref())
                 );
             }
         }

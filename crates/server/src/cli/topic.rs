@@ -1,7 +1,7 @@
 //! `strata topic create|list|describe|delete|alter|reassign`.
 
 use super::route::Routes;
-use super::{connect, error_name, metadata, parse_kv, s};
+use super::{connect, error_name, error_text, metadata, parse_kv, s};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -120,12 +120,9 @@ pub async fn run(a: TopicArgs) -> anyhow::Result<()> {
             for r in resp.topics {
                 if r.error_code != 0 {
                     bail!(
-                        "cannot create topic {}: {}{}",
+                        "cannot create topic {}: {}",
                         r.name.as_str(),
-                        error_name(r.error_code),
-                        r.error_message
-                            .map(|m| format!(": {}", m.as_str()))
-                            .unwrap_or_default()
+                        error_text(r.error_code, r.error_message.as_ref())
                     );
                 }
                 println!(
@@ -212,11 +209,8 @@ pub async fn run(a: TopicArgs) -> anyhow::Result<()> {
             for r in resp.responses {
                 if r.error_code != 0 {
                     bail!(
-                        "cannot alter {topic}: {}{}",
-                        error_name(r.error_code),
-                        r.error_message
-                            .map(|m| format!(": {}", m.as_str()))
-                            .unwrap_or_default()
+                        "cannot alter {topic}: {}",
+                        error_text(r.error_code, r.error_message.as_ref())
                     );
                 }
             }
