@@ -3,6 +3,9 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".strata.replication.v1.Records.data")
-        .compile_protos(&["proto/replication.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/replication.proto", "proto/transactions.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

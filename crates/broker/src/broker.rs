@@ -10,7 +10,7 @@ use crate::error::BrokerError;
 use crate::groups::{GroupCoordinator, GroupTimings};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::partition::{Partition, PartitionRead};
+use crate::partition::{Isolation, Partition, PartitionRead};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::replication::follower::FollowerHandle;
 use bytes::Bytes;
@@ -45,14 +45,16 @@ pub struct Broker {
     pub(crate) identity: BrokerRecord,
     /// Wakes the reconcile loop (view changed, session renewed).
     pub(crate) reconcile_now: tokio::sync::Notify,
-    durability: Arc<dyn Durability>,
+    pub(crate) durability: Arc<dyn Durability>,
     /// The cold tier, when an object store is configured.
     pub(crate) cold: Option<crate::cold::ColdTier>,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
     cluster_id: String,
-    producer_ids: ProducerIdAllocator,
+    pub(crate) producer_ids: ProducerIdAllocator,
+    /// Transactional ids this broker coordinates.
+    pub(crate) txns: crate::txn::TxnTable,
 }
 
 pub struct BrokerBuilder {
@@ -191,6 +193,7 @@ impl BrokerBuilder {
             shutdown: CancellationToken::new(),
             cluster_id,
             producer_ids: ProducerIdAllocator::new(meta_for_ids, keys_for_ids),
+            txns: crate::txn::TxnTable::default(),
         });
         let _ = broker.self_ref.set(Arc::downgrade(&broker));
         broker.sync_view().await?;
@@ -205,6 +208,8 @@ impl BrokerBuilder {
 pub enum OffsetSpec {
     Earliest,
     Latest,
+    /// Latest for a read_committed consumer: the last stable offset.
+    LastStable,
     Timestamp(i64),
 }
 
@@ -217,6 +222,7 @@ pub struct FetchSpec {
     pub max_bytes: usize,
     /// The leader epoch the client believes current (KIP-320), if it says.
     pub current_leader_epoch: Option<i32>,
+    pub isolation: Isolation,
 }
 
 /// Result of a produce to one partition.
@@ -426,7 +432,9 @@ impl Broker {
             return Ok(PartitionRead {
                 data: Bytes::new(),
                 high_watermark: p.high_watermark(),
+                last_stable_offset: p.last_stable_offset(),
                 log_start_offset: earliest,
+                aborted: Vec::new(),
             });
         }
         if spec.offset < earliest {
@@ -436,7 +444,7 @@ impl Broker {
                 end: p.high_watermark(),
             });
         }
-        match p.read(spec.offset, max) {
+        match p.read(spec.offset, max, spec.isolation) {
             // Below the local log: the cold tier, if it has the offset.
             Err(BrokerError::OffsetOutOfRange {
                 requested, start, ..
@@ -445,10 +453,14 @@ impl Broker {
                     .cold_read(&spec.topic, spec.partition, requested, max)
                     .await?
                 {
+                    // The cold tier holds only committed records and no
+                    // markers, so there is nothing to skip there.
                     Some(data) if requested >= earliest => Ok(PartitionRead {
                         data,
                         high_watermark: p.high_watermark(),
+                        last_stable_offset: p.last_stable_offset(),
                         log_start_offset: earliest,
+                        aborted: Vec::new(),
                     }),
                     _ => Err(BrokerError::OffsetOutOfRange {
                         requested,
@@ -536,6 +548,7 @@ impl Broker {
         Ok(match spec {
             OffsetSpec::Earliest => (self.earliest_offset(&p), -1),
             OffsetSpec::Latest => (p.high_watermark(), -1),
+            OffsetSpec::LastStable => (p.last_stable_offset(), -1),
             OffsetSpec::Timestamp(ts) => {
                 match self.cold_offset_for_timestamp(topic, partition, ts).await? {
                     Some(hit) => hit,
@@ -616,11 +629,25 @@ impl Broker {
             tokio::spawn(self.clone().session_loop()),
             tokio::spawn(self.clone().watch_loop()),
             tokio::spawn(self.clone().reconcile_loop()),
+            tokio::spawn(self.clone().txn_loop()),
         ];
         self.clone().timers().await;
         for l in loops {
             if let Err(e) = l.await {
                 tracing::error!(error = %e, "background task failed");
+            }
+        }
+    }
+
+    /// Transaction timeouts and recovery, apart from the other timers
+    /// because settling a transaction may wait on other brokers.
+    async fn txn_loop(self: Arc<Self>) {
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.txn_tick().await,
+                _ = self.shutdown.cancelled() => return,
             }
         }
     }

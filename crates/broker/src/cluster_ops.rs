@@ -15,6 +15,13 @@ use std::time::Duration;
 use strata_log::PartitionLog;
 use strata_meta::{Compare, MetaError, Op, Txn};
 
+/// Which coordinator key a claim is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CoordinatorKind {
+    Group,
+    Transaction,
+}
+
 /// Bounded backoff between retries against the metadata store.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -221,6 +228,7 @@ impl Broker {
             p.demote();
         }
         self.groups.forget_all();
+        self.txns.forget_all();
     }
 
     /// Makes local replicas match the view: leads the partitions whose
@@ -557,15 +565,32 @@ impl Broker {
     /// Where clients should find `group`'s coordinator: the broker holding
     /// its coordinator key, or else the live broker it hashes to.
     pub fn coordinator_for(&self, group: &str) -> Option<crate::cluster::BrokerRecord> {
+        self.coordinator_of(CoordinatorKind::Group, group)
+    }
+
+    /// Where clients should find the transaction coordinator of `id`.
+    pub fn txn_coordinator_for(&self, id: &str) -> Option<crate::cluster::BrokerRecord> {
+        self.coordinator_of(CoordinatorKind::Transaction, id)
+    }
+
+    fn coordinator_of(
+        &self,
+        kind: CoordinatorKind,
+        key: &str,
+    ) -> Option<crate::cluster::BrokerRecord> {
         let v = self.view();
-        let id = match v.coordinators.get(group) {
+        let held = match kind {
+            CoordinatorKind::Group => v.coordinators.get(key),
+            CoordinatorKind::Transaction => v.txn_coordinators.get(key),
+        };
+        let id = match held {
             Some(c) => c.broker,
             None => {
                 let ids: Vec<i32> = v.brokers.keys().copied().collect();
                 if ids.is_empty() {
                     return None;
                 }
-                let h = group.bytes().fold(0x811c9dc5u32, |h, b| {
+                let h = key.bytes().fold(0x811c9dc5u32, |h, b| {
                     (h ^ u32::from(b)).wrapping_mul(0x01000193)
                 });
                 ids[(h as usize) % ids.len()]
@@ -578,39 +603,81 @@ impl Broker {
     /// key (bound to its lease) if nobody holds it. Loads the group's
     /// committed offsets when it becomes the coordinator.
     pub async fn ensure_coordinator(&self, group: &str) -> Result<(), GroupError> {
+        match self.claim_coordinator(CoordinatorKind::Group, group).await {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                tracing::info!(group, "became group coordinator");
+                self.groups.load_group(group).await
+            }
+            Err(BrokerError::NotCoordinator(_)) => Err(GroupError::NotCoordinator),
+            Err(e) => Err(GroupError::OffsetStore(e.to_string())),
+        }
+    }
+
+    /// Succeeds if this broker coordinates transactional id `id`, taking
+    /// its coordinator key if nobody holds it; a newly taken id's state is
+    /// read afresh from the metadata store.
+    pub async fn ensure_txn_coordinator(&self, id: &str) -> Result<(), BrokerError> {
+        if self
+            .claim_coordinator(CoordinatorKind::Transaction, id)
+            .await?
+        {
+            tracing::info!(transactional_id = id, "became transaction coordinator");
+            self.txns.forget(id);
+        }
+        Ok(())
+    }
+
+    /// Takes the coordinator key of `key` for this session if free.
+    /// `Ok(true)`: newly taken; `Ok(false)`: already ours.
+    async fn claim_coordinator(
+        &self,
+        kind: CoordinatorKind,
+        key: &str,
+    ) -> Result<bool, BrokerError> {
+        let not_coordinator = || BrokerError::NotCoordinator(key.to_string());
         let lease = self.session.lease();
         if lease == 0 || !self.session.is_live(self.clock.now_ms()) {
-            return Err(GroupError::NotCoordinator);
+            return Err(not_coordinator());
         }
-        let current = self.view().coordinators.get(group).copied();
+        let (current, path) = {
+            let v = self.view();
+            match kind {
+                CoordinatorKind::Group => (
+                    v.coordinators.get(key).copied(),
+                    self.keys.group_coordinator(key),
+                ),
+                CoordinatorKind::Transaction => (
+                    v.txn_coordinators.get(key).copied(),
+                    self.keys.txn_coordinator(key),
+                ),
+            }
+        };
         match current {
-            Some(c) if c.broker == self.identity.id && c.lease == lease => return Ok(()),
-            Some(_) => return Err(GroupError::NotCoordinator),
+            Some(c) if c.broker == self.identity.id && c.lease == lease => return Ok(false),
+            Some(_) => return Err(not_coordinator()),
             None => {}
         }
-        let key = self.keys.group_coordinator(group);
         let value = to_json(&CoordinatorRecord {
             broker: self.identity.id,
-        })
-        .map_err(|e| GroupError::OffsetStore(e.to_string()))?;
+        })?;
         let won = self
             .meta
             .txn(
                 Txn::new()
-                    .when(Compare::CreateRevision(key.clone(), 0))
-                    .then(Op::put_with_lease(key, value, lease)),
+                    .when(Compare::CreateRevision(path.clone(), 0))
+                    .then(Op::put_with_lease(path, value, lease)),
             )
-            .await
-            .map_err(|e| GroupError::OffsetStore(e.to_string()))?
+            .await?
             .succeeded;
         if let Err(e) = self.sync_view().await {
             tracing::warn!(error = %e, "cannot refresh the cluster view");
         }
-        if !won {
-            return Err(GroupError::NotCoordinator);
+        if won {
+            Ok(true)
+        } else {
+            Err(not_coordinator())
         }
-        tracing::info!(group, "became group coordinator");
-        self.groups.load_group(group).await
     }
 
     /// Waits (bounded) until every partition of `topic` has a leader in the

@@ -26,6 +26,9 @@ pub struct BrokerSettings {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`
     pub group_max_session_timeout_ms: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a
+    /// producer may ask for.
+    pub transaction_max_timeout_ms: i32,
     /// fsync before acknowledging acks=all (the dev profile default).
     pub fsync_on_ack_all: bool,
     /// `log.retention.check.interval.ms`
@@ -55,6 +58,7 @@ impl Default for BrokerSettings {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            transaction_max_timeout_ms: 900_000,
             fsync_on_ack_all: true,
             retention_check_interval_ms: 60_000,
             session_timeout_ms: 10_000,

@@ -50,6 +50,22 @@ pub enum BrokerError {
     FencedLeaderEpoch(String),
     #[error("leader epoch {0} is newer than this broker knows")]
     UnknownLeaderEpoch(String),
+    #[error("another operation on the transaction is in progress: {0}")]
+    ConcurrentTransactions(String),
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
+    #[error("producer id does not match the transactional id: {0}")]
+    InvalidProducerIdMapping(String),
+    #[error("invalid transaction timeout: {0}")]
+    InvalidTransactionTimeout(String),
+    #[error("transactional id {0} not found")]
+    TransactionalIdNotFound(String),
+    #[error("not the coordinator of {0}")]
+    NotCoordinator(String),
+    #[error("committed offsets of {0} are pending in a transaction")]
+    UnstableOffsetCommit(String),
     #[error("broker is shutting down")]
     ShuttingDown,
     #[error("group error: {0}")]

@@ -12,6 +12,8 @@ pub enum ParsedKey {
     PartitionLeader(String, i32),
     Segment(String, i32, i64),
     Coordinator(String),
+    TxnCoordinator(String),
+    TxnState(String),
     Other,
 }
 
@@ -64,6 +66,8 @@ impl Keys {
                 _ => ParsedKey::Other,
             },
             ["groups", g, "coordinator"] => ParsedKey::Coordinator(unescape(g)),
+            ["transactions", t, "coordinator"] => ParsedKey::TxnCoordinator(unescape(t)),
+            ["transactions", t, "state"] => ParsedKey::TxnState(unescape(t)),
             _ => ParsedKey::Other,
         }
     }
@@ -98,6 +102,42 @@ impl Keys {
     pub fn group_offset(&self, group: &str, topic: &str, p: i32) -> String {
         format!("{}{topic}/{p}", self.group_offsets_prefix(group))
     }
+    /// `transactions/<id>/`: one transactional id's keys.
+    pub fn txn_prefix(&self, id: &str) -> String {
+        format!("{}transactions/{}/", self.root, escape(id))
+    }
+    pub fn txn_coordinator(&self, id: &str) -> String {
+        format!("{}coordinator", self.txn_prefix(id))
+    }
+    pub fn txn_state(&self, id: &str) -> String {
+        format!("{}state", self.txn_prefix(id))
+    }
+    /// `groups/<g>/txn-offsets/<producer id>/`: offsets a transaction will
+    /// commit for the group when it commits.
+    pub fn group_txn_offsets_prefix(&self, group: &str, producer_id: i64) -> String {
+        format!("{}txn-offsets/{producer_id}/", self.group_prefix(group))
+    }
+    pub fn group_txn_offset(&self, group: &str, producer_id: i64, topic: &str, p: i32) -> String {
+        format!(
+            "{}{topic}/{p}",
+            self.group_txn_offsets_prefix(group, producer_id)
+        )
+    }
+    /// Parses `groups/<g>/txn-offsets/<pid>/<topic>/<p>` into its parts.
+    pub fn parse_group_txn_offset(&self, key: &str) -> Option<(String, i64, String, i32)> {
+        let rest = key.strip_prefix(&self.groups_prefix())?;
+        let (g, rest) = rest.split_once('/')?;
+        let rest = rest.strip_prefix("txn-offsets/")?;
+        let (pid, rest) = rest.split_once('/')?;
+        let (t, p) = rest.rsplit_once('/')?;
+        Some((
+            unescape(g),
+            pid.parse().ok()?,
+            t.to_string(),
+            p.parse().ok()?,
+        ))
+    }
+
     /// Parses `groups/<g>/offsets/<topic>/<p>` back into its parts.
     pub fn parse_group_offset(&self, key: &str) -> Option<(String, String, i32)> {
         let rest = key.strip_prefix(&self.groups_prefix())?;
@@ -124,6 +164,22 @@ mod tests {
         assert_eq!(
             k.parse(&k.partition_leader("t", 0)),
             ParsedKey::PartitionLeader("t".into(), 0)
+        );
+        assert_eq!(
+            k.parse(&k.txn_coordinator("t/x")),
+            ParsedKey::TxnCoordinator("t/x".into())
+        );
+        assert_eq!(
+            k.parse(&k.txn_state("t%y")),
+            ParsedKey::TxnState("t%y".into())
+        );
+        assert_eq!(
+            k.parse_group_txn_offset(&k.group_txn_offset("g/1", 42, "orders", 3)),
+            Some(("g/1".into(), 42, "orders".into(), 3))
+        );
+        assert_eq!(
+            k.parse_group_offset(&k.group_txn_offset("g", 1, "t", 0)),
+            None
         );
         assert_eq!(
             k.parse(&k.group_coordinator("g/x")),

@@ -17,10 +17,12 @@ pub mod groups;
 pub mod keys;
 pub mod metrics;
 pub mod partition;
+pub mod partition_txns;
 pub mod producer_ids;
 pub mod producers;
 pub mod replication;
 pub mod topics;
+pub mod txn;
 
 pub use broker::{Broker, BrokerBuilder, FetchSpec, OffsetSpec, ProduceOutcome};
 pub use error::BrokerError;

@@ -14,6 +14,7 @@
 
 use crate::config::TopicConfig;
 use crate::error::BrokerError;
+use crate::partition_txns::{AbortedTxn, OpenTxn, PartitionTxns};
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::replication::replica_set::{IsrChange, ReplicaSet};
 use bytes::{Bytes, BytesMut};
@@ -21,7 +22,10 @@ use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use strata_log::{AppendInfo, EpochHistory, FlushHandle, PartitionLog, SegmentInfo};
-use strata_record::{validate_batches, BatchHeader, BatchIter, ValidationLimits};
+use strata_record::{
+    build_control_batch, control_type, validate_batches, BatchHeader, BatchIter, ControlType,
+    ValidatedBatch, ValidationLimits,
+};
 use tokio::sync::Notify;
 
 pub struct Partition {
@@ -47,29 +51,55 @@ pub struct Partition {
     replicas: Mutex<ReplicaSet>,
 }
 
-/// The log, the producer state and the epoch history, changed together
-/// under one lock so a sequence check and the append it allows are atomic.
+/// The log, the producer state, the transactions and the epoch history,
+/// changed together under one lock so a sequence check and the append it
+/// allows are atomic.
 struct LogState {
     log: PartitionLog,
     producers: ProducerStates,
+    txns: PartitionTxns,
     epochs: EpochHistory,
 }
 
 impl LogState {
-    fn observe(&mut self, h: &BatchHeader) {
+    /// Notes one stored batch; `batch` holds it (to read a marker's type).
+    fn observe(&mut self, h: &BatchHeader, batch: &[u8]) {
         self.producers.record(h);
+        let marker = if h.is_control() {
+            control_type(batch)
+        } else {
+            None
+        };
+        self.txns.observe(h, marker);
         self.epochs.observe(h.partition_leader_epoch, h.base_offset);
     }
 
-    /// Rebuilds producer state and epoch history from the stored headers.
+    /// Rebuilds producer state, transactions and epoch history from the
+    /// stored headers (and the few bytes of each transaction marker).
     fn rebuild(&mut self) -> Result<(), BrokerError> {
         let mut producers = ProducerStates::default();
         let mut epochs = EpochHistory::default();
+        let mut transactional = Vec::new();
         self.log.for_each_header(|h| {
             producers.record(h);
             epochs.observe(h.partition_leader_epoch, h.base_offset);
+            if h.is_transactional() {
+                transactional.push(*h);
+            }
         })?;
+        let mut txns = PartitionTxns::default();
+        let end = self.log.next_offset();
+        for h in transactional {
+            let marker = if h.is_control() {
+                let data = self.log.read(h.base_offset, 1, end)?.data;
+                control_type(&data)
+            } else {
+                None
+            };
+            txns.observe(&h, marker);
+        }
         self.producers = producers;
+        self.txns = txns;
         self.epochs = epochs;
         Ok(())
     }
@@ -80,7 +110,18 @@ impl LogState {
 pub struct PartitionRead {
     pub data: Bytes,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// Aborted transactions overlapping `data` (read_committed only).
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// A consumer's isolation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    #[default]
+    ReadUncommitted,
+    ReadCommitted,
 }
 
 /// What a follower must do before it copies from this leader.
@@ -106,6 +147,7 @@ impl Partition {
         let mut st = LogState {
             log,
             producers: ProducerStates::default(),
+            txns: PartitionTxns::default(),
             epochs: EpochHistory::default(),
         };
         st.rebuild()?;
@@ -226,9 +268,12 @@ impl Partition {
             max_batch_bytes: cfg.max_message_bytes(),
         };
         let validated = validate_batches(records, limits)?;
-        if validated.iter().any(|v| v.header.is_transactional()) {
+        if validated
+            .iter()
+            .any(|v| v.header.is_transactional() && v.header.producer_id < 0)
+        {
             return Err(BrokerError::InvalidRequest(
-                "transactional batches are not supported yet".into(),
+                "a transactional batch needs a producer id".into(),
             ));
         }
         let mut buf = BytesMut::from(&records[..]);
@@ -260,7 +305,8 @@ impl Partition {
                 .log
                 .append(&mut buf, &validated, epoch, now_ms, cfg.log_append_time())?;
             for v in &validated {
-                st.observe(&BatchHeader::parse(&buf[v.position..])?);
+                let at = &buf[v.position..];
+                st.observe(&BatchHeader::parse(at)?, at);
             }
             let end = st.log.next_offset();
             self.log_end.store(end, Ordering::Release);
@@ -272,16 +318,101 @@ impl Partition {
         Ok(info)
     }
 
-    /// Reads whole batches from `offset` up to the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<PartitionRead, BrokerError> {
-        let st = self.state();
+    /// Reads whole batches from `offset` up to the high watermark, or for
+    /// read_committed up to the last stable offset, with the aborted
+    /// transactions the returned range overlaps.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<PartitionRead, BrokerError> {
+        let mut st = self.state();
         let hw = self.high_watermark();
-        let r = st.log.read(offset, max_bytes, hw)?;
+        let lso = st.txns.last_stable_offset(hw);
+        let upper = match isolation {
+            Isolation::ReadUncommitted => hw,
+            Isolation::ReadCommitted => lso,
+        };
+        let r = st.log.read(offset, max_bytes, upper)?;
+        let aborted = match isolation {
+            Isolation::ReadCommitted if !r.data.is_empty() => {
+                let end = BatchIter::new(&r.data)
+                    .last()
+                    .map_or(offset, |(_, h)| h.next_offset());
+                st.txns.aborted_between(offset, end)
+            }
+            _ => Vec::new(),
+        };
         Ok(PartitionRead {
             data: r.data,
             high_watermark: hw,
+            last_stable_offset: lso,
             log_start_offset: st.log.log_start_offset(),
+            aborted,
         })
+    }
+
+    /// The last stable offset: read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.state().txns.last_stable_offset(hw)
+    }
+
+    /// Leader: appends a transaction marker for `producer_id` (a control
+    /// batch ending its transaction here) and returns its offset.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        kind: ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, BrokerError> {
+        let mut buf =
+            build_control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now_ms);
+        let header = BatchHeader::parse(&buf)?;
+        let (info, end) = {
+            let mut st = self.state();
+            let epoch = self.leader_epoch();
+            if epoch < 0 {
+                return Err(BrokerError::NotLeader(self.name()));
+            }
+            st.producers.check_marker(producer_id, producer_epoch)?;
+            let batch = [ValidatedBatch {
+                position: 0,
+                header,
+            }];
+            let info = st.log.append(&mut buf, &batch, epoch, now_ms, false)?;
+            st.observe(&BatchHeader::parse(&buf)?, &buf);
+            let end = st.log.next_offset();
+            self.log_end.store(end, Ordering::Release);
+            (info, end)
+        };
+        self.unflushed_messages.fetch_add(1, Ordering::AcqRel);
+        self.update_high_watermark(end);
+        self.appended.notify_waiters();
+        Ok(info)
+    }
+
+    /// Whether `producer_id` has an open transaction in this partition.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.state().txns.is_open(producer_id)
+    }
+
+    /// Open transactions here, oldest first.
+    pub fn open_transactions(&self) -> Vec<OpenTxn> {
+        self.state().txns.open_transactions()
+    }
+
+    /// Producers with state here: (id, epoch, last sequence, last batch offset).
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.state().producers.describe()
+    }
+
+    /// Aborted transactions with markers at or above `from` (for offload).
+    pub fn aborted_from(&self, from: i64) -> Vec<AbortedTxn> {
+        self.state().txns.aborted_from(from)
     }
 
     /// A future that completes when the high watermark next advances; create
@@ -472,9 +603,9 @@ impl Partition {
         let mut count = 0i64;
         if !data.is_empty() {
             st.log.append_stored(data, now_ms)?;
-            for (_, h) in BatchIter::new(data) {
+            for (at, h) in BatchIter::new(data) {
                 count += i64::from(h.records_count);
-                st.observe(&h);
+                st.observe(&h, &data[at..]);
             }
         }
         let end = st.log.next_offset();
@@ -524,6 +655,8 @@ impl Partition {
         let mut st = self.state();
         st.log.roll_if_due(now_ms)?;
         let n = st.log.enforce_retention_where(now_ms, may_delete)?;
+        let start = st.log.log_start_offset();
+        st.txns.prune_below(start);
         self.log_start_offset
             .store(st.log.log_start_offset(), Ordering::Release);
         Ok(n)

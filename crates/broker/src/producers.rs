@@ -1,4 +1,4 @@
-//! Idempotent-producer state of one partition (KIP-98 without transactions):
+//! Idempotent-producer state of one partition (KIP-98):
 //! per producer id, its epoch and the last five batches' sequence ranges.
 //!
 //! The rules follow Kafka's producer state manager:
@@ -104,6 +104,35 @@ impl ProducerStates {
         }
     }
 
+    /// Whether a transaction marker for `producer_id` at `epoch` may be
+    /// written: a marker from an older epoch than the producer's is stale.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), BrokerError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(BrokerError::InvalidProducerEpoch(format!(
+                "marker for producer {producer_id} epoch {epoch} is older than the current epoch {}",
+                e.epoch
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Each producer's id, epoch and last sequence, for DescribeProducers.
+    pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut v: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| {
+                let (seq, offset) = e
+                    .batches
+                    .back()
+                    .map_or((-1, -1), |b| (b.last_seq, b.base_offset));
+                (id, e.epoch, seq, offset)
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Records a stored batch (with its assigned base offset).
     pub fn record(&mut self, h: &BatchHeader) {
         if h.producer_id < 0 {
@@ -113,6 +142,12 @@ impl ProducerStates {
         if h.producer_epoch != entry.epoch {
             entry.batches.clear();
             entry.epoch = h.producer_epoch;
+        }
+        if h.is_control() {
+            // A transaction marker carries the producer's current epoch
+            // (fencing older ones) but no sequence: sequences continue
+            // across transactions of one epoch.
+            return;
         }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,

@@ -71,6 +71,7 @@ async fn create_produce_fetch_and_restart() {
                     offset: 0,
                     max_bytes: 1 << 20,
                     current_leader_epoch: None,
+                    isolation: Default::default(),
                 }],
                 Duration::from_millis(0),
                 1,
@@ -105,6 +106,7 @@ async fn fetch_long_poll_wakes_on_append_and_times_out() {
         offset: 0,
         max_bytes: 1 << 20,
         current_leader_epoch: None,
+        isolation: Default::default(),
     }];
     // Times out with nothing.
     let start = std::time::Instant::now();
@@ -406,6 +408,7 @@ async fn retention_spans_both_tiers_and_topic_deletion_removes_objects() {
         offset: 0,
         max_bytes: 1 << 20,
         current_leader_epoch: None,
+        isolation: Default::default(),
     }];
     let r = b.fetch(&spec, Duration::from_millis(0), 1, 1 << 20).await;
     assert!(matches!(r[0], Err(BrokerError::OffsetOutOfRange { .. })));
@@ -514,6 +517,7 @@ async fn acks_all_needs_min_insync_replicas_and_epochs_are_tracked() {
         offset: 0,
         max_bytes: 1 << 20,
         current_leader_epoch: epoch,
+        isolation: Default::default(),
     };
     let r = b
         .fetch(

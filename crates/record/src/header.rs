@@ -55,8 +55,8 @@ pub enum TimestampType {
 }
 
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
-const TRANSACTIONAL_BIT: i16 = 0x10;
-const CONTROL_BIT: i16 = 0x20;
+pub const TRANSACTIONAL_BIT: i16 = 0x10;
+pub const CONTROL_BIT: i16 = 0x20;
 
 /// Why a batch was refused. Messages name the field that failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -389,6 +389,35 @@ pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 /// Builds an uncompressed batch from `(key, value)` records, all with the
 /// same timestamp. Used by tests; real clients bring their own batches.
 pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[KeyValue<'_>]) -> BytesMut {
+    build_batch_with(base_offset, timestamp_ms, BatchProducer::NONE, records)
+}
+
+/// The producer fields and attributes of a batch [`build_batch_with`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    pub attributes: i16,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl BatchProducer {
+    /// No producer: a plain, non-idempotent batch.
+    pub const NONE: Self = Self {
+        attributes: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// [`build_batch`] with explicit attributes and producer fields.
+pub fn build_batch_with(
+    base_offset: i64,
+    timestamp_ms: i64,
+    producer: BatchProducer,
+    records: &[KeyValue<'_>],
+) -> BytesMut {
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
         let mut rec = Vec::new();
@@ -410,13 +439,13 @@ pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[KeyValue<'_>]
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.extend_from_slice(&[2u8]);
     b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&producer.attributes.to_be_bytes());
     b.extend_from_slice(&(n - 1).max(0).to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&producer.producer_id.to_be_bytes());
+    b.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&producer.base_sequence.to_be_bytes());
     b.extend_from_slice(&n.to_be_bytes());
     b.extend_from_slice(&body);
     let crc = compute_crc(&b);

@@ -13,9 +13,11 @@
 //!   the CRC, because the CRC covers only the bytes from `attributes` onward.
 
 mod codec;
+mod control;
 mod header;
 mod records;
 
 pub use codec::{decode_batch, encode_batch, CodecError, DecodedBatch, DecodedRecord};
+pub use control::{build_control_batch, control_type, ControlType};
 pub use header::*;
 pub use records::{count_uncompressed_records, record_timestamps, RecordsError};

@@ -6,3 +6,8 @@
 pub mod replication {
     tonic::include_proto!("strata.replication.v1");
 }
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod transactions {
+    tonic::include_proto!("strata.transactions.v1");
+}

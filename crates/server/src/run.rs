@@ -208,6 +208,7 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
         let s = grpc_shutdown.clone();
         let service =
             strata_broker::replication::service::ReplicationService::server(broker.clone());
+        let markers = strata_broker::txn::markers::TxnMarkersService::server(broker.clone());
         tracing::info!("grpc listening on {bound}");
         tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
@@ -215,6 +216,7 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
                 .initial_connection_window_size(32 << 20)
                 .tcp_nodelay(true)
                 .add_service(service)
+                .add_service(markers)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     async move { s.cancelled().await },

@@ -63,6 +63,11 @@ pub struct ClusterView {
     pub states: BTreeMap<(String, i32), StateEntry>,
     pub leaders: BTreeMap<(String, i32), LeaderEntry>,
     pub coordinators: BTreeMap<String, CoordinatorEntry>,
+    /// Transaction coordinators, by transactional id.
+    pub txn_coordinators: BTreeMap<String, CoordinatorEntry>,
+    /// Transactional ids' stored state (for recovery after a coordinator
+    /// dies, and for ListTransactions).
+    pub txns: BTreeMap<String, crate::txn::TxnRecord>,
     /// The cold-segment manifest, by partition then base offset.
     pub segments: BTreeMap<(String, i32), BTreeMap<i64, SegmentEntry>>,
 }
@@ -145,6 +150,20 @@ impl ClusterView {
                         },
                     );
                 }
+                ParsedKey::TxnCoordinator(t) => {
+                    let c: CoordinatorRecord = from_json(&kv.value).map_err(|e| e.to_string())?;
+                    self.txn_coordinators.insert(
+                        t,
+                        CoordinatorEntry {
+                            broker: c.broker,
+                            lease: kv.lease,
+                        },
+                    );
+                }
+                ParsedKey::TxnState(t) => {
+                    self.txns
+                        .insert(t, from_json(&kv.value).map_err(|e| e.to_string())?);
+                }
                 ParsedKey::Other => {}
             }
             Ok(())
@@ -178,6 +197,12 @@ impl ClusterView {
             }
             ParsedKey::Coordinator(g) => {
                 self.coordinators.remove(&g);
+            }
+            ParsedKey::TxnCoordinator(t) => {
+                self.txn_coordinators.remove(&t);
+            }
+            ParsedKey::TxnState(t) => {
+                self.txns.remove(&t);
             }
             ParsedKey::Other => {}
         }

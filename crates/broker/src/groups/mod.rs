@@ -6,6 +6,7 @@
 //! transaction per OffsetCommit) with an in-memory copy for OffsetFetch.
 
 mod group;
+mod pending;
 #[cfg(test)]
 mod tests;
 
@@ -144,6 +145,8 @@ pub struct GroupCoordinator {
     timings: GroupTimings,
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
     offsets: Mutex<HashMap<String, BTreeMap<TopicPartition, CommittedOffset>>>,
+    /// Offsets committed by transactions still in flight, per group.
+    pending: Mutex<HashMap<String, pending::Pending>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -173,6 +176,7 @@ impl GroupCoordinator {
             timings,
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,13 +202,15 @@ impl GroupCoordinator {
                 }
             }
         }
-        let mut offsets = lock(&self.offsets);
-        if loaded.is_empty() {
-            offsets.remove(group);
-        } else {
-            offsets.insert(group.to_string(), loaded);
+        {
+            let mut offsets = lock(&self.offsets);
+            if loaded.is_empty() {
+                offsets.remove(group);
+            } else {
+                offsets.insert(group.to_string(), loaded);
+            }
         }
-        Ok(())
+        self.load_pending(group).await
     }
 
     /// Drops every group's state (the coordinator role was lost); members
@@ -215,6 +221,7 @@ impl GroupCoordinator {
             lock(&g).shutdown();
         }
         lock(&self.offsets).clear();
+        lock(&self.pending).clear();
     }
 
     fn group(&self, id: &str) -> Arc<Mutex<Group>> {

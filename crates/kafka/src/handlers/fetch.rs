@@ -3,7 +3,9 @@
 use super::Ctx;
 use crate::errors::broker_error_code;
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -12,11 +14,22 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProducerId,
 };
 use kafka_protocol::ResponseError;
 use std::time::Duration;
+use strata_broker::partition::Isolation;
 use strata_broker::{BrokerError, FetchSpec, OffsetSpec};
+
+/// Kafka's isolation_level: 1 is read_committed, anything else reads
+/// uncommitted.
+fn isolation(level: i8) -> Isolation {
+    if level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
+}
 
 /// Upper bound on a fetch's wait, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -42,6 +55,7 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
                 // -1 (or a version without the field): the client does not say.
                 current_leader_epoch: (v >= 9 && p.current_leader_epoch >= 0)
                     .then_some(p.current_leader_epoch),
+                isolation: isolation(r.isolation_level),
             });
         }
         shape.push((t.topic.clone(), t.partitions.len()));
@@ -66,9 +80,21 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
             match res {
                 Ok(read) => {
                     pd.high_watermark = read.high_watermark;
-                    pd.last_stable_offset = read.high_watermark;
+                    pd.last_stable_offset = read.last_stable_offset;
                     pd.log_start_offset = read.log_start_offset;
                     pd.records = Some(read.data);
+                    if spec.isolation == Isolation::ReadCommitted {
+                        pd.aborted_transactions = Some(
+                            read.aborted
+                                .iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                        );
+                    }
                 }
                 Err(e) => {
                     if !matches!(e, BrokerError::OffsetOutOfRange { .. }) {
@@ -80,7 +106,7 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
                     pd.log_start_offset = -1;
                     if let Ok(p) = ctx.broker.partition(&spec.topic, spec.partition) {
                         pd.high_watermark = p.high_watermark();
-                        pd.last_stable_offset = p.high_watermark();
+                        pd.last_stable_offset = p.last_stable_offset();
                         pd.log_start_offset = p.log_start_offset();
                     }
                     pd.records = Some(Bytes::new());
@@ -104,6 +130,7 @@ pub async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffse
             pr.partition_index = p.partition_index;
             let spec = match p.timestamp {
                 -2 => Some(OffsetSpec::Earliest),
+                -1 if r.isolation_level == 1 => Some(OffsetSpec::LastStable),
                 -1 => Some(OffsetSpec::Latest),
                 ts if ts >= 0 => Some(OffsetSpec::Timestamp(ts)),
                 _ => None,

@@ -37,19 +37,24 @@ use strata_broker::BrokerError;
 
 /// FindCoordinator key types.
 const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
 
 pub fn find_coordinator(ctx: &Ctx, r: FindCoordinatorRequest, v: i16) -> FindCoordinatorResponse {
     let mut resp = FindCoordinatorResponse::default();
     // (error code, message, coordinator) for one key.
     let lookup = |key: &str| -> (i16, Option<String>, Option<BrokerRecord>) {
-        if r.key_type != KEY_GROUP {
-            return (
-                ResponseError::CoordinatorNotAvailable.code(),
-                Some("transaction coordinators are not implemented yet".into()),
-                None,
-            );
-        }
-        match ctx.broker.coordinator_for(key) {
+        let found = match r.key_type {
+            KEY_GROUP => ctx.broker.coordinator_for(key),
+            KEY_TRANSACTION => ctx.broker.txn_coordinator_for(key),
+            other => {
+                return (
+                    ResponseError::InvalidRequest.code(),
+                    Some(format!("unknown coordinator key type {other}")),
+                    None,
+                )
+            }
+        };
+        match found {
             Some(b) => (NONE, None, Some(b)),
             None => (
                 ResponseError::CoordinatorNotAvailable.code(),

@@ -10,6 +10,7 @@ mod groups;
 mod metadata;
 mod produce;
 mod reassign;
+mod txn;
 
 use crate::versions;
 use bytes::{Bytes, BytesMut};
@@ -174,6 +175,25 @@ async fn dispatch(
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(&ctx, r, v).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions(&ctx, r, v).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets(&ctx, r, v).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(&ctx, r, v).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(&ctx, r, v).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe_transactions(&ctx, r, v).await)
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::list_transactions(&ctx, r, v))
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(txn::describe_producers(&ctx, r, v))
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(&ctx, r, v))

@@ -20,7 +20,6 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
         let name = topic.name.to_string();
         let parts = topic.partition_data.into_iter().map(|pd| {
             let name = name.clone();
-            let transactional = r.transactional_id.is_some();
             async move {
                 let mut pr = PartitionProduceResponse::default();
                 pr.index = pd.index;
@@ -31,11 +30,6 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
                     pr.error_code = ResponseError::InvalidRequiredAcks.code();
                     return pr;
                 };
-                if transactional {
-                    // Transactions are not implemented (InitProducerId is not advertised).
-                    pr.error_code = ResponseError::InvalidRequest.code();
-                    return pr;
-                }
                 let Some(records) = pd.records else {
                     pr.error_code = ResponseError::CorruptMessage.code();
                     return pr;
@@ -70,8 +64,9 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
     resp
 }
 
-/// InitProducerId for idempotent producers. Transactional ids need the
-/// transaction coordinator, which does not exist yet.
+/// InitProducerId: a new producer id for an idempotent producer, or the
+/// transactional id's producer id with a bumped epoch (from its
+/// coordinator, which must be this broker).
 pub async fn init_producer_id(
     ctx: &Ctx,
     r: InitProducerIdRequest,
@@ -87,12 +82,26 @@ pub async fn init_producer_id(
             resp.error_code = ResponseError::InvalidRequest.code();
             return resp;
         }
-        Some(false) => {
-            resp.error_code = ResponseError::CoordinatorNotAvailable.code();
-            return resp;
-        }
+        Some(false) => {}
     }
     let current = (v >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
+    if let Some(id) = r.transactional_id.as_ref() {
+        match ctx
+            .broker
+            .txn_init_producer_id(id, r.transaction_timeout_ms, current)
+            .await
+        {
+            Ok((pid, epoch)) => {
+                resp.producer_id = ProducerId(pid);
+                resp.producer_epoch = epoch;
+            }
+            Err(e) => {
+                tracing::debug!(transactional_id = %id.as_str(), error = %e, "InitProducerId refused");
+                resp.error_code = broker_error(&e).0;
+            }
+        }
+        return resp;
+    }
     match ctx.broker.init_producer_id(current).await {
         Ok((id, epoch)) => {
             resp.producer_id = ProducerId(id);
