@@ -1,0 +1,378 @@
+"""Transactions with librdkafka (confluent-kafka): commit and abort,
+read_committed against read_uncommitted, consume-transform-produce with
+send_offsets_to_transaction, zombie fencing, kill -9 of the broker while
+transactions run, and an idempotent producer whose connections are cut."""
+import random
+import socket
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from conftest import Strata, create_topic, free_port, wait_until
+
+
+def txn_producer(bootstrap, txn_id, **conf):
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id,
+                  "linger.ms": 5, **conf})
+    p.init_transactions(30)
+    return p
+
+
+def read_values(bootstrap, topic, partitions, isolation, expected=None, timeout=20):
+    """Every value of `topic` from offset 0, as a read_committed or
+    read_uncommitted consumer sees it; stops at `expected` values or when
+    the consumer has reached the end of every partition."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{time.time()}",
+                  "isolation.level": isolation, "enable.auto.commit": False,
+                  "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, eof = [], set()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = c.poll(0.2)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                eof.add(m.partition())
+                if expected is None and len(eof) == partitions:
+                    break
+                continue
+            raise KafkaException(m.error())
+        eof.discard(m.partition())
+        out.append(m.value().decode())
+        if expected is not None and len(out) >= expected:
+            break
+    c.close()
+    return out
+
+
+def test_commit_and_abort_with_both_isolation_levels(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name, partitions=3)
+    p = txn_producer(strata.bootstrap, f"tx-{topic_name}")
+    p.begin_transaction()
+    for i in range(30):
+        p.produce(topic_name, value=f"aborted-{i}".encode(), partition=i % 3)
+    # The aborted records reach the log before the abort.
+    assert p.flush(30) == 0
+    p.abort_transaction(30)
+    p.begin_transaction()
+    for i in range(30):
+        p.produce(topic_name, value=f"committed-{i}".encode(), partition=i % 3)
+    p.commit_transaction(30)
+
+    committed = read_values(strata.bootstrap, topic_name, 3, "read_committed")
+    assert sorted(committed) == sorted(f"committed-{i}" for i in range(30))
+    everything = read_values(strata.bootstrap, topic_name, 3, "read_uncommitted")
+    assert sorted(everything) == sorted([f"aborted-{i}" for i in range(30)]
+                                        + [f"committed-{i}" for i in range(30)])
+
+
+def test_open_transaction_holds_read_committed_back_until_it_commits(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name, partitions=1)
+    p = txn_producer(strata.bootstrap, f"tx-{topic_name}")
+    plain = Producer({"bootstrap.servers": strata.bootstrap})
+    p.begin_transaction()
+    p.produce(topic_name, value=b"in-txn")
+    assert p.flush(30) == 0
+    # A non-transactional record after the open transaction's first record
+    # is not visible to read_committed until the transaction ends.
+    plain.produce(topic_name, value=b"plain")
+    assert plain.flush(30) == 0
+    assert read_values(strata.bootstrap, topic_name, 1, "read_committed", timeout=3) == []
+    assert read_values(strata.bootstrap, topic_name, 1, "read_uncommitted") == ["in-txn", "plain"]
+    p.commit_transaction(30)
+    assert read_values(strata.bootstrap, topic_name, 1, "read_committed") == ["in-txn", "plain"]
+
+
+def test_consume_transform_produce_is_exactly_once(strata, topic_name):
+    src, dst, group = f"{topic_name}-in", f"{topic_name}-out", f"g-{topic_name}"
+    create_topic(strata.bootstrap, src, partitions=2)
+    create_topic(strata.bootstrap, dst, partitions=2)
+    n = 400
+    plain = Producer({"bootstrap.servers": strata.bootstrap, "enable.idempotence": True})
+    for i in range(n):
+        plain.produce(src, value=str(i).encode(), partition=i % 2)
+    assert plain.flush(30) == 0
+
+    consumer = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([src])
+    producer = txn_producer(strata.bootstrap, f"tx-{topic_name}")
+    done, rounds, aborted_once = 0, 0, False
+    deadline = time.time() + 90
+    while done < n and time.time() < deadline:
+        msgs = [m for m in consumer.consume(50, 1.0) if m.error() is None]
+        if not msgs:
+            continue
+        rounds += 1
+        producer.begin_transaction()
+        for m in msgs:
+            producer.produce(dst, value=f"out-{m.value().decode()}".encode(),
+                             partition=m.partition())
+        positions = consumer.position(consumer.assignment())
+        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
+        if rounds == 3 and not aborted_once:
+            # Abort one batch half-way: its output must never be seen and
+            # its input must be processed again.
+            aborted_once = True
+            assert producer.flush(30) == 0
+            producer.abort_transaction(30)
+            committed = consumer.committed(list(consumer.assignment()), 30)
+            for tp in committed:
+                consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                             tp.offset if tp.offset >= 0 else 0))
+            continue
+        producer.commit_transaction(30)
+        done += len(msgs)
+    consumer.close()
+    assert aborted_once and done == n, f"processed {done} of {n}"
+
+    out = read_values(strata.bootstrap, dst, 2, "read_committed")
+    assert sorted(out) == sorted(f"out-{i}" for i in range(n)), "each input exactly once"
+    # The group's committed offsets are the end of the input.
+    c = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": group})
+    committed = c.committed([TopicPartition(src, 0), TopicPartition(src, 1)], 30)
+    c.close()
+    assert sum(tp.offset for tp in committed) == n
+
+
+def test_zombie_producer_is_fenced(strata, topic_name):
+    create_topic(strata.bootstrap, topic_name, partitions=2)
+    txn_id = f"tx-{topic_name}"
+    zombie = txn_producer(strata.bootstrap, txn_id)
+    zombie.begin_transaction()
+    zombie.produce(topic_name, value=b"zombie-1", partition=0)
+    assert zombie.flush(30) == 0
+    # A new instance with the same transactional.id fences the old one and
+    # aborts its open transaction.
+    fresh = txn_producer(strata.bootstrap, txn_id)
+    fresh.begin_transaction()
+    fresh.produce(topic_name, value=b"fresh", partition=1)
+    fresh.commit_transaction(30)
+
+    with pytest.raises(KafkaException) as e:
+        zombie.produce(topic_name, value=b"zombie-2", partition=0)
+        zombie.flush(10)
+        zombie.commit_transaction(10)
+    err = e.value.args[0]
+    assert err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                         KafkaError.INVALID_PRODUCER_EPOCH), err
+    assert read_values(strata.bootstrap, topic_name, 2, "read_committed") == ["fresh"]
+
+
+def test_transactions_survive_kill9_whole_or_not_at_all(fresh_strata, topic_name):
+    """Transactions of 3 records on 3 partitions run while the broker is
+    killed (-9) and restarted; afterwards every transaction is visible to
+    read_committed either whole or not at all, and every one whose commit
+    returned is whole."""
+    s = fresh_strata.start()
+    create_topic(s.bootstrap, topic_name, partitions=3)
+    # A producer that opens a transaction and is never heard from again:
+    # after the restarts its coordinator must abort it on timeout, or
+    # read_committed consumers would stall behind it forever.
+    abandoned = txn_producer(s.bootstrap, f"gone-{topic_name}", **{"transaction.timeout.ms": 3000})
+    abandoned.begin_transaction()
+    for part in range(3):
+        abandoned.produce(topic_name, value=f"0-{part}".encode(), partition=part)
+    assert abandoned.flush(30) == 0
+    stop = threading.Event()
+    committed, attempted = [], []
+    errors = []
+
+    def run():
+        producer = None
+        n = 0
+        while not stop.is_set():
+            try:
+                if producer is None:
+                    producer = Producer({"bootstrap.servers": s.bootstrap,
+                                         "transactional.id": f"k9-{topic_name}",
+                                         "transaction.timeout.ms": 5000,
+                                         "message.timeout.ms": 5000,
+                                         "linger.ms": 1})
+                    producer.init_transactions(20)
+                n += 1
+                attempted.append(n)
+                producer.begin_transaction()
+                for part in range(3):
+                    producer.produce(topic_name, value=f"{n}-{part}".encode(), partition=part)
+                producer.commit_transaction(20)
+                committed.append(n)
+            except KafkaException as e:
+                errors.append(str(e))
+                err = e.args[0]
+                if producer is not None and err.txn_requires_abort():
+                    try:
+                        producer.abort_transaction(20)
+                        continue
+                    except KafkaException:
+                        pass
+                producer = None  # fatal, or the broker is down: start over
+                time.sleep(0.2)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    for _ in range(2):
+        wait_until(lambda: len(committed) >= 5, timeout=60, what="transactions committing")
+        time.sleep(random.uniform(0.05, 0.5))
+        s.kill9()
+        committed_before_restart = len(committed)
+        s.start()
+        wait_until(lambda: len(committed) > committed_before_restart + 3, timeout=60,
+                   what="transactions committing after restart")
+    stop.set()
+    t.join(60)
+    assert not t.is_alive()
+
+    values = read_values(s.bootstrap, topic_name, 3, "read_committed", timeout=30)
+    assert not any(v.startswith("0-") for v in values), "the abandoned transaction was aborted"
+    by_txn = {}
+    for v in values:
+        txn, part = v.split("-")
+        by_txn.setdefault(int(txn), set()).add(int(part))
+    partial = {k: v for k, v in by_txn.items() if v != {0, 1, 2}}
+    assert not partial, f"partially visible transactions: {partial}"
+    missing = [n for n in committed if n not in by_txn]
+    assert not missing, f"committed transactions lost: {missing}"
+    assert len(values) == 3 * len(by_txn), "no record twice"
+    print(f"attempted {len(attempted)}, committed {len(committed)}, visible {len(by_txn)}, "
+          f"client errors {len(errors)}")
+
+
+class CuttingProxy:
+    """A TCP proxy that forwards to `target` and, while `cutting`, closes
+    a random connection every `every` seconds (mid-request or
+    mid-response), forcing the client to retry."""
+
+    def __init__(self, target, every=0.25, max_cuts=30):
+        self.target = target
+        self.every = every
+        self.port = free_port()
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.server.settimeout(0.2)
+        self.conns = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.cutting = threading.Event()
+        self.cuts = 0
+        self.max_cuts = max_cuts
+        self.threads = [threading.Thread(target=self.accept, daemon=True),
+                        threading.Thread(target=self.cut, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        while not self.stop.wait(self.every):
+            if not self.cutting.is_set() or self.cuts >= self.max_cuts:
+                continue
+            with self.lock:
+                live = [c for c in self.conns if c[0].fileno() >= 0]
+                self.conns = live
+                if not live:
+                    continue
+                victim = random.choice(live)
+            for s in victim:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.cuts += 1
+
+    def close(self):
+        self.stop.set()
+        self.server.close()
+        with self.lock:
+            for pair in self.conns:
+                for s in pair:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+
+def test_idempotent_producer_with_cut_connections_leaves_no_duplicates(tmp_path, topic_name):
+    """Clients reach the broker only through a proxy that keeps cutting
+    connections; the idempotent producer's retries must not duplicate or
+    lose anything."""
+    port = free_port()
+    proxy = CuttingProxy(("127.0.0.1", port))
+    s = Strata(tmp_path / "data", extra_args=["--advertise", f"127.0.0.1:{proxy.port}"])
+    s.port = port
+    try:
+        s.start()
+        assert s.port == port
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        create_topic(bootstrap, topic_name, partitions=2)
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                      "acks": "all", "linger.ms": 2, "batch.num.messages": 50,
+                      "message.timeout.ms": 60000, "retry.backoff.ms": 20,
+                      "reconnect.backoff.max.ms": 200})
+        n = 4000
+        delivered = []
+
+        def cb(err, msg):
+            assert err is None, err
+            delivered.append(msg.value().decode())
+
+        proxy.cutting.set()
+        for i in range(n):
+            p.produce(topic_name, value=f"{i}".encode(), partition=i % 2, on_delivery=cb)
+            p.poll(0)
+            if i % 200 == 0:
+                time.sleep(0.05)
+        assert p.flush(90) == 0
+        proxy.cutting.clear()
+        assert proxy.cuts >= 5, f"only {proxy.cuts} connections were cut"
+        assert len(delivered) == n
+        values = read_values(bootstrap, topic_name, 2, "read_uncommitted", expected=None, timeout=60)
+        assert len(values) == len(set(values)), \
+            f"{len(values) - len(set(values))} duplicates after {proxy.cuts} cuts"
+        assert sorted(values, key=int) == [str(i) for i in range(n)]
+        for part in range(2):
+            mine = [int(v) for v in values if int(v) % 2 == part]
+            assert mine == sorted(mine), "order kept per partition"
+        print(f"{n} records, {proxy.cuts} connections cut, 0 duplicates")
+    finally:
+        proxy.close()
+        if s.alive():
+            s.stop()
