@@ -455,6 +455,13 @@ impl Broker {
                 {
                     // The cold tier holds only committed records and no
                     // markers, so there is nothing to skip there.
+                    // Only empty cold files (aborted transactions, markers)
+                    // up to the local log: continue there.
+                    Some(data) if data.is_empty() && requested >= earliest => {
+                        let mut read = p.read(p.log_start_offset(), max, spec.isolation)?;
+                        read.log_start_offset = earliest;
+                        Ok(read)
+                    }
                     Some(data) if requested >= earliest => Ok(PartitionRead {
                         data,
                         high_watermark: p.high_watermark(),

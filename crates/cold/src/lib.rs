@@ -19,7 +19,7 @@ mod write;
 pub use key::object_key;
 pub use read::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
 pub use schema::{segment_schema, FORMAT_VERSION};
-pub use write::{write_segment, SegmentFile, WriteOptions};
+pub use write::{write_segment, AbortedRange, SegmentFile, WriteOptions};
 
 use thiserror::Error;
 

@@ -329,7 +329,9 @@ fn control_batches_are_not_written() {
     let seg = segment_of(&[data, control.freeze()]);
     let file = write_segment(&seg, &WriteOptions::new("t", 0, 1)).unwrap();
     assert_eq!(file.record_count, 10);
-    assert_eq!(file.last_offset, 9);
+    // The file covers the marker's offset too (a gap in the rows).
+    assert_eq!(file.last_offset, 10);
+    assert_eq!(decoded_offsets(&file), (0..10).collect::<Vec<_>>());
     let only_control = segment_of(&[]);
     assert!(matches!(
         write_segment(&only_control, &WriteOptions::new("t", 0, 1)),
@@ -427,4 +429,77 @@ fn records_below_from_offset_are_left_out() {
     let back = read_batches(&f.bytes, &ReadOptions::default(), 4).unwrap();
     let offsets: Vec<i64> = all_records(&back).iter().map(|r| r.offset).collect();
     assert_eq!(offsets, (15..30).collect::<Vec<_>>());
+}
+
+fn decoded_offsets(file: &SegmentFile) -> Vec<i64> {
+    read_batches(&file.bytes, &ReadOptions::default(), 0)
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| strata_record::decode_batch(&b.freeze()).unwrap().records)
+        .map(|r| r.offset)
+        .collect()
+}
+
+/// A transactional batch of `n` records of producer `pid` at `base`.
+fn txn_batch(pid: i64, base: i64, n: usize) -> Bytes {
+    let values: Vec<Vec<u8>> = (0..n).map(|i| format!("v{i}").into_bytes()).collect();
+    let recs: Vec<strata_record::KeyValue<'_>> =
+        values.iter().map(|v| (None, Some(&v[..]))).collect();
+    let mut b = strata_record::build_batch_with(
+        0,
+        1000,
+        strata_record::BatchProducer {
+            attributes: strata_record::TRANSACTIONAL_BIT,
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: 0,
+        },
+        &recs,
+    );
+    strata_record::assign_offset_and_epoch(&mut b, base, 0);
+    b.freeze()
+}
+
+fn marker(pid: i64, at: i64, commit: bool) -> Bytes {
+    let mut m = strata_record::build_control_batch(
+        pid,
+        0,
+        strata_record::ControlType::from_commit(commit),
+        0,
+        1000,
+    );
+    strata_record::assign_offset_and_epoch(&mut m, at, 0);
+    m.freeze()
+}
+
+#[test]
+fn aborted_transactions_and_markers_are_left_out() {
+    // Producer 1 aborts offsets 0..3 (marker at 5), producer 2 commits
+    // 3..5 (marker at 6); an all-aborted segment still yields a file.
+    let seg = segment_of(&[
+        txn_batch(1, 0, 3),
+        txn_batch(2, 3, 2),
+        marker(1, 5, false),
+        marker(2, 6, true),
+    ]);
+    let mut opts = WriteOptions::new("t", 0, 1);
+    opts.aborted = vec![AbortedRange {
+        producer_id: 1,
+        first_offset: 0,
+        last_offset: 5,
+    }];
+    let file = write_segment(&seg, &opts).unwrap();
+    assert_eq!(
+        (file.base_offset, file.last_offset, file.record_count),
+        (0, 6, 2)
+    );
+    assert_eq!(decoded_offsets(&file), vec![3, 4]);
+
+    let only_aborted = segment_of(&[txn_batch(1, 0, 3), marker(1, 5, false)]);
+    let file = write_segment(&only_aborted, &opts).unwrap();
+    assert_eq!(
+        (file.base_offset, file.last_offset, file.record_count),
+        (0, 5, 0)
+    );
+    assert!(decoded_offsets(&file).is_empty());
 }

@@ -32,6 +32,27 @@ pub struct WriteOptions {
     /// earlier file (a new leader's segments can start below what its
     /// predecessor offloaded, since each replica rolls its own segments).
     pub from_offset: i64,
+    /// Aborted transactions: their records are left out (only committed
+    /// records reach the cold tier; control batches never do).
+    pub aborted: Vec<AbortedRange>,
+}
+
+/// Records of `producer_id` from `first_offset` to `last_offset` (its abort
+/// marker) belong to an aborted transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedRange {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+fn aborted(h: &strata_record::BatchHeader, ranges: &[AbortedRange]) -> bool {
+    h.is_transactional()
+        && ranges.iter().any(|a| {
+            a.producer_id == h.producer_id
+                && a.first_offset <= h.base_offset
+                && h.base_offset <= a.last_offset
+        })
 }
 
 impl WriteOptions {
@@ -43,6 +64,7 @@ impl WriteOptions {
             row_group_rows: 16 * 1024,
             row_group_bytes: 4 << 20,
             from_offset: 0,
+            aborted: Vec::new(),
         }
     }
 }
@@ -158,7 +180,14 @@ pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile
     let mut leader_epoch = opts.leader_epoch;
     let mut group_bytes = 0usize;
     for (pos, h) in BatchIter::new(segment) {
-        if h.is_control() || h.last_offset() < opts.from_offset {
+        if h.last_offset() < opts.from_offset {
+            continue;
+        }
+        // The file covers every offset of the segment from `from_offset`,
+        // including the markers and aborted records it leaves out (gaps).
+        base = base.min(h.base_offset.max(opts.from_offset));
+        last = last.max(h.last_offset());
+        if h.is_control() || aborted(&h, &opts.aborted) {
             continue;
         }
         let batch = decode_batch(&segment.slice(pos..pos + h.total_size()))?;
@@ -169,8 +198,6 @@ pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile
             .filter(|r| r.offset >= opts.from_offset)
         {
             cols.push(opts.partition, r);
-            base = base.min(r.offset);
-            last = last.max(r.offset);
             min_ts = min_ts.min(r.timestamp);
             max_ts = max_ts.max(r.timestamp);
             count += 1;
@@ -184,8 +211,13 @@ pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile
             }
         }
     }
-    if count == 0 {
+    if last < base {
         return Err(ColdError::Empty);
+    }
+    if count == 0 {
+        // Only markers and aborted records: an empty file still records
+        // that these offsets are settled.
+        (min_ts, max_ts) = (-1, -1);
     }
     if cols.rows > 0 {
         writer.write(&cols.finish()?)?;

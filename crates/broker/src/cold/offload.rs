@@ -10,7 +10,7 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
-use strata_cold::{object_key, write_segment, WriteOptions};
+use strata_cold::{object_key, write_segment, AbortedRange, WriteOptions};
 use strata_log::SegmentInfo;
 use strata_meta::{Compare, Op, Txn};
 
@@ -48,10 +48,14 @@ impl Broker {
                 let now = self.clock.now_ms();
                 // Segments already past whole-log retention are not worth
                 // uploading: retention deletes them locally instead.
+                // Only settled offsets go cold: a segment holding part of an
+                // open transaction waits until it ends (last stable offset).
+                let stable = p.last_stable_offset();
                 let next = p.segments().into_iter().find(|s| {
                     s.sealed
                         && s.next_offset - 1 > covered
                         && s.next_offset > s.base_offset
+                        && s.next_offset <= stable
                         && !expired(&p, s, now)
                 });
                 let Some(seg) = next else { break };
@@ -95,6 +99,15 @@ impl Broker {
             })?;
         let mut opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch());
         opts.from_offset = covered + 1;
+        opts.aborted = p
+            .aborted_from(seg.base_offset)
+            .into_iter()
+            .map(|a| AbortedRange {
+                producer_id: a.producer_id,
+                first_offset: a.first_offset,
+                last_offset: a.last_offset,
+            })
+            .collect();
         let file = tokio::task::spawn_blocking(move || write_segment(&Bytes::from(data), &opts))
             .await
             .map_err(|e| BrokerError::Storage(format!("offload encode task failed: {e}")))?

@@ -6,6 +6,9 @@ use crate::partition::Partition;
 use bytes::{Bytes, BytesMut};
 use strata_cold::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
 
+/// Consecutive empty cold files one fetch skips before giving up.
+const MAX_EMPTY_FILES: usize = 64;
+
 impl Broker {
     /// Reads from the cold tier at `offset` (below the local log start):
     /// whole rebuilt batches, up to `max_bytes` (at least one batch).
@@ -19,12 +22,41 @@ impl Broker {
         let Some(cold) = &self.cold else {
             return Ok(None);
         };
-        let entry = {
-            let v = self.view();
-            v.cold_segment(topic, partition, offset)
-                .or_else(|| v.next_cold_segment(topic, partition, offset))
-        };
-        let Some(entry) = entry else { return Ok(None) };
+        // Files whose rows are all gone (aborted transactions, markers)
+        // cover offsets but return nothing: move on to the next one.
+        let start = offset;
+        let mut offset = offset;
+        for _ in 0..MAX_EMPTY_FILES {
+            let entry = {
+                let v = self.view();
+                v.cold_segment(topic, partition, offset)
+                    .or_else(|| v.next_cold_segment(topic, partition, offset))
+            };
+            let Some(entry) = entry else {
+                // Past the last cold file after skipping empty ones: the
+                // caller continues in the local log.
+                return Ok((offset > start).then(Bytes::new));
+            };
+            let data = self
+                .cold_read_entry(cold, &entry, offset, max_bytes)
+                .await?;
+            if !data.is_empty() {
+                return Ok(Some(data));
+            }
+            offset = entry.last_offset + 1;
+        }
+        Err(BrokerError::Storage(format!(
+            "{topic}-{partition}: more than {MAX_EMPTY_FILES} consecutive cold files without committed records from offset {start}"
+        )))
+    }
+
+    async fn cold_read_entry(
+        &self,
+        cold: &super::ColdTier,
+        entry: &crate::cluster::SegmentEntry,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, BrokerError> {
         let opts = ReadOptions {
             from_offset: offset,
             max_bytes,
@@ -61,7 +93,7 @@ impl Broker {
         self.metrics
             .cold_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Some(out.freeze()))
+        Ok(out.freeze())
     }
 
     /// The first cold record with a timestamp `>= ts`: only the first
