@@ -179,33 +179,52 @@ def test_transactions_survive_kill9_whole_or_not_at_all(fresh_strata, topic_name
     for part in range(3):
         abandoned.produce(topic_name, value=f"0-{part}".encode(), partition=part)
     assert abandoned.flush(30) == 0
-    stop = threading.Event()
-    committed, attempted = [], []
-    errors = []
+    loop = TxnLoop(lambda: s.bootstrap, topic_name, f"k9-{topic_name}", partitions=3)
+    for _ in range(2):
+        loop.wait_for(5)
+        time.sleep(random.uniform(0.05, 0.5))
+        s.kill9()
+        s.start()
+        loop.wait_for(3)
+    loop.stop()
+    values = read_values(s.bootstrap, topic_name, 3, "read_committed", timeout=30)
+    assert not any(v.startswith("0-") for v in values), "the abandoned transaction was aborted"
+    loop.check_all_or_nothing(values)
 
-    def run():
-        producer = None
-        n = 0
-        while not stop.is_set():
+
+class TxnLoop:
+    """A thread running transactions of one record per partition (values
+    `<txn>-<partition>`), starting over with a new producer (same
+    transactional.id) whenever the old one fails fatally."""
+
+    def __init__(self, bootstrap, topic, txn_id, partitions):
+        self.bootstrap, self.topic, self.txn_id, self.partitions = bootstrap, topic, txn_id, partitions
+        self.committed, self.attempted, self.errors = [], [], []
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        producer, n = None, 0
+        while not self.halt.is_set():
             try:
                 if producer is None:
-                    producer = Producer({"bootstrap.servers": s.bootstrap,
-                                         "transactional.id": f"k9-{topic_name}",
+                    producer = Producer({"bootstrap.servers": self.bootstrap(),
+                                         "transactional.id": self.txn_id,
                                          "transaction.timeout.ms": 5000,
                                          "message.timeout.ms": 5000,
                                          "linger.ms": 1})
                     producer.init_transactions(20)
                 n += 1
-                attempted.append(n)
+                self.attempted.append(n)
                 producer.begin_transaction()
-                for part in range(3):
-                    producer.produce(topic_name, value=f"{n}-{part}".encode(), partition=part)
+                for part in range(self.partitions):
+                    producer.produce(self.topic, value=f"{n}-{part}".encode(), partition=part)
                 producer.commit_transaction(20)
-                committed.append(n)
+                self.committed.append(n)
             except KafkaException as e:
-                errors.append(str(e))
-                err = e.args[0]
-                if producer is not None and err.txn_requires_abort():
+                self.errors.append(str(e))
+                if producer is not None and e.args[0].txn_requires_abort():
                     try:
                         producer.abort_transaction(20)
                         continue
@@ -214,33 +233,30 @@ def test_transactions_survive_kill9_whole_or_not_at_all(fresh_strata, topic_name
                 producer = None  # fatal, or the broker is down: start over
                 time.sleep(0.2)
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    for _ in range(2):
-        wait_until(lambda: len(committed) >= 5, timeout=60, what="transactions committing")
-        time.sleep(random.uniform(0.05, 0.5))
-        s.kill9()
-        committed_before_restart = len(committed)
-        s.start()
-        wait_until(lambda: len(committed) > committed_before_restart + 3, timeout=60,
-                   what="transactions committing after restart")
-    stop.set()
-    t.join(60)
-    assert not t.is_alive()
+    def wait_for(self, more, timeout=90):
+        """Waits until `more` further transactions have committed."""
+        target = len(self.committed) + more
+        wait_until(lambda: len(self.committed) >= target, timeout=timeout,
+                   what=f"{more} more transactions to commit")
 
-    values = read_values(s.bootstrap, topic_name, 3, "read_committed", timeout=30)
-    assert not any(v.startswith("0-") for v in values), "the abandoned transaction was aborted"
-    by_txn = {}
-    for v in values:
-        txn, part = v.split("-")
-        by_txn.setdefault(int(txn), set()).add(int(part))
-    partial = {k: v for k, v in by_txn.items() if v != {0, 1, 2}}
-    assert not partial, f"partially visible transactions: {partial}"
-    missing = [n for n in committed if n not in by_txn]
-    assert not missing, f"committed transactions lost: {missing}"
-    assert len(values) == 3 * len(by_txn), "no record twice"
-    print(f"attempted {len(attempted)}, committed {len(committed)}, visible {len(by_txn)}, "
-          f"client errors {len(errors)}")
+    def stop(self):
+        self.halt.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+    def check_all_or_nothing(self, values):
+        by_txn = {}
+        for v in values:
+            txn, part = v.split("-")
+            by_txn.setdefault(int(txn), set()).add(int(part))
+        whole = set(range(self.partitions))
+        partial = {k: v for k, v in by_txn.items() if v != whole}
+        assert not partial, f"partially visible transactions: {partial}"
+        missing = [n for n in self.committed if n not in by_txn]
+        assert not missing, f"committed transactions lost: {missing}"
+        assert len(values) == self.partitions * len(by_txn), "no record twice"
+        print(f"attempted {len(self.attempted)}, committed {len(self.committed)}, "
+              f"visible {len(by_txn)}, client errors {len(self.errors)}")
 
 
 class CuttingProxy:
