@@ -435,3 +435,33 @@ def test_cold_tier_keeps_only_committed_records(fresh_strata, topic_name):
     assert rows == committed[:len(rows)]
 
     assert read_values(s.bootstrap, topic_name, 1, "read_committed", timeout=60) == committed
+
+
+def test_cli_shows_transactions_and_producers(strata, topic_name):
+    from conftest import strata_cli
+    create_topic(strata.bootstrap, topic_name, partitions=2)
+    open_id, done_id = f"open-{topic_name}", f"done-{topic_name}"
+    p = txn_producer(strata.bootstrap, open_id)
+    p.begin_transaction()
+    p.produce(topic_name, value=b"x", partition=1)
+    assert p.flush(30) == 0
+    q = txn_producer(strata.bootstrap, done_id)
+    q.begin_transaction()
+    q.produce(topic_name, value=b"y", partition=0)
+    q.commit_transaction(30)
+
+    listed = strata_cli("txn", "list", "--bootstrap", strata.bootstrap).stdout
+    rows = {line.split()[0]: line.split()[2] for line in listed.splitlines()[1:]}
+    assert rows.get(open_id) == "Ongoing" and rows.get(done_id) == "CompleteCommit", listed
+    ongoing = strata_cli("txn", "list", "--bootstrap", strata.bootstrap, "--state", "Ongoing").stdout
+    assert open_id in ongoing and done_id not in ongoing
+    described = strata_cli("txn", "describe", "--bootstrap", strata.bootstrap, "--id", open_id).stdout
+    assert "state:            Ongoing" in described and f"{topic_name} [1]" in described, described
+    producers = strata_cli("txn", "producers", "--bootstrap", strata.bootstrap,
+                           "--topic", topic_name).stdout
+    # Partition 1's open transaction starts at offset 0; partition 0 has none.
+    by_part = {line.split()[0]: line.split()[4] for line in producers.splitlines()[1:]}
+    assert by_part == {"0": "-1", "1": "0"}, producers
+    p.abort_transaction(30)
+    after = strata_cli("txn", "describe", "--bootstrap", strata.bootstrap, "--id", open_id).stdout
+    assert "CompleteAbort" in after

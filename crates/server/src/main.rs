@@ -29,6 +29,8 @@ enum Command {
     Topic(cli::topic::TopicArgs),
     /// Consumer group inspection.
     Group(cli::group::GroupArgs),
+    /// Transactions and producers.
+    Txn(cli::txn::TxnArgs),
     /// Cluster operations (draining a broker).
     Cluster(ClusterArgs),
     /// Produce lines from stdin.
@@ -195,6 +197,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Topic(a) => cli::topic::run(a).await,
             Command::Group(a) => cli::group::run(a).await,
+            Command::Txn(a) => cli::txn::run(a).await,
             Command::Cluster(ClusterArgs {
                 cmd:
                     ClusterCmd::Drain {

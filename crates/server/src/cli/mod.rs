@@ -9,6 +9,7 @@ pub mod reassign;
 pub mod route;
 pub mod segments;
 pub mod topic;
+pub mod txn;
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};

@@ -101,16 +101,35 @@ impl Routes {
             .context("connection just opened is missing")
     }
 
+    /// Every broker of the cluster (from Metadata), by node id.
+    pub async fn all_brokers(&mut self) -> anyhow::Result<Vec<i32>> {
+        let md = metadata(&mut self.bootstrap, Some(&[])).await?;
+        for b in &md.brokers {
+            self.brokers
+                .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+        }
+        Ok(md.brokers.iter().map(|b| b.node_id.0).collect())
+    }
+
     /// The coordinator of consumer group `group` (FindCoordinator).
     pub async fn coordinator(&mut self, group: &str) -> anyhow::Result<i32> {
+        self.find_coordinator(0, group).await
+    }
+
+    /// The transaction coordinator of transactional id `id`.
+    pub async fn txn_coordinator(&mut self, id: &str) -> anyhow::Result<i32> {
+        self.find_coordinator(1, id).await
+    }
+
+    async fn find_coordinator(&mut self, key_type: i8, group: &str) -> anyhow::Result<i32> {
         let v = self.bootstrap.version::<FindCoordinatorRequest>(4)?;
         let mut req = FindCoordinatorRequest::default();
-        req.key_type = 0;
+        req.key_type = key_type;
         let (node, host, port, code) = if v >= 4 {
             req.coordinator_keys = vec![s(group.to_string())];
             let resp = self.bootstrap.send(req, v).await?;
             let Some(c) = resp.coordinators.into_iter().next() else {
-                bail!("no coordinator returned for group {group}");
+                bail!("no coordinator returned for {group}");
             };
             (c.node_id.0, c.host.to_string(), c.port, c.error_code)
         } else {
@@ -124,7 +143,7 @@ impl Routes {
             )
         };
         if code != 0 {
-            bail!("no coordinator for group {group}: {}", error_name(code));
+            bail!("no coordinator for {group}: {}", error_name(code));
         }
         self.brokers.insert(node, format!("{host}:{port}"));
         Ok(node)
