@@ -28,6 +28,15 @@ pub struct TxnListing {
     pub record: TxnRecord,
 }
 
+/// The cached record of an id that must already have a producer id.
+fn initialised<'a>(id: &str, slot: &'a Option<Cached>) -> Result<&'a Cached, BrokerError> {
+    slot.as_ref().ok_or_else(|| {
+        BrokerError::InvalidProducerIdMapping(format!(
+            "transactional id {id} has no producer id (InitProducerId first)"
+        ))
+    })
+}
+
 impl Broker {
     /// Reads `id`'s record into the slot if it is not cached.
     async fn load_txn(&self, id: &str, slot: &mut Option<Cached>) -> Result<(), BrokerError> {
@@ -198,11 +207,7 @@ impl Broker {
         let slot = self.txns.slot(id);
         let mut slot = slot.lock().await;
         self.load_txn(id, &mut slot).await?;
-        let Some(c) = slot.as_ref() else {
-            return Err(BrokerError::InvalidProducerIdMapping(format!(
-                "transactional id {id} has no producer id (InitProducerId first)"
-            )));
-        };
+        let c = initialised(id, &slot)?;
         let now = self.clock.now_ms();
         if let Some(r) = c
             .record
@@ -225,11 +230,7 @@ impl Broker {
         let slot = self.txns.slot(id);
         let mut slot = slot.lock().await;
         self.load_txn(id, &mut slot).await?;
-        let Some(c) = slot.as_ref() else {
-            return Err(BrokerError::InvalidProducerIdMapping(format!(
-                "transactional id {id} has no producer id (InitProducerId first)"
-            )));
-        };
+        let c = initialised(id, &slot)?;
         match c
             .record
             .on_end(producer_id, epoch, commit, self.clock.now_ms())?

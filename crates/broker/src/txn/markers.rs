@@ -89,19 +89,7 @@ impl Broker {
         let r = self
             .apply_markers(producer_id, epoch, commit, &batch.partitions, &batch.groups)
             .await;
-        let failed_p = r
-            .partitions
-            .into_iter()
-            .filter(|i| !i.error.is_empty())
-            .map(|i| (i.topic, i.partition))
-            .collect();
-        let failed_g = r
-            .groups
-            .into_iter()
-            .filter(|i| !i.error.is_empty())
-            .map(|i| i.group)
-            .collect();
-        (failed_p, failed_g)
+        failed_items(r)
     }
 
     async fn settle_remotely(
@@ -154,19 +142,7 @@ impl Broker {
                         tracing::debug!(broker, topic = %i.topic, partition = i.partition, group = %i.group, error = %i.error, "marker not written yet");
                     }
                 }
-                let p = r
-                    .partitions
-                    .into_iter()
-                    .filter(|i| !i.error.is_empty())
-                    .map(|i| (i.topic, i.partition))
-                    .collect();
-                let g = r
-                    .groups
-                    .into_iter()
-                    .filter(|i| !i.error.is_empty())
-                    .map(|i| i.group)
-                    .collect();
-                (p, g)
+                failed_items(r)
             }
             Err(e) => {
                 tracing::debug!(broker, error = %e, "WriteTxnMarkers failed");
@@ -265,6 +241,23 @@ impl Broker {
             .await?;
         Ok(())
     }
+}
+
+/// The partitions and groups a [`MarkersResponse`] reports as not done.
+fn failed_items(r: MarkersResponse) -> (Vec<(String, i32)>, Vec<String>) {
+    let p = r
+        .partitions
+        .into_iter()
+        .filter(|i| !i.error.is_empty())
+        .map(|i| (i.topic, i.partition))
+        .collect();
+    let g = r
+        .groups
+        .into_iter()
+        .filter(|i| !i.error.is_empty())
+        .map(|i| i.group)
+        .collect();
+    (p, g)
 }
 
 /// The gRPC face of [`Broker::apply_markers`].
