@@ -352,12 +352,20 @@ impl Broker {
         records: &Bytes,
         acks: Acks,
     ) -> Result<ProduceOutcome, BrokerError> {
-        self.produce_with_timeout(topic, partition, records, acks, Duration::from_secs(30))
-            .await
+        self.produce_with_timeout(
+            topic,
+            partition,
+            records,
+            acks,
+            Duration::from_secs(30),
+            None,
+        )
+        .await
     }
 
     /// [`Broker::produce`] with the request's own timeout (Kafka's
-    /// `timeout_ms`) for replication to the in-sync replicas.
+    /// `timeout_ms`) for replication to the in-sync replicas, and its
+    /// transactional id (needed for transactional batches).
     pub async fn produce_with_timeout(
         &self,
         topic: &str,
@@ -365,9 +373,10 @@ impl Broker {
         records: &Bytes,
         acks: Acks,
         timeout: Duration,
+        transactional_id: Option<&str>,
     ) -> Result<ProduceOutcome, BrokerError> {
         let r = self
-            .produce_inner(topic, partition, records, acks, timeout)
+            .produce_inner(topic, partition, records, acks, timeout, transactional_id)
             .await;
         if r.is_err() {
             self.metrics
@@ -384,11 +393,14 @@ impl Broker {
         records: &Bytes,
         acks: Acks,
         timeout: Duration,
+        transactional_id: Option<&str>,
     ) -> Result<ProduceOutcome, BrokerError> {
         if self.shutdown.is_cancelled() {
             return Err(BrokerError::ShuttingDown);
         }
         let p = self.partition(topic, partition)?;
+        self.verify_transactional_write(&p, records, transactional_id)
+            .await?;
         // Fencing: never append (let alone acknowledge) once our lease could
         // have expired, because another broker may already lead.
         if !self.session.is_live(self.clock.now_ms()) {

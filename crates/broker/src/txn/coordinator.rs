@@ -349,6 +349,60 @@ impl Broker {
         Ok(())
     }
 
+    /// Before the first transactional batch of a transaction reaches a
+    /// partition: the transactional id's stored state must say that this
+    /// producer and epoch have an open transaction that includes the
+    /// partition (KIP-890's server-side check). Without it a late or stray
+    /// batch could open a transaction here that no marker ever closes,
+    /// holding the last stable offset back for good.
+    pub(crate) async fn verify_transactional_write(
+        &self,
+        p: &crate::partition::Partition,
+        records: &bytes::Bytes,
+        transactional_id: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let Ok(h) = strata_record::BatchHeader::parse_prefix(records) else {
+            return Ok(()); // validation reports malformed input
+        };
+        if !h.is_transactional() || p.has_open_transaction(h.producer_id) {
+            return Ok(());
+        }
+        let Some(id) = transactional_id.filter(|t| !t.is_empty()) else {
+            return Err(BrokerError::InvalidTxnState(format!(
+                "{}: a transactional batch needs the request's transactional id",
+                p.name()
+            )));
+        };
+        let Some(kv) = self.meta.get(&self.keys.txn_state(id)).await? else {
+            return Err(BrokerError::InvalidProducerIdMapping(format!(
+                "transactional id {id} has no producer id"
+            )));
+        };
+        let record: TxnRecord = from_json(&kv.value)?;
+        if h.producer_id != record.producer_id {
+            return Err(BrokerError::InvalidProducerIdMapping(format!(
+                "producer id {} is not transactional id {id}'s ({})",
+                h.producer_id, record.producer_id
+            )));
+        }
+        if h.producer_epoch < record.producer_epoch {
+            return Err(BrokerError::InvalidProducerEpoch(format!(
+                "producer {} epoch {} is older than transactional id {id}'s epoch {}",
+                h.producer_id, h.producer_epoch, record.producer_epoch
+            )));
+        }
+        let added = record.state == TxnState::Ongoing
+            && h.producer_epoch == record.producer_epoch
+            && record.partitions.contains(&(p.topic.clone(), p.index));
+        if !added {
+            return Err(BrokerError::InvalidTxnState(format!(
+                "{} is not part of an open transaction of {id} (AddPartitionsToTxn first)",
+                p.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// TxnOffsetCommit, at the group's coordinator: the producer must be
     /// the transactional id's current one (a zombie is fenced here too) and
     /// its transaction must include the group (AddOffsetsToTxn).

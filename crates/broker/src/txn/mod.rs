@@ -17,6 +17,8 @@
 mod coordinator;
 pub mod markers;
 mod record;
+#[cfg(test)]
+mod tests;
 
 pub use coordinator::TxnListing;
 pub use record::{EndStep, InitStep, TxnRecord, TxnState};

@@ -16,6 +16,7 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
     // The request's own bound on waiting for the in-sync replicas.
     let timeout = std::time::Duration::from_millis(r.timeout_ms.clamp(100, 300_000) as u64);
     let mut resp = ProduceResponse::default();
+    let txn_id = r.transactional_id.as_ref().map(|t| t.as_str());
     for topic in r.topic_data {
         let name = topic.name.to_string();
         let parts = topic.partition_data.into_iter().map(|pd| {
@@ -36,7 +37,7 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
                 };
                 match ctx
                     .broker
-                    .produce_with_timeout(&name, pd.index, &records, acks, timeout)
+                    .produce_with_timeout(&name, pd.index, &records, acks, timeout, txn_id)
                     .await
                 {
                     Ok(o) => {
