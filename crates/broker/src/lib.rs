@@ -21,6 +21,7 @@ pub mod partition_txns;
 pub mod producer_ids;
 pub mod producers;
 pub mod replication;
+mod snapshot;
 pub mod topics;
 pub mod txn;
 

@@ -17,6 +17,7 @@ use crate::error::BrokerError;
 use crate::partition_txns::{AbortedTxn, OpenTxn, PartitionTxns};
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::replication::replica_set::{IsrChange, ReplicaSet};
+use crate::snapshot;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,6 +50,8 @@ pub struct Partition {
     /// produce acknowledgements re-check.
     appended: Notify,
     replicas: Mutex<ReplicaSet>,
+    /// Offset of the newest producer-state snapshot on disk (-1: none).
+    snapshot_at: AtomicI64,
 }
 
 /// The log, the producer state, the transactions and the epoch history,
@@ -74,21 +77,34 @@ impl LogState {
         self.epochs.observe(h.partition_leader_epoch, h.base_offset);
     }
 
-    /// Rebuilds producer state, transactions and epoch history from the
-    /// stored headers (and the few bytes of each transaction marker).
+    /// Rebuilds producer state, transactions and epoch history: from the
+    /// newest snapshot at or below the log end (if any) plus the stored
+    /// headers after it (and the few bytes of each transaction marker).
     fn rebuild(&mut self) -> Result<(), BrokerError> {
-        let mut producers = ProducerStates::default();
-        let mut epochs = EpochHistory::default();
+        let end = self.log.next_offset();
+        let start = self.log.log_start_offset();
+        let (mut producers, mut txns, mut epochs, from) =
+            match snapshot::latest(self.log.dir(), end) {
+                Some(s) => {
+                    let epochs = s.epochs();
+                    (s.producers, s.txns, epochs, s.offset.max(start))
+                }
+                None => (
+                    ProducerStates::default(),
+                    PartitionTxns::default(),
+                    EpochHistory::default(),
+                    start,
+                ),
+            };
         let mut transactional = Vec::new();
-        self.log.for_each_header(|h| {
+        self.log.for_each_header_from(from, |h| {
             producers.record(h);
             epochs.observe(h.partition_leader_epoch, h.base_offset);
             if h.is_transactional() {
                 transactional.push(*h);
             }
         })?;
-        let mut txns = PartitionTxns::default();
-        let end = self.log.next_offset();
+        txns.prune_below(start);
         for h in transactional {
             let marker = if h.is_control() {
                 let data = self.log.read(h.base_offset, 1, end)?.data;
@@ -151,6 +167,7 @@ impl Partition {
             epochs: EpochHistory::default(),
         };
         st.rebuild()?;
+        let snapshot_at = snapshot::newest_offset(st.log.dir()).unwrap_or(-1);
         Ok(Self {
             topic,
             index,
@@ -168,6 +185,7 @@ impl Partition {
             data_arrived: Notify::new(),
             appended: Notify::new(),
             replicas: Mutex::new(ReplicaSet::solo(-1)),
+            snapshot_at: AtomicI64::new(snapshot_at),
         })
     }
 
@@ -569,12 +587,19 @@ impl Partition {
         let end = st.log.next_offset();
         let behind = end < start.log_start_offset || start.truncate_to < st.log.log_start_offset();
         if behind {
+            snapshot::remove_above(st.log.dir(), None);
             st.log.reset_to(start.log_start_offset, now_ms)?;
             st.rebuild()?;
         } else if start.truncate_to < end {
+            // Snapshots at or below the truncation point stay valid.
+            snapshot::remove_above(st.log.dir(), Some(start.truncate_to));
             st.log.truncate_to(start.truncate_to, now_ms)?;
             st.rebuild()?;
         }
+        self.snapshot_at.store(
+            snapshot::newest_offset(st.log.dir()).unwrap_or(-1),
+            Ordering::Release,
+        );
         let end = st.log.next_offset();
         self.log_end.store(end, Ordering::Release);
         self.log_start_offset
@@ -657,8 +682,22 @@ impl Partition {
         let n = st.log.enforce_retention_where(now_ms, may_delete)?;
         let start = st.log.log_start_offset();
         st.txns.prune_below(start);
-        self.log_start_offset
-            .store(st.log.log_start_offset(), Ordering::Release);
+        self.log_start_offset.store(start, Ordering::Release);
+        // A segment rolled since the last snapshot: take one at the log end,
+        // so a reopen replays at most about a segment. Written under the
+        // lock (once per roll) so a truncation cannot slip in between.
+        let active_base = st.log.segments().last().map_or(0, |s| s.base_offset);
+        let end = st.log.next_offset();
+        let last = self.snapshot_at.load(Ordering::Acquire);
+        if active_base > last.max(0) && end > last {
+            let snap = snapshot::Snapshot::new(end, &st.producers, &st.txns, &st.epochs);
+            match snapshot::write(st.log.dir(), &snap) {
+                Ok(()) => self.snapshot_at.store(end, Ordering::Release),
+                Err(e) => {
+                    tracing::warn!(partition = %self.name(), error = %e, "cannot write a producer-state snapshot")
+                }
+            }
+        }
         Ok(n)
     }
 

@@ -12,12 +12,13 @@
 //! never passes the first offset of a transaction whose marker is not below
 //! the high watermark.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use strata_record::{BatchHeader, ControlType};
 
 /// An aborted transaction: records of `producer_id` from `first_offset` up
 /// to its abort marker at `last_offset` are not part of the committed log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbortedTxn {
     pub producer_id: i64,
     pub first_offset: i64,
@@ -32,7 +33,7 @@ pub struct OpenTxn {
     pub first_offset: i64,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct PartitionTxns {
     /// Producer id → (epoch, first offset) of its open transaction.
     open: HashMap<i64, (i16, i64)>,

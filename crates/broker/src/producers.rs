@@ -15,6 +15,7 @@
 //! opened, so it survives restarts.
 
 use crate::error::BrokerError;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use strata_record::BatchHeader;
 
@@ -22,14 +23,14 @@ use strata_record::BatchHeader;
 /// in-flight requests with idempotence).
 const REMEMBERED_BATCHES: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct BatchMeta {
     first_seq: i32,
     last_seq: i32,
     base_offset: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
@@ -44,7 +45,7 @@ pub enum SequenceCheck {
     Duplicate { base_offset: i64 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
 }

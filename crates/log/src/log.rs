@@ -355,6 +355,23 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Calls `f` with every batch header at or above `from`, oldest first
+    /// (to replay the log after a snapshot).
+    pub fn for_each_header_from(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        for seg in self.segments.values().filter(|s| s.next_offset > from) {
+            seg.for_each_header(|h| {
+                if h.base_offset >= from {
+                    f(h)
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// fsyncs the active segment and its indexes.
     pub fn flush(&self) -> Result<(), LogError> {
         self.active().sync()

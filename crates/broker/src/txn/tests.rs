@@ -201,3 +201,48 @@ async fn a_transaction_past_its_timeout_is_aborted() {
     ));
     b.shutdown().await;
 }
+
+/// A partition reopened after a snapshot replays only what follows it, and
+/// keeps what only the snapshot knows: here, a producer epoch whose batches
+/// were deleted with their segment still fences older epochs.
+#[test]
+fn reopen_uses_the_newest_snapshot() {
+    use crate::config::TopicConfig;
+    use crate::partition::Partition;
+    use strata_log::PartitionLog;
+    let d = tempfile::tempdir().unwrap();
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert("segment.bytes".to_string(), "1024".to_string());
+    let cfg = Arc::new(TopicConfig::new(configs, Default::default()).unwrap());
+    let open = || {
+        let log = PartitionLog::open(d.path(), cfg.log_config(), 0).unwrap();
+        Partition::open("t".into(), 0, log, cfg.clone(), 0).unwrap()
+    };
+    let p = open();
+    p.promote(1, 0, crate::replication::replica_set::ReplicaSet::solo(0));
+    // Producer 7 at epoch 3 (an open transaction), then enough other data
+    // to roll several segments.
+    p.append(&txn_batch(7, 3, 0, 2), 0).unwrap();
+    for i in 0..40 {
+        let b = build_batch_with(0, 0, BatchProducer::NONE, &[(None, Some(&[b'x'; 100][..]))]);
+        p.append(&b.freeze(), i).unwrap();
+    }
+    p.housekeeping(0, |_| false).unwrap();
+    let snap_at = crate::snapshot::newest_offset(d.path()).expect("a snapshot");
+    assert_eq!(snap_at, p.log_end_offset());
+    // Drop the segment holding producer 7's batches.
+    let first_other = p.segments()[1].base_offset;
+    p.delete_below(first_other, 0).unwrap();
+    drop(p);
+
+    let p = open();
+    p.promote(2, 0, crate::replication::replica_set::ReplicaSet::solo(0));
+    assert!(
+        p.has_open_transaction(7),
+        "open transaction known from the snapshot"
+    );
+    assert!(matches!(
+        p.append(&txn_batch(7, 2, 0, 1), 100),
+        Err(BrokerError::InvalidProducerEpoch(_))
+    ));
+}
