@@ -12,7 +12,7 @@ use std::time::Duration;
 use strata_meta::{EmbeddedStore, MetadataStore};
 use strata_record::{build_batch, KeyValue};
 
-async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
+pub(crate) async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
     let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
     BrokerBuilder::new(dir.join("data"))
         .settings(BrokerSettings::default())

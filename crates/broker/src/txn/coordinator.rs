@@ -38,6 +38,18 @@ fn initialised<'a>(id: &str, slot: &'a Option<Cached>) -> Result<&'a Cached, Bro
 }
 
 impl Broker {
+    /// Checks that this broker coordinates `id`, then takes the id's slot
+    /// (serialising operations on it) with its record loaded.
+    async fn coordinate(
+        &self,
+        id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Option<Cached>>, BrokerError> {
+        self.ensure_txn_coordinator(id).await?;
+        let mut slot = self.txns.slot(id).lock_owned().await;
+        self.load_txn(id, &mut slot).await?;
+        Ok(slot)
+    }
+
     /// Reads `id`'s record into the slot if it is not cached.
     async fn load_txn(&self, id: &str, slot: &mut Option<Cached>) -> Result<(), BrokerError> {
         if slot.is_some() {
@@ -102,10 +114,7 @@ impl Broker {
         expected: Option<(i64, i16)>,
     ) -> Result<(i64, i16), BrokerError> {
         self.check_timeout(timeout_ms)?;
-        self.ensure_txn_coordinator(id).await?;
-        let slot = self.txns.slot(id);
-        let mut slot = slot.lock().await;
-        self.load_txn(id, &mut slot).await?;
+        let mut slot = self.coordinate(id).await?;
         // At most: abort the open transaction, then bump.
         for _ in 0..3 {
             let now = self.clock.now_ms();
@@ -203,10 +212,7 @@ impl Broker {
         partitions: &[(String, i32)],
         group: Option<&str>,
     ) -> Result<(), BrokerError> {
-        self.ensure_txn_coordinator(id).await?;
-        let slot = self.txns.slot(id);
-        let mut slot = slot.lock().await;
-        self.load_txn(id, &mut slot).await?;
+        let mut slot = self.coordinate(id).await?;
         let c = initialised(id, &slot)?;
         let now = self.clock.now_ms();
         if let Some(r) = c
@@ -226,10 +232,7 @@ impl Broker {
         epoch: i16,
         commit: bool,
     ) -> Result<(), BrokerError> {
-        self.ensure_txn_coordinator(id).await?;
-        let slot = self.txns.slot(id);
-        let mut slot = slot.lock().await;
-        self.load_txn(id, &mut slot).await?;
+        let mut slot = self.coordinate(id).await?;
         let c = initialised(id, &slot)?;
         match c
             .record
@@ -455,10 +458,7 @@ impl Broker {
 
     /// DescribeTransactions for one id this broker coordinates.
     pub async fn describe_transaction(&self, id: &str) -> Result<TxnListing, BrokerError> {
-        self.ensure_txn_coordinator(id).await?;
-        let slot = self.txns.slot(id);
-        let mut slot = slot.lock().await;
-        self.load_txn(id, &mut slot).await?;
+        let slot = self.coordinate(id).await?;
         match slot.as_ref() {
             Some(c) => Ok(TxnListing {
                 transactional_id: id.to_string(),

@@ -4,28 +4,15 @@
 //! and all of it rebuilt after a restart.
 
 use crate::clock::ManualClock;
-use crate::config::BrokerSettings;
 use crate::durability::Acks;
 use crate::partition::Isolation;
+use crate::tests::broker;
 use crate::topics::CreateTopic;
-use crate::{Broker, BrokerBuilder, BrokerError, FetchSpec};
+use crate::{Broker, BrokerError, FetchSpec};
 use bytes::Bytes;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use strata_meta::{EmbeddedStore, MetadataStore};
 use strata_record::{build_batch_with, BatchIter, BatchProducer, TRANSACTIONAL_BIT};
-
-async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
-    let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
-    BrokerBuilder::new(dir.join("data"))
-        .settings(BrokerSettings::default())
-        .metadata_store(meta)
-        .clock(Arc::new(clock))
-        .build()
-        .await
-        .unwrap()
-}
 
 fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
     let vals: Vec<Vec<u8>> = (0..n).map(|i| vec![b'v'; 4 + i]).collect();
