@@ -29,6 +29,9 @@ pub struct BrokerSettings {
     /// `transaction.max.timeout.ms`: the longest transaction timeout a
     /// producer may ask for.
     pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id idle (no open
+    /// transaction) this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
     /// fsync before acknowledging acks=all (the dev profile default).
     pub fsync_on_ack_all: bool,
     /// `log.retention.check.interval.ms`
@@ -59,6 +62,7 @@ impl Default for BrokerSettings {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
             fsync_on_ack_all: true,
             retention_check_interval_ms: 60_000,
             session_timeout_ms: 10_000,

@@ -49,6 +49,8 @@ pub struct Settings {
     pub group_max_session_timeout_ms: i32,
     /// `transaction.max.timeout.ms`
     pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`
+    pub transactional_id_expiration_ms: i64,
     pub fsync_on_ack_all: bool,
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session (leadership lease).
@@ -98,6 +100,7 @@ impl Default for Settings {
             group_min_session_timeout_ms: b.group_min_session_timeout_ms,
             group_max_session_timeout_ms: b.group_max_session_timeout_ms,
             transaction_max_timeout_ms: b.transaction_max_timeout_ms,
+            transactional_id_expiration_ms: b.transactional_id_expiration_ms,
             fsync_on_ack_all: b.fsync_on_ack_all,
             retention_check_interval_ms: b.retention_check_interval_ms,
             session_timeout_ms: b.session_timeout_ms,
@@ -225,6 +228,7 @@ impl Settings {
             group_min_session_timeout_ms: self.group_min_session_timeout_ms,
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
             transaction_max_timeout_ms: self.transaction_max_timeout_ms,
+            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
             fsync_on_ack_all: self.fsync_on_ack_all,
             retention_check_interval_ms: self.retention_check_interval_ms,
             session_timeout_ms: self.session_timeout_ms,

@@ -311,7 +311,11 @@ impl Broker {
             let v = self.view();
             v.txns
                 .iter()
-                .filter(|(_, r)| r.state.is_prepare() || r.on_timeout(now).is_some())
+                .filter(|(_, r)| {
+                    r.state.is_prepare()
+                        || r.on_timeout(now).is_some()
+                        || r.expired(now, self.settings.transactional_id_expiration_ms)
+                })
                 .map(|(id, _)| id.clone())
                 .collect()
         };
@@ -339,7 +343,27 @@ impl Broker {
         let Some(c) = slot.as_ref() else {
             return Ok(());
         };
-        if let Some(r) = c.record.on_timeout(self.clock.now_ms()) {
+        let now = self.clock.now_ms();
+        if c.record
+            .expired(now, self.settings.transactional_id_expiration_ms)
+        {
+            let key = self.keys.txn_state(id);
+            let deleted = self
+                .meta
+                .txn(
+                    Txn::new()
+                        .when(Compare::ModRevision(key.clone(), c.mod_revision))
+                        .then(Op::delete(key)),
+                )
+                .await?
+                .succeeded;
+            *slot = None;
+            if deleted {
+                tracing::info!(transactional_id = id, "transactional id expired");
+            }
+            return Ok(());
+        }
+        if let Some(r) = c.record.on_timeout(now) {
             tracing::info!(
                 transactional_id = id,
                 producer_id = r.producer_id,

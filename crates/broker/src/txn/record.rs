@@ -259,6 +259,15 @@ impl TxnRecord {
         r
     }
 
+    /// Whether the id has been idle (no open or deciding transaction) for
+    /// longer than `expiration_ms` and may be forgotten.
+    pub fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        matches!(
+            self.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        ) && now_ms.saturating_sub(self.updated_ms) > expiration_ms
+    }
+
     /// An Ongoing transaction past its timeout: the PrepareAbort record
     /// (epoch bumped, fencing the producer), or `None`.
     pub fn on_timeout(&self, now_ms: i64) -> Option<Self> {
@@ -369,6 +378,9 @@ mod tests {
         assert_eq!(o.on_timeout(110), None);
         let t = o.on_timeout(111).unwrap();
         assert_eq!((t.state, t.producer_epoch), (TxnState::PrepareAbort, 2));
+        assert!(!o.expired(i64::MAX, 0), "open transactions never expire");
+        let idle = t.completed(200);
+        assert!(!idle.expired(1200, 1000) && idle.expired(1201, 1000));
         let mut old = TxnRecord::new(1, 1, 0);
         old.producer_epoch = i16::MAX - 1;
         assert_eq!(old.on_init(None, 1, 1).unwrap(), InitStep::NewId);

@@ -155,7 +155,19 @@ async fn commit_abort_fence_and_restart() {
 async fn a_transaction_past_its_timeout_is_aborted() {
     let d = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000);
-    let b = broker(d.path(), clock.clone()).await;
+    let meta: Arc<dyn strata_meta::MetadataStore> =
+        Arc::new(strata_meta::EmbeddedStore::open(&d.path().join("meta")).unwrap());
+    let settings = crate::config::BrokerSettings {
+        transactional_id_expiration_ms: 5_000,
+        ..Default::default()
+    };
+    let b = crate::BrokerBuilder::new(d.path().join("data"))
+        .settings(settings)
+        .metadata_store(meta)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
     let t = CreateTopic {
         name: "t".into(),
         partitions: 1,
@@ -186,6 +198,18 @@ async fn a_transaction_past_its_timeout_is_aborted() {
         b.txn_end("tx", pid, 0, true).await,
         Err(BrokerError::ProducerFenced(_))
     ));
+    // Idle past transactional.id.expiration.ms: forgotten; the next
+    // InitProducerId starts over with a new producer id.
+    clock.advance(b.settings().transactional_id_expiration_ms + 1);
+    b.sync_view().await.unwrap();
+    b.txn_tick().await;
+    assert!(matches!(
+        b.describe_transaction("tx").await,
+        Err(BrokerError::TransactionalIdNotFound(_))
+    ));
+    let (fresh, epoch) = b.txn_init_producer_id("tx", 1_000, None).await.unwrap();
+    assert_ne!(fresh, pid);
+    assert_eq!(epoch, 0);
     b.shutdown().await;
 }
 
