@@ -49,6 +49,31 @@ def read_values(bootstrap, topic, partitions, isolation, expected=None, timeout=
     return out
 
 
+def wait_stable(bootstrap, topic, partitions, timeout=60):
+    """Waits until no transaction holds `topic` back: each partition's last
+    stable offset (a read_committed consumer's high watermark) equals its
+    high watermark, so reading to the end sees every decided transaction."""
+    committed = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lso-{time.time()}",
+                          "isolation.level": "read_committed"})
+    uncommitted = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{time.time()}",
+                            "isolation.level": "read_uncommitted"})
+
+    def stable():
+        for p in range(partitions):
+            tp = TopicPartition(topic, p)
+            lso = committed.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            hw = uncommitted.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            if lso != hw:
+                return False
+        return True
+
+    try:
+        wait_until(stable, timeout=timeout, interval=0.2, what=f"{topic} to have no open transaction")
+    finally:
+        committed.close()
+        uncommitted.close()
+
+
 def test_commit_and_abort_with_both_isolation_levels(strata, topic_name):
     create_topic(strata.bootstrap, topic_name, partitions=3)
     p = txn_producer(strata.bootstrap, f"tx-{topic_name}")
@@ -187,6 +212,9 @@ def test_transactions_survive_kill9_whole_or_not_at_all(fresh_strata, topic_name
         s.start()
         loop.wait_for(3)
     loop.stop()
+    # The abandoned transaction times out (3 s) and is aborted by the
+    # coordinator; until then it holds read_committed back.
+    wait_stable(s.bootstrap, topic_name, 3)
     values = read_values(s.bootstrap, topic_name, 3, "read_committed", timeout=30)
     assert not any(v.startswith("0-") for v in values), "the abandoned transaction was aborted"
     loop.check_all_or_nothing(values)

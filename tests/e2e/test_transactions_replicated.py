@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import wait_until
 from test_replication import bootstrap, etcd_and_brokers, partition_md, wait_full_isr
-from test_transactions import TxnLoop, read_values
+from test_transactions import TxnLoop, read_values, wait_stable
 
 
 def coordinator_of(brokers, txn_id):
@@ -54,6 +54,7 @@ def test_kill9_of_leader_and_coordinator_mid_transaction(tmp_path):
             wait_full_isr(brokers, topic)
             loop.wait_for(5)
         loop.stop()
+        wait_stable(bootstrap(brokers), topic, 3)
         values = read_values(bootstrap(brokers), topic, 3, "read_committed", timeout=60)
         loop.check_all_or_nothing(values)
         print(f"killed brokers {victims}")
