@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod errors;
+mod fetch_encode;
 mod handlers;
 pub mod server;
 pub mod versions;

@@ -7,7 +7,7 @@
 //! the reason logged; an unknown or unsupported API gets an error response.
 
 use crate::handlers::{self, Ctx};
-use bytes::{BufMut, BytesMut};
+use bytes::Buf;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -123,17 +123,16 @@ async fn connection(
         .new_codec();
     let mut frames = FramedRead::new(rd, codec);
     let mut in_flight = FuturesOrdered::new();
-    let mut out = BytesMut::with_capacity(64 * 1024);
     let mut closing = false;
     loop {
         tokio::select! {
             biased;
             Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(body) = resp {
-                    write_frame(&mut out, body);
-                    // Keep writing while more answers are already done.
-                    wr.write_all(&out).await?;
-                    out.clear();
+                if let Some(chunks) = resp {
+                    // Length prefix and body chunks in vectored writes: a
+                    // fetch response's record sets are not copied again.
+                    let mut frame = Frame::new(chunks);
+                    wr.write_all_buf(&mut frame).await?;
                 }
                 if closing && in_flight.is_empty() {
                     return Ok(());
@@ -168,8 +167,84 @@ async fn connection(
     }
 }
 
-fn write_frame(out: &mut BytesMut, body: BytesMut) {
-    out.reserve(4 + body.len());
-    out.put_u32(body.len() as u32);
-    out.extend_from_slice(&body);
+/// One response frame: the length prefix, then the body's chunks, as a
+/// [`Buf`] that hands out several chunks per vectored write.
+struct Frame {
+    parts: std::collections::VecDeque<bytes::Bytes>,
+    remaining: usize,
+}
+
+impl Frame {
+    fn new(chunks: Vec<bytes::Bytes>) -> Self {
+        let len: usize = chunks.iter().map(|c| c.len()).sum();
+        let mut parts = std::collections::VecDeque::with_capacity(chunks.len() + 1);
+        parts.push_back(bytes::Bytes::copy_from_slice(&(len as u32).to_be_bytes()));
+        parts.extend(chunks.into_iter().filter(|c| !c.is_empty()));
+        Self {
+            parts,
+            remaining: len + 4,
+        }
+    }
+}
+
+impl Buf for Frame {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |b| &b[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(self.parts.iter()) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_the_length_then_the_chunks_whatever_the_advances() {
+        let chunks = vec![
+            bytes::Bytes::from_static(b"ab"),
+            bytes::Bytes::new(),
+            bytes::Bytes::from_static(b"cdef"),
+        ];
+        for step in 1..=10 {
+            let mut f = Frame::new(chunks.clone());
+            let mut out = Vec::new();
+            while f.has_remaining() {
+                let c = f.chunk();
+                let take = c.len().min(step);
+                out.extend_from_slice(&c[..take]);
+                f.advance(take);
+            }
+            assert_eq!(out, b"\0\0\0\x06abcdef", "step {step}");
+        }
+        let f = Frame::new(chunks);
+        let mut slices = [std::io::IoSlice::new(&[]); 8];
+        assert_eq!(f.chunks_vectored(&mut slices), 3);
+    }
 }

@@ -34,11 +34,12 @@ pub struct Ctx {
     pub cluster_id: String,
 }
 
-/// A response body (header included) or `None` for acks=0 produce.
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<BytesMut>> + Send>>;
+/// A response body (header included) as chunks to write back to back, or
+/// `None` for acks=0 produce.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Vec<Bytes>>> + Send>>;
 
 fn ready(b: BytesMut) -> ResponseFuture {
-    Box::pin(async move { Some(b) })
+    Box::pin(async move { Some(vec![b.freeze()]) })
 }
 
 pub(crate) fn str(s: impl Into<String>) -> StrBytes {
@@ -121,7 +122,7 @@ async fn dispatch(
     key: ApiKey,
     req: RequestKind,
     peer: SocketAddr,
-) -> Option<BytesMut> {
+) -> Option<Vec<Bytes>> {
     let v = header.request_api_version;
     let correlation = header.correlation_id;
     let client_id = header
@@ -131,7 +132,7 @@ async fn dispatch(
         .unwrap_or_default();
     let resp: ResponseKind = match req {
         RequestKind::ApiVersions(_) => {
-            return Some(api_versions_response(correlation, v, 0));
+            return Some(vec![api_versions_response(correlation, v, 0).freeze()]);
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(&ctx, r, v).await),
         RequestKind::Produce(r) => {
@@ -228,24 +229,29 @@ async fn dispatch(
         other => {
             // Unreachable while `versions` and this match agree.
             tracing::error!(api = ?key, request = ?std::mem::discriminant(&other), "advertised API has no handler");
-            return Some(error_only(correlation));
+            return Some(vec![error_only(correlation).freeze()]);
         }
     };
     let mut b = BytesMut::with_capacity(256);
     let header_version = key.response_header_version(v);
-    let encoded = ResponseHeader::default()
+    let head = ResponseHeader::default()
         .with_correlation_id(correlation)
-        .encode(&mut b, header_version)
-        .and_then(|_| resp.encode(&mut b, v));
-    match encoded {
-        Ok(()) => Some(b),
+        .encode(&mut b, header_version);
+    if let (Ok(()), ResponseKind::Fetch(f)) = (&head, &resp) {
+        // Record sets go out as they came from the log, not copied.
+        if let Some(chunks) = crate::fetch_encode::encode_chunked(f, v, b.clone()) {
+            return Some(chunks);
+        }
+    }
+    match head.and_then(|_| resp.encode(&mut b, v)) {
+        Ok(()) => Some(vec![b.freeze()]),
         Err(e) => {
             tracing::error!(api = ?key, version = v, error = %e, "cannot encode response");
             ctx.broker
                 .metrics
                 .request_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Some(error_only(correlation))
+            Some(vec![error_only(correlation).freeze()])
         }
     }
 }
