@@ -274,6 +274,14 @@ impl Broker {
         self.view().topic(name)
     }
 
+    /// Whether partition `p` of `topic` exists (partitions are 0..count).
+    pub fn has_partition(&self, topic: &str, p: i32) -> bool {
+        self.view()
+            .topics
+            .get(topic)
+            .is_some_and(|t| (0..t.record.partitions).contains(&p))
+    }
+
     /// The topic, or UNKNOWN_TOPIC_OR_PARTITION.
     pub fn require_topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
         self.topic(name)

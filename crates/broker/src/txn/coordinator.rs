@@ -55,13 +55,30 @@ impl Broker {
         if slot.is_some() {
             return Ok(());
         }
-        if let Some(kv) = self.meta.get(&self.keys.txn_state(id)).await? {
-            *slot = Some(Cached {
+        *slot = self.read_txn(id).await?;
+        Ok(())
+    }
+
+    /// `id`'s stored record and its mod revision, read from the store.
+    async fn read_txn(&self, id: &str) -> Result<Option<Cached>, BrokerError> {
+        match self.meta.get(&self.keys.txn_state(id)).await? {
+            Some(kv) => Ok(Some(Cached {
                 record: from_json(&kv.value)?,
                 mod_revision: kv.mod_revision,
-            });
+            })),
+            None => Ok(None),
         }
-        Ok(())
+    }
+
+    /// `id`'s stored record, for checks made outside its coordinator
+    /// (partition leaders, group coordinators).
+    async fn stored_txn(&self, id: &str) -> Result<TxnRecord, BrokerError> {
+        match self.read_txn(id).await? {
+            Some(c) => Ok(c.record),
+            None => Err(BrokerError::InvalidProducerIdMapping(format!(
+                "transactional id {id} has no producer id"
+            ))),
+        }
     }
 
     /// Stores `record` for `id` if the stored one is still the cached one.
@@ -177,13 +194,8 @@ impl Broker {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<(), BrokerError> {
-        for (t, p) in partitions {
-            let known = self
-                .topic(t)
-                .is_some_and(|info| info.partitions.iter().any(|x| x.index == *p));
-            if !known {
-                return Err(BrokerError::UnknownTopicOrPartition(format!("{t}-{p}")));
-            }
+        if let Some((t, p)) = partitions.iter().find(|(t, p)| !self.has_partition(t, *p)) {
+            return Err(BrokerError::UnknownTopicOrPartition(format!("{t}-{p}")));
         }
         self.txn_add(id, producer_id, epoch, partitions, None).await
     }
@@ -400,12 +412,7 @@ impl Broker {
                 p.name()
             )));
         };
-        let Some(kv) = self.meta.get(&self.keys.txn_state(id)).await? else {
-            return Err(BrokerError::InvalidProducerIdMapping(format!(
-                "transactional id {id} has no producer id"
-            )));
-        };
-        let record: TxnRecord = from_json(&kv.value)?;
+        let record = self.stored_txn(id).await?;
         if h.producer_id != record.producer_id {
             return Err(BrokerError::InvalidProducerIdMapping(format!(
                 "producer id {} is not transactional id {id}'s ({})",
@@ -443,12 +450,7 @@ impl Broker {
         offsets: Vec<(String, i32, crate::groups::CommittedOffset)>,
     ) -> Result<(), BrokerError> {
         self.ensure_coordinator(group).await?;
-        let Some(kv) = self.meta.get(&self.keys.txn_state(id)).await? else {
-            return Err(BrokerError::InvalidProducerIdMapping(format!(
-                "transactional id {id} has no producer id"
-            )));
-        };
-        let record: TxnRecord = from_json(&kv.value)?;
+        let record = self.stored_txn(id).await?;
         record.check_producer(producer_id, epoch)?;
         if record.state != TxnState::Ongoing || !record.groups.contains(group) {
             return Err(BrokerError::InvalidTxnState(format!(

@@ -88,6 +88,11 @@ async fn commit_abort_fence_and_restart() {
             Err(BrokerError::InvalidTxnState(_))
         ));
         let both = [("t".to_string(), 0), ("t".to_string(), 1)];
+        assert!(matches!(
+            b.txn_add_partitions("tx", pid, 0, &[("t".into(), 0), ("t".into(), 2)])
+                .await,
+            Err(BrokerError::UnknownTopicOrPartition(_))
+        ));
         b.txn_add_partitions("tx", pid, 0, &both).await.unwrap();
         assert_eq!(produce(&b, 0, &txn_batch(pid, 0, 0, 3)).await.unwrap(), 0);
         assert_eq!(produce(&b, 1, &txn_batch(pid, 0, 0, 1)).await.unwrap(), 0);

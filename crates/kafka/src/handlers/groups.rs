@@ -263,13 +263,9 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
     type Slots = Vec<(TopicName, Vec<(i32, Option<i16>)>)>;
     let mut slots: Slots = Vec::new();
     for t in &r.topics {
-        let exists = ctx.broker.topic(&t.name);
         let mut parts = Vec::new();
         for p in &t.partitions {
-            let known = exists.as_ref().is_some_and(|tp| {
-                (p.partition_index as usize) < tp.partitions.len() && p.partition_index >= 0
-            });
-            if known {
+            if ctx.broker.has_partition(&t.name, p.partition_index) {
                 to_commit.push((
                     t.name.to_string(),
                     p.partition_index,

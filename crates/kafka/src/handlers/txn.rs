@@ -45,39 +45,29 @@ pub async fn add_partitions(
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
         .collect();
-    let outcome = ctx
-        .broker
-        .txn_add_partitions(
-            &id,
-            r.v3_and_below_producer_id.0,
-            r.v3_and_below_producer_epoch,
-            &partitions,
-        )
-        .await;
     // Kafka answers an unknown partition on that partition and
     // OPERATION_NOT_ATTEMPTED on the others.
-    let unknown = match &outcome {
-        Err(strata_broker::BrokerError::UnknownTopicOrPartition(_)) => r
-            .v3_and_below_topics
-            .iter()
-            .flat_map(|t| {
-                let info = ctx.broker.topic(&t.name);
-                t.partitions
-                    .iter()
-                    .filter(move |p| {
-                        !info
-                            .as_ref()
-                            .is_some_and(|i| i.partitions.iter().any(|x| x.index == **p))
-                    })
-                    .map(move |p| (t.name.to_string(), *p))
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let code = match &outcome {
-        Ok(()) => NONE,
-        Err(_) if !unknown.is_empty() => ResponseError::OperationNotAttempted.code(),
-        Err(e) => logged("AddPartitionsToTxn", &id, e),
+    let unknown: Vec<(String, i32)> = partitions
+        .iter()
+        .filter(|(t, p)| !ctx.broker.has_partition(t, *p))
+        .cloned()
+        .collect();
+    let code = if !unknown.is_empty() {
+        ResponseError::OperationNotAttempted.code()
+    } else {
+        match ctx
+            .broker
+            .txn_add_partitions(
+                &id,
+                r.v3_and_below_producer_id.0,
+                r.v3_and_below_producer_epoch,
+                &partitions,
+            )
+            .await
+        {
+            Ok(()) => NONE,
+            Err(e) => logged("AddPartitionsToTxn", &id, &e),
+        }
     };
     let mut resp = AddPartitionsToTxnResponse::default();
     for t in r.v3_and_below_topics {
