@@ -330,10 +330,17 @@ impl Partition {
             self.log_end.store(end, Ordering::Release);
             (info, end)
         };
+        self.appended_as_leader(end, count);
+        Ok(info)
+    }
+
+    /// After a leader's append reached `end` with `count` records: counts
+    /// them for `flush.messages`, advances the high watermark (alone in the
+    /// ISR it moves at once) and wakes replication streams.
+    fn appended_as_leader(&self, end: i64, count: i64) {
         self.unflushed_messages.fetch_add(count, Ordering::AcqRel);
         self.update_high_watermark(end);
         self.appended.notify_waiters();
-        Ok(info)
     }
 
     /// Reads whole batches from `offset` up to the high watermark, or for
@@ -407,9 +414,7 @@ impl Partition {
             self.log_end.store(end, Ordering::Release);
             (info, end)
         };
-        self.unflushed_messages.fetch_add(1, Ordering::AcqRel);
-        self.update_high_watermark(end);
-        self.appended.notify_waiters();
+        self.appended_as_leader(end, 1);
         Ok(info)
     }
 
@@ -423,8 +428,8 @@ impl Partition {
         self.state().txns.open_transactions()
     }
 
-    /// Producers with state here: (id, epoch, last sequence, last batch offset).
-    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+    /// Producers with state here: (id, epoch, last sequence).
+    pub fn producers(&self) -> Vec<(i64, i16, i32)> {
         self.state().producers.describe()
     }
 

@@ -118,17 +118,11 @@ impl ProducerStates {
     }
 
     /// Each producer's id, epoch and last sequence, for DescribeProducers.
-    pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
+    pub fn describe(&self) -> Vec<(i64, i16, i32)> {
         let mut v: Vec<_> = self
             .producers
             .iter()
-            .map(|(&id, e)| {
-                let (seq, offset) = e
-                    .batches
-                    .back()
-                    .map_or((-1, -1), |b| (b.last_seq, b.base_offset));
-                (id, e.epoch, seq, offset)
-            })
+            .map(|(&id, e)| (id, e.epoch, e.batches.back().map_or(-1, |b| b.last_seq)))
             .collect();
         v.sort_unstable();
         v

@@ -296,7 +296,7 @@ pub fn describe_producers(
                     pr.active_producers = part
                         .producers()
                         .into_iter()
-                        .map(|(id, epoch, seq, _)| {
+                        .map(|(id, epoch, seq)| {
                             let mut s = ProducerState::default();
                             s.producer_id = ProducerId(id);
                             s.producer_epoch = i32::from(epoch);
