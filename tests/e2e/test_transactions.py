@@ -493,3 +493,33 @@ def test_cli_shows_transactions_and_producers(strata, topic_name):
     p.abort_transaction(30)
     after = strata_cli("txn", "describe", "--bootstrap", strata.bootstrap, "--id", open_id).stdout
     assert "CompleteAbort" in after
+
+
+def test_pending_transactional_offsets_are_unstable_for_read_committed(strata, topic_name):
+    """While a transaction holds a group's offset, a read_committed consumer
+    (OffsetFetch with require_stable) is told UNSTABLE_OFFSET_COMMIT and
+    waits; once it commits, the new offset is there."""
+    create_topic(strata.bootstrap, topic_name, partitions=1)
+    group = f"g-{topic_name}"
+    meta_source = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": group})
+    p = txn_producer(strata.bootstrap, f"tx-{topic_name}")
+    p.begin_transaction()
+    p.produce(topic_name, value=b"x")
+    p.send_offsets_to_transaction([TopicPartition(topic_name, 0, 5)],
+                                  meta_source.consumer_group_metadata(), 30)
+
+    def committed(isolation, timeout):
+        c = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": group,
+                      "isolation.level": isolation})
+        try:
+            return c.committed([TopicPartition(topic_name, 0)], timeout)[0].offset
+        finally:
+            c.close()
+
+    # Without require_stable the last committed offset (none) comes back.
+    assert committed("read_uncommitted", 10) < 0
+    with pytest.raises(KafkaException):
+        committed("read_committed", 3)
+    p.commit_transaction(30)
+    assert committed("read_committed", 10) == 5
+    meta_source.close()

@@ -346,6 +346,17 @@ fn grouped(f: Fetched) -> BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> 
     m
 }
 
+/// UNSTABLE_OFFSET_COMMIT when the client asks for stable offsets (KIP-447,
+/// read_committed consumers) and a transaction in flight holds an offset of
+/// the partition for the group; the client retries until it ends.
+fn unstable(ctx: &Ctx, require_stable: bool, group: &str, topic: &str, p: i32) -> i16 {
+    if require_stable && ctx.broker.groups.has_pending_offset(group, topic, p) {
+        ResponseError::UnstableOffsetCommit.code()
+    } else {
+        NONE
+    }
+}
+
 pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
     if v >= 8 {
@@ -366,7 +377,7 @@ pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFet
             gr.group_id = gq.group_id.clone();
             for (t, parts) in grouped(fetch_group(ctx, &gq.group_id, topics)) {
                 let mut tr = OffsetFetchResponseTopics::default();
-                tr.name = TopicName(str(t));
+                tr.name = TopicName(str(t.clone()));
                 tr.partitions = parts
                     .into_iter()
                     .map(|(p, o)| {
@@ -375,6 +386,7 @@ pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFet
                         pr.committed_offset = o.as_ref().map_or(-1, |o| o.offset);
                         pr.committed_leader_epoch = o.as_ref().map_or(-1, |o| o.leader_epoch);
                         pr.metadata = Some(str(o.and_then(|o| o.metadata).unwrap_or_default()));
+                        pr.error_code = unstable(ctx, r.require_stable, &gq.group_id, &t, p);
                         pr
                     })
                     .collect();
@@ -395,7 +407,7 @@ pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFet
     });
     for (t, parts) in grouped(fetch_group(ctx, &r.group_id, topics)) {
         let mut tr = OffsetFetchResponseTopic::default();
-        tr.name = TopicName(str(t));
+        tr.name = TopicName(str(t.clone()));
         tr.partitions = parts
             .into_iter()
             .map(|(p, o)| {
@@ -406,6 +418,7 @@ pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFet
                     pr.committed_leader_epoch = o.as_ref().map_or(-1, |o| o.leader_epoch);
                 }
                 pr.metadata = Some(str(o.and_then(|o| o.metadata).unwrap_or_default()));
+                pr.error_code = unstable(ctx, v >= 7 && r.require_stable, &r.group_id, &t, p);
                 pr
             })
             .collect();
