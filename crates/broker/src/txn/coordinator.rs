@@ -466,18 +466,25 @@ impl Broker {
     /// Transactional ids this broker coordinates (ListTransactions), with
     /// optional filters on state names and producer ids.
     pub fn list_transactions(&self, states: &[String], producer_ids: &[i64]) -> Vec<TxnListing> {
-        let v = self.view();
-        v.txns
+        // Collected first and the view released: finding each id's
+        // coordinator reads the view again, and a nested read of the lock
+        // can deadlock behind a waiting writer.
+        let matching: Vec<TxnListing> = self
+            .view()
+            .txns
             .iter()
-            .filter(|(id, _)| {
-                self.txn_coordinator_for(id)
-                    .is_some_and(|b| b.id == self.identity.id)
-            })
             .filter(|(_, r)| states.is_empty() || states.iter().any(|s| s == r.state.kafka_name()))
             .filter(|(_, r)| producer_ids.is_empty() || producer_ids.contains(&r.producer_id))
             .map(|(id, r)| TxnListing {
                 transactional_id: id.clone(),
                 record: r.clone(),
+            })
+            .collect();
+        matching
+            .into_iter()
+            .filter(|t| {
+                self.txn_coordinator_for(&t.transactional_id)
+                    .is_some_and(|b| b.id == self.identity.id)
             })
             .collect()
     }
