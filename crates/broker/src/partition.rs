@@ -433,9 +433,9 @@ impl Partition {
         self.state().producers.describe()
     }
 
-    /// Aborted transactions with markers at or above `from` (for offload).
-    pub fn aborted_from(&self, from: i64) -> Vec<AbortedTxn> {
-        self.state().txns.aborted_from(from)
+    /// Aborted transactions overlapping `[from, to)` (for offload).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.state().txns.aborted_between(from, to)
     }
 
     /// A future that completes when the high watermark next advances; create

@@ -107,11 +107,6 @@ impl PartitionTxns {
             .collect()
     }
 
-    /// All aborted transactions whose marker is at or above `from`.
-    pub fn aborted_from(&self, from: i64) -> Vec<AbortedTxn> {
-        self.aborted_between(from, i64::MAX)
-    }
-
     /// Forgets aborted transactions wholly below `log_start`.
     pub fn prune_below(&mut self, log_start: i64) {
         self.aborted.retain(|a| a.last_offset >= log_start);
@@ -182,7 +177,7 @@ mod tests {
         assert!(t.aborted_between(17, 100).is_empty());
         assert!(t.aborted_between(0, 13).is_empty());
         t.prune_below(17);
-        assert!(t.aborted_from(0).is_empty());
+        assert!(t.aborted_between(0, i64::MAX).is_empty());
     }
 
     #[test]
@@ -193,7 +188,7 @@ mod tests {
         t.observe(&plain, None);
         t.observe(&batch(4, 1, 1, true), Some(ControlType::Abort));
         assert_eq!(t.last_stable_offset(2), 2);
-        assert!(t.aborted_from(0).is_empty());
+        assert!(t.aborted_between(0, i64::MAX).is_empty());
         assert!(t.open_transactions().is_empty());
     }
 }

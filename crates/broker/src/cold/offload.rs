@@ -100,7 +100,7 @@ impl Broker {
         let mut opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch());
         opts.from_offset = covered + 1;
         opts.aborted = p
-            .aborted_from(seg.base_offset)
+            .aborted_between(seg.base_offset, seg.next_offset)
             .into_iter()
             .map(|a| AbortedRange {
                 producer_id: a.producer_id,
