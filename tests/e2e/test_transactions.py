@@ -3,6 +3,7 @@ read_committed against read_uncommitted, consume-transform-produce with
 send_offsets_to_transaction, zombie fencing, kill -9 of the broker while
 transactions run, and an idempotent producer whose connections are cut."""
 import random
+import re
 import socket
 import threading
 import time
@@ -429,6 +430,7 @@ def test_cold_tier_keeps_only_committed_records(fresh_strata, topic_name):
     import os
     from pathlib import Path
     import pyarrow.parquet as pq
+    from test_cold_tier import local_log_bytes
 
     s = fresh_strata
     s.extra_args = ["--set", "retention_check_interval_ms=300"]
@@ -449,12 +451,12 @@ def test_cold_tier_keeps_only_committed_records(fresh_strata, topic_name):
             p.commit_transaction(30)
             committed.extend(v.decode() for v in values)
 
-    logs = Path(s.data_dir) / "logs" / f"{topic_name}-0"
-    wait_until(lambda: sum(f.stat().st_size for f in logs.glob("*.log")) < 65536 + 2 * 32768,
+    wait_until(lambda: local_log_bytes(s, topic_name) < 65536 + 2 * 32768,
                timeout=90, what="local segments to be offloaded and deleted")
     objects = Path(s.data_dir) / "objects" / "topics" / topic_name / "partition=0"
     rows = []
-    for f in sorted(objects.iterdir()):
+    # Only finished objects: an upload in progress is a staging file.
+    for f in sorted(f for f in objects.iterdir() if re.match(r"^\d{20}-\d{20}-e\d+\.parquet$", f.name)):
         rows.extend(v.decode() for v in pq.read_table(f).column("value").to_pylist())
     assert rows, "some segments were offloaded"
     assert set(rows) <= set(committed), "no aborted record in Parquet"
