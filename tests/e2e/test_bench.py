@@ -4,28 +4,81 @@ import json
 from conftest import strata_cli
 
 
-def test_bench_produce_consume_e2e_report_json(strata, topic_name):
-    r = strata_cli("bench", "produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
-                   "--partitions", "2", "--records", "5000", "--batch", "250", "--size", "64",
-                   "--json", timeout=120)
+def bench(*args, timeout=120):
+    r = strata_cli("bench", *args, "--json", timeout=timeout)
     assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    return json.loads(r.stdout)
+
+
+def test_bench_produce_consume_e2e_report_json(strata, topic_name):
+    rep = bench("produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                "--partitions", "2", "--records", "5000", "--batch", "250", "--size", "64")
     assert rep["test"] == "produce" and rep["records"] == 5000 and rep["bytes"] == 5000 * 64
-    assert rep["latency_ms"]["samples"] == 20 and rep["records_per_sec"] > 0
+    # Latency is per record, from creation to acknowledgement.
+    assert rep["latency_ms"]["samples"] == 5000 and rep["records_per_sec"] > 0
     for k in ("p50", "p95", "p99", "p999", "max"):
         assert rep["latency_ms"][k] > 0
+    assert rep["config"]["batch"] == 250 and rep["config"]["in_flight"] == 5
 
-    r = strata_cli("bench", "consume", "--bootstrap", strata.bootstrap, "--topic", topic_name,
-                   "--partitions", "2", "--records", "5000", "--json", timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["records"] == 5000
+    rep = bench("consume", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                "--partitions", "2", "--records", "5000")
+    assert rep["records"] == 5000
+    # 250-record batches arrive as such: 5000 records of 64 B in 20 batches
+    # are far fewer bytes than 5000 one-record batches would be.
+    assert rep["bytes"] < 5000 * (64 + 61)
 
-    r = strata_cli("bench", "e2e", "--bootstrap", strata.bootstrap, "--topic", f"{topic_name}-lat",
-                   "--rate", "100", "--seconds", "1", "--json", timeout=120)
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    rep = bench("e2e", "--bootstrap", strata.bootstrap, "--topic", f"{topic_name}-lat",
+                "--rate", "100", "--seconds", "1")
     assert rep["test"] == "e2e" and rep["latency_ms"]["samples"] == 100
 
     r = strata_cli("bench", "produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
                    "--records", "10", timeout=60)
     assert r.returncode == 0 and "records/s" in r.stdout and "p99" in r.stdout
+
+
+def test_bench_produce_rate_duration_linger(strata, topic_name):
+    # 400 records/s over 2 partitions for 1.5 s with 20 ms linger: about 600
+    # records, sent in small lingered batches, each record's latency counted.
+    rep = bench("produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                "--partitions", "2", "--duration", "1.5", "--rate", "400", "--linger-ms", "20",
+                "--batch", "1000")
+    assert 500 <= rep["records"] <= 600, rep
+    assert rep["latency_ms"]["samples"] == rep["records"]
+    # A record waits up to the linger before its batch goes out.
+    assert rep["latency_ms"]["p50"] >= 1, rep
+    assert rep["config"]["rate"] == 400
+    consumed = bench("consume", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                     "--partitions", "2", "--records", str(rep["records"]))
+    assert consumed["records"] == rep["records"]
+
+
+def test_bench_idempotent_producer_and_acks_zero(strata, topic_name):
+    rep = bench("produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                "--partitions", "2", "--records", "4000", "--batch", "100",
+                "--idempotence", "--acks", "all", "--in-flight", "5")
+    assert rep["records"] == 4000 and rep["config"]["idempotence"] is True
+    # The broker tracked one producer with sequences 0..1999 per partition.
+    r = strata_cli("txn", "producers", "--bootstrap", strata.bootstrap, "--topic", topic_name)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:] if line.strip()]
+    assert len(rows) == 2 and all(row[3] == "1999" for row in rows), r.stdout
+
+    r = strata_cli("bench", "produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                   "--records", "10", "--idempotence", "--acks", "1")
+    assert r.returncode != 0 and "acks all" in r.stderr
+
+    rep = bench("produce", "--bootstrap", strata.bootstrap, "--topic", f"{topic_name}-a0",
+                "--partitions", "1", "--records", "3000", "--batch", "100", "--acks", "0")
+    assert rep["records"] == 3000
+    consumed = bench("consume", "--bootstrap", strata.bootstrap, "--topic", f"{topic_name}-a0",
+                     "--partitions", "1", "--records", "3000")
+    assert consumed["records"] == 3000
+
+
+def test_bench_refuses_bad_options(strata, topic_name):
+    for extra in (["--records", "0"], ["--duration", "-1"], ["--rate", "0"],
+                  ["--acks", "2"], ["--batch", "0"], ["--compression", "brotli"]):
+        r = strata_cli("bench", "produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                       *extra, timeout=30)
+        assert r.returncode != 0 and "error" in r.stderr.lower(), (extra, r.stderr)
+        assert "panicked" not in r.stderr

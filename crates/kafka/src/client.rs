@@ -7,7 +7,8 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, 
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,19 +96,7 @@ impl KafkaClient {
     /// Encodes `req` with a fresh correlation id into a length-prefixed frame.
     fn frame<R: Request>(&mut self, req: R, version: i16) -> Result<(BytesMut, i32), ClientError> {
         self.correlation = self.correlation.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .and_then(|_| req.encode(&mut body, version))
-            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_u32(body.len() as u32);
-        frame.extend_from_slice(&body);
+        let frame = encode_frame(&self.client_id, self.correlation, req, version)?;
         Ok((frame, self.correlation))
     }
 
@@ -119,37 +108,131 @@ impl KafkaClient {
         let (frame, correlation) = self.frame(req, version)?;
         let fut = async {
             self.stream.write_all(&frame).await?;
-            let len = self.stream.read_u32().await? as usize;
-            if len > MAX_RESPONSE {
-                return Err(ClientError::Protocol(format!(
-                    "response of {len} bytes is too large"
-                )));
-            }
-            let mut buf = vec![0u8; len];
-            self.stream.read_exact(&mut buf).await?;
-            Ok::<_, ClientError>(Bytes::from(buf))
+            read_frame(&mut self.stream).await
         };
-        let mut buf = tokio::time::timeout(self.timeout, fut)
+        let buf = tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| ClientError::Timeout)??;
-        if buf.len() < 4 {
-            return Err(ClientError::Protocol(
-                "response shorter than its header".into(),
-            ));
-        }
-        let got = buf.get_i32();
-        if got != correlation {
-            return Err(ClientError::Protocol(format!(
-                "correlation id {got} does not match request {correlation}"
-            )));
-        }
-        // Flexible response headers carry tagged fields after the correlation id.
-        if <R::Response as HeaderVersion>::header_version(version) >= 1 {
-            skip_tagged_fields(&mut buf)?;
-        }
-        R::Response::decode(&mut buf, version)
-            .map_err(|e| ClientError::Protocol(format!("cannot decode response: {e}")))
+        decode_response::<R>(buf, correlation, version)
     }
+
+    /// Splits the connection for pipelining: requests go out through the
+    /// [`RequestWriter`] without waiting, and the [`ResponseReader`] reads the
+    /// answers, which a Kafka broker sends in request order. Negotiate
+    /// versions (see [`KafkaClient::version`]) before splitting.
+    pub fn into_pipeline(self) -> (RequestWriter, ResponseReader) {
+        let (read, write) = self.stream.into_split();
+        (
+            RequestWriter {
+                stream: write,
+                correlation: self.correlation,
+                client_id: self.client_id,
+            },
+            ResponseReader {
+                stream: read,
+                timeout: self.timeout,
+            },
+        )
+    }
+}
+
+/// The sending half of a pipelined connection.
+pub struct RequestWriter {
+    stream: OwnedWriteHalf,
+    correlation: i32,
+    client_id: String,
+}
+
+impl RequestWriter {
+    /// Writes `req` at `version`; returns its correlation id, which the
+    /// matching [`ResponseReader::recv`] checks.
+    pub async fn send<R: Request>(&mut self, req: R, version: i16) -> Result<i32, ClientError> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let frame = encode_frame(&self.client_id, self.correlation, req, version)?;
+        self.stream.write_all(&frame).await?;
+        Ok(self.correlation)
+    }
+}
+
+/// The receiving half of a pipelined connection.
+pub struct ResponseReader {
+    stream: OwnedReadHalf,
+    timeout: Duration,
+}
+
+impl ResponseReader {
+    /// Reads the next response, which must answer the request `correlation`
+    /// sent at `version`.
+    pub async fn recv<R: Request>(
+        &mut self,
+        correlation: i32,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let buf = tokio::time::timeout(self.timeout, read_frame(&mut self.stream))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        decode_response::<R>(buf, correlation, version)
+    }
+}
+
+fn encode_frame<R: Request>(
+    client_id: &str,
+    correlation: i32,
+    req: R,
+    version: i16,
+) -> Result<BytesMut, ClientError> {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut frame = BytesMut::new();
+    frame.put_u32(0); // length, filled in below
+    header
+        .encode(&mut frame, R::header_version(version))
+        .and_then(|_| req.encode(&mut frame, version))
+        .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+    let len = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(frame)
+}
+
+/// Reads one length-prefixed response frame.
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Bytes, ClientError> {
+    let len = stream.read_u32().await? as usize;
+    if len > MAX_RESPONSE {
+        return Err(ClientError::Protocol(format!(
+            "response of {len} bytes is too large"
+        )));
+    }
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).await?;
+    Ok(Bytes::from(buf))
+}
+
+/// Checks the correlation id, skips the response header and decodes the body.
+fn decode_response<R: Request>(
+    mut buf: Bytes,
+    correlation: i32,
+    version: i16,
+) -> Result<R::Response, ClientError> {
+    if buf.len() < 4 {
+        return Err(ClientError::Protocol(
+            "response shorter than its header".into(),
+        ));
+    }
+    let got = buf.get_i32();
+    if got != correlation {
+        return Err(ClientError::Protocol(format!(
+            "correlation id {got} does not match request {correlation}"
+        )));
+    }
+    // Flexible response headers carry tagged fields after the correlation id.
+    if <R::Response as HeaderVersion>::header_version(version) >= 1 {
+        skip_tagged_fields(&mut buf)?;
+    }
+    R::Response::decode(&mut buf, version)
+        .map_err(|e| ClientError::Protocol(format!("cannot decode response: {e}")))
 }
 
 fn read_uvarint(buf: &mut Bytes) -> Result<u64, ClientError> {

@@ -300,6 +300,32 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Re-issues a batch a client built once: shifts its base and max timestamps
+/// so the batch starts at `timestamp_ms`, sets the producer id, epoch and
+/// base sequence, and recomputes the CRC. Load tools send one encoded batch
+/// many times this way instead of encoding every record again.
+pub fn restamp_batch(
+    batch: &mut [u8],
+    timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    let max = timestamp_ms.saturating_add(h.max_timestamp.saturating_sub(h.base_timestamp));
+    batch[layout::BASE_TIMESTAMP..layout::BASE_TIMESTAMP + 8]
+        .copy_from_slice(&timestamp_ms.to_be_bytes());
+    batch[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&max.to_be_bytes());
+    batch[layout::PRODUCER_ID..layout::PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[layout::PRODUCER_EPOCH..layout::PRODUCER_EPOCH + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[layout::BASE_SEQUENCE..layout::BASE_SEQUENCE + 4]
+        .copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// Walks a buffer of stored batches, yielding `(position, header)` for each
 /// complete batch. Stops (without error) at the first incomplete or invalid
 /// header, and reports how many bytes were valid via [`BatchIter::valid_len`].

@@ -36,6 +36,34 @@ fn log_append_time_rewrites_crc() {
 }
 
 #[test]
+fn restamping_sets_producer_fields_and_keeps_crc_valid() {
+    let mut b = build_batch_with(
+        0,
+        1000,
+        BatchProducer::NONE,
+        &[(None, Some(b"a")), (None, Some(b"b"))],
+    );
+    // A max timestamp 5 ms after the base must stay 5 ms after the new base.
+    b[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&1005i64.to_be_bytes());
+    restamp_batch(&mut b, 9000, 77, 3, 40).unwrap();
+    let v = validate_batches(&b, limits()).unwrap();
+    let h = v[0].header;
+    assert_eq!((h.base_timestamp, h.max_timestamp), (9000, 9005));
+    assert_eq!(
+        (h.producer_id, h.producer_epoch, h.base_sequence),
+        (77, 3, 40)
+    );
+    assert_eq!(h.records_count, 2);
+}
+
+#[test]
+fn restamping_a_truncated_batch_is_an_error() {
+    let b = build_batch(0, 1000, &[(None, Some(b"a"))]);
+    let mut short = b[..layout::HEADER_SIZE - 1].to_vec();
+    assert!(restamp_batch(&mut short, 1, 1, 1, 1).is_err());
+}
+
+#[test]
 fn corrupt_crc_is_refused() {
     let mut b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v"))]);
     let last = b.len() - 1;

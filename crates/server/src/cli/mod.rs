@@ -129,6 +129,7 @@ pub fn compression(name: &str) -> anyhow::Result<Compression> {
 }
 
 /// A plain record (no producer id, no headers) for the tools to send.
+/// Records numbered 0, 1, 2, … by `offset` encode as one batch.
 pub fn record(key: Option<Bytes>, value: Bytes, timestamp_ms: i64, offset: i64) -> Record {
     Record {
         transactional: false,
@@ -139,7 +140,10 @@ pub fn record(key: Option<Bytes>, value: Bytes, timestamp_ms: i64, offset: i64) 
         producer_epoch: -1,
         timestamp_type: TimestampType::Creation,
         offset,
-        sequence: -1,
+        // kafka-protocol's encoder starts a new batch whenever
+        // `offset - sequence` changes, so the sequence follows the offset;
+        // the batch's base sequence is then -1 (no producer) for offset 0.
+        sequence: (offset as i32).wrapping_sub(1),
         timestamp: timestamp_ms,
         key,
         value: Some(value),
