@@ -54,3 +54,27 @@ need_deploy_tools() {
   fi
   export STRATA_CHECKOV="$CHECKOV_VENV/bin/checkov"
 }
+
+need_rdkafka_performance() {
+  # Prints the path of librdkafka's load tool, rdkafka_performance, built once
+  # (under target/bench/rdkafka) from the C sources that the rdkafka-sys crate
+  # ships on crates.io: the same librdkafka as confluent-kafka and kcat use.
+  local dir="$PWD/target/bench/rdkafka"
+  local bin="$dir/src/examples/rdkafka_performance"
+  if [ -x "$bin" ]; then echo "$bin"; return 0; fi
+  need_cargo
+  command -v make >/dev/null 2>&1 || apt_install build-essential
+  mkdir -p "$dir/fetch/src"
+  printf '[package]\nname = "rdkafka-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nrdkafka-sys = "=4.10.0"\n' >"$dir/fetch/Cargo.toml"
+  echo 'fn main() {}' >"$dir/fetch/src/main.rs"
+  (cd "$dir/fetch" && cargo fetch -q) >&2
+  local src
+  src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/rdkafka-sys-4.10.0*/librdkafka | head -1)
+  [ -d "$src" ] || { echo "error: rdkafka-sys sources not found after cargo fetch" >&2; return 1; }
+  rm -rf "$dir/src" && cp -r "$src" "$dir/src"
+  (cd "$dir/src" \
+    && ./configure --disable-ssl --disable-gssapi --disable-sasl --disable-curl --disable-zstd --disable-lz4-ext \
+    && make -j"$(nproc)" -C src && make -C examples rdkafka_performance) >"$dir/build.log" 2>&1 \
+    || { echo "error: building rdkafka_performance failed; see $dir/build.log" >&2; return 1; }
+  echo "$bin"
+}

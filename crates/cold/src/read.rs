@@ -8,7 +8,7 @@ use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::statistics::Statistics;
-use strata_record::{encode_batch, DecodedRecord, TimestampType};
+use strata_record::{encode_batch_into, DecodedRecord, TimestampType};
 
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -31,50 +31,85 @@ impl Default for ReadOptions {
     }
 }
 
-fn records(rb: &RecordBatch) -> Result<Vec<DecodedRecord>, ColdError> {
-    if rb.schema().fields() != segment_schema().fields() {
-        return Err(ColdError::Schema(format!("{:?}", rb.schema())));
+/// The columns of one Arrow batch of a segment file, read row by row so
+/// rows before the wanted offset, or past the byte budget, cost nothing.
+struct Columns<'a> {
+    offset: &'a arrow_array::PrimitiveArray<Int64Type>,
+    ts: &'a arrow_array::PrimitiveArray<TimestampMillisecondType>,
+    ts_type: &'a arrow_array::PrimitiveArray<Int8Type>,
+    key: &'a arrow_array::BinaryArray,
+    value: &'a arrow_array::BinaryArray,
+    headers: &'a arrow_array::ListArray,
+    pid: &'a arrow_array::PrimitiveArray<Int64Type>,
+    epoch: &'a arrow_array::PrimitiveArray<Int16Type>,
+    seq: &'a arrow_array::PrimitiveArray<Int32Type>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(rb: &'a RecordBatch) -> Result<Self, ColdError> {
+        if rb.schema().fields() != segment_schema().fields() {
+            return Err(ColdError::Schema(format!("{:?}", rb.schema())));
+        }
+        Ok(Self {
+            offset: rb.column(1).as_primitive::<Int64Type>(),
+            ts: rb.column(2).as_primitive::<TimestampMillisecondType>(),
+            ts_type: rb.column(3).as_primitive::<Int8Type>(),
+            key: rb.column(4).as_binary::<i32>(),
+            value: rb.column(5).as_binary::<i32>(),
+            headers: rb.column(6).as_list::<i32>(),
+            pid: rb.column(7).as_primitive::<Int64Type>(),
+            epoch: rb.column(8).as_primitive::<Int16Type>(),
+            seq: rb.column(9).as_primitive::<Int32Type>(),
+        })
     }
-    let offset = rb.column(1).as_primitive::<Int64Type>();
-    let ts = rb.column(2).as_primitive::<TimestampMillisecondType>();
-    let ts_type = rb.column(3).as_primitive::<Int8Type>();
-    let key = rb.column(4).as_binary::<i32>();
-    let value = rb.column(5).as_binary::<i32>();
-    let headers = rb.column(6).as_list::<i32>();
-    let pid = rb.column(7).as_primitive::<Int64Type>();
-    let epoch = rb.column(8).as_primitive::<Int16Type>();
-    let seq = rb.column(9).as_primitive::<Int32Type>();
-    let _ = rb.column(0).as_primitive::<Int32Type>();
-    let mut out = Vec::with_capacity(rb.num_rows());
-    for i in 0..rb.num_rows() {
-        let hs = headers.value(i);
-        let hs = hs.as_struct();
-        let hk = hs.column(0).as_string::<i32>();
-        let hv = hs.column(1).as_binary::<i32>();
-        let headers = (0..hs.len())
-            .map(|j| {
-                let v = (!hv.is_null(j)).then(|| Bytes::copy_from_slice(hv.value(j)));
-                (hk.value(j).to_string(), v)
-            })
-            .collect();
-        out.push(DecodedRecord {
-            offset: offset.value(i),
-            timestamp: ts.value(i),
-            timestamp_type: if ts_type.value(i) == 1 {
+
+    fn record(&self, i: usize) -> DecodedRecord {
+        let headers = if self.headers.value_length(i) == 0 {
+            Vec::new()
+        } else {
+            let hs = self.headers.value(i);
+            let hs = hs.as_struct();
+            let hk = hs.column(0).as_string::<i32>();
+            let hv = hs.column(1).as_binary::<i32>();
+            (0..hs.len())
+                .map(|j| {
+                    let v = (!hv.is_null(j)).then(|| Bytes::copy_from_slice(hv.value(j)));
+                    (hk.value(j).to_string(), v)
+                })
+                .collect()
+        };
+        DecodedRecord {
+            offset: self.offset.value(i),
+            timestamp: self.ts.value(i),
+            timestamp_type: if self.ts_type.value(i) == 1 {
                 TimestampType::LogAppendTime
             } else {
                 TimestampType::CreateTime
             },
-            key: (!key.is_null(i)).then(|| Bytes::copy_from_slice(key.value(i))),
-            value: (!value.is_null(i)).then(|| Bytes::copy_from_slice(value.value(i))),
+            key: (!self.key.is_null(i)).then(|| Bytes::copy_from_slice(self.key.value(i))),
+            value: (!self.value.is_null(i)).then(|| Bytes::copy_from_slice(self.value.value(i))),
             headers,
-            producer_id: pid.value(i),
-            producer_epoch: epoch.value(i),
-            sequence: seq.value(i),
+            producer_id: self.pid.value(i),
+            producer_epoch: self.epoch.value(i),
+            sequence: self.seq.value(i),
             leader_epoch: -1,
-        });
+        }
     }
-    Ok(out)
+}
+
+/// Feeds one Arrow batch's rows at or past the wanted offset to the
+/// rebuilder; false once it has enough bytes.
+fn push_rows(rb: &RecordBatch, out: &mut Rebuilder<'_>) -> Result<bool, ColdError> {
+    let cols = Columns::new(rb)?;
+    for i in 0..rb.num_rows() {
+        if cols.offset.value(i) < out.opts.from_offset {
+            continue;
+        }
+        if !out.push(cols.record(i)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Whether two records can share a rebuilt batch (batch-level fields agree).
@@ -86,20 +121,27 @@ fn same_batch(a: &DecodedRecord, b: &DecodedRecord) -> bool {
         && (a.sequence < 0 || b.sequence == a.sequence.wrapping_add((b.offset - a.offset) as i32))
 }
 
-/// Groups records into rebuilt batches until `max_bytes` is reached.
+/// Groups records into rebuilt batches until `max_bytes` is reached. The
+/// batches are written one after another into one buffer and split off it,
+/// so a caller can join them again without copying (`BytesMut::unsplit`).
 struct Rebuilder<'a> {
     opts: &'a ReadOptions,
     leader_epoch: i32,
+    buf: BytesMut,
     out: Vec<BytesMut>,
     size: usize,
     pending: Vec<DecodedRecord>,
 }
+
+/// Largest buffer reserved up front for one read's rebuilt batches.
+const MAX_RESERVE: usize = 2 << 20;
 
 impl<'a> Rebuilder<'a> {
     fn new(opts: &'a ReadOptions, leader_epoch: i32) -> Self {
         Self {
             opts,
             leader_epoch,
+            buf: BytesMut::with_capacity(opts.max_bytes.saturating_add(64 << 10).min(MAX_RESERVE)),
             out: Vec::new(),
             size: 0,
             pending: Vec::new(),
@@ -108,7 +150,8 @@ impl<'a> Rebuilder<'a> {
 
     fn flush(&mut self) {
         if !self.pending.is_empty() {
-            let b = encode_batch(&self.pending);
+            encode_batch_into(&self.pending, &mut self.buf);
+            let b = self.buf.split();
             self.size += b.len();
             self.out.push(b);
             self.pending.clear();
@@ -169,10 +212,8 @@ pub fn read_batches(
         .build()?;
     let mut rb_out = Rebuilder::new(opts, leader_epoch);
     for rb in reader {
-        for r in records(&rb?)? {
-            if !rb_out.push(r) {
-                return Ok(rb_out.finish());
-            }
+        if !push_rows(&rb?, &mut rb_out)? {
+            break;
         }
     }
     Ok(rb_out.finish())
@@ -203,10 +244,8 @@ pub async fn read_batches_ranged(
         .build()?;
     let mut rb_out = Rebuilder::new(opts, leader_epoch);
     while let Some(rb) = stream.next().await {
-        for r in records(&rb?)? {
-            if !rb_out.push(r) {
-                return Ok(rb_out.finish());
-            }
+        if !push_rows(&rb?, &mut rb_out)? {
+            break;
         }
     }
     Ok(rb_out.finish())

@@ -187,9 +187,18 @@ fn put_bytes(out: &mut BytesMut, b: Option<&[u8]>) {
 /// producer and of one timestamp type) as one uncompressed v2 batch with a
 /// valid CRC. Offset gaps are kept as gaps in the offset deltas.
 pub fn encode_batch(records: &[DecodedRecord]) -> BytesMut {
+    let mut b = BytesMut::new();
+    encode_batch_into(records, &mut b);
+    b
+}
+
+/// [`encode_batch`], appending the batch to `b` (so batches rebuilt one
+/// after another can share one buffer).
+pub fn encode_batch_into(records: &[DecodedRecord], b: &mut BytesMut) {
     let Some(first) = records.first() else {
-        return BytesMut::new();
+        return;
     };
+    let start = b.len();
     let base_offset = first.offset;
     let base_ts = records
         .iter()
@@ -201,32 +210,20 @@ pub fn encode_batch(records: &[DecodedRecord]) -> BytesMut {
         .map(|r| r.timestamp)
         .max()
         .unwrap_or(first.timestamp);
-    let mut body = BytesMut::new();
-    for r in records {
-        let mut rec = BytesMut::new();
-        rec.extend_from_slice(&[0u8]);
-        put_varlong(&mut rec, r.timestamp - base_ts);
-        put_varlong(&mut rec, r.offset - base_offset);
-        put_bytes(&mut rec, r.key.as_deref());
-        put_bytes(&mut rec, r.value.as_deref());
-        put_varlong(&mut rec, r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            put_bytes(&mut rec, Some(k.as_bytes()));
-            put_bytes(&mut rec, v.as_deref());
-        }
-        put_varlong(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
-    }
     let last_delta = (records[records.len() - 1].offset - base_offset) as i32;
     let attributes: i16 = match first.timestamp_type {
         TimestampType::CreateTime => 0,
         TimestampType::LogAppendTime => 0x08,
     };
-    let mut b = BytesMut::with_capacity(layout::HEADER_SIZE + body.len());
+    let estimate: usize = records
+        .iter()
+        .map(|r| {
+            24 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
+        })
+        .sum();
+    b.reserve(layout::HEADER_SIZE + estimate);
     b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(
-        &((layout::HEADER_SIZE - layout::LOG_OVERHEAD + body.len()) as i32).to_be_bytes(),
-    );
+    b.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
     b.extend_from_slice(&first.leader_epoch.to_be_bytes());
     b.extend_from_slice(&[2u8]);
     b.extend_from_slice(&0u32.to_be_bytes());
@@ -238,10 +235,30 @@ pub fn encode_batch(records: &[DecodedRecord]) -> BytesMut {
     b.extend_from_slice(&first.producer_epoch.to_be_bytes());
     b.extend_from_slice(&first.sequence.to_be_bytes());
     b.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    b.extend_from_slice(&body);
-    let crc = crate::compute_crc(&b);
-    b[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    b
+    // Each record is built in one reused scratch buffer (its length prefix
+    // comes first), then appended: no allocation per record.
+    let mut rec = BytesMut::new();
+    for r in records {
+        rec.clear();
+        rec.extend_from_slice(&[0u8]);
+        put_varlong(&mut rec, r.timestamp - base_ts);
+        put_varlong(&mut rec, r.offset - base_offset);
+        put_bytes(&mut rec, r.key.as_deref());
+        put_bytes(&mut rec, r.value.as_deref());
+        put_varlong(&mut rec, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_bytes(&mut rec, Some(k.as_bytes()));
+            put_bytes(&mut rec, v.as_deref());
+        }
+        put_varlong(b, rec.len() as i64);
+        b.extend_from_slice(&rec);
+    }
+    let batch = &mut b[start..];
+    let batch_length = (batch.len() - layout::LOG_OVERHEAD) as i32;
+    batch[layout::BATCH_LENGTH..layout::BATCH_LENGTH + 4]
+        .copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crate::compute_crc(batch);
+    batch[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 #[cfg(test)]

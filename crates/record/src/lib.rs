@@ -17,7 +17,9 @@ mod control;
 mod header;
 mod records;
 
-pub use codec::{decode_batch, encode_batch, CodecError, DecodedBatch, DecodedRecord};
+pub use codec::{
+    decode_batch, encode_batch, encode_batch_into, CodecError, DecodedBatch, DecodedRecord,
+};
 pub use control::{build_control_batch, control_type, ControlType};
 pub use header::*;
 pub use records::{count_uncompressed_records, record_timestamps, RecordsError};
