@@ -19,7 +19,10 @@ mod write;
 pub use key::object_key;
 pub use read::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
 pub use schema::{segment_schema, FORMAT_VERSION};
-pub use write::{write_segment, AbortedRange, SegmentFile, WriteOptions};
+pub use write::{
+    write_segment, write_segment_file, AbortedRange, SegmentFile, SegmentSummary, SegmentWriter,
+    WriteOptions,
+};
 
 use thiserror::Error;
 
@@ -35,6 +38,8 @@ pub enum ColdError {
     Empty,
     #[error("parquet file does not have the Strata segment schema: {0}")]
     Schema(String),
+    #[error("cannot read segment file {0}")]
+    Io(String),
 }
 
 #[cfg(test)]

@@ -503,3 +503,53 @@ fn aborted_transactions_and_markers_are_left_out() {
     );
     assert!(decoded_offsets(&file).is_empty());
 }
+
+#[test]
+fn converting_a_segment_file_in_chunks_matches_converting_it_whole() {
+    // Batches of different sizes, one larger than the chunk, and a torn
+    // tail: every chunk size gives the file the in-memory conversion gives.
+    let batches: Vec<Bytes> = [(0, 3), (3, 50), (53, 1), (54, 400), (454, 7)]
+        .iter()
+        .map(|&(base, n)| kafka_batch(base, n, Compression::None, KTs::Creation))
+        .collect();
+    let seg = segment_of(&batches);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("00000000000000000000.log");
+    let mut torn = seg.to_vec();
+    torn.extend_from_slice(&seg[..40]);
+    std::fs::write(&path, &torn).unwrap();
+    let opts = WriteOptions::new("t", 0, 1);
+    let whole = write_segment(&seg, &opts).unwrap();
+    let expected = read_batches(&whole.bytes, &ReadOptions::default(), 1).unwrap();
+    for chunk in [61, 100, 1000, 4096, 1 << 20] {
+        let (s, out) = write_segment_file(&path, &opts, Vec::new(), chunk).unwrap();
+        assert_eq!(
+            (s.base_offset, s.last_offset, s.record_count),
+            (0, 460, 461),
+            "chunk {chunk}"
+        );
+        let back = read_batches(&Bytes::from(out), &ReadOptions::default(), 1).unwrap();
+        assert_eq!(all_records(&back), all_records(&expected), "chunk {chunk}");
+    }
+}
+
+#[test]
+fn a_segment_file_with_a_bogus_batch_length_is_an_error_not_an_allocation() {
+    let mut seg = kafka_batch(0, 3, Compression::None, KTs::Creation).to_vec();
+    // Claim a 2 GiB batch.
+    seg[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.log");
+    std::fs::write(&path, &seg).unwrap();
+    let err = write_segment_file(&path, &WriteOptions::new("t", 0, 1), Vec::new(), 64)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than the file holds"), "{err}");
+    let missing = write_segment_file(
+        &dir.path().join("nope"),
+        &WriteOptions::new("t", 0, 1),
+        Vec::new(),
+        64,
+    );
+    assert!(matches!(missing, Err(ColdError::Io(_))));
+}

@@ -7,13 +7,15 @@ use arrow_array::builder::{
     StringBuilder, StructBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::Arc;
-use strata_record::{decode_batch, BatchIter, DecodedRecord, TimestampType};
+use strata_record::{decode_batch, layout, BatchHeader, BatchIter, DecodedRecord, TimestampType};
 
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -163,85 +165,235 @@ impl Columns {
     }
 }
 
-/// Converts a sealed segment (stored batches back to back, in offset order)
-/// into one Parquet file: zstd, row groups of at most `row_group_rows` rows
-/// and about `row_group_bytes` of keys and values, chunk and
-/// page statistics with the page index, and file metadata describing it.
+/// What a finished file covers (the manifest entry's fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub record_count: i64,
+}
+
+/// Converts a sealed segment into one Parquet file incrementally: batches
+/// are pushed in chunks (whole batches, in offset order) and each row group
+/// goes to `out` as soon as it is full, so memory holds one chunk and one
+/// row group, never the whole segment or the whole file. zstd, row groups of
+/// at most `row_group_rows` rows and about `row_group_bytes` of keys and
+/// values, chunk and page statistics with the page index, and file metadata
+/// describing the file.
+pub struct SegmentWriter<W: Write + Send> {
+    writer: ArrowWriter<W>,
+    cols: Columns,
+    opts: WriteOptions,
+    base: i64,
+    last: i64,
+    count: i64,
+    min_ts: i64,
+    max_ts: i64,
+    leader_epoch: i32,
+    group_bytes: usize,
+}
+
+impl<W: Write + Send> SegmentWriter<W> {
+    pub fn new(out: W, opts: WriteOptions) -> Result<Self, ColdError> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
+            .build();
+        Ok(Self {
+            writer: ArrowWriter::try_new(out, segment_schema(), Some(props))?,
+            cols: Columns::new(),
+            leader_epoch: opts.leader_epoch,
+            opts,
+            base: i64::MAX,
+            last: i64::MIN,
+            count: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            group_bytes: 0,
+        })
+    }
+
+    /// Adds stored batches (back to back, in offset order, after those
+    /// already pushed). A torn batch at the end is ignored, as a segment's
+    /// readers do.
+    pub fn push(&mut self, batches: &Bytes) -> Result<(), ColdError> {
+        let opts = &self.opts;
+        for (pos, h) in BatchIter::new(batches) {
+            if h.last_offset() < opts.from_offset {
+                continue;
+            }
+            // The file covers every offset of the segment from `from_offset`,
+            // including the markers and aborted records it leaves out (gaps).
+            self.base = self.base.min(h.base_offset.max(opts.from_offset));
+            self.last = self.last.max(h.last_offset());
+            if h.is_control() || aborted(&h, &opts.aborted) {
+                continue;
+            }
+            let batch = decode_batch(&batches.slice(pos..pos + h.total_size()))?;
+            self.leader_epoch = self.leader_epoch.max(h.partition_leader_epoch);
+            for r in batch
+                .records
+                .iter()
+                .filter(|r| r.offset >= opts.from_offset)
+            {
+                self.cols.push(opts.partition, r);
+                self.min_ts = self.min_ts.min(r.timestamp);
+                self.max_ts = self.max_ts.max(r.timestamp);
+                self.count += 1;
+                self.group_bytes +=
+                    r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+                if self.cols.rows >= opts.row_group_rows.max(1)
+                    || self.group_bytes >= opts.row_group_bytes
+                {
+                    self.writer.write(&self.cols.finish()?)?;
+                    // Close the row group here even if the row bound was not hit.
+                    self.writer.flush()?;
+                    self.group_bytes = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the last row group and the footer; returns what the file
+    /// covers and the output.
+    pub fn finish(mut self) -> Result<(SegmentSummary, W), ColdError> {
+        let (base, last) = (self.base, self.last);
+        if last < base {
+            return Err(ColdError::Empty);
+        }
+        let (min_ts, max_ts) = if self.count == 0 {
+            // Only markers and aborted records: an empty file still records
+            // that these offsets are settled.
+            (-1, -1)
+        } else {
+            (self.min_ts, self.max_ts)
+        };
+        if self.cols.rows > 0 {
+            self.writer.write(&self.cols.finish()?)?;
+        }
+        for (k, v) in [
+            ("strata.format.version", FORMAT_VERSION.to_string()),
+            ("strata.topic", self.opts.topic.clone()),
+            ("strata.partition", self.opts.partition.to_string()),
+            ("strata.base_offset", base.to_string()),
+            ("strata.last_offset", last.to_string()),
+            ("strata.min_timestamp", min_ts.to_string()),
+            ("strata.max_timestamp", max_ts.to_string()),
+            ("strata.record_count", self.count.to_string()),
+            ("strata.leader_epoch", self.leader_epoch.to_string()),
+        ] {
+            self.writer
+                .append_key_value_metadata(KeyValue::new(k.to_string(), v));
+        }
+        let out = self.writer.into_inner()?;
+        let summary = SegmentSummary {
+            base_offset: base,
+            last_offset: last,
+            min_timestamp: min_ts,
+            max_timestamp: max_ts,
+            record_count: self.count,
+        };
+        Ok((summary, out))
+    }
+}
+
+/// Converts a sealed segment held in memory into one Parquet file in
+/// memory (see [`SegmentWriter`]).
 pub fn write_segment(segment: &Bytes, opts: &WriteOptions) -> Result<SegmentFile, ColdError> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
-        .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), segment_schema(), Some(props))?;
-    let mut cols = Columns::new();
-    let (mut base, mut last, mut count) = (i64::MAX, i64::MIN, 0i64);
-    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-    let mut leader_epoch = opts.leader_epoch;
-    let mut group_bytes = 0usize;
-    for (pos, h) in BatchIter::new(segment) {
-        if h.last_offset() < opts.from_offset {
-            continue;
+    let mut w = SegmentWriter::new(Vec::new(), opts.clone())?;
+    w.push(segment)?;
+    let (s, bytes) = w.finish()?;
+    Ok(SegmentFile {
+        bytes: Bytes::from(bytes),
+        base_offset: s.base_offset,
+        last_offset: s.last_offset,
+        min_timestamp: s.min_timestamp,
+        max_timestamp: s.max_timestamp,
+        record_count: s.record_count,
+    })
+}
+
+/// Converts the segment file at `path` into Parquet written to `out`,
+/// reading it about `chunk_bytes` of whole batches at a time (more when one
+/// batch is larger): memory stays bounded by the chunk and a row group
+/// whatever the segment's size.
+pub fn write_segment_file<W: Write + Send>(
+    path: &Path,
+    opts: &WriteOptions,
+    out: W,
+    chunk_bytes: usize,
+) -> Result<(SegmentSummary, W), ColdError> {
+    let io = |e: std::io::Error| ColdError::Io(format!("{}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut w = SegmentWriter::new(out, opts.clone())?;
+    let chunk_bytes = chunk_bytes.max(layout::HEADER_SIZE);
+    let mut pending = BytesMut::new();
+    loop {
+        // Read until the chunk is full, or a batch larger than a chunk is
+        // whole, or the file ends.
+        let want = match BatchHeader::parse_prefix(&pending) {
+            // A length past the file's end is corruption, not a reason to
+            // allocate it.
+            Ok(h) if h.total_size() as u64 > file_len => {
+                return Err(ColdError::Io(format!(
+                    "{}: a batch claims {} bytes, more than the file holds",
+                    path.display(),
+                    h.total_size()
+                )))
+            }
+            Ok(h) if h.total_size() > chunk_bytes => h.total_size(),
+            _ => chunk_bytes,
+        };
+        let before = pending.len();
+        if before < want {
+            pending.resize(want, 0);
+            let n = read_full(&mut file, &mut pending[before..]).map_err(io)?;
+            pending.truncate(before + n);
         }
-        // The file covers every offset of the segment from `from_offset`,
-        // including the markers and aborted records it leaves out (gaps).
-        base = base.min(h.base_offset.max(opts.from_offset));
-        last = last.max(h.last_offset());
-        if h.is_control() || aborted(&h, &opts.aborted) {
-            continue;
+        let at_end = pending.len() < want;
+        let mut it = BatchIter::new(&pending);
+        it.by_ref().for_each(drop);
+        let whole = it.valid_len();
+        if whole > 0 {
+            w.push(&pending.split_to(whole).freeze())?;
         }
-        let batch = decode_batch(&segment.slice(pos..pos + h.total_size()))?;
-        leader_epoch = leader_epoch.max(h.partition_leader_epoch);
-        for r in batch
-            .records
-            .iter()
-            .filter(|r| r.offset >= opts.from_offset)
-        {
-            cols.push(opts.partition, r);
-            min_ts = min_ts.min(r.timestamp);
-            max_ts = max_ts.max(r.timestamp);
-            count += 1;
-            group_bytes +=
-                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
-            if cols.rows >= opts.row_group_rows.max(1) || group_bytes >= opts.row_group_bytes {
-                writer.write(&cols.finish()?)?;
-                // Close the row group here even if the row bound was not hit.
-                writer.flush()?;
-                group_bytes = 0;
+        if at_end {
+            // Whatever is left is a torn tail, ignored as readers do.
+            break;
+        }
+        if whole == 0 {
+            match BatchHeader::parse_prefix(&pending) {
+                // The start of a batch larger than a chunk: read the rest.
+                Ok(h) if h.total_size() > pending.len() => continue,
+                // As long as its first batch claims to be, yet not a whole
+                // batch: these bytes are not batches.
+                _ => {
+                    return Err(ColdError::Io(format!(
+                        "{}: unreadable batch at a chunk boundary",
+                        path.display()
+                    )))
+                }
             }
         }
     }
-    if last < base {
-        return Err(ColdError::Empty);
+    w.finish()
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    if count == 0 {
-        // Only markers and aborted records: an empty file still records
-        // that these offsets are settled.
-        (min_ts, max_ts) = (-1, -1);
-    }
-    if cols.rows > 0 {
-        writer.write(&cols.finish()?)?;
-    }
-    for (k, v) in [
-        ("strata.format.version", FORMAT_VERSION.to_string()),
-        ("strata.topic", opts.topic.clone()),
-        ("strata.partition", opts.partition.to_string()),
-        ("strata.base_offset", base.to_string()),
-        ("strata.last_offset", last.to_string()),
-        ("strata.min_timestamp", min_ts.to_string()),
-        ("strata.max_timestamp", max_ts.to_string()),
-        ("strata.record_count", count.to_string()),
-        ("strata.leader_epoch", leader_epoch.to_string()),
-    ] {
-        writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
-    }
-    let bytes = writer.into_inner()?;
-    Ok(SegmentFile {
-        bytes: Bytes::from(bytes),
-        base_offset: base,
-        last_offset: last,
-        min_timestamp: min_ts,
-        max_timestamp: max_ts,
-        record_count: count,
-    })
+    Ok(n)
 }

@@ -29,6 +29,11 @@ pub struct ServerLimits {
     pub max_request_bytes: usize,
     /// Requests handled at once per connection.
     pub max_in_flight: usize,
+    /// Request bytes handled at once per connection: no new request is read
+    /// while the ones in flight hold this much (one always may be), so a
+    /// client pipelining large produce requests into a slow disk costs
+    /// bounded memory.
+    pub max_in_flight_bytes: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -39,6 +44,7 @@ impl Default for ServerLimits {
             max_connections: 10_000,
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight: 32,
+            max_in_flight_bytes: 16 << 20,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -123,11 +129,15 @@ async fn connection(
         .new_codec();
     let mut frames = FramedRead::new(rd, codec);
     let mut in_flight = FuturesOrdered::new();
+    // Sizes of the requests in flight, in the same (answer) order.
+    let mut sizes = std::collections::VecDeque::new();
+    let mut in_flight_bytes = 0usize;
     let mut closing = false;
     loop {
         tokio::select! {
             biased;
             Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
+                in_flight_bytes = in_flight_bytes.saturating_sub(sizes.pop_front().unwrap_or(0));
                 if let Some(chunks) = resp {
                     // Length prefix and body chunks in vectored writes: a
                     // fetch response's record sets are not copied again.
@@ -138,7 +148,9 @@ async fn connection(
                     return Ok(());
                 }
             }
-            frame = frames.next(), if !closing && in_flight.len() < limits.max_in_flight => {
+            frame = frames.next(), if !closing
+                && in_flight.len() < limits.max_in_flight
+                && (in_flight.is_empty() || in_flight_bytes < limits.max_in_flight_bytes) => {
                 match frame {
                     None => closing = true,
                     Some(Err(e)) => {
@@ -147,8 +159,13 @@ async fn connection(
                     }
                     Some(Ok(frame)) => {
                         ctx.broker.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
+                        let size = frame.len();
                         match handlers::prepare(ctx.clone(), frame.freeze(), peer) {
-                            Ok(fut) => in_flight.push_back(fut),
+                            Ok(fut) => {
+                                in_flight.push_back(fut);
+                                sizes.push_back(size);
+                                in_flight_bytes += size;
+                            }
                             Err(e) => {
                                 ctx.broker.metrics.malformed_frames.fetch_add(1, Ordering::Relaxed);
                                 return Err(ConnectionError::Malformed(e));

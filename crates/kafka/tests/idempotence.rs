@@ -1,6 +1,7 @@
 //! Idempotent produce through the real listener: InitProducerId, retries
 //! deduplicated to their original offsets, gaps and stale epochs refused,
-//! and deduplication still working after a restart.
+//! deduplication still working after a restart, and pipelined batches kept
+//! in order through the listener's in-flight window.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -33,6 +34,10 @@ struct Running {
 }
 
 async fn start(dir: &Path) -> Running {
+    start_with(dir, ServerLimits::default()).await
+}
+
+async fn start_with(dir: &Path, limits: ServerLimits) -> Running {
     let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
     let broker = BrokerBuilder::new(dir.join("logs"))
         .metadata_store(meta)
@@ -48,12 +53,7 @@ async fn start(dir: &Path) -> Running {
         cluster_id: broker.cluster_id().to_string(),
     });
     let stop = CancellationToken::new();
-    let task = tokio::spawn(strata_kafka::serve(
-        listener,
-        ctx,
-        ServerLimits::default(),
-        stop.clone(),
-    ));
+    let task = tokio::spawn(strata_kafka::serve(listener, ctx, limits, stop.clone()));
     Running {
         addr: addr.to_string(),
         stop,
@@ -106,8 +106,8 @@ fn idempotent() -> InitProducerIdRequest {
     InitProducerIdRequest::default().with_transactional_id(None)
 }
 
-/// Produces one batch to `t`-0 with acks=all; returns (error code, base offset).
-async fn produce(c: &mut KafkaClient, records: Bytes) -> (i16, i64) {
+/// A Produce of one batch to `t`-0 with acks=all.
+fn produce_request(records: Bytes) -> ProduceRequest {
     let mut td = TopicProduceData::default();
     td.name = TopicName(StrBytes::from_static_str("t"));
     td.partition_data = vec![PartitionProduceData::default()
@@ -117,9 +117,71 @@ async fn produce(c: &mut KafkaClient, records: Bytes) -> (i16, i64) {
     req.acks = -1;
     req.timeout_ms = 5000;
     req.topic_data = vec![td];
-    let resp = c.call(req, 9).await.unwrap();
+    req
+}
+
+/// Produces one batch to `t`-0 with acks=all; returns (error code, base offset).
+async fn produce(c: &mut KafkaClient, records: Bytes) -> (i16, i64) {
+    let resp = c.call(produce_request(records), 9).await.unwrap();
     let p = &resp.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
+}
+
+async fn create_topic(c: &mut KafkaClient) {
+    let mut ct = CreateTopicsRequest::default();
+    ct.topics = vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("t")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)];
+    assert_eq!(c.call(ct, 7).await.unwrap().topics[0].error_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_idempotent_batches_keep_their_order_through_a_small_window() {
+    // A window of 64 KiB of requests in flight per connection: the listener
+    // stops reading while it is full, yet every pipelined request is
+    // answered, in order, and the sequences stay gapless.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ServerLimits {
+        max_in_flight_bytes: 64 << 10,
+        ..ServerLimits::default()
+    };
+    let b = start_with(dir.path(), limits).await;
+    let mut c = KafkaClient::connect(&b.addr, "test").await.unwrap();
+    create_topic(&mut c).await;
+    let init = c.call(idempotent(), 4).await.unwrap();
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let v = c.version::<ProduceRequest>(9).unwrap();
+    let (mut w, mut r) = c.into_pipeline();
+    const N: usize = 40;
+    const PER: usize = 500; // ~4 KB of records per batch, 40 batches
+                            // Answers are read while requests are still being written.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            let req = produce_request(batch(pid, epoch, (i * PER) as i32, PER));
+            tx.send(w.send(req, v).await.unwrap()).unwrap();
+        }
+        w
+    });
+    let mut i = 0;
+    while let Some(id) = rx.recv().await {
+        let resp = r.recv::<ProduceRequest>(id, v).await.unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(
+            (p.error_code, p.base_offset),
+            (0, (i * PER) as i64),
+            "request {i}"
+        );
+        i += 1;
+    }
+    assert_eq!(i, N);
+    drop(writer.await.unwrap());
+    assert_eq!(
+        b.broker.partition("t", 0).unwrap().high_watermark(),
+        (N * PER) as i64
+    );
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,12 +189,7 @@ async fn retries_are_deduplicated_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let b = start(dir.path()).await;
     let mut c = KafkaClient::connect(&b.addr, "test").await.unwrap();
-    let mut ct = CreateTopicsRequest::default();
-    ct.topics = vec![CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_static_str("t")))
-        .with_num_partitions(1)
-        .with_replication_factor(1)];
-    assert_eq!(c.call(ct, 7).await.unwrap().topics[0].error_code, 0);
+    create_topic(&mut c).await;
 
     let init = c.call(idempotent(), 4).await.unwrap();
     assert_eq!(init.error_code, 0);

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
-use strata_cold::{object_key, write_segment, AbortedRange, WriteOptions};
+use strata_cold::{object_key, write_segment_file, AbortedRange, SegmentSummary, WriteOptions};
 use strata_log::SegmentInfo;
 use strata_meta::{Compare, Op, Txn};
 
@@ -90,13 +90,6 @@ impl Broker {
         seg: &SegmentInfo,
         covered: i64,
     ) -> Result<i64, BrokerError> {
-        let path = seg.path.clone();
-        let data = tokio::task::spawn_blocking(move || std::fs::read(&path))
-            .await
-            .map_err(|e| BrokerError::Storage(format!("offload read task failed: {e}")))?
-            .map_err(|e| {
-                BrokerError::Storage(format!("cannot read {}: {e}", seg.path.display()))
-            })?;
         let mut opts = WriteOptions::new(p.topic.clone(), p.index, p.leader_epoch());
         opts.from_offset = covered + 1;
         opts.aborted = p
@@ -108,26 +101,21 @@ impl Broker {
                 last_offset: a.last_offset,
             })
             .collect();
-        let file = tokio::task::spawn_blocking(move || write_segment(&Bytes::from(data), &opts))
-            .await
-            .map_err(|e| BrokerError::Storage(format!("offload encode task failed: {e}")))?
-            .map_err(|e| BrokerError::Storage(format!("cannot convert segment to Parquet: {e}")))?;
-        let key = object_key(
-            &cold.prefix,
-            &p.topic,
-            p.index,
-            file.base_offset,
-            file.last_offset,
-            p.leader_epoch(),
-        );
-        let size = file.bytes.len() as u64;
-        upload(
-            cold.store.as_ref(),
-            &key,
-            file.bytes.clone(),
-            MULTIPART_THRESHOLD,
-        )
-        .await?;
+        // The segment is converted in chunks into a local scratch file, so
+        // memory stays bounded by a chunk and a row group whatever
+        // `segment.bytes` is (a whole 1 GiB segment used to be read, and its
+        // Parquet file built, in memory).
+        let scratch = self
+            .data_dir
+            .join(SCRATCH_DIR)
+            .join(format!("{}-{}.parquet", p.topic, p.index));
+        let result = self.convert_and_upload(cold, p, seg, opts, &scratch).await;
+        if let Err(e) = std::fs::remove_file(&scratch) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %scratch.display(), error = %e, "cannot remove an offload scratch file");
+            }
+        }
+        let (file, key, size, small) = result?;
         let entry = SegmentEntry {
             object_key: key.clone(),
             base_offset: file.base_offset,
@@ -163,7 +151,10 @@ impl Broker {
                 p.name()
             )));
         }
-        cold.cache.insert(key.clone(), file.bytes);
+        // A small file stays cached for consumers just behind the hot tail.
+        if let Some(bytes) = small {
+            cold.cache.insert(key.clone(), bytes);
+        }
         self.metrics
             .offloaded_segments
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -199,28 +190,107 @@ impl Broker {
 /// Files above this go up as multipart uploads, in parts of this size.
 const MULTIPART_THRESHOLD: usize = 32 << 20;
 
-/// Uploads `bytes` to `key`: one PUT, or a multipart upload in parts of
-/// `threshold` for larger files (aborted on failure, so no parts linger).
-pub(crate) async fn upload(
+/// Where offload writes a Parquet file before uploading it (under the
+/// data directory; one file per partition at a time, removed after).
+const SCRATCH_DIR: &str = "offload-scratch";
+
+/// Bytes of whole batches converted at a time.
+const CONVERT_CHUNK: usize = 4 << 20;
+
+impl Broker {
+    /// Converts `seg` into the scratch file and uploads it; returns what the
+    /// file covers, its key, its size and, when it is small enough to be
+    /// read back whole for the cache, its bytes.
+    async fn convert_and_upload(
+        &self,
+        cold: &ColdTier,
+        p: &Partition,
+        seg: &SegmentInfo,
+        opts: WriteOptions,
+        scratch: &std::path::Path,
+    ) -> Result<(SegmentSummary, String, u64, Option<Bytes>), BrokerError> {
+        let (src, out) = (seg.path.clone(), scratch.to_path_buf());
+        let summary = tokio::task::spawn_blocking(move || {
+            let io = |e: std::io::Error| {
+                BrokerError::Storage(format!("cannot write {}: {e}", out.display()))
+            };
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let file = std::fs::File::create(&out).map_err(io)?;
+            let (summary, w) =
+                write_segment_file(&src, &opts, std::io::BufWriter::new(file), CONVERT_CHUNK)
+                    .map_err(|e| {
+                        BrokerError::Storage(format!("cannot convert segment to Parquet: {e}"))
+                    })?;
+            // A scratch file needs no fsync: a crash redoes the offload.
+            w.into_inner().map_err(|e| io(e.into_error()))?;
+            Ok::<_, BrokerError>(summary)
+        })
+        .await
+        .map_err(|e| BrokerError::Storage(format!("offload encode task failed: {e}")))??;
+        let key = object_key(
+            &cold.prefix,
+            &p.topic,
+            p.index,
+            summary.base_offset,
+            summary.last_offset,
+            p.leader_epoch(),
+        );
+        let (size, small) =
+            upload_file(cold.store.as_ref(), &key, scratch, MULTIPART_THRESHOLD).await?;
+        Ok((summary, key, size, small))
+    }
+}
+
+/// Uploads the file at `path` to `key`: one PUT when it is at most
+/// `threshold` bytes (returning its bytes), else a multipart upload read
+/// from the file part by part, at most two parts in memory (aborted on
+/// failure, so no parts linger). Returns the size too.
+pub(crate) async fn upload_file(
     store: &dyn ObjectStore,
     key: &str,
-    bytes: Bytes,
+    path: &std::path::Path,
     threshold: usize,
-) -> Result<(), BrokerError> {
-    let path = ObjectPath::from(key);
+) -> Result<(u64, Option<Bytes>), BrokerError> {
+    use tokio::io::AsyncReadExt;
+    let object = ObjectPath::from(key);
     let fail = |e: object_store::Error| BrokerError::Storage(format!("cannot upload {key}: {e}"));
-    if bytes.len() <= threshold {
-        store.put(&path, bytes.into()).await.map_err(fail)?;
-        return Ok(());
+    let io =
+        |e: std::io::Error| BrokerError::Storage(format!("cannot read {}: {e}", path.display()));
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let size = file.metadata().await.map_err(io)?.len();
+    if size <= threshold as u64 {
+        let mut buf = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut buf).await.map_err(io)?;
+        let bytes = Bytes::from(buf);
+        store
+            .put(&object, bytes.clone().into())
+            .await
+            .map_err(fail)?;
+        return Ok((size, Some(bytes)));
     }
-    let parts = store.put_multipart(&path).await.map_err(fail)?;
+    let parts = store.put_multipart(&object).await.map_err(fail)?;
     let mut w = object_store::WriteMultipart::new_with_chunk_size(parts, threshold);
-    w.put(bytes);
-    match w.finish().await {
-        Ok(_) => Ok(()),
-        // finish() aborts the upload itself when a part fails.
-        Err(e) => Err(fail(e)),
+    let mut sent = 0u64;
+    let read = async {
+        while sent < size {
+            w.wait_for_capacity(2).await.map_err(fail)?;
+            let want = (size - sent).min(threshold as u64) as usize;
+            let mut buf = vec![0u8; want];
+            file.read_exact(&mut buf).await.map_err(io)?;
+            w.put(Bytes::from(buf));
+            sent += want as u64;
+        }
+        Ok::<_, BrokerError>(())
+    };
+    if let Err(e) = read.await {
+        w.abort().await.map_err(fail)?;
+        return Err(e);
     }
+    // finish() aborts the upload itself when a part fails.
+    w.finish().await.map_err(fail)?;
+    Ok((size, None))
 }
 
 /// Whether whole-log `retention.ms` has expired every record of `seg`.
@@ -236,33 +306,32 @@ mod tests {
     #[tokio::test]
     async fn large_files_go_up_in_parts_intact() {
         let store = object_store::memory::InMemory::new();
+        let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        upload(&store, "a/big.parquet", Bytes::from(data.clone()), 1 << 20)
+        let big = dir.path().join("big.parquet");
+        std::fs::write(&big, &data).unwrap();
+        let (size, cached) = upload_file(&store, "a/big.parquet", &big, 1 << 20)
             .await
             .unwrap();
-        upload(
-            &store,
-            "a/small.parquet",
-            Bytes::from_static(b"tiny"),
-            1 << 20,
-        )
-        .await
-        .unwrap();
-        let got = store
-            .get(&ObjectPath::from("a/big.parquet"))
-            .await
-            .unwrap()
-            .bytes()
+        // Too large to keep: not returned for the cache.
+        assert_eq!((size, cached), (3_000_000, None));
+        let small = dir.path().join("small.parquet");
+        std::fs::write(&small, b"tiny").unwrap();
+        let (size, cached) = upload_file(&store, "a/small.parquet", &small, 1 << 20)
             .await
             .unwrap();
-        assert_eq!(&got[..], &data[..]);
-        let small = store
-            .get(&ObjectPath::from("a/small.parquet"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(&small[..], b"tiny");
+        assert_eq!((size, cached.as_deref()), (4, Some(&b"tiny"[..])));
+        for (key, want) in [("a/big.parquet", &data[..]), ("a/small.parquet", b"tiny")] {
+            let got = store
+                .get(&ObjectPath::from(key))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(&got[..], want, "{key}");
+        }
+        let missing = upload_file(&store, "a/x", &dir.path().join("nope"), 1 << 20).await;
+        assert!(missing.is_err());
     }
 }
