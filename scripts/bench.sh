@@ -40,6 +40,9 @@ S=$PWD/target/release/strata
 
 json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
 rows=()
+# Each produce row starts with no dirty page cache left by the row before
+# (writeback of earlier rows would otherwise throttle this one to the disk).
+settle() { sync; sleep 1; }
 row() { rows+=("| $1 | $2 | $3 |"); echo "  $1: $2"; }
 
 echo "== machine limits"
@@ -80,12 +83,16 @@ fi
 B=$BOOTSTRAP
 echo "== strata bench against $B"
 
+settle
 r=$("$S" bench produce --bootstrap "$B" --topic p100 --size 100 --records "$N100" --acks 1 --json)
 row "produce 100 B, acks=1, 4 partitions" "$(echo "$r" | json '"%.2f M records/s (%.0f MB/s), p99 %.2f ms" % (d["records_per_sec"]/1e6, d["mb_per_sec"], d["latency_ms"]["p99"])')" "≥ 3.3 M records/s"
+settle
 r=$("$S" bench produce --bootstrap "$B" --topic p1k --size 1024 --batch 500 --records "$N1K" --acks 1 --json)
 row "produce 1 KiB, acks=1, 4 partitions" "$(echo "$r" | json '"%.0f MB/s (%.0f k records/s)" % (d["mb_per_sec"], d["records_per_sec"]/1e3)')" "≥ 1 GB/s"
+settle
 r=$("$S" bench produce --bootstrap "$B" --topic pall --size 100 --records "$NALL" --acks -1 --json)
 row "produce 100 B, acks=all (fsync), 4 partitions" "$(echo "$r" | json '"%.2f M records/s, p99 %.2f ms" % (d["records_per_sec"]/1e6, d["latency_ms"]["p99"])')" "—"
+settle
 r=$("$S" bench produce --bootstrap "$B" --topic pidem --size 100 --records "$NALL" --idempotence --acks all --json)
 row "produce 100 B, idempotent, acks=all (fsync), 4 partitions" "$(echo "$r" | json '"%.2f M records/s, p99 %.2f ms" % (d["records_per_sec"]/1e6, d["latency_ms"]["p99"])')" "—"
 r=$("$S" bench consume --bootstrap "$B" --topic p100 --size 100 --records "$N100" --json)
@@ -115,6 +122,7 @@ print('%.2f %s (%.2f-%.2f, %d runs)' % (statistics.median(v), u, v[0], v[-1], le
 " "$scale" "$unit" "${out[@]}"
   }
   rk_produce() {  # rk_produce SIZE COUNT RUN
+    settle
     "$RP" -P -t "rk$1" -b "$B" -s "$1" -c "$2" -a 1 -X linger.ms=5 -X batch.size=1000000 \
       -X queue.buffering.max.messages=2000000 -q
   }
