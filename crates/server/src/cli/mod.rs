@@ -17,7 +17,7 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+    FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -182,9 +182,13 @@ pub async fn send_produce(c: &mut KafkaClient, req: ProduceRequest) -> anyhow::R
         c.send_no_response(req, v).await?;
         return Ok(());
     }
-    let resp = c.call(req, 9).await?;
-    for t in resp.responses {
-        for p in t.partition_responses {
+    check_produce(&c.call(req, 9).await?)
+}
+
+/// Fails on the first partition error of a Produce response.
+pub fn check_produce(resp: &ProduceResponse) -> anyhow::Result<()> {
+    for t in &resp.responses {
+        for p in &t.partition_responses {
             if p.error_code != 0 {
                 bail!(
                     "produce to {}-{} failed: {}",

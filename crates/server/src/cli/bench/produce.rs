@@ -14,7 +14,7 @@
 //! carries the producer id, epoch and the partition's next sequence number.
 
 use super::{ensure_topic, histogram, leader_addrs, merge, progress, Budget, Common, Length};
-use crate::cli::{compression, connect, encode_batch, error_text, now_ms, record, s};
+use crate::cli::{check_produce, compression, connect, encode_batch, now_ms, record, s};
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use clap::Args;
@@ -196,18 +196,7 @@ async fn partition(
                     .recv::<ProduceRequest>(sent.correlation, version)
                     .await
                     .with_context(|| format!("produce to {}-{p}", plan.topic))?;
-                for t in &resp.responses {
-                    for r in &t.partition_responses {
-                        if r.error_code != 0 {
-                            bail!(
-                                "produce to {}-{} failed: {}",
-                                t.name.as_str(),
-                                r.index,
-                                error_text(r.error_code, r.error_message.as_ref())
-                            );
-                        }
-                    }
-                }
+                check_produce(&resp)?;
                 let now = Instant::now();
                 match plan.interval {
                     None => {
