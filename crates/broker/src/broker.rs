@@ -145,6 +145,7 @@ impl BrokerBuilder {
         std::fs::create_dir_all(&self.data_dir).map_err(|e| {
             BrokerError::Storage(format!("cannot create {}: {e}", self.data_dir.display()))
         })?;
+        crate::cold::remove_offload_scratch(&self.data_dir);
         let keys = Keys::new(&self.cluster);
         let cluster_id = load_or_create_cluster_id(meta.as_ref(), &keys).await?;
         let meta_for_ids = meta.clone();

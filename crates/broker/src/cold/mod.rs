@@ -22,6 +22,7 @@ mod offload;
 mod read;
 
 pub use listing::{HotSegment, PartitionSegments};
+pub(crate) use offload::remove_offload_scratch;
 
 use crate::error::BrokerError;
 use bytes::Bytes;

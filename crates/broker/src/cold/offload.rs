@@ -194,6 +194,16 @@ const MULTIPART_THRESHOLD: usize = 32 << 20;
 /// data directory; one file per partition at a time, removed after).
 const SCRATCH_DIR: &str = "offload-scratch";
 
+/// Removes scratch files an offload interrupted by a crash left behind.
+pub(crate) fn remove_offload_scratch(data_dir: &std::path::Path) {
+    let dir = data_dir.join(SCRATCH_DIR);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot remove offload scratch files");
+        }
+    }
+}
+
 /// Bytes of whole batches converted at a time.
 const CONVERT_CHUNK: usize = 4 << 20;
 
@@ -333,5 +343,17 @@ mod tests {
         }
         let missing = upload_file(&store, "a/x", &dir.path().join("nope"), 1 << 20).await;
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn stale_scratch_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join(SCRATCH_DIR);
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::write(scratch.join("t-0.parquet"), b"half a file").unwrap();
+        remove_offload_scratch(dir.path());
+        assert!(!scratch.exists());
+        // Nothing to remove is not an error.
+        remove_offload_scratch(dir.path());
     }
 }
