@@ -158,11 +158,9 @@ impl<'a> Rebuilder<'a> {
         }
     }
 
-    /// Adds one record; false once enough bytes are rebuilt.
+    /// Adds one record (at or past `from_offset`: [`push_rows`] skips the
+    /// rows before it); false once enough bytes are rebuilt.
     fn push(&mut self, mut r: DecodedRecord) -> bool {
-        if r.offset < self.opts.from_offset {
-            return true;
-        }
         r.leader_epoch = self.leader_epoch;
         let fits = self.pending.last().is_none_or(|p| {
             same_batch(p, &r) && self.pending.len() < self.opts.batch_records.max(1)

@@ -9,6 +9,7 @@
 use crate::handlers::{self, Ctx};
 use bytes::Buf;
 use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,15 +130,14 @@ async fn connection(
         .new_codec();
     let mut frames = FramedRead::new(rd, codec);
     let mut in_flight = FuturesOrdered::new();
-    // Sizes of the requests in flight, in the same (answer) order.
-    let mut sizes = std::collections::VecDeque::new();
+    // Request bytes in flight; each answer carries its request's size back.
     let mut in_flight_bytes = 0usize;
     let mut closing = false;
     loop {
         tokio::select! {
             biased;
-            Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
-                in_flight_bytes = in_flight_bytes.saturating_sub(sizes.pop_front().unwrap_or(0));
+            Some((size, resp)) = in_flight.next(), if !in_flight.is_empty() => {
+                in_flight_bytes = in_flight_bytes.saturating_sub(size);
                 if let Some(chunks) = resp {
                     // Length prefix and body chunks in vectored writes: a
                     // fetch response's record sets are not copied again.
@@ -162,8 +162,7 @@ async fn connection(
                         let size = frame.len();
                         match handlers::prepare(ctx.clone(), frame.freeze(), peer) {
                             Ok(fut) => {
-                                in_flight.push_back(fut);
-                                sizes.push_back(size);
+                                in_flight.push_back(fut.map(move |resp| (size, resp)));
                                 in_flight_bytes += size;
                             }
                             Err(e) => {

@@ -257,8 +257,7 @@ pub fn encode_batch_into(records: &[DecodedRecord], b: &mut BytesMut) {
     let batch_length = (batch.len() - layout::LOG_OVERHEAD) as i32;
     batch[layout::BATCH_LENGTH..layout::BATCH_LENGTH + 4]
         .copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crate::compute_crc(batch);
-    batch[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    crate::header::store_crc(batch);
 }
 
 #[cfg(test)]

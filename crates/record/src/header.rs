@@ -205,6 +205,12 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[layout::ATTRIBUTES..])
 }
 
+/// Recomputes the CRC of a batch whose covered fields changed and stores it.
+pub(crate) fn store_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Limits applied when a client's batch is validated.
 #[derive(Debug, Clone, Copy)]
 pub struct ValidationLimits {
@@ -296,8 +302,7 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
         | TIMESTAMP_TYPE_BIT;
     batch[layout::ATTRIBUTES..layout::ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
     batch[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    store_crc(batch);
 }
 
 /// Re-issues a batch a client built once: shifts its base and max timestamps
@@ -321,8 +326,7 @@ pub fn restamp_batch(
         .copy_from_slice(&producer_epoch.to_be_bytes());
     batch[layout::BASE_SEQUENCE..layout::BASE_SEQUENCE + 4]
         .copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    store_crc(batch);
     Ok(())
 }
 
@@ -474,8 +478,7 @@ pub fn build_batch_with(
     b.extend_from_slice(&producer.base_sequence.to_be_bytes());
     b.extend_from_slice(&n.to_be_bytes());
     b.extend_from_slice(&body);
-    let crc = compute_crc(&b);
-    b[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    store_crc(&mut b);
     b
 }
 
