@@ -147,6 +147,18 @@ def strata_cli(*args, input=None, timeout=60):
     return r
 
 
+def segment_bytes(path):
+    """Bytes of the local segments (`*.log`) in a partition directory; a
+    segment deleted while we look (retention, offload) counts as gone."""
+    total = 0
+    for f in Path(path).glob("*.log"):
+        try:
+            total += f.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def free_port():
     import socket
     with socket.socket() as s:

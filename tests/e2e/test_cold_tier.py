@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import create_topic, wait_until
+from conftest import create_topic, segment_bytes, wait_until
 
 KEY_RE = re.compile(r"^\d{20}-\d{20}-e\d+\.parquet$")
 
@@ -40,15 +40,8 @@ def read_values(bootstrap, topic, n, timeout=60):
 
 
 def local_log_bytes(s, topic):
-    """Bytes of partition 0's local segments (one deleted while we look
-    counts as gone)."""
-    total = 0
-    for f in (Path(s.data_dir) / "logs" / f"{topic}-0").glob("*.log"):
-        try:
-            total += f.stat().st_size
-        except FileNotFoundError:
-            pass
-    return total
+    """Bytes of partition 0's local segments."""
+    return segment_bytes(Path(s.data_dir) / "logs" / f"{topic}-0")
 
 
 @pytest.fixture

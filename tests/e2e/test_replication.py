@@ -7,7 +7,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Etcd, broker_process, wait_until
+from conftest import Etcd, broker_process, segment_bytes, wait_until
 
 FAST = ["--set", "replica_lag_time_max_ms=3000"]
 
@@ -142,10 +142,6 @@ def test_sigterm_hands_leadership_over_before_exiting(tmp_path):
         assert [int(v) for _, v in got[0]] == list(range(5000)), f"leader {new} lacks records"
 
 
-def dir_bytes(path):
-    return sum(f.stat().st_size for f in path.glob("*.log")) if path.exists() else 0
-
-
 def test_reassignment_moves_a_replica_copying_only_the_hot_tail(tmp_path):
     from conftest import strata_cli
     shared = f"file://{tmp_path}/objects"
@@ -168,7 +164,7 @@ def test_reassignment_moves_a_replica_copying_only_the_hot_tail(tmp_path):
         newcomer = next(i for i in brokers if i not in replicas)
         leader_dir = tmp_path / f"broker-{old_leader}" / "logs" / "moves-0"
         # History goes cold and leaves the leader's disk.
-        wait_until(lambda: 0 < dir_bytes(leader_dir) < 600_000, timeout=60,
+        wait_until(lambda: 0 < segment_bytes(leader_dir) < 600_000, timeout=60,
                    what="offload to trim the leader's local log")
         keep = [r for r in replicas if r != old_leader]
         target = [newcomer, *keep]
@@ -183,7 +179,7 @@ def test_reassignment_moves_a_replica_copying_only_the_hot_tail(tmp_path):
         # The old leader dropped its copy; the newcomer holds only the hot tail.
         wait_until(lambda: not leader_dir.exists(), timeout=30, what="removed replica's files deleted")
         new_dir = tmp_path / f"broker-{newcomer}" / "logs" / "moves-0"
-        assert 0 < dir_bytes(new_dir) < 600_000, dir_bytes(new_dir)
+        assert 0 < segment_bytes(new_dir) < 600_000, segment_bytes(new_dir)
         got = read_all(bootstrap(brokers), "moves", 1)
         assert [v for _, v in got[0]] == [value] * 4000
         # Draining the new leader moves its replica (and leadership) to the
