@@ -8,7 +8,7 @@ use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::statistics::Statistics;
-use strata_record::{encode_batch_into, DecodedRecord, TimestampType};
+use strata_record::{encode_records_into, BatchFields, RecordRef, TimestampType};
 
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -40,6 +40,8 @@ struct Columns<'a> {
     key: &'a arrow_array::BinaryArray,
     value: &'a arrow_array::BinaryArray,
     headers: &'a arrow_array::ListArray,
+    header_key: &'a arrow_array::StringArray,
+    header_value: &'a arrow_array::BinaryArray,
     pid: &'a arrow_array::PrimitiveArray<Int64Type>,
     epoch: &'a arrow_array::PrimitiveArray<Int16Type>,
     seq: &'a arrow_array::PrimitiveArray<Int32Type>,
@@ -50,87 +52,129 @@ impl<'a> Columns<'a> {
         if rb.schema().fields() != segment_schema().fields() {
             return Err(ColdError::Schema(format!("{:?}", rb.schema())));
         }
+        let headers = rb.column(6).as_list::<i32>();
+        let header = headers.values().as_struct();
         Ok(Self {
             offset: rb.column(1).as_primitive::<Int64Type>(),
             ts: rb.column(2).as_primitive::<TimestampMillisecondType>(),
             ts_type: rb.column(3).as_primitive::<Int8Type>(),
             key: rb.column(4).as_binary::<i32>(),
             value: rb.column(5).as_binary::<i32>(),
-            headers: rb.column(6).as_list::<i32>(),
+            headers,
+            header_key: header.column(0).as_string::<i32>(),
+            header_value: header.column(1).as_binary::<i32>(),
             pid: rb.column(7).as_primitive::<Int64Type>(),
             epoch: rb.column(8).as_primitive::<Int16Type>(),
             seq: rb.column(9).as_primitive::<Int32Type>(),
         })
     }
 
-    fn record(&self, i: usize) -> DecodedRecord {
-        let headers = if self.headers.value_length(i) == 0 {
-            Vec::new()
-        } else {
-            let hs = self.headers.value(i);
-            let hs = hs.as_struct();
-            let hk = hs.column(0).as_string::<i32>();
-            let hv = hs.column(1).as_binary::<i32>();
-            (0..hs.len())
-                .map(|j| {
-                    let v = (!hv.is_null(j)).then(|| Bytes::copy_from_slice(hv.value(j)));
-                    (hk.value(j).to_string(), v)
-                })
-                .collect()
-        };
-        DecodedRecord {
-            offset: self.offset.value(i),
-            timestamp: self.ts.value(i),
+    /// Row `i`'s batch-level fields, with its own sequence as the base.
+    fn fields(&self, i: usize, leader_epoch: i32) -> BatchFields {
+        BatchFields {
             timestamp_type: if self.ts_type.value(i) == 1 {
                 TimestampType::LogAppendTime
             } else {
                 TimestampType::CreateTime
             },
-            key: (!self.key.is_null(i)).then(|| Bytes::copy_from_slice(self.key.value(i))),
-            value: (!self.value.is_null(i)).then(|| Bytes::copy_from_slice(self.value.value(i))),
-            headers,
             producer_id: self.pid.value(i),
             producer_epoch: self.epoch.value(i),
-            sequence: self.seq.value(i),
-            leader_epoch: -1,
+            base_sequence: self.seq.value(i),
+            leader_epoch,
         }
     }
+
+    /// Row `i`'s own fields, borrowed from the arrays (nothing is copied
+    /// until the batch is encoded).
+    fn record(&self, i: usize) -> RecordRef<'a> {
+        let hs = self.headers.value_offsets();
+        let (from, to) = (hs[i] as usize, hs[i + 1] as usize);
+        let headers = (from..to)
+            .map(|j| {
+                let v = (!self.header_value.is_null(j)).then(|| self.header_value.value(j));
+                (self.header_key.value(j).as_bytes(), v)
+            })
+            .collect();
+        RecordRef {
+            offset: self.offset.value(i),
+            timestamp: self.ts.value(i),
+            key: (!self.key.is_null(i)).then(|| self.key.value(i)),
+            value: (!self.value.is_null(i)).then(|| self.value.value(i)),
+            headers,
+        }
+    }
+}
+
+/// Whether a record (`next` at `next_offset`) can follow the previous one
+/// (`prev` at `prev_offset`) in a rebuilt batch: the batch-level fields
+/// agree and sequences, if any, run on with the offsets.
+fn continues(prev: &BatchFields, prev_offset: i64, next: &BatchFields, next_offset: i64) -> bool {
+    let (a, b) = (prev.base_sequence, next.base_sequence);
+    prev.producer_id == next.producer_id
+        && prev.producer_epoch == next.producer_epoch
+        && prev.timestamp_type == next.timestamp_type
+        && (a < 0) == (b < 0)
+        && (a < 0 || b == a.wrapping_add((next_offset - prev_offset) as i32))
 }
 
 /// Feeds one Arrow batch's rows at or past the wanted offset to the
 /// rebuilder; false once it has enough bytes.
+///
+/// Rebuilt batches borrow the Arrow arrays, so one never spans two Arrow
+/// batches: a run of records that would form one batch is cut where an
+/// Arrow batch ends. The rebuilder decides where runs end and when to stop
+/// across Arrow batches, so which records a read returns does not depend on
+/// how the reader happened to cut its Arrow batches (in memory and ranged
+/// reads cut them differently).
 fn push_rows(rb: &RecordBatch, out: &mut Rebuilder<'_>) -> Result<bool, ColdError> {
     let cols = Columns::new(rb)?;
+    let max_records = out.opts.batch_records.max(1);
+    let mut pending: Vec<RecordRef<'_>> = Vec::new();
+    // The fields of the first pending record (the batch's base).
+    let mut base: Option<BatchFields> = None;
     for i in 0..rb.num_rows() {
-        if cols.offset.value(i) < out.opts.from_offset {
+        let offset = cols.offset.value(i);
+        if offset < out.opts.from_offset {
             continue;
         }
-        if !out.push(cols.record(i)) {
-            return Ok(false);
+        let fields = cols.fields(i, out.leader_epoch);
+        let fits = out.prev.is_none_or(|(p, po)| {
+            continues(&p, po, &fields, offset) && out.run < max_records
+        });
+        if !fits {
+            if let Some(b) = base.take() {
+                out.emit(&b, &pending);
+            }
+            pending.clear();
+            out.run = 0;
+            if out.size >= out.opts.max_bytes {
+                return Ok(false);
+            }
         }
+        base.get_or_insert(fields);
+        out.prev = Some((fields, offset));
+        out.run += 1;
+        pending.push(cols.record(i));
+    }
+    if let Some(b) = base {
+        out.emit(&b, &pending);
     }
     Ok(true)
 }
 
-/// Whether two records can share a rebuilt batch (batch-level fields agree).
-fn same_batch(a: &DecodedRecord, b: &DecodedRecord) -> bool {
-    a.producer_id == b.producer_id
-        && a.producer_epoch == b.producer_epoch
-        && a.timestamp_type == b.timestamp_type
-        && (a.sequence < 0) == (b.sequence < 0)
-        && (a.sequence < 0 || b.sequence == a.sequence.wrapping_add((b.offset - a.offset) as i32))
-}
-
-/// Groups records into rebuilt batches until `max_bytes` is reached. The
-/// batches are written one after another into one buffer and split off it,
-/// so a caller can join them again without copying (`BytesMut::unsplit`).
+/// Collects rebuilt batches until `max_bytes` is reached. The batches are
+/// written one after another into one buffer and split off it, so a caller
+/// can join them again without copying (`BytesMut::unsplit`).
 struct Rebuilder<'a> {
     opts: &'a ReadOptions,
     leader_epoch: i32,
     buf: BytesMut,
     out: Vec<BytesMut>,
     size: usize,
-    pending: Vec<DecodedRecord>,
+    /// The last record taken (its fields and offset), and how many records
+    /// its run (the batch it would be in, across Arrow batches) has.
+    prev: Option<(BatchFields, i64)>,
+    run: usize,
 }
 
 /// Largest buffer reserved up front for one read's rebuilt batches.
@@ -144,39 +188,22 @@ impl<'a> Rebuilder<'a> {
             buf: BytesMut::with_capacity(opts.max_bytes.saturating_add(64 << 10).min(MAX_RESERVE)),
             out: Vec::new(),
             size: 0,
-            pending: Vec::new(),
+            prev: None,
+            run: 0,
         }
     }
 
-    fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            encode_batch_into(&self.pending, &mut self.buf);
+    /// Encodes one batch of `records` (possibly none) sharing `fields`.
+    fn emit(&mut self, fields: &BatchFields, records: &[RecordRef<'_>]) {
+        if !records.is_empty() {
+            encode_records_into(fields, records, &mut self.buf);
             let b = self.buf.split();
             self.size += b.len();
             self.out.push(b);
-            self.pending.clear();
         }
     }
 
-    /// Adds one record (at or past `from_offset`: [`push_rows`] skips the
-    /// rows before it); false once enough bytes are rebuilt.
-    fn push(&mut self, mut r: DecodedRecord) -> bool {
-        r.leader_epoch = self.leader_epoch;
-        let fits = self.pending.last().is_none_or(|p| {
-            same_batch(p, &r) && self.pending.len() < self.opts.batch_records.max(1)
-        });
-        if !fits {
-            self.flush();
-            if self.size >= self.opts.max_bytes {
-                return false;
-            }
-        }
-        self.pending.push(r);
-        true
-    }
-
-    fn finish(mut self) -> Vec<BytesMut> {
-        self.flush();
+    fn finish(self) -> Vec<BytesMut> {
         self.out
     }
 }

@@ -7,7 +7,7 @@
 //! repeated header keys survive a round trip.
 
 use crate::header::{layout, BatchHeader, Compression, TimestampType};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use thiserror::Error;
 
@@ -164,23 +164,58 @@ pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
     Ok(DecodedBatch { header: h, records })
 }
 
-fn put_varlong(out: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.extend_from_slice(&[(z as u8) | 0x80]);
-        z >>= 7;
-    }
-    out.extend_from_slice(&[z as u8]);
+/// Bytes a zigzag varlong of `v` takes.
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    // 7 bits per byte; 0 still takes one byte.
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_bytes(out: &mut BytesMut, b: Option<&[u8]>) {
+/// Bytes a nullable length-prefixed field takes.
+fn field_len(b: Option<&[u8]>) -> usize {
+    b.map_or(1, |b| varlong_len(b.len() as i64) + b.len())
+}
+
+pub(crate) fn put_varlong(out: &mut impl BufMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.put_u8(z as u8);
+}
+
+pub(crate) fn put_bytes(out: &mut impl BufMut, b: Option<&[u8]>) {
     match b {
         None => put_varlong(out, -1),
         Some(b) => {
             put_varlong(out, b.len() as i64);
-            out.extend_from_slice(b);
+            out.put_slice(b);
         }
     }
+}
+
+/// The fields a batch carries once for all its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchFields {
+    pub timestamp_type: TimestampType,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The first record's sequence; -1 when the batch has none.
+    pub base_sequence: i32,
+    pub leader_epoch: i32,
+}
+
+/// One record's own fields, borrowed (e.g. from Arrow arrays), so a batch
+/// can be encoded without copying each key and value into an owned record
+/// first.
+#[derive(Debug, Clone, Default)]
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
 }
 
 /// Encodes records (non-empty, offsets strictly increasing, all from one
@@ -198,60 +233,89 @@ pub fn encode_batch_into(records: &[DecodedRecord], b: &mut BytesMut) {
     let Some(first) = records.first() else {
         return;
     };
+    let fields = BatchFields {
+        timestamp_type: first.timestamp_type,
+        producer_id: first.producer_id,
+        producer_epoch: first.producer_epoch,
+        base_sequence: first.sequence,
+        leader_epoch: first.leader_epoch,
+    };
+    let refs: Vec<RecordRef<'_>> = records
+        .iter()
+        .map(|r| RecordRef {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                .collect(),
+        })
+        .collect();
+    encode_records_into(&fields, &refs, b);
+}
+
+/// Appends one uncompressed v2 batch of `records` (as in [`encode_batch`])
+/// with the batch-level `fields` to `b`. Each record is written straight
+/// into `b`: its length is computed first, so nothing is staged.
+pub fn encode_records_into(fields: &BatchFields, records: &[RecordRef<'_>], b: &mut BytesMut) {
+    let Some(first) = records.first() else {
+        return;
+    };
     let start = b.len();
     let base_offset = first.offset;
-    let base_ts = records
-        .iter()
-        .map(|r| r.timestamp)
-        .min()
-        .unwrap_or(first.timestamp);
-    let max_ts = records
-        .iter()
-        .map(|r| r.timestamp)
-        .max()
-        .unwrap_or(first.timestamp);
+    let (mut base_ts, mut max_ts) = (first.timestamp, first.timestamp);
+    let mut estimate = 0;
+    for r in records {
+        base_ts = base_ts.min(r.timestamp);
+        max_ts = max_ts.max(r.timestamp);
+        estimate += 24 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
+    }
     let last_delta = (records[records.len() - 1].offset - base_offset) as i32;
-    let attributes: i16 = match first.timestamp_type {
+    let attributes: i16 = match fields.timestamp_type {
         TimestampType::CreateTime => 0,
         TimestampType::LogAppendTime => 0x08,
     };
-    let estimate: usize = records
-        .iter()
-        .map(|r| {
-            24 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
-        })
-        .sum();
     b.reserve(layout::HEADER_SIZE + estimate);
-    b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
-    b.extend_from_slice(&first.leader_epoch.to_be_bytes());
-    b.extend_from_slice(&[2u8]);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&attributes.to_be_bytes());
-    b.extend_from_slice(&last_delta.to_be_bytes());
-    b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&first.producer_id.to_be_bytes());
-    b.extend_from_slice(&first.producer_epoch.to_be_bytes());
-    b.extend_from_slice(&first.sequence.to_be_bytes());
-    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    // Each record is built in one reused scratch buffer (its length prefix
-    // comes first), then appended: no allocation per record.
-    let mut rec = BytesMut::new();
+    b.put_i64(base_offset);
+    b.put_i32(0); // batch length, set below
+    b.put_i32(fields.leader_epoch);
+    b.put_u8(2);
+    b.put_u32(0); // CRC, set below
+    b.put_i16(attributes);
+    b.put_i32(last_delta);
+    b.put_i64(base_ts);
+    b.put_i64(max_ts);
+    b.put_i64(fields.producer_id);
+    b.put_i16(fields.producer_epoch);
+    b.put_i32(fields.base_sequence);
+    b.put_i32(records.len() as i32);
     for r in records {
-        rec.clear();
-        rec.extend_from_slice(&[0u8]);
-        put_varlong(&mut rec, r.timestamp - base_ts);
-        put_varlong(&mut rec, r.offset - base_offset);
-        put_bytes(&mut rec, r.key.as_deref());
-        put_bytes(&mut rec, r.value.as_deref());
-        put_varlong(&mut rec, r.headers.len() as i64);
+        let ts_delta = r.timestamp - base_ts;
+        let offset_delta = r.offset - base_offset;
+        let len = 1
+            + varlong_len(ts_delta)
+            + varlong_len(offset_delta)
+            + field_len(r.key)
+            + field_len(r.value)
+            + varlong_len(r.headers.len() as i64)
+            + r.headers
+                .iter()
+                .map(|(k, v)| field_len(Some(k)) + field_len(*v))
+                .sum::<usize>();
+        put_varlong(b, len as i64);
+        b.put_u8(0); // record attributes
+        put_varlong(b, ts_delta);
+        put_varlong(b, offset_delta);
+        put_bytes(b, r.key);
+        put_bytes(b, r.value);
+        put_varlong(b, r.headers.len() as i64);
         for (k, v) in &r.headers {
-            put_bytes(&mut rec, Some(k.as_bytes()));
-            put_bytes(&mut rec, v.as_deref());
+            put_bytes(b, Some(k));
+            put_bytes(b, *v);
         }
-        put_varlong(b, rec.len() as i64);
-        b.extend_from_slice(&rec);
     }
     let batch = &mut b[start..];
     let batch_length = (batch.len() - layout::LOG_OVERHEAD) as i32;

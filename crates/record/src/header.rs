@@ -1,6 +1,7 @@
 //! Batch header layout, validation and in-place rewriting.
 
 use bytes::{Buf, BytesMut};
+use crate::codec::{put_bytes, put_varlong};
 use thiserror::Error;
 
 /// Byte offsets of the v2 batch header fields.
@@ -480,25 +481,6 @@ pub fn build_batch_with(
     b.extend_from_slice(&body);
     store_crc(&mut b);
     b
-}
-
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        None => put_varlong(out, -1),
-        Some(b) => {
-            put_varlong(out, b.len() as i64);
-            out.extend_from_slice(b);
-        }
-    }
 }
 
 #[cfg(test)]
