@@ -6,7 +6,8 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use strata_cold::{read_batches, write_segment, ReadOptions, WriteOptions};
+use strata_cold::{read_batches, write_segment, ColdCursor, ReadOptions, WriteOptions};
+use strata_record::BatchHeader;
 use strata_record::{assign_offset_and_epoch, sample_batch};
 
 /// A sealed segment of ~`bytes` bytes: batches of `records` records of
@@ -21,6 +22,14 @@ fn segment(bytes: usize, records: usize, value: usize) -> (Bytes, i64) {
         next += records as i64;
     }
     (out.freeze(), next)
+}
+
+/// The last offset in rebuilt batches (each buffer one batch).
+fn last_offset(batches: &[BytesMut]) -> i64 {
+    batches
+        .last()
+        .map(|b| BatchHeader::parse(b).unwrap().last_offset())
+        .unwrap()
 }
 
 const SHAPES: [(&str, usize, usize); 2] = [("100B", 160, 100), ("1KiB", 16, 1024)];
@@ -58,9 +67,43 @@ fn decode(c: &mut Criterion) {
             max_bytes: 1 << 20,
             ..ReadOptions::default()
         };
+        let tiny = ReadOptions {
+            from_offset: end / 2,
+            max_bytes: 1,
+            ..ReadOptions::default()
+        };
+        g.bench_function(format!("fetch_one_batch_from_middle/{name}"), |b| {
+            b.iter(|| read_batches(black_box(&file), &tiny, 1).unwrap())
+        });
         g.throughput(Throughput::Bytes(1 << 20));
         g.bench_function(format!("fetch_1MiB_from_middle/{name}"), |b| {
             b.iter(|| read_batches(black_box(&file), &mid, 1).unwrap())
+        });
+        // A consumer reading the whole file in 1 MiB fetches: each fetch a
+        // fresh read from the next offset, or continued on one cursor (what
+        // the broker does for a consumer that asks for the next offset).
+        g.throughput(Throughput::Bytes(seg.len() as u64));
+        g.bench_function(format!("sequential_1MiB_fetches_fresh/{name}"), |b| {
+            b.iter(|| {
+                let mut from = 0;
+                while from < end {
+                    let o = ReadOptions {
+                        from_offset: from,
+                        max_bytes: 1 << 20,
+                        ..ReadOptions::default()
+                    };
+                    let got = read_batches(black_box(&file), &o, 1).unwrap();
+                    from = last_offset(&got) + 1;
+                }
+            })
+        });
+        g.bench_function(format!("sequential_1MiB_fetches_cursor/{name}"), |b| {
+            b.iter(|| {
+                let mut c = ColdCursor::open(black_box(file.clone()), 0, 1).unwrap();
+                while c.next_offset() < end {
+                    c.read_blocking(1 << 20, 1000).unwrap();
+                }
+            })
         });
     }
     g.finish();

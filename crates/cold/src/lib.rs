@@ -11,11 +11,13 @@
 //!   timestamps and their type, keys, values (null kept), headers (order,
 //!   repeated keys and null values kept), producer id, epoch and sequence.
 
+mod cursor;
 mod key;
 mod read;
 mod schema;
 mod write;
 
+pub use cursor::ColdCursor;
 pub use key::object_key;
 pub use read::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
 pub use schema::{segment_schema, FORMAT_VERSION};

@@ -1,6 +1,7 @@
 //! Parquet → record batches, for Kafka consumers reading the cold tier.
 
 use crate::schema::segment_schema;
+use crate::ColdCursor;
 use crate::ColdError;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType};
@@ -8,7 +9,7 @@ use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::statistics::Statistics;
-use strata_record::{encode_records_into, BatchFields, RecordRef, TimestampType};
+use strata_record::{encode_records_into, layout, BatchFields, RecordRef, TimestampType};
 
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -117,8 +118,9 @@ fn continues(prev: &BatchFields, prev_offset: i64, next: &BatchFields, next_offs
         && (a < 0 || b == a.wrapping_add((next_offset - prev_offset) as i32))
 }
 
-/// Feeds one Arrow batch's rows at or past the wanted offset to the
-/// rebuilder; false once it has enough bytes.
+/// Feeds one Arrow batch's rows from row `start` (those at or past the
+/// wanted offset) to the rebuilder. Returns the row it stopped at, not
+/// taken, once it has enough bytes; None when every row was taken.
 ///
 /// Rebuilt batches borrow the Arrow arrays, so one never spans two Arrow
 /// batches: a run of records that would form one batch is cut where an
@@ -126,68 +128,92 @@ fn continues(prev: &BatchFields, prev_offset: i64, next: &BatchFields, next_offs
 /// across Arrow batches, so which records a read returns does not depend on
 /// how the reader happened to cut its Arrow batches (in memory and ranged
 /// reads cut them differently).
-fn push_rows(rb: &RecordBatch, out: &mut Rebuilder<'_>) -> Result<bool, ColdError> {
+pub(crate) fn push_rows(
+    rb: &RecordBatch,
+    start: usize,
+    out: &mut Rebuilder<'_>,
+) -> Result<Option<usize>, ColdError> {
     let cols = Columns::new(rb)?;
     let max_records = out.opts.batch_records.max(1);
     let mut pending: Vec<RecordRef<'_>> = Vec::new();
     // The fields of the first pending record (the batch's base).
     let mut base: Option<BatchFields> = None;
-    for i in 0..rb.num_rows() {
+    for i in start..rb.num_rows() {
         let offset = cols.offset.value(i);
         if offset < out.opts.from_offset {
             continue;
         }
         let fields = cols.fields(i, out.leader_epoch);
-        let fits = out.prev.is_none_or(|(p, po)| {
-            continues(&p, po, &fields, offset) && out.run < max_records
-        });
+        let fits = out
+            .prev
+            .is_none_or(|(p, po)| continues(&p, po, &fields, offset) && out.run < max_records);
         if !fits {
             if let Some(b) = base.take() {
                 out.emit(&b, &pending);
             }
             pending.clear();
             out.run = 0;
-            if out.size >= out.opts.max_bytes {
-                return Ok(false);
+            if out.taken >= out.opts.max_bytes {
+                return Ok(Some(i));
             }
         }
         base.get_or_insert(fields);
         out.prev = Some((fields, offset));
+        if out.run == 0 {
+            out.taken += layout::HEADER_SIZE;
+        }
         out.run += 1;
-        pending.push(cols.record(i));
+        let r = cols.record(i);
+        out.taken += encoded_estimate(&r);
+        pending.push(r);
     }
     if let Some(b) = base {
         out.emit(&b, &pending);
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// Collects rebuilt batches until `max_bytes` is reached. The batches are
 /// written one after another into one buffer and split off it, so a caller
 /// can join them again without copying (`BytesMut::unsplit`).
-struct Rebuilder<'a> {
+pub(crate) struct Rebuilder<'a> {
     opts: &'a ReadOptions,
     leader_epoch: i32,
     buf: BytesMut,
     out: Vec<BytesMut>,
-    size: usize,
+    /// Bytes taken so far, by an estimate that depends only on the records
+    /// and where runs begin (not on where Arrow batches cut runs), so the
+    /// records a read returns do not either.
+    taken: usize,
     /// The last record taken (its fields and offset), and how many records
     /// its run (the batch it would be in, across Arrow batches) has.
     prev: Option<(BatchFields, i64)>,
     run: usize,
 }
 
+/// About what a record takes in a batch: its fields plus a few bytes of
+/// lengths, deltas and attributes.
+fn encoded_estimate(r: &RecordRef<'_>) -> usize {
+    let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+    8 + len(r.key)
+        + len(r.value)
+        + r.headers
+            .iter()
+            .map(|(k, v)| 2 + k.len() + len(*v))
+            .sum::<usize>()
+}
+
 /// Largest buffer reserved up front for one read's rebuilt batches.
 const MAX_RESERVE: usize = 2 << 20;
 
 impl<'a> Rebuilder<'a> {
-    fn new(opts: &'a ReadOptions, leader_epoch: i32) -> Self {
+    pub(crate) fn new(opts: &'a ReadOptions, leader_epoch: i32) -> Self {
         Self {
             opts,
             leader_epoch,
             buf: BytesMut::with_capacity(opts.max_bytes.saturating_add(64 << 10).min(MAX_RESERVE)),
             out: Vec::new(),
-            size: 0,
+            taken: 0,
             prev: None,
             run: 0,
         }
@@ -198,18 +224,22 @@ impl<'a> Rebuilder<'a> {
         if !records.is_empty() {
             encode_records_into(fields, records, &mut self.buf);
             let b = self.buf.split();
-            self.size += b.len();
             self.out.push(b);
         }
     }
 
-    fn finish(self) -> Vec<BytesMut> {
-        self.out
+    /// The batches, and the offset after the last record taken (None if
+    /// nothing was).
+    pub(crate) fn finish(self) -> (Vec<BytesMut>, Option<i64>) {
+        (self.out, self.prev.map(|(_, o)| o + 1))
     }
 }
 
 /// Row groups whose offsets can reach `from_offset` (by their statistics).
-fn row_groups_from(md: &parquet::file::metadata::ParquetMetaData, from_offset: i64) -> Vec<usize> {
+pub(crate) fn row_groups_from(
+    md: &parquet::file::metadata::ParquetMetaData,
+    from_offset: i64,
+) -> Vec<usize> {
     md.row_groups()
         .iter()
         .enumerate()
@@ -229,27 +259,12 @@ pub fn read_batches(
     opts: &ReadOptions,
     leader_epoch: i32,
 ) -> Result<Vec<BytesMut>, ColdError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file.clone())?;
-    let groups = row_groups_from(builder.metadata(), opts.from_offset);
-    let reader = builder
-        .with_row_groups(groups)
-        .with_batch_size(8192)
-        .build()?;
-    let mut rb_out = Rebuilder::new(opts, leader_epoch);
-    for rb in reader {
-        if !push_rows(&rb?, &mut rb_out)? {
-            break;
-        }
-    }
-    Ok(rb_out.finish())
+    ColdCursor::open(file.clone(), opts.from_offset, leader_epoch)?
+        .read_blocking(opts.max_bytes, opts.batch_records)
 }
 
 /// Like [`read_batches`], but range-reads the object: the footer, then only
 /// the column chunks of the row groups that can hold `from_offset` onward.
-// `ParquetObjectReader` is deprecated in parquet 60 in favour of a
-// hand-written `AsyncFileReader`; it still does exactly the range reads we
-// need. Replacing it is a follow-up.
-#[allow(deprecated)]
 pub async fn read_batches_ranged(
     store: std::sync::Arc<dyn object_store::ObjectStore>,
     key: &str,
@@ -257,23 +272,10 @@ pub async fn read_batches_ranged(
     opts: &ReadOptions,
     leader_epoch: i32,
 ) -> Result<Vec<BytesMut>, ColdError> {
-    use futures::StreamExt;
-    use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-    let reader =
-        ParquetObjectReader::new(store, object_store::path::Path::from(key)).with_file_size(size);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-    let groups = row_groups_from(builder.metadata(), opts.from_offset);
-    let mut stream = builder
-        .with_row_groups(groups)
-        .with_batch_size(8192)
-        .build()?;
-    let mut rb_out = Rebuilder::new(opts, leader_epoch);
-    while let Some(rb) = stream.next().await {
-        if !push_rows(&rb?, &mut rb_out)? {
-            break;
-        }
-    }
-    Ok(rb_out.finish())
+    ColdCursor::open_ranged(store, key, size, opts.from_offset, leader_epoch)
+        .await?
+        .read(opts.max_bytes, opts.batch_records)
+        .await
 }
 
 /// The first record (in offset order) with a timestamp `>= ts`, reading

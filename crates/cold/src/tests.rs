@@ -10,7 +10,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use proptest::prelude::*;
 use strata_record::{decode_batch, encode_batch, BatchIter, DecodedRecord, TimestampType};
 
-fn all_records(batches: &[BytesMut]) -> Vec<DecodedRecord> {
+pub(crate) fn all_records(batches: &[BytesMut]) -> Vec<DecodedRecord> {
     let mut out = Vec::new();
     for b in batches {
         let b = b.clone().freeze();
@@ -25,7 +25,7 @@ fn all_records(batches: &[BytesMut]) -> Vec<DecodedRecord> {
     out
 }
 
-fn kafka_batch(base: i64, n: i64, c: Compression, ts_type: KTs) -> Bytes {
+pub(crate) fn kafka_batch(base: i64, n: i64, c: Compression, ts_type: KTs) -> Bytes {
     let recs: Vec<Record> = (0..n)
         .map(|i| {
             let mut headers = IndexMap::new();
@@ -64,7 +64,7 @@ fn kafka_batch(base: i64, n: i64, c: Compression, ts_type: KTs) -> Bytes {
     buf.freeze()
 }
 
-fn segment_of(batches: &[Bytes]) -> Bytes {
+pub(crate) fn segment_of(batches: &[Bytes]) -> Bytes {
     let mut s = BytesMut::new();
     for b in batches {
         s.extend_from_slice(b);

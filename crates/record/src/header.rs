@@ -1,7 +1,7 @@
 //! Batch header layout, validation and in-place rewriting.
 
-use bytes::{Buf, BytesMut};
 use crate::codec::{put_bytes, put_varlong};
+use bytes::{Buf, BytesMut};
 use thiserror::Error;
 
 /// Byte offsets of the v2 batch header fields.

@@ -1,0 +1,112 @@
+use super::*;
+use crate::tests::{all_records, kafka_batch, segment_of};
+use crate::{read_batches, write_segment, WriteOptions};
+use kafka_protocol::records::{Compression, TimestampType as KTs};
+use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStoreExt};
+use std::sync::Arc;
+
+/// 20 batches of 37 records with a gap of 3 offsets between batches, in
+/// row groups of 100 rows (so reads stop inside Arrow batches and row
+/// groups, and ranged reads get one Arrow batch per row group).
+fn file() -> Bytes {
+    let batches: Vec<Bytes> = (0..20)
+        .map(|i| kafka_batch(i * 40, 37, Compression::None, KTs::Creation))
+        .collect();
+    let mut opts = WriteOptions::new("t", 0, 1);
+    opts.row_group_rows = 100;
+    write_segment(&segment_of(&batches), &opts).unwrap().bytes
+}
+
+/// Records per rebuilt batch: small, so reads stop every few batches.
+const BATCH_RECORDS: usize = 10;
+
+/// Reads `cursor` to its end, checking each read against a fresh read from
+/// the same offset; returns every record's offset.
+async fn drain(mut cursor: ColdCursor, file: &Bytes, max_bytes: usize) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    for _ in 0..10_000 {
+        let from = cursor.next_offset();
+        let got = all_records(&cursor.read(max_bytes, BATCH_RECORDS).await.unwrap());
+        if got.is_empty() {
+            assert!(cursor.is_exhausted());
+            return offsets;
+        }
+        let fresh = ReadOptions {
+            from_offset: from,
+            max_bytes,
+            batch_records: BATCH_RECORDS,
+        };
+        let want = all_records(&read_batches(file, &fresh, 1).unwrap());
+        let span = |v: &[strata_record::DecodedRecord]| {
+            (
+                v.len(),
+                v.first().map(|r| r.offset),
+                v.last().map(|r| r.offset),
+            )
+        };
+        assert_eq!(
+            span(&got),
+            span(&want),
+            "read from {from} with {max_bytes} bytes"
+        );
+        assert!(
+            got == want,
+            "read from {from} with {max_bytes} bytes differs"
+        );
+        assert_eq!(cursor.next_offset(), got[got.len() - 1].offset + 1);
+        offsets.extend(got.iter().map(|r| r.offset));
+    }
+    panic!("cursor did not end");
+}
+
+#[tokio::test]
+async fn continued_reads_equal_fresh_reads_in_memory_and_ranged() {
+    let file = file();
+    let store = Arc::new(InMemory::new());
+    store
+        .put(&ObjectPath::from("k.parquet"), file.clone().into())
+        .await
+        .unwrap();
+    let size = file.len() as u64;
+    let whole = |from: i64| {
+        let o = ReadOptions {
+            from_offset: from,
+            ..ReadOptions::default()
+        };
+        all_records(&read_batches(&file, &o, 1).unwrap())
+            .iter()
+            .map(|r| r.offset)
+            .collect::<Vec<_>>()
+    };
+    // From the start, from inside a batch, and from inside a gap.
+    for from in [0, 371, 38] {
+        for max_bytes in [1, 700, 5000, 1 << 20] {
+            // (1 MiB takes everything in one read; 1 byte one batch a read.)
+            let mem = ColdCursor::open(file.clone(), from, 1).unwrap();
+            assert!(mem.in_memory());
+            assert_eq!(drain(mem, &file, max_bytes).await, whole(from));
+            let ranged = ColdCursor::open_ranged(store.clone(), "k.parquet", size, from, 1)
+                .await
+                .unwrap();
+            assert!(!ranged.in_memory());
+            assert_eq!(drain(ranged, &file, max_bytes).await, whole(from));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_ranged_cursor_is_not_read_blocking() {
+    let file = file();
+    let store = Arc::new(InMemory::new());
+    store
+        .put(&ObjectPath::from("k.parquet"), file.clone().into())
+        .await
+        .unwrap();
+    let mut c = ColdCursor::open_ranged(store, "k.parquet", file.len() as u64, 0, 1)
+        .await
+        .unwrap();
+    assert!(c.read_blocking(1000, 1000).is_err());
+    // The in-memory one is.
+    let mut m = ColdCursor::open(file, 0, 1).unwrap();
+    assert_eq!(all_records(&m.read_blocking(1, 1000).unwrap())[0].offset, 0);
+}
