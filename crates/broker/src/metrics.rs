@@ -18,6 +18,8 @@ pub struct Metrics {
     pub offloaded_segments: AtomicU64,
     pub offload_errors: AtomicU64,
     pub cold_reads: AtomicU64,
+    /// Cold reads that went on from a kept cursor (see `cold::cursors`).
+    pub cold_reads_continued: AtomicU64,
 }
 
 impl Metrics {

@@ -542,3 +542,75 @@ async fn acks_all_needs_min_insync_replicas_and_epochs_are_tracked() {
     ));
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
+    use object_store::memory::InMemory;
+    use std::sync::atomic::Ordering;
+    use strata_meta::MemStore;
+    use strata_record::BatchIter;
+    // Files kept in the cold cache (read in memory), then none (ranged reads).
+    for cache in [1 << 20, 0] {
+        let d = tempfile::tempdir().unwrap();
+        let b = BrokerBuilder::new(d.path().join("data"))
+            .metadata_store(Arc::new(MemStore::new()))
+            .cold_tier(Arc::new(InMemory::new()), "lake", cache)
+            .build()
+            .await
+            .unwrap();
+        let configs = [("segment.bytes", "65536"), ("local.retention.bytes", "1")];
+        b.create_topic(topic("t", 1, &configs), false)
+            .await
+            .unwrap();
+        for i in 0..300 {
+            b.produce("t", 0, &batch(20, b.now_ms() + i), Acks::All)
+                .await
+                .unwrap();
+        }
+        for _ in 0..10 {
+            if b.offload_once().await == 0 {
+                break;
+            }
+        }
+        b.housekeeping(true).await;
+        let local_start = b.partition("t", 0).unwrap().log_start_offset();
+        assert!(
+            local_start > 2_000,
+            "a few thousand records only in the cold tier"
+        );
+        let earliest = b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0;
+        assert_eq!(earliest, 0, "cold keeps them (local start {local_start})");
+        // Fetches of at most one rebuilt batch (1000 records) each: several
+        // per cold file, each asking for the offset after the last.
+        let mut next = 0;
+        for _ in 0..1_000 {
+            if next >= local_start {
+                break;
+            }
+            let spec = [FetchSpec {
+                topic: "t".into(),
+                partition: 0,
+                offset: next,
+                max_bytes: 1,
+                current_leader_epoch: None,
+                isolation: Default::default(),
+            }];
+            let r = b.fetch(&spec, Duration::from_millis(0), 1, 1).await;
+            let data = r.into_iter().next().unwrap().unwrap().data;
+            let mut it = BatchIter::verifying(&data);
+            for (_, h) in it.by_ref() {
+                assert_eq!(
+                    h.base_offset, next,
+                    "records follow on with no gap or repeat"
+                );
+                next = h.last_offset() + 1;
+            }
+            assert!(it.stop_reason().is_none());
+        }
+        assert!(next >= local_start, "read through the cold tier");
+        assert!(
+            b.metrics.cold_reads_continued.load(Ordering::Relaxed) > 0,
+            "fetches went on from kept readers (cache {cache})"
+        );
+    }
+}

@@ -139,6 +139,13 @@ pub fn render(b: &Broker) -> String {
     );
     counter(
         &mut out,
+        "strata_cold_reads_continued_total",
+        "Cold fetches that continued a kept reader (the consumer asked for the next offset).",
+        "counter",
+        g(&m.cold_reads_continued),
+    );
+    counter(
+        &mut out,
         "strata_offload_backlog_segments",
         "Sealed local segments not yet in the cold tier.",
         "gauge",

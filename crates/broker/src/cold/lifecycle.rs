@@ -58,7 +58,7 @@ impl Broker {
             {
                 tracing::warn!(key = %e.object_key, error = %err, "cannot delete an expired cold segment; the GC will");
             }
-            cold.cache.invalidate(&e.object_key);
+            cold.forget(&e.object_key);
             total -= e.bytes as i64;
             removed += 1;
             tracing::info!(partition = %p.name(), key = %e.object_key, "retention deleted cold segment");
@@ -80,7 +80,7 @@ impl Broker {
             if let Err(e) = cold.store.delete(&ObjectPath::from(key.as_str())).await {
                 tracing::warn!(key, error = %e, "cannot delete an object of a deleted topic");
             }
-            cold.cache.invalidate(&key);
+            cold.forget(&key);
         }
     }
 
@@ -233,7 +233,7 @@ impl Broker {
                 {
                     tracing::warn!(key = %e.object_key, error = %err, "cannot delete a deleted-records object; the GC will");
                 }
-                cold.cache.invalidate(&e.object_key);
+                cold.forget(&e.object_key);
             }
         }
         p.delete_below(target, self.clock.now_ms())?;

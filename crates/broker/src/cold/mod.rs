@@ -16,6 +16,7 @@
 //!   round), so memory stays bounded by about one segment and its Parquet
 //!   file.
 
+mod cursors;
 mod lifecycle;
 mod listing;
 mod offload;
@@ -36,6 +37,8 @@ pub struct ColdTier {
     pub(crate) prefix: String,
     /// Whole objects by key, bounded by bytes.
     pub(crate) cache: moka::sync::Cache<String, Bytes>,
+    /// Readers kept between a consumer's fetches.
+    pub(crate) cursors: cursors::Cursors,
 }
 
 impl ColdTier {
@@ -47,7 +50,14 @@ impl ColdTier {
                 .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
                 .max_capacity(cache_bytes)
                 .build(),
+            cursors: cursors::Cursors::default(),
         }
+    }
+
+    /// Drops what is kept in memory of object `key` (it is being deleted).
+    pub(crate) fn forget(&self, key: &str) {
+        self.cache.invalidate(key);
+        self.cursors.forget(key);
     }
 
     pub(crate) async fn object(&self, key: &str) -> Result<Bytes, BrokerError> {

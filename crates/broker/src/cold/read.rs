@@ -4,7 +4,7 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use bytes::{Bytes, BytesMut};
-use strata_cold::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
+use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions};
 
 /// Consecutive empty cold files one fetch skips before giving up.
 const MAX_EMPTY_FILES: usize = 64;
@@ -50,6 +50,9 @@ impl Broker {
         )))
     }
 
+    /// Reads `entry` from `offset`: on the reader the previous fetch left
+    /// at exactly that offset if one is kept, else on a new one (over the
+    /// cached file, or range-reading the object).
     async fn cold_read_entry(
         &self,
         cold: &super::ColdTier,
@@ -57,35 +60,65 @@ impl Broker {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Bytes, BrokerError> {
-        let opts = ReadOptions {
-            from_offset: offset,
-            max_bytes,
-            ..ReadOptions::default()
+        let key = entry.object_key.as_str();
+        let failed = |e: strata_cold::ColdError| {
+            BrokerError::Storage(format!("cannot read cold segment {key}: {e}"))
         };
-        let epoch = entry.epoch;
-        let batches = match cold.cache.get(&entry.object_key) {
-            // Cached (e.g. just offloaded): decode from memory.
-            Some(bytes) => tokio::task::spawn_blocking(move || read_batches(&bytes, &opts, epoch))
-                .await
-                .map_err(|e| BrokerError::Storage(format!("cold read task failed: {e}")))?,
-            // Otherwise range-read only the footer and the row groups needed.
-            None => {
-                read_batches_ranged(
+        let batch_records = ReadOptions::default().batch_records;
+        let kept = cold.cursors.take(key, offset);
+        if kept.is_some() {
+            self.metrics
+                .cold_reads_continued
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let file = match &kept {
+            Some(_) => None,
+            None => cold.cache.get(key),
+        };
+        let (cursor, batches) = match (kept, file) {
+            // A ranged reader waits on the store: read on this task.
+            (Some(mut c), _) if !c.in_memory() => {
+                let r = c.read(max_bytes, batch_records).await;
+                (c, r)
+            }
+            (None, None) => {
+                let mut c = ColdCursor::open_ranged(
                     cold.store.clone(),
-                    &entry.object_key,
+                    key,
                     entry.bytes,
-                    &opts,
-                    epoch,
+                    offset,
+                    entry.epoch,
                 )
                 .await
+                .map_err(failed)?;
+                let r = c.read(max_bytes, batch_records).await;
+                (c, r)
             }
+            // A file in memory is CPU work only: off the async workers.
+            (kept, file) => {
+                let epoch = entry.epoch;
+                tokio::task::spawn_blocking(move || {
+                    let mut c = match (kept, file) {
+                        (Some(c), _) => c,
+                        (None, Some(bytes)) => ColdCursor::open(bytes, offset, epoch)?,
+                        // Read ranged above; an error rather than a panic.
+                        (None, None) => {
+                            return Err(strata_cold::ColdError::Io("no reader and no file".into()))
+                        }
+                    };
+                    let r = c.read_blocking(max_bytes, batch_records);
+                    Ok((c, r))
+                })
+                .await
+                .map_err(|e| BrokerError::Storage(format!("cold read task failed: {e}")))?
+                .map_err(failed)?
+            }
+        };
+        let batches = batches.map_err(failed)?;
+        // Kept for the next fetch unless nothing of this file is left.
+        if !cursor.is_exhausted() && cursor.next_offset() <= entry.last_offset {
+            cold.cursors.put(key, cursor);
         }
-        .map_err(|e| {
-            BrokerError::Storage(format!(
-                "cannot read cold segment {}: {e}",
-                entry.object_key
-            ))
-        })?;
         // The batches were split off one buffer: joining them is free.
         let mut out = BytesMut::new();
         for b in batches {
