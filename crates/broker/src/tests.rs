@@ -580,10 +580,12 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
         );
         let earliest = b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0;
         assert_eq!(earliest, 0, "cold keeps them (local start {local_start})");
-        // Fetches of at most one rebuilt batch (1000 records) each: several
-        // per cold file, each asking for the offset after the last.
+        // Fetches of one rebuilt batch (1000 records) or a little more:
+        // several per cold file, each asking for the offset after the last.
+        // A fetch smaller than the one before cannot take what was read
+        // ahead for it, and reads afresh.
         let mut next = 0;
-        for _ in 0..1_000 {
+        for max_bytes in [1, 30_000, 1].into_iter().cycle().take(1_000) {
             if next >= local_start {
                 break;
             }
@@ -591,11 +593,11 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
                 topic: "t".into(),
                 partition: 0,
                 offset: next,
-                max_bytes: 1,
+                max_bytes,
                 current_leader_epoch: None,
                 isolation: Default::default(),
             }];
-            let r = b.fetch(&spec, Duration::from_millis(0), 1, 1).await;
+            let r = b.fetch(&spec, Duration::from_millis(0), 1, max_bytes).await;
             let data = r.into_iter().next().unwrap().unwrap().data;
             let mut it = BatchIter::verifying(&data);
             for (_, h) in it.by_ref() {

@@ -90,12 +90,16 @@ impl<'a> Columns<'a> {
     fn record(&self, i: usize) -> RecordRef<'a> {
         let hs = self.headers.value_offsets();
         let (from, to) = (hs[i] as usize, hs[i + 1] as usize);
-        let headers = (from..to)
-            .map(|j| {
-                let v = (!self.header_value.is_null(j)).then(|| self.header_value.value(j));
-                (self.header_key.value(j).as_bytes(), v)
-            })
-            .collect();
+        let headers = if from == to {
+            Vec::new()
+        } else {
+            (from..to)
+                .map(|j| {
+                    let v = (!self.header_value.is_null(j)).then(|| self.header_value.value(j));
+                    (self.header_key.value(j).as_bytes(), v)
+                })
+                .collect()
+        };
         RecordRef {
             offset: self.offset.value(i),
             timestamp: self.ts.value(i),

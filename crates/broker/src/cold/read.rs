@@ -1,10 +1,16 @@
 //! Cold reads: Fetch and ListOffsets below the local log.
 
+use super::cursors::{spawn_read, Kept};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use bytes::{Bytes, BytesMut};
 use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions};
+
+/// Fetches of up to this many bytes (per partition) have the next chunk
+/// read ahead; with at most `cursors::MAX_CURSORS` kept that bounds the
+/// memory read ahead (Kafka consumers ask for 1 MiB by default).
+pub(crate) const READ_AHEAD_MAX: usize = 2 << 20;
 
 /// Consecutive empty cold files one fetch skips before giving up.
 const MAX_EMPTY_FILES: usize = 64;
@@ -50,9 +56,12 @@ impl Broker {
         )))
     }
 
-    /// Reads `entry` from `offset`: on the reader the previous fetch left
-    /// at exactly that offset if one is kept, else on a new one (over the
-    /// cached file, or range-reading the object).
+    /// Reads `entry` from `offset`. A consumer reading the cold tier asks
+    /// for the offset after its last fetch, so the reader is kept between
+    /// fetches and, for fetches of up to [`READ_AHEAD_MAX`] bytes, already
+    /// reads the next chunk while this one is on its way to the consumer
+    /// (see `cursors`). Otherwise a new reader is opened, over the cached
+    /// file or range-reading the object.
     async fn cold_read_entry(
         &self,
         cold: &super::ColdTier,
@@ -64,60 +73,57 @@ impl Broker {
         let failed = |e: strata_cold::ColdError| {
             BrokerError::Storage(format!("cannot read cold segment {key}: {e}"))
         };
+        let joined = |e: tokio::task::JoinError| {
+            BrokerError::Storage(format!("cold read of {key} failed: {e}"))
+        };
         let batch_records = ReadOptions::default().batch_records;
-        let kept = cold.cursors.take(key, offset);
-        if kept.is_some() {
-            self.metrics
-                .cold_reads_continued
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let file = match &kept {
-            Some(_) => None,
-            None => cold.cache.get(key),
+        let continued = match cold.cursors.take(key, offset) {
+            Some(Kept::Idle(c)) => Some(spawn_read(c, max_bytes, batch_records).await),
+            Some(Kept::Reading { read, max_bytes: m }) if m <= max_bytes => Some(read.await),
+            // A read-ahead of more than this fetch may take: dropped.
+            Some(Kept::Reading { .. }) | None => None,
         };
-        let (cursor, batches) = match (kept, file) {
-            // A ranged reader waits on the store: read on this task.
-            (Some(mut c), _) if !c.in_memory() => {
-                let r = c.read(max_bytes, batch_records).await;
-                (c, r)
+        let (cursor, batches) = match continued {
+            Some(Ok((c, Ok(batches)))) => {
+                self.metrics
+                    .cold_reads_continued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (c, batches)
             }
-            (None, None) => {
-                let mut c = ColdCursor::open_ranged(
-                    cold.store.clone(),
-                    key,
-                    entry.bytes,
-                    offset,
-                    entry.epoch,
-                )
-                .await
+            // None kept, or its read failed: read afresh (once).
+            _ => {
+                let c = match cold.cache.get(key) {
+                    Some(file) => ColdCursor::open(file, offset, entry.epoch),
+                    None => {
+                        ColdCursor::open_ranged(
+                            cold.store.clone(),
+                            key,
+                            entry.bytes,
+                            offset,
+                            entry.epoch,
+                        )
+                        .await
+                    }
+                }
                 .map_err(failed)?;
-                let r = c.read(max_bytes, batch_records).await;
-                (c, r)
-            }
-            // A file in memory is CPU work only: off the async workers.
-            (kept, file) => {
-                let epoch = entry.epoch;
-                tokio::task::spawn_blocking(move || {
-                    let mut c = match (kept, file) {
-                        (Some(c), _) => c,
-                        (None, Some(bytes)) => ColdCursor::open(bytes, offset, epoch)?,
-                        // Read ranged above; an error rather than a panic.
-                        (None, None) => {
-                            return Err(strata_cold::ColdError::Io("no reader and no file".into()))
-                        }
-                    };
-                    let r = c.read_blocking(max_bytes, batch_records);
-                    Ok((c, r))
-                })
-                .await
-                .map_err(|e| BrokerError::Storage(format!("cold read task failed: {e}")))?
-                .map_err(failed)?
+                let (c, r) = spawn_read(c, max_bytes, batch_records)
+                    .await
+                    .map_err(joined)?;
+                (c, r.map_err(failed)?)
             }
         };
-        let batches = batches.map_err(failed)?;
         // Kept for the next fetch unless nothing of this file is left.
         if !cursor.is_exhausted() && cursor.next_offset() <= entry.last_offset {
-            cold.cursors.put(key, cursor);
+            let at = cursor.next_offset();
+            let kept = if max_bytes <= READ_AHEAD_MAX {
+                Kept::Reading {
+                    read: spawn_read(cursor, max_bytes, batch_records),
+                    max_bytes,
+                }
+            } else {
+                Kept::Idle(cursor)
+            };
+            cold.cursors.put(key, at, kept);
         }
         // The batches were split off one buffer: joining them is free.
         let mut out = BytesMut::new();
