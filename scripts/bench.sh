@@ -8,7 +8,6 @@
 #   QUICK=1 scripts/bench.sh         small counts: a smoke run, figures meaningless
 #   OUT=file.md scripts/bench.sh     where the table goes (default target/bench/results.md)
 #   BOOTSTRAP=host:port scripts/bench.sh   run the Kafka rows against another broker
-#   FILL=0 scripts/bench.sh          keep the free memory free (see "memory" below)
 #   LIBRDKAFKA=0 scripts/bench.sh    skip the librdkafka rows (rdkafka_performance,
 #                                    built once from the rdkafka-sys crate's C sources)
 #
@@ -68,29 +67,6 @@ pagecache() {  # pagecache LABEL KEEP: dd 1 GiB; KEEP=1 leaves the file (the cac
 pagecache "cache growing" 1
 pagecache "into pages just freed" 0
 pagecache "into pages just freed" 0
-# A host that has run for a while has its memory full of page cache, and
-# new pages come from reclaiming old ones. A freshly booted VM has its
-# memory free instead, and on this kind of VM (free page reporting: free
-# pages are handed back to the host) each new page costs a host fault:
-# the page cache then grows at ~0.5 GB/s, a tenth of its rate into recycled
-# pages, and every row late in the matrix measures that instead of the
-# broker (docs/benchmarks.md, sessions 5-6). So the free memory is filled
-# with clean, reclaimable cache first: a sparse file (no disk space) read
-# once and kept until the end. FILL=0 skips it (the fresh-VM state).
-if [ "${FILL:-1}" = 1 ] && [ "$QUICK" != 1 ]; then
-  fill_bytes=$(awk '/MemFree/{printf "%d", ($2 - 1048576) * 1024}' /proc/meminfo)
-  if [ "$fill_bytes" -gt 0 ]; then
-    t0=$(date +%s.%N)
-    truncate -s "$fill_bytes" "$WORK/fill"
-    cat "$WORK/fill" >/dev/null
-    t1=$(date +%s.%N)
-    row "memory: free memory filled with clean page cache (sparse file read once)" \
-      "$(python3 -c "print('%.1f GiB in %.0f s = %.2f GB/s' % ($fill_bytes/2**30, $t1-$t0, $fill_bytes/($t1-$t0)/1e9))")" "limit"
-    # The first GiB may still land in free pages; the next ones reclaim.
-    pagecache "memory full of cache (first GiB)" 1
-    pagecache "memory full of cache (reclaiming)" 1
-  fi
-fi
 if command -v iperf3 >/dev/null 2>&1; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
