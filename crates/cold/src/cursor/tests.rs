@@ -20,6 +20,17 @@ fn file() -> Bytes {
 /// Records per rebuilt batch: small, so reads stop every few batches.
 const BATCH_RECORDS: usize = 10;
 
+/// [`file`], and a store holding it as `k.parquet`.
+async fn stored() -> (Bytes, Arc<InMemory>) {
+    let file = file();
+    let store = Arc::new(InMemory::new());
+    store
+        .put(&ObjectPath::from("k.parquet"), file.clone().into())
+        .await
+        .unwrap();
+    (file, store)
+}
+
 /// Reads `cursor` to its end, checking each read against a fresh read from
 /// the same offset; returns every record's offset.
 async fn drain(mut cursor: ColdCursor, file: &Bytes, max_bytes: usize) -> Vec<i64> {
@@ -61,12 +72,7 @@ async fn drain(mut cursor: ColdCursor, file: &Bytes, max_bytes: usize) -> Vec<i6
 
 #[tokio::test]
 async fn continued_reads_equal_fresh_reads_in_memory_and_ranged() {
-    let file = file();
-    let store = Arc::new(InMemory::new());
-    store
-        .put(&ObjectPath::from("k.parquet"), file.clone().into())
-        .await
-        .unwrap();
+    let (file, store) = stored().await;
     let size = file.len() as u64;
     let whole = |from: i64| {
         let o = ReadOptions {
@@ -96,12 +102,7 @@ async fn continued_reads_equal_fresh_reads_in_memory_and_ranged() {
 
 #[tokio::test]
 async fn a_ranged_cursor_is_not_read_blocking() {
-    let file = file();
-    let store = Arc::new(InMemory::new());
-    store
-        .put(&ObjectPath::from("k.parquet"), file.clone().into())
-        .await
-        .unwrap();
+    let (file, store) = stored().await;
     let mut c = ColdCursor::open_ranged(store, "k.parquet", file.len() as u64, 0, 1)
         .await
         .unwrap();
