@@ -5,35 +5,103 @@
 //! fetch costs more than the fetch decodes (footer, one decompressor per
 //! column, the row group decoded again from its start), so the reader
 //! ([`ColdCursor`]) is kept under (object key, next offset) and the next
-//! fetch at exactly that offset takes it, often with that fetch's data
-//! already read ahead ([`Kept::Reading`]), so decoding the next chunk
-//! overlaps sending this one.
+//! fetch at exactly that offset takes it. For fetches of up to
+//! [`READ_AHEAD_MAX`] bytes the reader runs ahead of its consumer
+//! ([`ReadAhead`]): a task decodes the following chunks, up to
+//! [`READ_AHEAD_CHUNKS`] of them, while earlier ones are sent, so decoding
+//! (the bottleneck of a cold read) does not wait on the consumer's round
+//! trips.
 //!
-//! Invariants: a cursor is in the map or in use by one read, never both
+//! Invariants: a reader is in the map or in use by one fetch, never both
 //! (taken out, put back); at most [`MAX_CURSORS`] are kept, the least
-//! recently put dropped first (a dropped read-ahead finishes and is freed).
-//! A kept cursor holds its Arrow batch, its read-ahead (at most
-//! `READ_AHEAD_MAX` bytes) and, for a file from the cache, the file's
-//! bytes, so the bound is what bounds the memory this takes.
+//! recently put dropped first (a dropped read-ahead stops at its next
+//! chunk). Memory: each kept reader holds its Arrow batch, at most
+//! [`READ_AHEAD_CHUNKS`] chunks of at most [`READ_AHEAD_MAX`] bytes, and,
+//! for a file from the cache, the file's bytes.
 
 use bytes::BytesMut;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use strata_cold::{ColdCursor, ColdError};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+/// Fetches of up to this many bytes (per partition) are read ahead
+/// (Kafka consumers ask for 1 MiB per partition by default).
+pub(crate) const READ_AHEAD_MAX: usize = 1 << 20;
+/// Chunks a reader decodes ahead of its consumer: one waiting, one being
+/// decoded.
+pub(crate) const READ_AHEAD_CHUNKS: usize = 2;
 
 /// A read's outcome with the cursor handed back.
 pub(crate) type ReadDone = (ColdCursor, Result<Vec<BytesMut>, ColdError>);
 
-/// A kept reader: idle, or reading the chunk its next fetch will want.
+/// A kept reader.
 pub(crate) enum Kept {
     Idle(ColdCursor),
-    Reading {
-        read: JoinHandle<ReadDone>,
-        /// The fetch size it reads ahead with; a fetch asking for less
-        /// cannot take the result.
-        max_bytes: usize,
-    },
+    Ahead(ReadAhead),
+}
+
+/// One chunk read ahead: the rebuilt batches, the fetch size they were
+/// read for, where the next chunk starts, and whether the reader stopped
+/// after it (end of file or an error).
+pub(crate) struct Chunk {
+    pub(crate) batches: Result<Vec<BytesMut>, ColdError>,
+    pub(crate) max_bytes: usize,
+    pub(crate) next_offset: i64,
+    pub(crate) last: bool,
+}
+
+/// A reader decoding chunks ahead of its consumer, in a task of its own.
+pub(crate) struct ReadAhead {
+    chunks: mpsc::Receiver<Chunk>,
+    /// The size of the consumer's last fetch: the size of the next chunk
+    /// the task starts.
+    want: Arc<AtomicUsize>,
+}
+
+impl ReadAhead {
+    /// Starts reading `cursor` ahead in chunks of `max_bytes` (then of the
+    /// size [`Self::next`] was last asked for). The task ends at the end of
+    /// the file, on an error (passed on as the last chunk), or once this is
+    /// dropped.
+    pub(crate) fn start(cursor: ColdCursor, max_bytes: usize, batch_records: usize) -> Self {
+        // One chunk waits in the channel while the task decodes the next
+        // and then waits to send it.
+        let (tx, chunks) = mpsc::channel(READ_AHEAD_CHUNKS - 1);
+        let want = Arc::new(AtomicUsize::new(max_bytes));
+        let size = want.clone();
+        tokio::spawn(async move {
+            let mut c = cursor;
+            loop {
+                let max_bytes = size.load(Ordering::Relaxed);
+                let Ok((back, batches)) = spawn_read(c, max_bytes, batch_records).await else {
+                    return; // the read panicked or the runtime is stopping
+                };
+                c = back;
+                let last = batches.is_err() || c.is_exhausted();
+                let chunk = Chunk {
+                    batches,
+                    max_bytes,
+                    next_offset: c.next_offset(),
+                    last,
+                };
+                if tx.send(chunk).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Self { chunks, want }
+    }
+
+    /// The next chunk, for a fetch of `max_bytes` (which later chunks are
+    /// read for); None if the reader stopped without one. A chunk read for
+    /// a larger fetch is the caller's to refuse.
+    pub(crate) async fn next(&mut self, max_bytes: usize) -> Option<Chunk> {
+        self.want.store(max_bytes, Ordering::Relaxed);
+        self.chunks.recv().await
+    }
 }
 
 /// One read of `c`, off the calling task: on a blocking thread for a file
@@ -128,7 +196,7 @@ mod tests {
     fn at(k: Kept) -> Option<i64> {
         match k {
             Kept::Idle(c) => Some(c.next_offset()),
-            Kept::Reading { .. } => None,
+            Kept::Ahead(_) => None,
         }
     }
 
@@ -151,12 +219,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_ahead_hands_back_the_cursor_and_the_next_chunk() {
+    async fn a_read_ahead_reads_chunk_after_chunk_to_the_end() {
         let Kept::Idle(c) = cursor(0) else {
             unreachable!()
         };
-        let (c, r) = spawn_read(c, 1, 1000).await.unwrap();
-        assert!(!r.unwrap().is_empty());
-        assert_eq!(c.next_offset(), 3, "past the three records");
+        // Three records, one rebuilt batch per chunk at most 1 record each.
+        let mut ahead = ReadAhead::start(c, 1, 1);
+        let mut offsets = Vec::new();
+        for _ in 0..10 {
+            let Some(chunk) = ahead.next(1).await else {
+                break;
+            };
+            let batches = chunk.batches.unwrap();
+            offsets.push((batches.len(), chunk.next_offset));
+            if chunk.last {
+                break;
+            }
+        }
+        assert_eq!(offsets, vec![(1, 1), (1, 2), (1, 3)]);
+        assert!(
+            ahead.next(1).await.is_none(),
+            "the reader stopped at the end"
+        );
     }
 }

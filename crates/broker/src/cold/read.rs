@@ -1,16 +1,11 @@
 //! Cold reads: Fetch and ListOffsets below the local log.
 
-use super::cursors::{spawn_read, Kept};
+use super::cursors::{spawn_read, Chunk, Kept, ReadAhead, READ_AHEAD_MAX};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use bytes::{Bytes, BytesMut};
 use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions};
-
-/// Fetches of up to this many bytes (per partition) have the next chunk
-/// read ahead; with at most `cursors::MAX_CURSORS` kept that bounds the
-/// memory read ahead (Kafka consumers ask for 1 MiB by default).
-pub(crate) const READ_AHEAD_MAX: usize = 2 << 20;
 
 /// Consecutive empty cold files one fetch skips before giving up.
 const MAX_EMPTY_FILES: usize = 64;
@@ -58,10 +53,9 @@ impl Broker {
 
     /// Reads `entry` from `offset`. A consumer reading the cold tier asks
     /// for the offset after its last fetch, so the reader is kept between
-    /// fetches and, for fetches of up to [`READ_AHEAD_MAX`] bytes, already
-    /// reads the next chunk while this one is on its way to the consumer
-    /// (see `cursors`). Otherwise a new reader is opened, over the cached
-    /// file or range-reading the object.
+    /// fetches and, for fetches of up to `READ_AHEAD_MAX` bytes, reads
+    /// ahead of the consumer (see `cursors`). Otherwise a new reader is
+    /// opened, over the cached file or range-reading the object.
     async fn cold_read_entry(
         &self,
         cold: &super::ColdTier,
@@ -73,25 +67,43 @@ impl Broker {
         let failed = |e: strata_cold::ColdError| {
             BrokerError::Storage(format!("cannot read cold segment {key}: {e}"))
         };
-        let joined = |e: tokio::task::JoinError| {
-            BrokerError::Storage(format!("cold read of {key} failed: {e}"))
-        };
         let batch_records = ReadOptions::default().batch_records;
+        // What a kept reader has for this fetch: its batches, and the
+        // reader to keep for the next one (None if it has stopped).
         let continued = match cold.cursors.take(key, offset) {
-            Some(Kept::Idle(c)) => Some(spawn_read(c, max_bytes, batch_records).await),
-            Some(Kept::Reading { read, max_bytes: m }) if m <= max_bytes => Some(read.await),
-            // A read-ahead of more than this fetch may take: dropped.
-            Some(Kept::Reading { .. }) | None => None,
+            Some(Kept::Ahead(mut ahead)) => match ahead.next(max_bytes).await {
+                // A chunk read for a larger fetch than this one is not
+                // taken: the reader is dropped and this fetch reads afresh.
+                Some(Chunk {
+                    batches: Ok(batches),
+                    max_bytes: read_for,
+                    next_offset,
+                    last,
+                }) if read_for <= max_bytes => Some((
+                    batches,
+                    (!last).then_some((next_offset, Kept::Ahead(ahead))),
+                )),
+                _ => None,
+            },
+            Some(Kept::Idle(c)) => match spawn_read(c, max_bytes, batch_records).await {
+                Ok((c, Ok(batches))) => {
+                    let next =
+                        (!c.is_exhausted()).then(|| (c.next_offset(), self.keep(c, max_bytes)));
+                    Some((batches, next))
+                }
+                _ => None,
+            },
+            None => None,
         };
-        let (cursor, batches) = match continued {
-            Some(Ok((c, Ok(batches)))) => {
+        let (batches, next) = match continued {
+            Some(found) => {
                 self.metrics
                     .cold_reads_continued
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (c, batches)
+                found
             }
             // None kept, or its read failed: read afresh (once).
-            _ => {
+            None => {
                 let c = match cold.cache.get(key) {
                     Some(file) => ColdCursor::open(file, offset, entry.epoch),
                     None => {
@@ -108,22 +120,17 @@ impl Broker {
                 .map_err(failed)?;
                 let (c, r) = spawn_read(c, max_bytes, batch_records)
                     .await
-                    .map_err(joined)?;
-                (c, r.map_err(failed)?)
+                    .map_err(|e| BrokerError::Storage(format!("cold read of {key} failed: {e}")))?;
+                let batches = r.map_err(failed)?;
+                let next = (!c.is_exhausted()).then(|| (c.next_offset(), self.keep(c, max_bytes)));
+                (batches, next)
             }
         };
         // Kept for the next fetch unless nothing of this file is left.
-        if !cursor.is_exhausted() && cursor.next_offset() <= entry.last_offset {
-            let at = cursor.next_offset();
-            let kept = if max_bytes <= READ_AHEAD_MAX {
-                Kept::Reading {
-                    read: spawn_read(cursor, max_bytes, batch_records),
-                    max_bytes,
-                }
-            } else {
-                Kept::Idle(cursor)
-            };
-            cold.cursors.put(key, at, kept);
+        if let Some((at, kept)) = next {
+            if at <= entry.last_offset {
+                cold.cursors.put(key, at, kept);
+            }
         }
         // The batches were split off one buffer: joining them is free.
         let mut out = BytesMut::new();
@@ -134,6 +141,20 @@ impl Broker {
             .cold_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(out.freeze())
+    }
+
+    /// How a reader is kept after a fetch of `max_bytes`: reading ahead
+    /// for fetches up to `READ_AHEAD_MAX`, idle for larger ones.
+    fn keep(&self, c: ColdCursor, max_bytes: usize) -> Kept {
+        if max_bytes <= READ_AHEAD_MAX {
+            Kept::Ahead(ReadAhead::start(
+                c,
+                max_bytes,
+                ReadOptions::default().batch_records,
+            ))
+        } else {
+            Kept::Idle(c)
+        }
     }
 
     /// The first cold record with a timestamp `>= ts`: only the first
