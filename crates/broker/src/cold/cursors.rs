@@ -15,9 +15,10 @@
 //! Invariants: a reader is in the map or in use by one fetch, never both
 //! (taken out, put back); at most [`MAX_CURSORS`] are kept, the least
 //! recently put dropped first (a dropped read-ahead stops at its next
-//! chunk). Memory: each kept reader holds its Arrow batch, at most
-//! [`READ_AHEAD_CHUNKS`] chunks of at most [`READ_AHEAD_MAX`] bytes, and,
-//! for a file from the cache, the file's bytes.
+//! chunk). Memory: each kept reader holds its Arrow batch (≤ 8192 rows),
+//! at most [`READ_AHEAD_CHUNKS`] chunks of at most [`READ_AHEAD_MAX`]
+//! bytes, and, for a file from the cache, the file's bytes (counted in the
+//! cache): about 3 MiB at 1 MiB fetches, under 25 MiB for all.
 
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -125,7 +126,7 @@ pub(crate) fn spawn_read(
 }
 
 /// Readers kept at most (about one per consumer reading the cold tier).
-pub(crate) const MAX_CURSORS: usize = 16;
+pub(crate) const MAX_CURSORS: usize = 8;
 
 #[derive(Default)]
 pub(crate) struct Cursors {
