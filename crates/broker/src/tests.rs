@@ -580,12 +580,11 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
         );
         let earliest = b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0;
         assert_eq!(earliest, 0, "cold keeps them (local start {local_start})");
-        // Fetches of one rebuilt batch (1000 records) or a little more:
-        // several per cold file, each asking for the offset after the last.
-        // A fetch smaller than the one before cannot take what was read
-        // ahead for it, and reads afresh.
+        // Fetches of about 70 records or 2000: several per cold file, each
+        // asking for the offset after the last. A fetch smaller than the one
+        // before cannot take what was read ahead for it, and reads afresh.
         let mut next = 0;
-        for max_bytes in [1, 30_000, 1].into_iter().cycle().take(1_000) {
+        for max_bytes in [2_000, 60_000, 2_000].into_iter().cycle().take(1_000) {
             if next >= local_start {
                 break;
             }

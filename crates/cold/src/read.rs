@@ -148,9 +148,14 @@ pub(crate) fn push_rows(
             continue;
         }
         let fields = cols.fields(i, out.leader_epoch);
-        let fits = out
-            .prev
-            .is_none_or(|(p, po)| continues(&p, po, &fields, offset) && out.run < max_records);
+        // A run also ends once the read has its bytes, so a small fetch
+        // gets about what it asked for (at least one record), not a whole
+        // run of `batch_records`.
+        let fits = out.prev.is_none_or(|(p, po)| {
+            continues(&p, po, &fields, offset)
+                && out.run < max_records
+                && out.taken < out.opts.max_bytes
+        });
         if !fits {
             if let Some(b) = base.take() {
                 out.emit(&b, &pending);

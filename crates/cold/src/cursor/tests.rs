@@ -86,8 +86,8 @@ async fn continued_reads_equal_fresh_reads_in_memory_and_ranged() {
     };
     // From the start, from inside a batch, and from inside a gap.
     for from in [0, 371, 38] {
-        for max_bytes in [1, 700, 5000, 1 << 20] {
-            // (1 MiB takes everything in one read; 1 byte one batch a read.)
+        for max_bytes in [200, 700, 5000, 1 << 20] {
+            // (1 MiB takes everything in one read; 200 bytes a few records.)
             let mem = ColdCursor::open(file.clone(), from, 1).unwrap();
             assert!(mem.in_memory());
             assert_eq!(drain(mem, &file, max_bytes).await, whole(from));
@@ -149,4 +149,18 @@ async fn readers_over_single_row_groups_together_read_what_one_reader_does() {
         }
         assert_eq!(offsets, whole);
     }
+}
+
+#[test]
+fn a_small_read_gets_about_what_it_asked_for() {
+    // One producer's records run on across all 20 batches, but a read of
+    // 700 bytes stops after about that much (at least one record).
+    let file = file();
+    let mut c = ColdCursor::open(file.clone(), 0, 1).unwrap();
+    let got = c.read_blocking(700, 1000).unwrap();
+    let bytes: usize = got.iter().map(|b| b.len()).sum();
+    let n = all_records(&got).len();
+    assert!((1..40).contains(&n), "{n} records");
+    assert!(bytes < 2 * 700 + 61, "{bytes} bytes");
+    assert_eq!(all_records(&c.read_blocking(1, 1000).unwrap()).len(), 1);
 }
