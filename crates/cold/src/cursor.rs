@@ -18,10 +18,7 @@ use crate::{ColdError, ReadOptions};
 use arrow_array::RecordBatch;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
-};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 #[allow(deprecated)] // see `open_ranged`
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream};
 
@@ -47,122 +44,25 @@ pub struct ColdCursor {
     exhausted: bool,
 }
 
-/// A segment file opened once (its footer parsed) for readers over any of
-/// its row groups: several readers of one file, over different row groups,
-/// can decode in parallel.
-#[derive(Clone)]
-pub struct ColdFile {
-    input: Input,
-    metadata: ArrowReaderMetadata,
-    leader_epoch: i32,
-}
-
-#[derive(Clone)]
-enum Input {
-    Memory(Bytes),
-    Ranged {
-        store: std::sync::Arc<dyn object_store::ObjectStore>,
-        key: String,
-        size: u64,
-    },
-}
-
-impl ColdFile {
-    /// A file held in memory.
-    pub fn memory(file: Bytes, leader_epoch: i32) -> Result<Self, ColdError> {
-        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
-        Ok(Self {
-            input: Input::Memory(file),
-            metadata,
-            leader_epoch,
-        })
-    }
-
-    /// Object `key` of `size` bytes, range-read (its footer now).
-    // `ParquetObjectReader` is deprecated in parquet 60 in favour of a
-    // hand-written `AsyncFileReader`; it still does exactly the range reads
-    // we need. Replacing it is a follow-up.
-    #[allow(deprecated)]
-    pub async fn ranged(
-        store: std::sync::Arc<dyn object_store::ObjectStore>,
-        key: &str,
-        size: u64,
-        leader_epoch: i32,
-    ) -> Result<Self, ColdError> {
-        let mut reader =
-            ParquetObjectReader::new(store.clone(), object_store::path::Path::from(key))
-                .with_file_size(size);
-        let metadata =
-            ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
-        Ok(Self {
-            input: Input::Ranged {
-                store,
-                key: key.to_string(),
-                size,
-            },
-            metadata,
-            leader_epoch,
-        })
-    }
-
-    /// Row groups that can hold `from_offset` or later, in order.
-    pub fn row_groups_from(&self, from_offset: i64) -> Vec<usize> {
-        row_groups_from(self.metadata.metadata(), from_offset)
-    }
-
-    /// A reader of all row groups that can hold `from_offset` onward.
-    pub fn cursor(&self, from_offset: i64) -> Result<ColdCursor, ColdError> {
-        self.cursor_over(self.row_groups_from(from_offset), from_offset)
-    }
-
-    /// A reader of `groups` only (in order), from `from_offset`.
-    #[allow(deprecated)] // see `ranged`
-    pub fn cursor_over(
-        &self,
-        groups: Vec<usize>,
-        from_offset: i64,
-    ) -> Result<ColdCursor, ColdError> {
-        let source = match &self.input {
-            Input::Memory(file) => Source::Memory(
-                ParquetRecordBatchReaderBuilder::new_with_metadata(
-                    file.clone(),
-                    self.metadata.clone(),
-                )
-                .with_row_groups(groups)
-                .with_batch_size(ARROW_BATCH_ROWS)
-                .build()?,
-            ),
-            Input::Ranged { store, key, size } => {
-                use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-                let reader = ParquetObjectReader::new(
-                    store.clone(),
-                    object_store::path::Path::from(key.as_str()),
-                )
-                .with_file_size(*size);
-                Source::Ranged(
-                    ParquetRecordBatchStreamBuilder::new_with_metadata(
-                        reader,
-                        self.metadata.clone(),
-                    )
-                    .with_row_groups(groups)
-                    .with_batch_size(ARROW_BATCH_ROWS)
-                    .build()?,
-                )
-            }
-        };
-        Ok(ColdCursor::new(source, from_offset, self.leader_epoch))
-    }
-}
-
 impl ColdCursor {
     /// A cursor over a file held in memory, at `from_offset`.
     pub fn open(file: Bytes, from_offset: i64, leader_epoch: i32) -> Result<Self, ColdError> {
-        ColdFile::memory(file, leader_epoch)?.cursor(from_offset)
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let groups = row_groups_from(builder.metadata(), from_offset);
+        let reader = builder
+            .with_row_groups(groups)
+            .with_batch_size(ARROW_BATCH_ROWS)
+            .build()?;
+        Ok(Self::new(Source::Memory(reader), from_offset, leader_epoch))
     }
 
     /// A cursor that range-reads object `key` of `size` bytes: the footer,
     /// then only the column chunks of the row groups that can hold
     /// `from_offset` onward.
+    // `ParquetObjectReader` is deprecated in parquet 60 in favour of a
+    // hand-written `AsyncFileReader`; it still does exactly the range reads
+    // we need. Replacing it is a follow-up.
+    #[allow(deprecated)]
     pub async fn open_ranged(
         store: std::sync::Arc<dyn object_store::ObjectStore>,
         key: &str,
@@ -170,9 +70,16 @@ impl ColdCursor {
         from_offset: i64,
         leader_epoch: i32,
     ) -> Result<Self, ColdError> {
-        ColdFile::ranged(store, key, size, leader_epoch)
-            .await?
-            .cursor(from_offset)
+        use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+        let reader = ParquetObjectReader::new(store, object_store::path::Path::from(key))
+            .with_file_size(size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let groups = row_groups_from(builder.metadata(), from_offset);
+        let stream = builder
+            .with_row_groups(groups)
+            .with_batch_size(ARROW_BATCH_ROWS)
+            .build()?;
+        Ok(Self::new(Source::Ranged(stream), from_offset, leader_epoch))
     }
 
     fn new(source: Source, from_offset: i64, leader_epoch: i32) -> Self {

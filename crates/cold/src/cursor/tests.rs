@@ -111,46 +111,6 @@ async fn a_ranged_cursor_is_not_read_blocking() {
     let mut m = ColdCursor::open(file, 0, 1).unwrap();
     assert_eq!(all_records(&m.read_blocking(1, 1000).unwrap())[0].offset, 0);
 }
-
-#[tokio::test]
-async fn readers_over_single_row_groups_together_read_what_one_reader_does() {
-    let (file, store) = stored().await;
-    let whole: Vec<i64> = all_records(
-        &ColdCursor::open(file.clone(), 371, 1)
-            .unwrap()
-            .read_blocking(usize::MAX, 1000)
-            .unwrap(),
-    )
-    .iter()
-    .map(|r| r.offset)
-    .collect();
-    let files = [
-        ColdFile::memory(file.clone(), 1).unwrap(),
-        ColdFile::ranged(store, "k.parquet", file.len() as u64, 1)
-            .await
-            .unwrap(),
-    ];
-    for f in files {
-        let groups = f.row_groups_from(371);
-        assert!(groups.len() > 3, "several row groups: {groups:?}");
-        let mut offsets = Vec::new();
-        for (i, g) in groups.into_iter().enumerate() {
-            let from = if i == 0 { 371 } else { 0 };
-            let mut c = f.cursor_over(vec![g], from).unwrap();
-            offsets.extend(
-                all_records(&c.read(usize::MAX, 1000).await.unwrap())
-                    .iter()
-                    .map(|r| r.offset),
-            );
-            assert!(
-                c.read(1, 1000).await.unwrap().is_empty(),
-                "one row group only"
-            );
-        }
-        assert_eq!(offsets, whole);
-    }
-}
-
 #[test]
 fn a_small_read_gets_about_what_it_asked_for() {
     // One producer's records run on across all 20 batches, but a read of
