@@ -87,8 +87,8 @@ impl Broker {
             },
             Some(Kept::Idle(c)) => match spawn_read(c, max_bytes, batch_records).await {
                 Ok((c, Ok(batches))) => {
-                    let next =
-                        (!c.is_exhausted()).then(|| (c.next_offset(), self.keep(c, max_bytes)));
+                    let next = (!c.is_exhausted())
+                        .then(|| (c.next_offset(), keep(c, max_bytes, batch_records)));
                     Some((batches, next))
                 }
                 _ => None,
@@ -122,7 +122,8 @@ impl Broker {
                     .await
                     .map_err(|e| BrokerError::Storage(format!("cold read of {key} failed: {e}")))?;
                 let batches = r.map_err(failed)?;
-                let next = (!c.is_exhausted()).then(|| (c.next_offset(), self.keep(c, max_bytes)));
+                let next = (!c.is_exhausted())
+                    .then(|| (c.next_offset(), keep(c, max_bytes, batch_records)));
                 (batches, next)
             }
         };
@@ -141,20 +142,6 @@ impl Broker {
             .cold_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(out.freeze())
-    }
-
-    /// How a reader is kept after a fetch of `max_bytes`: reading ahead
-    /// for fetches up to `READ_AHEAD_MAX`, idle for larger ones.
-    fn keep(&self, c: ColdCursor, max_bytes: usize) -> Kept {
-        if max_bytes <= READ_AHEAD_MAX {
-            Kept::Ahead(ReadAhead::start(
-                c,
-                max_bytes,
-                ReadOptions::default().batch_records,
-            ))
-        } else {
-            Kept::Idle(c)
-        }
     }
 
     /// The first cold record with a timestamp `>= ts`: only the first
@@ -194,5 +181,15 @@ impl Broker {
             .get(&(p.topic.clone(), p.index))
             .map_or(0, |s| s.state.log_start_offset);
         stored.max(floor)
+    }
+}
+
+/// How a reader is kept after a fetch of `max_bytes`: reading ahead for
+/// fetches up to `READ_AHEAD_MAX`, idle for larger ones.
+fn keep(c: ColdCursor, max_bytes: usize, batch_records: usize) -> Kept {
+    if max_bytes <= READ_AHEAD_MAX {
+        Kept::Ahead(ReadAhead::start(c, max_bytes, batch_records))
+    } else {
+        Kept::Idle(c)
     }
 }
