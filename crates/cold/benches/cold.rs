@@ -8,15 +8,44 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strata_cold::{read_batches, write_segment, ColdCursor, ReadOptions, WriteOptions};
 use strata_record::BatchHeader;
-use strata_record::{assign_offset_and_epoch, sample_batch};
+use strata_record::{assign_offset_and_epoch, build_batch, sample_batch, KeyValue};
+
+/// What the records of a benchmark segment hold.
+#[derive(Clone, Copy)]
+enum Payload {
+    /// Keys `key-NNNNNN`, values all the same byte (compresses to nothing).
+    Same,
+    /// No keys; values of random letters, a different one for every record
+    /// (like log lines or JSON: no dictionary, some compression).
+    Text,
+}
 
 /// A sealed segment of ~`bytes` bytes: batches of `records` records of
 /// `value` bytes with consecutive offsets.
-fn segment(bytes: usize, records: usize, value: usize) -> (Bytes, i64) {
+fn segment(bytes: usize, records: usize, value: usize, payload: Payload) -> (Bytes, i64) {
     let mut out = BytesMut::new();
     let mut next = 0i64;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut letters = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x % 26) as u8
+            })
+            .collect()
+    };
     while out.len() < bytes {
-        let mut b = sample_batch(records, value, 1_700_000_000_000 + next);
+        let ts = 1_700_000_000_000 + next;
+        let mut b = match payload {
+            Payload::Same => sample_batch(records, value, ts),
+            Payload::Text => {
+                let values: Vec<Vec<u8>> = (0..records).map(|_| letters(value)).collect();
+                let recs: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(&v[..]))).collect();
+                build_batch(0, ts, &recs)
+            }
+        };
         assign_offset_and_epoch(&mut b, next, 1);
         out.extend_from_slice(&b);
         next += records as i64;
@@ -32,14 +61,18 @@ fn last_offset(batches: &[BytesMut]) -> i64 {
         .unwrap()
 }
 
-const SHAPES: [(&str, usize, usize); 2] = [("100B", 160, 100), ("1KiB", 16, 1024)];
+const SHAPES: [(&str, usize, usize, Payload); 3] = [
+    ("100B", 160, 100, Payload::Same),
+    ("100B_text", 160, 100, Payload::Text),
+    ("1KiB", 16, 1024, Payload::Same),
+];
 const SEGMENT_BYTES: usize = 8 << 20;
 
 fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("parquet_encode");
     g.sample_size(10);
-    for (name, records, value) in SHAPES {
-        let (seg, _) = segment(SEGMENT_BYTES, records, value);
+    for (name, records, value, payload) in SHAPES {
+        let (seg, _) = segment(SEGMENT_BYTES, records, value, payload);
         let opts = WriteOptions::new("bench", 0, 1);
         g.throughput(Throughput::Bytes(seg.len() as u64));
         g.bench_function(format!("segment_8MiB/{name}"), |b| {
@@ -52,8 +85,8 @@ fn encode(c: &mut Criterion) {
 fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("parquet_decode_rebuild");
     g.sample_size(10);
-    for (name, records, value) in SHAPES {
-        let (seg, end) = segment(SEGMENT_BYTES, records, value);
+    for (name, records, value, payload) in SHAPES {
+        let (seg, end) = segment(SEGMENT_BYTES, records, value, payload);
         let file = write_segment(&seg, &WriteOptions::new("bench", 0, 1))
             .unwrap()
             .bytes;

@@ -308,6 +308,44 @@ fn file_metadata_describes_the_segment() {
 }
 
 #[test]
+fn record_columns_are_zstd_and_the_others_plain_or_delta() {
+    use parquet::basic::{Compression as PqCompression, Encoding};
+    let file = write_segment(
+        &kafka_batch(0, 50, Compression::None, KTs::Creation),
+        &WriteOptions::new("t", 0, 1),
+    )
+    .unwrap();
+    let reader = SerializedFileReader::new(file.bytes.clone()).unwrap();
+    let rg = reader.metadata().row_group(0);
+    let zstd: Vec<String> = rg
+        .columns()
+        .iter()
+        .filter(|c| matches!(c.compression(), PqCompression::ZSTD(_)))
+        .map(|c| c.column_path().string())
+        .collect();
+    assert_eq!(
+        zstd,
+        [
+            "key",
+            "value",
+            "headers.list.item.key",
+            "headers.list.item.value"
+        ]
+    );
+    let encodings = |i: usize| rg.column(i).encodings().collect::<Vec<_>>();
+    for (i, name) in [(1, "offset"), (2, "timestamp")] {
+        assert_eq!(rg.column(i).column_path().string(), name);
+        assert!(
+            encodings(i).contains(&Encoding::DELTA_BINARY_PACKED),
+            "{name}"
+        );
+        assert!(!encodings(i).contains(&Encoding::RLE_DICTIONARY), "{name}");
+    }
+    assert!(!encodings(5).contains(&Encoding::RLE_DICTIONARY), "value");
+    assert!(encodings(4).contains(&Encoding::RLE_DICTIONARY), "key");
+}
+
+#[test]
 fn control_batches_are_not_written() {
     let mut control = encode_batch(&[DecodedRecord {
         offset: 10,
