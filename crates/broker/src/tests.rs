@@ -543,27 +543,27 @@ async fn acks_all_needs_min_insync_replicas_and_epochs_are_tracked() {
     b.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
+/// A broker whose topic `t` has a few thousand records only in the cold
+/// tier (64 KiB segments, offloaded after each of `rounds` rounds of
+/// producing, so in at least that many files), cached up to `cache` bytes;
+/// and the first offset still in the local log.
+async fn cold_only_topic(cache: u64, rounds: i64) -> (tempfile::TempDir, Arc<Broker>, i64) {
     use object_store::memory::InMemory;
-    use std::sync::atomic::Ordering;
     use strata_meta::MemStore;
-    use strata_record::BatchIter;
-    // Files kept in the cold cache (read in memory), then none (ranged reads).
-    for cache in [1 << 20, 0] {
-        let d = tempfile::tempdir().unwrap();
-        let b = BrokerBuilder::new(d.path().join("data"))
-            .metadata_store(Arc::new(MemStore::new()))
-            .cold_tier(Arc::new(InMemory::new()), "lake", cache)
-            .build()
-            .await
-            .unwrap();
-        let configs = [("segment.bytes", "65536"), ("local.retention.bytes", "1")];
-        b.create_topic(topic("t", 1, &configs), false)
-            .await
-            .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let b = BrokerBuilder::new(d.path().join("data"))
+        .metadata_store(Arc::new(MemStore::new()))
+        .cold_tier(Arc::new(InMemory::new()), "lake", cache)
+        .build()
+        .await
+        .unwrap();
+    let configs = [("segment.bytes", "65536"), ("local.retention.bytes", "1")];
+    b.create_topic(topic("t", 1, &configs), false)
+        .await
+        .unwrap();
+    for round in 0..rounds {
         for i in 0..300 {
-            b.produce("t", 0, &batch(20, b.now_ms() + i), Acks::All)
+            b.produce("t", 0, &batch(20, b.now_ms() + round * 1000 + i), Acks::All)
                 .await
                 .unwrap();
         }
@@ -572,46 +572,85 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
                 break;
             }
         }
-        b.housekeeping(true).await;
-        let local_start = b.partition("t", 0).unwrap().log_start_offset();
-        assert!(
-            local_start > 2_000,
-            "a few thousand records only in the cold tier"
-        );
-        let earliest = b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0;
-        assert_eq!(earliest, 0, "cold keeps them (local start {local_start})");
+    }
+    b.housekeeping(true).await;
+    let local_start = b.partition("t", 0).unwrap().log_start_offset();
+    assert!(
+        local_start > 2_000,
+        "a few thousand records only in the cold tier"
+    );
+    let earliest = b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0;
+    assert_eq!(earliest, 0, "cold keeps them (local start {local_start})");
+    (d, b, local_start)
+}
+
+/// Fetches `t`-0 from offset 0 to `end`, each fetch asking for the offset
+/// after the last and for the next of `sizes` bytes; checks that records
+/// follow on with no gap or repeat. Returns where it stopped.
+async fn read_cold_in_order(b: &Broker, end: i64, sizes: &[usize]) -> i64 {
+    use strata_record::BatchIter;
+    let mut next = 0;
+    for &max_bytes in sizes.iter().cycle().take(1_000) {
+        if next >= end {
+            break;
+        }
+        let spec = [FetchSpec {
+            topic: "t".into(),
+            partition: 0,
+            offset: next,
+            max_bytes,
+            current_leader_epoch: None,
+            isolation: Default::default(),
+        }];
+        let r = b.fetch(&spec, Duration::from_millis(0), 1, max_bytes).await;
+        let data = r.into_iter().next().unwrap().unwrap().data;
+        let mut it = BatchIter::verifying(&data);
+        for (_, h) in it.by_ref() {
+            assert_eq!(
+                h.base_offset, next,
+                "records follow on with no gap or repeat"
+            );
+            next = h.last_offset() + 1;
+        }
+        assert!(it.stop_reason().is_none());
+    }
+    next
+}
+
+#[tokio::test]
+async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
+    use std::sync::atomic::Ordering;
+    // Files kept in the cold cache (read in memory), then none (ranged reads).
+    for cache in [1 << 20, 0] {
+        let (_d, b, local_start) = cold_only_topic(cache, 1).await;
         // Fetches of about 70 records or 2000: several per cold file, each
         // asking for the offset after the last. A fetch smaller than the one
         // before cannot take what was read ahead for it, and reads afresh.
-        let mut next = 0;
-        for max_bytes in [2_000, 60_000, 2_000].into_iter().cycle().take(1_000) {
-            if next >= local_start {
-                break;
-            }
-            let spec = [FetchSpec {
-                topic: "t".into(),
-                partition: 0,
-                offset: next,
-                max_bytes,
-                current_leader_epoch: None,
-                isolation: Default::default(),
-            }];
-            let r = b.fetch(&spec, Duration::from_millis(0), 1, max_bytes).await;
-            let data = r.into_iter().next().unwrap().unwrap().data;
-            let mut it = BatchIter::verifying(&data);
-            for (_, h) in it.by_ref() {
-                assert_eq!(
-                    h.base_offset, next,
-                    "records follow on with no gap or repeat"
-                );
-                next = h.last_offset() + 1;
-            }
-            assert!(it.stop_reason().is_none());
-        }
+        let next = read_cold_in_order(&b, local_start, &[2_000, 60_000, 2_000]).await;
         assert!(next >= local_start, "read through the cold tier");
         assert!(
             b.metrics.cold_reads_continued.load(Ordering::Relaxed) > 0,
             "fetches went on from kept readers (cache {cache})"
         );
     }
+}
+
+#[tokio::test]
+async fn a_consumer_reading_cold_files_one_after_another_finds_each_one_read_ahead() {
+    use std::sync::atomic::Ordering;
+    let (_d, b, local_start) = cold_only_topic(16 << 20, 5).await;
+    let files = b.view().segments.values().map(|m| m.len()).sum::<usize>();
+    assert!(files >= 3, "{files} cold files");
+    let next = read_cold_in_order(&b, local_start, &[4_000]).await;
+    assert!(next >= local_start, "read through the cold tier");
+    // Only the first fetch opened a reader: every later file's reader had
+    // been started when the one before had read its file to the end.
+    let reads = b.metrics.cold_reads.load(Ordering::Relaxed);
+    let continued = b.metrics.cold_reads_continued.load(Ordering::Relaxed);
+    assert!(reads > files as u64, "{reads} fetches for {files} files");
+    assert_eq!(
+        reads - continued,
+        1,
+        "{reads} fetches, {continued} continued"
+    );
 }

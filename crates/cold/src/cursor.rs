@@ -8,10 +8,17 @@
 //! right after its last fetch, so the broker keeps the cursor and the next
 //! fetch goes on from the rows already decoded.
 //!
+//! A read is two kinds of work: decoding Parquet pages into Arrow batches,
+//! and rebuilding record batches from their rows (each about half). A
+//! cursor can hand the first to a [`Decoder`] ([`ColdCursor::split`]) that
+//! the caller runs on another thread, so one consumer's read uses two cores.
+//!
 //! Invariant: a read returns exactly what a fresh read from
 //! [`ColdCursor::next_offset`] would (the same records; batch framing may
-//! differ where Arrow batches were cut), so keeping a cursor is only ever an
-//! optimisation.
+//! differ where Arrow batches were cut), so keeping a cursor, or splitting
+//! it, is only ever an optimisation. A split cursor ends only when its
+//! decoder says the file ended: a decoder that stops without saying so
+//! (dropped, failed) is an error, never an early end of the file.
 
 use crate::read::{push_rows, row_groups_from, Rebuilder};
 use crate::{ColdError, ReadOptions};
@@ -21,16 +28,101 @@ use futures::StreamExt;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 #[allow(deprecated)] // see `open_ranged`
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream};
+use tokio::sync::mpsc;
 
 /// Rows per decoded Arrow batch.
 const ARROW_BATCH_ROWS: usize = 8192;
 
+/// Where a file's Arrow batches are decoded from.
 #[allow(deprecated)]
-enum Source {
+enum Rows {
     /// A file held in memory (the broker's cold cache).
     Memory(ParquetRecordBatchReader),
     /// An object range-read from the store, row group by row group.
     Ranged(ParquetRecordBatchStream<ParquetObjectReader>),
+}
+
+impl Rows {
+    async fn next(&mut self) -> Option<Result<RecordBatch, ColdError>> {
+        match self {
+            Rows::Memory(r) => r.next().map(|b| b.map_err(ColdError::from)),
+            Rows::Ranged(s) => s.next().await.map(|b| b.map_err(ColdError::from)),
+        }
+    }
+}
+
+enum Source {
+    /// The cursor decodes itself.
+    Direct(Rows),
+    /// A [`Decoder`] decodes elsewhere and passes the batches on.
+    Split(mpsc::Receiver<Decoded>),
+}
+
+/// What a [`Decoder`] passes to its cursor.
+enum Decoded {
+    Batch(Result<RecordBatch, ColdError>),
+    /// The file has no more rows.
+    End,
+}
+
+/// One step of a [`Decoder`]: a decoded Arrow batch, an error, or the end
+/// of the file, to be passed to the cursor with [`Decoder::pass`].
+pub struct Step(Decoded);
+
+/// The decoding half of a split cursor ([`ColdCursor::split`]): decodes
+/// the file's Arrow batches, which the caller passes to the cursor one at a
+/// time (one waiting for the cursor at most). Decoding a file in memory
+/// only computes ([`Decoder::decode_blocking`], for a blocking thread);
+/// passing waits for the cursor.
+#[must_use = "the split cursor waits for batches from its decoder"]
+pub struct Decoder {
+    rows: Rows,
+    tx: mpsc::Sender<Decoded>,
+}
+
+impl Decoder {
+    /// Whether the file is in memory (decode with [`Self::decode_blocking`]).
+    pub fn in_memory(&self) -> bool {
+        matches!(self.rows, Rows::Memory(_))
+    }
+
+    /// Decodes the next Arrow batch, waiting on the store for a ranged file.
+    pub async fn decode(&mut self) -> Step {
+        Self::step(self.rows.next().await)
+    }
+
+    /// Decodes the next Arrow batch of a file in memory; an error for a
+    /// ranged file (its reads wait on the store).
+    pub fn decode_blocking(&mut self) -> Step {
+        match &mut self.rows {
+            Rows::Memory(r) => Self::step(r.next().map(|b| b.map_err(ColdError::from))),
+            Rows::Ranged(_) => Step(Decoded::Batch(Err(ColdError::Io(
+                "a ranged cold decoder cannot decode without an async runtime".into(),
+            )))),
+        }
+    }
+
+    fn step(next: Option<Result<RecordBatch, ColdError>>) -> Step {
+        Step(match next {
+            Some(b) => Decoded::Batch(b),
+            None => Decoded::End,
+        })
+    }
+
+    /// [`Self::pass`] from a thread of the caller's own, outside any async
+    /// runtime (it blocks the thread; within a runtime it would panic).
+    pub fn pass_blocking(&mut self, step: Step) -> bool {
+        let more = matches!(step.0, Decoded::Batch(Ok(_)));
+        self.tx.blocking_send(step.0).is_ok() && more
+    }
+
+    /// Passes a step to the cursor, waiting while it has one it has not
+    /// taken. False once there is nothing more to do: the end of the file
+    /// or an error was passed, or the cursor is gone.
+    pub async fn pass(&mut self, step: Step) -> bool {
+        let more = matches!(step.0, Decoded::Batch(Ok(_)));
+        self.tx.send(step.0).await.is_ok() && more
+    }
 }
 
 /// An open reader of one segment file; see the module docs.
@@ -53,7 +145,11 @@ impl ColdCursor {
             .with_row_groups(groups)
             .with_batch_size(ARROW_BATCH_ROWS)
             .build()?;
-        Ok(Self::new(Source::Memory(reader), from_offset, leader_epoch))
+        Ok(Self::new(
+            Source::Direct(Rows::Memory(reader)),
+            from_offset,
+            leader_epoch,
+        ))
     }
 
     /// A cursor that range-reads object `key` of `size` bytes: the footer,
@@ -79,7 +175,11 @@ impl ColdCursor {
             .with_row_groups(groups)
             .with_batch_size(ARROW_BATCH_ROWS)
             .build()?;
-        Ok(Self::new(Source::Ranged(stream), from_offset, leader_epoch))
+        Ok(Self::new(
+            Source::Direct(Rows::Ranged(stream)),
+            from_offset,
+            leader_epoch,
+        ))
     }
 
     fn new(source: Source, from_offset: i64, leader_epoch: i32) -> Self {
@@ -102,10 +202,30 @@ impl ColdCursor {
         self.exhausted
     }
 
-    /// Whether reads decode a file held in memory (CPU only, no I/O), so a
-    /// caller may run them on a blocking thread.
+    /// Whether reads decode a file held in memory (CPU only, no I/O), or
+    /// take batches from a decoder, so a caller may run them on a blocking
+    /// thread.
     pub fn in_memory(&self) -> bool {
-        matches!(self.source, Source::Memory(_))
+        matches!(
+            self.source,
+            Source::Direct(Rows::Memory(_)) | Source::Split(_)
+        )
+    }
+
+    /// Hands decoding to a [`Decoder`], which the caller runs (on another
+    /// thread, so that decoding the next Arrow batch overlaps rebuilding
+    /// this one); this cursor then rebuilds what the decoder passes it.
+    /// None for a cursor already split.
+    pub fn split(&mut self) -> Option<Decoder> {
+        // One batch waits for the cursor while the next is decoded.
+        let (tx, rx) = mpsc::channel(1);
+        match std::mem::replace(&mut self.source, Source::Split(rx)) {
+            Source::Direct(rows) => Some(Decoder { rows, tx }),
+            split => {
+                self.source = split;
+                None
+            }
+        }
     }
 
     /// The next rebuilt batches from [`Self::next_offset`], up to about
@@ -121,6 +241,10 @@ impl ColdCursor {
             max_bytes,
             batch_records,
         };
+        if self.exhausted {
+            // (A split cursor's decoder is gone by now: ask it nothing.)
+            return Ok(Vec::new());
+        }
         let mut out = Rebuilder::new(&opts, self.leader_epoch);
         let mut next = self.rest.take();
         loop {
@@ -163,8 +287,16 @@ impl ColdCursor {
 
     async fn next_arrow_batch(&mut self) -> Result<Option<RecordBatch>, ColdError> {
         Ok(match &mut self.source {
-            Source::Memory(r) => r.next().transpose()?,
-            Source::Ranged(s) => s.next().await.transpose()?,
+            Source::Direct(rows) => rows.next().await.transpose()?,
+            Source::Split(rx) => match rx.recv().await {
+                Some(Decoded::Batch(b)) => Some(b?),
+                Some(Decoded::End) => None,
+                None => {
+                    return Err(ColdError::Io(
+                        "the cold decoder stopped before the end of the file".into(),
+                    ))
+                }
+            },
         })
     }
 }

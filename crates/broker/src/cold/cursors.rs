@@ -3,28 +3,32 @@
 //! A consumer reading the cold tier asks, fetch after fetch, for the offset
 //! right after the last one it got. Reopening the segment file for each
 //! fetch costs more than the fetch decodes (footer, one decompressor per
-//! column, the row group decoded again from its start), so the reader
-//! ([`ColdCursor`]) is kept under (object key, next offset) and the next
-//! fetch at exactly that offset takes it. For fetches of up to
+//! compressed column, the row group decoded again from its start), so the
+//! reader ([`ColdCursor`]) is kept under (object key, next offset) and the
+//! next fetch at exactly that offset takes it. For fetches of up to
 //! [`READ_AHEAD_MAX`] bytes the reader runs ahead of its consumer
-//! ([`ReadAhead`]): a task decodes the following chunks, up to
+//! ([`ReadAhead`]): threads of its own decode the following chunks, up to
 //! [`READ_AHEAD_CHUNKS`] of them, while earlier ones are sent, so decoding
 //! (the bottleneck of a cold read) does not wait on the consumer's round
-//! trips.
+//! trips; one thread decodes Parquet pages, the other rebuilds record
+//! batches from them. When a read-ahead has read its whole file, the fetch
+//! path starts one for the next file (`prefetch` in `read`).
 //!
 //! Invariants: a reader is in the map or in use by one fetch, never both
 //! (taken out, put back); at most [`MAX_CURSORS`] are kept, the least
-//! recently put dropped first (a dropped read-ahead stops at its next
-//! chunk). Memory: each kept reader holds its Arrow batch (≤ 8192 rows),
-//! at most [`READ_AHEAD_CHUNKS`] chunks of at most [`READ_AHEAD_MAX`]
-//! bytes, and, for a file from the cache, the file's bytes (counted in the
-//! cache): about 3 MiB at 1 MiB fetches, under 25 MiB for all.
+//! recently put dropped first (a dropped read-ahead's threads stop at their
+//! next chunk). Memory: each kept reader holds up to three Arrow batches
+//! (≤ 8192 rows each, and within one row group: ≤ 4 MiB of keys and
+//! values), at most [`READ_AHEAD_CHUNKS`] chunks of at most
+//! [`READ_AHEAD_MAX`] bytes, and, for a file from the cache, the file's
+//! bytes (counted in the cache): about 5 MiB at 1 MiB fetches of 100-byte
+//! records, 14 MiB at most; two threads while it reads ahead.
 
 use bytes::BytesMut;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use strata_cold::{ColdCursor, ColdError};
+use strata_cold::{ColdCursor, ColdError, Decoder};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -32,7 +36,7 @@ use tokio::task::JoinHandle;
 /// (Kafka consumers ask for 1 MiB per partition by default).
 pub(crate) const READ_AHEAD_MAX: usize = 1 << 20;
 /// Chunks a reader decodes ahead of its consumer: one waiting, one being
-/// decoded.
+/// decoded. (Deeper made no measurable difference.)
 pub(crate) const READ_AHEAD_CHUNKS: usize = 2;
 
 /// A read's outcome with the cursor handed back.
@@ -54,46 +58,95 @@ pub(crate) struct Chunk {
     pub(crate) last: bool,
 }
 
-/// A reader decoding chunks ahead of its consumer, in a task of its own.
+/// A reader decoding chunks ahead of its consumer on threads of its own.
 pub(crate) struct ReadAhead {
     chunks: mpsc::Receiver<Chunk>,
     /// The size of the consumer's last fetch: the size of the next chunk
-    /// the task starts.
+    /// the thread starts.
     want: Arc<AtomicUsize>,
+    /// Set once the thread has read the file's last chunk.
+    finished: Arc<AtomicBool>,
+    /// Whether [`Self::finished_now`] has said so already.
+    told: bool,
 }
+
+/// Opens the cursor a read-ahead reads (on its thread).
+pub(crate) type Opener = Box<dyn FnOnce() -> Result<ColdCursor, ColdError> + Send>;
 
 impl ReadAhead {
     /// Starts reading `cursor` ahead in chunks of `max_bytes` (then of the
-    /// size [`Self::next`] was last asked for). The task ends at the end of
-    /// the file, on an error (passed on as the last chunk), or once this is
-    /// dropped.
+    /// size [`Self::next`] was last asked for).
     pub(crate) fn start(cursor: ColdCursor, max_bytes: usize, batch_records: usize) -> Self {
-        // One chunk waits in the channel while the task decodes the next
-        // and then waits to send it.
+        Self::open(Box::new(move || Ok(cursor)), max_bytes, batch_records)
+    }
+
+    /// Like [`Self::start`], on the cursor `open` returns (called on the
+    /// read-ahead's thread; an error is passed on as the only chunk).
+    ///
+    /// The cursor is split ([`ColdCursor::split`]): one thread decodes
+    /// Parquet pages (a task instead for a ranged file, which waits on the
+    /// store), another rebuilds record batches from them, so one consumer's
+    /// cold read uses two cores. Both are threads of their own, not tasks
+    /// hopping onto the blocking pool for every chunk: the hops cost more
+    /// than a third of the throughput. The threads end at the end of the
+    /// file, on an error (passed on as the last chunk), or once this is
+    /// dropped (at the next chunk).
+    pub(crate) fn open(open: Opener, max_bytes: usize, batch_records: usize) -> Self {
+        // One chunk waits in the channel while the thread rebuilds the
+        // next and then waits to send it.
         let (tx, chunks) = mpsc::channel(READ_AHEAD_CHUNKS - 1);
         let want = Arc::new(AtomicUsize::new(max_bytes));
-        let size = want.clone();
-        tokio::spawn(async move {
-            let mut c = cursor;
+        let finished = Arc::new(AtomicBool::new(false));
+        let (size, done) = (want.clone(), finished.clone());
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let rebuild = move || {
+            let mut c = match open() {
+                Ok(c) => c,
+                Err(e) => {
+                    done.store(true, Ordering::Relaxed);
+                    let _ = tx.blocking_send(Chunk {
+                        batches: Err(e),
+                        max_bytes,
+                        next_offset: -1,
+                        last: true,
+                    });
+                    return;
+                }
+            };
+            if let Some(d) = c.split() {
+                start_decoder(d, runtime);
+            }
             loop {
                 let max_bytes = size.load(Ordering::Relaxed);
-                let Ok((back, batches)) = spawn_read(c, max_bytes, batch_records).await else {
-                    return; // the read panicked or the runtime is stopping
-                };
-                c = back;
+                let batches = c.read_blocking(max_bytes, batch_records);
                 let last = batches.is_err() || c.is_exhausted();
+                if last {
+                    done.store(true, Ordering::Relaxed);
+                }
                 let chunk = Chunk {
                     batches,
                     max_bytes,
                     next_offset: c.next_offset(),
                     last,
                 };
-                if tx.send(chunk).await.is_err() || last {
+                if tx.blocking_send(chunk).is_err() || last {
                     return;
                 }
             }
-        });
-        Self { chunks, want }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("strata-cold-read".into())
+            .spawn(rebuild)
+        {
+            // The channel closes: the next fetch reads afresh.
+            tracing::warn!(error = %e, "cannot start a cold read-ahead thread");
+        }
+        Self {
+            chunks,
+            want,
+            finished,
+            told: false,
+        }
     }
 
     /// The next chunk, for a fetch of `max_bytes` (which later chunks are
@@ -102,6 +155,50 @@ impl ReadAhead {
     pub(crate) async fn next(&mut self, max_bytes: usize) -> Option<Chunk> {
         self.want.store(max_bytes, Ordering::Relaxed);
         self.chunks.recv().await
+    }
+
+    /// True once, when the reader has read its file's last chunk (the
+    /// consumer will soon want the next file).
+    pub(crate) fn finished_now(&mut self) -> bool {
+        if self.told || !self.finished.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.told = true;
+        true
+    }
+}
+
+/// Runs a split cursor's decoder until the end of its file, an error, or
+/// the cursor is dropped: on a thread of its own for a file in memory, as a
+/// task on `runtime` for a ranged one (it waits on the store).
+fn start_decoder(mut d: Decoder, runtime: Option<tokio::runtime::Handle>) {
+    match runtime {
+        Some(rt) if !d.in_memory() => {
+            rt.spawn(async move {
+                loop {
+                    let step = d.decode().await;
+                    if !d.pass(step).await {
+                        return;
+                    }
+                }
+            });
+        }
+        // Without a runtime a ranged decoder passes on its error at once.
+        _ => {
+            let run = move || loop {
+                let step = d.decode_blocking();
+                if !d.pass_blocking(step) {
+                    return;
+                }
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name("strata-cold-decode".into())
+                .spawn(run)
+            {
+                // The cursor's next read fails; the fetch reads afresh.
+                tracing::warn!(error = %e, "cannot start a cold decoder thread");
+            }
+        }
     }
 }
 
@@ -163,6 +260,12 @@ impl Cursors {
             }
         }
         g.map.insert((key.to_string(), at), (kept, now));
+    }
+
+    /// Whether a reader of `key` is kept for the fetch of offset `at`.
+    pub(crate) fn contains(&self, key: &str, at: i64) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.map.contains_key(&(key.to_string(), at))
     }
 
     /// Drops every cursor of `key` (its object is being deleted).

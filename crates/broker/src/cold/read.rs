@@ -39,7 +39,7 @@ impl Broker {
                 return Ok((offset > start).then(Bytes::new));
             };
             let data = self
-                .cold_read_entry(cold, &entry, offset, max_bytes)
+                .cold_read_entry(cold, (topic, partition), &entry, offset, max_bytes)
                 .await?;
             if !data.is_empty() {
                 return Ok(Some(data));
@@ -55,10 +55,14 @@ impl Broker {
     /// for the offset after its last fetch, so the reader is kept between
     /// fetches and, for fetches of up to `READ_AHEAD_MAX` bytes, reads
     /// ahead of the consumer (see `cursors`). Otherwise a new reader is
-    /// opened, over the cached file or range-reading the object.
+    /// opened, over the cached file or range-reading the object. Once a
+    /// read-ahead has read the whole file, the next file's reader is
+    /// started too (`prefetch`), so the consumer does not wait at the next
+    /// file for a reader to open and read its first chunk.
     async fn cold_read_entry(
         &self,
         cold: &super::ColdTier,
+        tp: (&str, i32),
         entry: &crate::cluster::SegmentEntry,
         offset: i64,
         max_bytes: usize,
@@ -72,18 +76,12 @@ impl Broker {
         // reader to keep for the next one (None if it has stopped).
         let continued = match cold.cursors.take(key, offset) {
             Some(Kept::Ahead(mut ahead)) => match ahead.next(max_bytes).await {
-                // A chunk read for a larger fetch than this one is not
-                // taken: the reader is dropped and this fetch reads afresh.
-                Some(Chunk {
-                    batches: Ok(batches),
-                    max_bytes: read_for,
-                    next_offset,
-                    last,
-                }) if read_for <= max_bytes => Some((
-                    batches,
-                    (!last).then_some((next_offset, Kept::Ahead(ahead))),
-                )),
-                _ => None,
+                Some(chunk) if ahead.finished_now() => {
+                    self.prefetch(cold, tp, entry, max_bytes, batch_records);
+                    continue_with(chunk, ahead, max_bytes)
+                }
+                Some(chunk) => continue_with(chunk, ahead, max_bytes),
+                None => None,
             },
             Some(Kept::Idle(c)) => match spawn_read(c, max_bytes, batch_records).await {
                 Ok((c, Ok(batches))) => {
@@ -144,6 +142,40 @@ impl Broker {
         Ok(out.freeze())
     }
 
+    /// Starts reading the file after `entry` ahead, for the fetch that
+    /// will ask for the offset after `entry`, unless a reader is kept for
+    /// it already. Only a file in the cache: a guess never costs a read of
+    /// the store.
+    fn prefetch(
+        &self,
+        cold: &super::ColdTier,
+        (topic, partition): (&str, i32),
+        entry: &crate::cluster::SegmentEntry,
+        max_bytes: usize,
+        batch_records: usize,
+    ) {
+        let at = entry.last_offset + 1;
+        let next = {
+            let v = self.view();
+            v.cold_segment(topic, partition, at)
+                .or_else(|| v.next_cold_segment(topic, partition, at))
+        };
+        let Some(next) = next else { return };
+        let Some(file) = cold.cache.get(&next.object_key) else {
+            return;
+        };
+        if cold.cursors.contains(&next.object_key, at) {
+            return;
+        }
+        let epoch = next.epoch;
+        let ahead = ReadAhead::open(
+            Box::new(move || ColdCursor::open(file, at, epoch)),
+            max_bytes,
+            batch_records,
+        );
+        cold.cursors.put(&next.object_key, at, Kept::Ahead(ahead));
+    }
+
     /// The first cold record with a timestamp `>= ts`: only the first
     /// manifest entry whose max timestamp reaches `ts` is read.
     pub(crate) async fn cold_offset_for_timestamp(
@@ -181,6 +213,29 @@ impl Broker {
             .get(&(p.topic.clone(), p.index))
             .map_or(0, |s| s.state.log_start_offset);
         stored.max(floor)
+    }
+}
+
+/// A kept reader's batches for a fetch, and the reader to keep for the
+/// next one (at the offset it asks for), if it goes on.
+type Continued = (Vec<BytesMut>, Option<(i64, Kept)>);
+
+/// What a fetch of `max_bytes` takes from a read-ahead's `chunk`: its
+/// batches and the reader to keep, if it goes on. None for a failed chunk,
+/// or one read for a larger fetch than this one (not taken: the reader is
+/// dropped and this fetch reads afresh).
+fn continue_with(chunk: Chunk, ahead: ReadAhead, max_bytes: usize) -> Option<Continued> {
+    match chunk {
+        Chunk {
+            batches: Ok(batches),
+            max_bytes: read_for,
+            next_offset,
+            last,
+        } if read_for <= max_bytes => Some((
+            batches,
+            (!last).then_some((next_offset, Kept::Ahead(ahead))),
+        )),
+        _ => None,
     }
 }
 

@@ -124,3 +124,92 @@ fn a_small_read_gets_about_what_it_asked_for() {
     assert!(bytes < 2 * 700 + 61, "{bytes} bytes");
     assert_eq!(all_records(&c.read_blocking(1, 1000).unwrap()).len(), 1);
 }
+
+/// Runs `d` to its end on a task of its own (decoding a file in memory on
+/// a blocking thread).
+fn run(mut d: Decoder) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let step = if d.in_memory() {
+                let (back, step) = tokio::task::spawn_blocking(move || {
+                    let step = d.decode_blocking();
+                    (d, step)
+                })
+                .await
+                .unwrap();
+                d = back;
+                step
+            } else {
+                d.decode().await
+            };
+            if !d.pass(step).await {
+                return;
+            }
+        }
+        panic!("decoder did not end");
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_cursor_reads_what_it_would_have_read_itself() {
+    let (file, store) = stored().await;
+    let size = file.len() as u64;
+    for from in [0, 371, 38] {
+        for max_bytes in [200, 5000] {
+            let alone = drain(
+                ColdCursor::open(file.clone(), from, 1).unwrap(),
+                &file,
+                max_bytes,
+            )
+            .await;
+            // Split before the first read, and after one (the partly read
+            // Arrow batch stays with the cursor).
+            for reads_before in [0, 1] {
+                let mut mem = ColdCursor::open(file.clone(), from, 1).unwrap();
+                let mut ranged = ColdCursor::open_ranged(store.clone(), "k.parquet", size, from, 1)
+                    .await
+                    .unwrap();
+                let mut head = Vec::new();
+                for _ in 0..reads_before {
+                    head = all_records(&mem.read(max_bytes, BATCH_RECORDS).await.unwrap());
+                    ranged.read(max_bytes, BATCH_RECORDS).await.unwrap();
+                }
+                let head: Vec<i64> = head.iter().map(|r| r.offset).collect();
+                for mut c in [mem, ranged] {
+                    let d = c.split().expect("a direct cursor splits");
+                    assert!(c.split().is_none(), "a split cursor does not split again");
+                    assert!(c.in_memory(), "reads of a split cursor wait on no I/O");
+                    let task = run(d);
+                    let mut got = head.clone();
+                    got.extend(drain(c, &file, max_bytes).await);
+                    assert_eq!(
+                        got, alone,
+                        "from {from}, {max_bytes} bytes, split after {reads_before}"
+                    );
+                    task.await.unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_split_cursor_whose_decoder_stops_early_fails_instead_of_ending() {
+    let mut c = ColdCursor::open(file(), 0, 1).unwrap();
+    let mut d = c.split().unwrap();
+    let step = d.decode_blocking();
+    assert!(d.pass(step).await, "one batch passed on");
+    drop(d);
+    let mut got = 0;
+    let err = loop {
+        // Small reads: the first ones are served from the batch passed on.
+        match c.read(200, BATCH_RECORDS).await {
+            Ok(b) if b.is_empty() => panic!("ended quietly after {got} batches"),
+            Ok(b) => got += b.len(),
+            Err(e) => break e,
+        }
+    };
+    assert!(got > 0, "the batch passed on was read");
+    assert!(!c.is_exhausted());
+    assert!(err.to_string().contains("decoder stopped"), "{err}");
+}
