@@ -9,7 +9,7 @@ use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::statistics::Statistics;
-use strata_record::{encode_records_into, layout, BatchFields, RecordRef, TimestampType};
+use strata_record::{layout, BatchBuilder, BatchFields, RecordRef, TimestampType};
 
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -126,12 +126,11 @@ fn continues(prev: &BatchFields, prev_offset: i64, next: &BatchFields, next_offs
 /// wanted offset) to the rebuilder. Returns the row it stopped at, not
 /// taken, once it has enough bytes; None when every row was taken.
 ///
-/// Rebuilt batches borrow the Arrow arrays, so one never spans two Arrow
-/// batches: a run of records that would form one batch is cut where an
-/// Arrow batch ends. The rebuilder decides where runs end and when to stop
-/// across Arrow batches, so which records a read returns does not depend on
-/// how the reader happened to cut its Arrow batches (in memory and ranged
-/// reads cut them differently).
+/// Each record is encoded into the open batch as it is taken (a batch can
+/// span Arrow batches). The rebuilder decides where runs end and when to
+/// stop, from the records alone, so which records a read returns, and how
+/// they are framed, does not depend on how the reader happened to cut its
+/// Arrow batches (in memory and ranged reads cut them differently).
 pub(crate) fn push_rows(
     rb: &RecordBatch,
     start: usize,
@@ -139,9 +138,6 @@ pub(crate) fn push_rows(
 ) -> Result<Option<usize>, ColdError> {
     let cols = Columns::new(rb)?;
     let max_records = out.opts.batch_records.max(1);
-    let mut pending: Vec<RecordRef<'_>> = Vec::new();
-    // The fields of the first pending record (the batch's base).
-    let mut base: Option<BatchFields> = None;
     for i in start..rb.num_rows() {
         let offset = cols.offset.value(i);
         if offset < out.opts.from_offset {
@@ -157,27 +153,15 @@ pub(crate) fn push_rows(
                 && out.taken < out.opts.max_bytes
         });
         if !fits {
-            if let Some(b) = base.take() {
-                out.emit(&b, &pending);
-            }
-            pending.clear();
-            out.run = 0;
+            out.close();
             if out.taken >= out.opts.max_bytes {
                 return Ok(Some(i));
             }
         }
-        base.get_or_insert(fields);
         out.prev = Some((fields, offset));
-        if out.run == 0 {
-            out.taken += layout::HEADER_SIZE;
-        }
-        out.run += 1;
         let r = cols.record(i);
         out.taken += encoded_estimate(&r);
-        pending.push(r);
-    }
-    if let Some(b) = base {
-        out.emit(&b, &pending);
+        out.push(&fields, &r);
     }
     Ok(None)
 }
@@ -190,12 +174,14 @@ pub(crate) struct Rebuilder<'a> {
     leader_epoch: i32,
     buf: BytesMut,
     out: Vec<BytesMut>,
+    /// The batch being written, if a run is open.
+    open: Option<BatchBuilder>,
     /// Bytes taken so far, by an estimate that depends only on the records
     /// and where runs begin (not on where Arrow batches cut runs), so the
     /// records a read returns do not either.
     taken: usize,
     /// The last record taken (its fields and offset), and how many records
-    /// its run (the batch it would be in, across Arrow batches) has.
+    /// its run (the batch it is in) has.
     prev: Option<(BatchFields, i64)>,
     run: usize,
 }
@@ -222,24 +208,46 @@ impl<'a> Rebuilder<'a> {
             leader_epoch,
             buf: BytesMut::with_capacity(opts.max_bytes.saturating_add(64 << 10).min(MAX_RESERVE)),
             out: Vec::new(),
+            open: None,
             taken: 0,
             prev: None,
             run: 0,
         }
     }
 
-    /// Encodes one batch of `records` (possibly none) sharing `fields`.
-    fn emit(&mut self, fields: &BatchFields, records: &[RecordRef<'_>]) {
-        if !records.is_empty() {
-            encode_records_into(fields, records, &mut self.buf);
-            let b = self.buf.split();
-            self.out.push(b);
+    /// Adds a record with `fields` to the open batch, opening one (with
+    /// those fields) if none is.
+    fn push(&mut self, fields: &BatchFields, r: &RecordRef<'_>) {
+        let batch = match &mut self.open {
+            Some(b) => b,
+            None => {
+                self.taken += layout::HEADER_SIZE;
+                self.open.insert(BatchBuilder::start(
+                    &mut self.buf,
+                    fields,
+                    r.offset,
+                    r.timestamp,
+                ))
+            }
+        };
+        batch.push(&mut self.buf, r);
+        self.run += 1;
+    }
+
+    /// Finishes the open batch, if any, and ends the run.
+    fn close(&mut self) {
+        if let Some(b) = self.open.take() {
+            b.finish(&mut self.buf);
+            let batch = self.buf.split();
+            self.out.push(batch);
         }
+        self.run = 0;
     }
 
     /// The batches, and the offset after the last record taken (None if
     /// nothing was).
-    pub(crate) fn finish(self) -> (Vec<BytesMut>, Option<i64>) {
+    pub(crate) fn finish(mut self) -> (Vec<BytesMut>, Option<i64>) {
+        self.close();
         (self.out, self.prev.map(|(_, o)| o + 1))
     }
 }

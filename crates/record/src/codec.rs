@@ -258,43 +258,78 @@ pub fn encode_batch_into(records: &[DecodedRecord], b: &mut BytesMut) {
 }
 
 /// Appends one uncompressed v2 batch of `records` (as in [`encode_batch`])
-/// with the batch-level `fields` to `b`. Each record is written straight
-/// into `b`: its length is computed first, so nothing is staged.
+/// with the batch-level `fields` to `b` (a [`BatchBuilder`] fed each
+/// record in turn).
 pub fn encode_records_into(fields: &BatchFields, records: &[RecordRef<'_>], b: &mut BytesMut) {
     let Some(first) = records.first() else {
         return;
     };
-    let start = b.len();
-    let base_offset = first.offset;
-    let (mut base_ts, mut max_ts) = (first.timestamp, first.timestamp);
-    let mut estimate = 0;
-    for r in records {
-        base_ts = base_ts.min(r.timestamp);
-        max_ts = max_ts.max(r.timestamp);
-        estimate += 24 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
-    }
-    let last_delta = (records[records.len() - 1].offset - base_offset) as i32;
-    let attributes: i16 = match fields.timestamp_type {
-        TimestampType::CreateTime => 0,
-        TimestampType::LogAppendTime => 0x08,
-    };
+    let estimate: usize = records
+        .iter()
+        .map(|r| 24 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len))
+        .sum();
     b.reserve(layout::HEADER_SIZE + estimate);
-    b.put_i64(base_offset);
-    b.put_i32(0); // batch length, set below
-    b.put_i32(fields.leader_epoch);
-    b.put_u8(2);
-    b.put_u32(0); // CRC, set below
-    b.put_i16(attributes);
-    b.put_i32(last_delta);
-    b.put_i64(base_ts);
-    b.put_i64(max_ts);
-    b.put_i64(fields.producer_id);
-    b.put_i16(fields.producer_epoch);
-    b.put_i32(fields.base_sequence);
-    b.put_i32(records.len() as i32);
+    let mut batch = BatchBuilder::start(b, fields, first.offset, first.timestamp);
     for r in records {
-        let ts_delta = r.timestamp - base_ts;
-        let offset_delta = r.offset - base_offset;
+        batch.push(b, r);
+    }
+    batch.finish(b);
+}
+
+/// One uncompressed v2 batch written record by record straight into a
+/// buffer: the header first with what is not known yet left blank, each
+/// record as it comes (its length computed first, so nothing is staged),
+/// then the blanks and the CRC filled in. Records must come in increasing
+/// offset order and share the batch's [`BatchFields`]. Timestamps are
+/// deltas from the first record's, as Kafka's own producer writes them
+/// (negative when a later record is older).
+#[derive(Debug)]
+pub struct BatchBuilder {
+    /// Where the batch starts in the buffer.
+    start: usize,
+    base_offset: i64,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    last_offset: i64,
+    records: i32,
+}
+
+impl BatchBuilder {
+    /// Writes the header of a batch whose first record is at `offset` with
+    /// `timestamp` to the end of `b`.
+    pub fn start(b: &mut BytesMut, fields: &BatchFields, offset: i64, timestamp: i64) -> Self {
+        let start = b.len();
+        let attributes: i16 = match fields.timestamp_type {
+            TimestampType::CreateTime => 0,
+            TimestampType::LogAppendTime => 0x08,
+        };
+        b.put_i64(offset);
+        b.put_i32(0); // batch length, set by finish
+        b.put_i32(fields.leader_epoch);
+        b.put_u8(2);
+        b.put_u32(0); // CRC, set by finish
+        b.put_i16(attributes);
+        b.put_i32(0); // last offset delta, set by finish
+        b.put_i64(timestamp);
+        b.put_i64(timestamp); // max timestamp, set by finish
+        b.put_i64(fields.producer_id);
+        b.put_i16(fields.producer_epoch);
+        b.put_i32(fields.base_sequence);
+        b.put_i32(0); // record count, set by finish
+        Self {
+            start,
+            base_offset: offset,
+            base_timestamp: timestamp,
+            max_timestamp: timestamp,
+            last_offset: offset,
+            records: 0,
+        }
+    }
+
+    /// Appends one record to the batch this builder started in `b`.
+    pub fn push(&mut self, b: &mut BytesMut, r: &RecordRef<'_>) {
+        let ts_delta = r.timestamp - self.base_timestamp;
+        let offset_delta = r.offset - self.base_offset;
         let len = 1
             + varlong_len(ts_delta)
             + varlong_len(offset_delta)
@@ -316,12 +351,33 @@ pub fn encode_records_into(fields: &BatchFields, records: &[RecordRef<'_>], b: &
             put_bytes(b, Some(k));
             put_bytes(b, *v);
         }
+        self.max_timestamp = self.max_timestamp.max(r.timestamp);
+        self.last_offset = r.offset;
+        self.records += 1;
     }
-    let batch = &mut b[start..];
-    let batch_length = (batch.len() - layout::LOG_OVERHEAD) as i32;
-    batch[layout::BATCH_LENGTH..layout::BATCH_LENGTH + 4]
-        .copy_from_slice(&batch_length.to_be_bytes());
-    crate::header::store_crc(batch);
+
+    /// How many records were pushed.
+    pub fn records(&self) -> i32 {
+        self.records
+    }
+
+    /// Fills in the header and the CRC.
+    pub fn finish(self, b: &mut BytesMut) {
+        let batch = &mut b[self.start..];
+        let batch_length = (batch.len() - layout::LOG_OVERHEAD) as i32;
+        let last_delta = (self.last_offset - self.base_offset) as i32;
+        let put =
+            |batch: &mut [u8], at: usize, v: &[u8]| batch[at..at + v.len()].copy_from_slice(v);
+        put(batch, layout::BATCH_LENGTH, &batch_length.to_be_bytes());
+        put(batch, layout::LAST_OFFSET_DELTA, &last_delta.to_be_bytes());
+        put(
+            batch,
+            layout::MAX_TIMESTAMP,
+            &self.max_timestamp.to_be_bytes(),
+        );
+        put(batch, layout::RECORDS_COUNT, &self.records.to_be_bytes());
+        crate::header::store_crc(batch);
+    }
 }
 
 #[cfg(test)]

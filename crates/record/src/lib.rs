@@ -18,8 +18,8 @@ mod header;
 mod records;
 
 pub use codec::{
-    decode_batch, encode_batch, encode_batch_into, encode_records_into, BatchFields, CodecError,
-    DecodedBatch, DecodedRecord, RecordRef,
+    decode_batch, encode_batch, encode_batch_into, encode_records_into, BatchBuilder, BatchFields,
+    CodecError, DecodedBatch, DecodedRecord, RecordRef,
 };
 pub use control::{build_control_batch, control_type, ControlType};
 pub use header::*;

@@ -116,6 +116,9 @@ fn encode_keeps_repeated_headers_gaps_and_validates() {
         (h.base_offset, h.last_offset(), h.records_count),
         (10, 15, 3)
     );
+    // Timestamps are deltas from the first record's (the second's is
+    // negative), as Kafka's producer writes them; the max is the max.
+    assert_eq!((h.base_timestamp, h.max_timestamp), (500, 900));
     let d = decode_batch(&b.freeze()).unwrap();
     assert_eq!(d.records, records);
 }
