@@ -142,13 +142,8 @@ fn decode(c: &mut Criterion) {
         g.bench_function(format!("sequential_1MiB_fetches_split/{name}"), |b| {
             b.iter(|| {
                 let mut c = ColdCursor::open(black_box(file.clone()), 0, 1).unwrap();
-                let mut d = c.split().unwrap();
-                let t = std::thread::spawn(move || loop {
-                    let step = d.decode_blocking();
-                    if !d.pass_blocking(step) {
-                        return;
-                    }
-                });
+                let d = c.split().unwrap();
+                let t = std::thread::spawn(move || d.run_blocking());
                 while c.next_offset() < end {
                     c.read_blocking(1 << 20, 1000).unwrap();
                 }

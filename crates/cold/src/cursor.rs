@@ -116,6 +116,28 @@ impl Decoder {
         self.tx.blocking_send(step.0).is_ok() && more
     }
 
+    /// Decodes and passes batches on until there is nothing more to do
+    /// (see [`Self::pass`]).
+    pub async fn run(mut self) {
+        loop {
+            let step = self.decode().await;
+            if !self.pass(step).await {
+                return;
+            }
+        }
+    }
+
+    /// [`Self::run`] for a file in memory, on a thread of the caller's own
+    /// outside any async runtime (it blocks the thread).
+    pub fn run_blocking(mut self) {
+        loop {
+            let step = self.decode_blocking();
+            if !self.pass_blocking(step) {
+                return;
+            }
+        }
+    }
+
     /// Passes a step to the cursor, waiting while it has one it has not
     /// taken. False once there is nothing more to do: the end of the file
     /// or an error was passed, or the cursor is gone.

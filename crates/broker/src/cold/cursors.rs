@@ -171,29 +171,16 @@ impl ReadAhead {
 /// Runs a split cursor's decoder until the end of its file, an error, or
 /// the cursor is dropped: on a thread of its own for a file in memory, as a
 /// task on `runtime` for a ranged one (it waits on the store).
-fn start_decoder(mut d: Decoder, runtime: Option<tokio::runtime::Handle>) {
+fn start_decoder(d: Decoder, runtime: Option<tokio::runtime::Handle>) {
     match runtime {
         Some(rt) if !d.in_memory() => {
-            rt.spawn(async move {
-                loop {
-                    let step = d.decode().await;
-                    if !d.pass(step).await {
-                        return;
-                    }
-                }
-            });
+            rt.spawn(d.run());
         }
         // Without a runtime a ranged decoder passes on its error at once.
         _ => {
-            let run = move || loop {
-                let step = d.decode_blocking();
-                if !d.pass_blocking(step) {
-                    return;
-                }
-            };
             if let Err(e) = std::thread::Builder::new()
                 .name("strata-cold-decode".into())
-                .spawn(run)
+                .spawn(move || d.run_blocking())
             {
                 // The cursor's next read fails; the fetch reads afresh.
                 tracing::warn!(error = %e, "cannot start a cold decoder thread");

@@ -125,29 +125,14 @@ fn a_small_read_gets_about_what_it_asked_for() {
     assert_eq!(all_records(&c.read_blocking(1, 1000).unwrap()).len(), 1);
 }
 
-/// Runs `d` to its end on a task of its own (decoding a file in memory on
-/// a blocking thread).
-fn run(mut d: Decoder) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        for _ in 0..10_000 {
-            let step = if d.in_memory() {
-                let (back, step) = tokio::task::spawn_blocking(move || {
-                    let step = d.decode_blocking();
-                    (d, step)
-                })
-                .await
-                .unwrap();
-                d = back;
-                step
-            } else {
-                d.decode().await
-            };
-            if !d.pass(step).await {
-                return;
-            }
-        }
-        panic!("decoder did not end");
-    })
+/// Runs `d` to its end on a task of its own (a blocking thread for a file
+/// in memory).
+fn run(d: Decoder) -> tokio::task::JoinHandle<()> {
+    if d.in_memory() {
+        tokio::task::spawn_blocking(move || d.run_blocking())
+    } else {
+        tokio::spawn(d.run())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
