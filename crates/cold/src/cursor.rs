@@ -14,9 +14,8 @@
 //! the caller runs on another thread, so one consumer's read uses two cores.
 //!
 //! Invariant: a read returns exactly what a fresh read from
-//! [`ColdCursor::next_offset`] would (the same records; batch framing may
-//! differ where Arrow batches were cut), so keeping a cursor, or splitting
-//! it, is only ever an optimisation. A split cursor ends only when its
+//! [`ColdCursor::next_offset`] would (the same records), so keeping a
+//! cursor, or splitting it, is only ever an optimisation. A split cursor ends only when its
 //! decoder says the file ended: a decoder that stops without saying so
 //! (dropped, failed) is an error, never an early end of the file.
 
@@ -67,13 +66,13 @@ enum Decoded {
 
 /// One step of a [`Decoder`]: a decoded Arrow batch, an error, or the end
 /// of the file, to be passed to the cursor with [`Decoder::pass`].
-pub struct Step(Decoded);
+struct Step(Decoded);
 
 /// The decoding half of a split cursor ([`ColdCursor::split`]): decodes
-/// the file's Arrow batches, which the caller passes to the cursor one at a
-/// time (one waiting for the cursor at most). Decoding a file in memory
-/// only computes ([`Decoder::decode_blocking`], for a blocking thread);
-/// passing waits for the cursor.
+/// the file's Arrow batches and passes them to the cursor one at a time
+/// (one waiting for the cursor at most), run by the caller: on a thread of
+/// its own for a file in memory ([`Decoder::run_blocking`]: decoding only
+/// computes), as a task for a ranged one ([`Decoder::run`]).
 #[must_use = "the split cursor waits for batches from its decoder"]
 pub struct Decoder {
     rows: Rows,
@@ -81,19 +80,19 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Whether the file is in memory (decode with [`Self::decode_blocking`]).
+    /// Whether the file is in memory (run with [`Self::run_blocking`]).
     pub fn in_memory(&self) -> bool {
         matches!(self.rows, Rows::Memory(_))
     }
 
     /// Decodes the next Arrow batch, waiting on the store for a ranged file.
-    pub async fn decode(&mut self) -> Step {
+    async fn decode(&mut self) -> Step {
         Self::step(self.rows.next().await)
     }
 
     /// Decodes the next Arrow batch of a file in memory; an error for a
     /// ranged file (its reads wait on the store).
-    pub fn decode_blocking(&mut self) -> Step {
+    fn decode_blocking(&mut self) -> Step {
         match &mut self.rows {
             Rows::Memory(r) => Self::step(r.next().map(|b| b.map_err(ColdError::from))),
             Rows::Ranged(_) => Step(Decoded::Batch(Err(ColdError::Io(
@@ -111,7 +110,7 @@ impl Decoder {
 
     /// [`Self::pass`] from a thread of the caller's own, outside any async
     /// runtime (it blocks the thread; within a runtime it would panic).
-    pub fn pass_blocking(&mut self, step: Step) -> bool {
+    fn pass_blocking(&mut self, step: Step) -> bool {
         let more = matches!(step.0, Decoded::Batch(Ok(_)));
         self.tx.blocking_send(step.0).is_ok() && more
     }
@@ -141,7 +140,7 @@ impl Decoder {
     /// Passes a step to the cursor, waiting while it has one it has not
     /// taken. False once there is nothing more to do: the end of the file
     /// or an error was passed, or the cursor is gone.
-    pub async fn pass(&mut self, step: Step) -> bool {
+    async fn pass(&mut self, step: Step) -> bool {
         let more = matches!(step.0, Decoded::Batch(Ok(_)));
         self.tx.send(step.0).await.is_ok() && more
     }
