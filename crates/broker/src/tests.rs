@@ -638,19 +638,22 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
 #[tokio::test]
 async fn a_consumer_reading_cold_files_one_after_another_finds_each_one_read_ahead() {
     use std::sync::atomic::Ordering;
-    let (_d, b, local_start) = cold_only_topic(16 << 20, 5).await;
-    let files = b.view().segments.values().map(|m| m.len()).sum::<usize>();
-    assert!(files >= 3, "{files} cold files");
-    let next = read_cold_in_order(&b, local_start, &[4_000]).await;
-    assert!(next >= local_start, "read through the cold tier");
-    // Only the first fetch opened a reader: every later file's reader had
-    // been started when the one before had read its file to the end.
-    let reads = b.metrics.cold_reads.load(Ordering::Relaxed);
-    let continued = b.metrics.cold_reads_continued.load(Ordering::Relaxed);
-    assert!(reads > files as u64, "{reads} fetches for {files} files");
-    assert_eq!(
-        reads - continued,
-        1,
-        "{reads} fetches, {continued} continued"
-    );
+    // Files in the cold cache, then none (range-read from the store).
+    for cache in [16 << 20, 0] {
+        let (_d, b, local_start) = cold_only_topic(cache, 5).await;
+        let files = b.view().segments.values().map(|m| m.len()).sum::<usize>();
+        assert!(files >= 3, "{files} cold files");
+        let next = read_cold_in_order(&b, local_start, &[4_000]).await;
+        assert!(next >= local_start, "read through the cold tier");
+        // Only the first fetch opened a reader: every later file's reader
+        // had been started when the one before had read its file to the end.
+        let reads = b.metrics.cold_reads.load(Ordering::Relaxed);
+        let continued = b.metrics.cold_reads_continued.load(Ordering::Relaxed);
+        assert!(reads > files as u64, "{reads} fetches for {files} files");
+        assert_eq!(
+            reads - continued,
+            1,
+            "{reads} fetches, {continued} continued (cache {cache})"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Cold reads: Fetch and ListOffsets below the local log.
 
-use super::cursors::{spawn_read, Chunk, Kept, ReadAhead, READ_AHEAD_MAX};
+use super::cursors::{spawn_read, Chunk, Kept, Opener, ReadAhead, READ_AHEAD_MAX};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
@@ -144,8 +144,10 @@ impl Broker {
 
     /// Starts reading the file after `entry` ahead, for the fetch that
     /// will ask for the offset after `entry`, unless a reader is kept for
-    /// it already. Only a file in the cache: a guess never costs a read of
-    /// the store.
+    /// it already. A file not in the cache is range-read: for a consumer
+    /// reading the cold tier in order (what ends a read-ahead at the end
+    /// of a file) that saves a round trip to the store per file, and a
+    /// wrong guess costs a footer and a row group.
     fn prefetch(
         &self,
         cold: &super::ColdTier,
@@ -161,18 +163,23 @@ impl Broker {
                 .or_else(|| v.next_cold_segment(topic, partition, at))
         };
         let Some(next) = next else { return };
-        let Some(file) = cold.cache.get(&next.object_key) else {
-            return;
-        };
         if cold.cursors.contains(&next.object_key, at) {
             return;
         }
         let epoch = next.epoch;
-        let ahead = ReadAhead::open(
-            Box::new(move || ColdCursor::open(file, at, epoch)),
-            max_bytes,
-            batch_records,
-        );
+        let open: Opener = match cold.cache.get(&next.object_key) {
+            Some(file) => Box::new(move || ColdCursor::open(file, at, epoch)),
+            // Not cached: the read-ahead's thread range-reads it (footer,
+            // then the first row group), on this runtime.
+            None => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let (store, key, size) = (cold.store.clone(), next.object_key.clone(), next.bytes);
+                Box::new(move || rt.block_on(ColdCursor::open_ranged(store, &key, size, at, epoch)))
+            }
+        };
+        let ahead = ReadAhead::open(open, max_bytes, batch_records);
         cold.cursors.put(&next.object_key, at, Kept::Ahead(ahead));
     }
 
