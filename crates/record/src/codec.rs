@@ -356,11 +356,6 @@ impl BatchBuilder {
         self.records += 1;
     }
 
-    /// How many records were pushed.
-    pub fn records(&self) -> i32 {
-        self.records
-    }
-
     /// Fills in the header and the CRC.
     pub fn finish(self, b: &mut BytesMut) {
         let batch = &mut b[self.start..];

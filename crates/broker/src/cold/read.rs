@@ -84,11 +84,7 @@ impl Broker {
                 None => None,
             },
             Some(Kept::Idle(c)) => match spawn_read(c, max_bytes, batch_records).await {
-                Ok((c, Ok(batches))) => {
-                    let next = (!c.is_exhausted())
-                        .then(|| (c.next_offset(), keep(c, max_bytes, batch_records)));
-                    Some((batches, next))
-                }
+                Ok((c, Ok(batches))) => Some((batches, keep(c, max_bytes, batch_records))),
                 _ => None,
             },
             None => None,
@@ -102,10 +98,24 @@ impl Broker {
             }
             // None kept, or its read failed: read afresh (once).
             None => {
-                let c = match cold.cache.get(key) {
-                    Some(file) => ColdCursor::open(file, offset, entry.epoch),
+                let task_failed =
+                    |e| BrokerError::Storage(format!("cold read of {key} failed: {e}"));
+                let (c, r) = match cold.cache.get(key) {
+                    // Opening parses the footer and the page index: CPU
+                    // work, done with the read off the async workers.
+                    Some(file) => {
+                        let epoch = entry.epoch;
+                        tokio::task::spawn_blocking(move || {
+                            let mut c = ColdCursor::open(file, offset, epoch)?;
+                            let r = c.read_blocking(max_bytes, batch_records);
+                            Ok::<_, strata_cold::ColdError>((c, r))
+                        })
+                        .await
+                        .map_err(task_failed)?
+                        .map_err(failed)?
+                    }
                     None => {
-                        ColdCursor::open_ranged(
+                        let c = ColdCursor::open_ranged(
                             cold.store.clone(),
                             key,
                             entry.bytes,
@@ -113,16 +123,14 @@ impl Broker {
                             entry.epoch,
                         )
                         .await
+                        .map_err(failed)?;
+                        spawn_read(c, max_bytes, batch_records)
+                            .await
+                            .map_err(task_failed)?
                     }
-                }
-                .map_err(failed)?;
-                let (c, r) = spawn_read(c, max_bytes, batch_records)
-                    .await
-                    .map_err(|e| BrokerError::Storage(format!("cold read of {key} failed: {e}")))?;
+                };
                 let batches = r.map_err(failed)?;
-                let next = (!c.is_exhausted())
-                    .then(|| (c.next_offset(), keep(c, max_bytes, batch_records)));
-                (batches, next)
+                (batches, keep(c, max_bytes, batch_records))
             }
         };
         // Kept for the next fetch unless nothing of this file is left.
@@ -246,12 +254,20 @@ fn continue_with(chunk: Chunk, ahead: ReadAhead, max_bytes: usize) -> Option<Con
     }
 }
 
-/// How a reader is kept after a fetch of `max_bytes`: reading ahead for
-/// fetches up to `READ_AHEAD_MAX`, idle for larger ones.
-fn keep(c: ColdCursor, max_bytes: usize, batch_records: usize) -> Kept {
-    if max_bytes <= READ_AHEAD_MAX {
-        Kept::Ahead(ReadAhead::start(c, max_bytes, batch_records))
-    } else {
-        Kept::Idle(c)
+/// How a reader is kept after a fetch of `max_bytes`, at the offset the
+/// next fetch will ask for: reading ahead for fetches up to
+/// `READ_AHEAD_MAX`, idle for larger ones; None once its file is read.
+fn keep(c: ColdCursor, max_bytes: usize, batch_records: usize) -> Option<(i64, Kept)> {
+    if c.is_exhausted() {
+        return None;
     }
+    let at = c.next_offset();
+    Some(if max_bytes <= READ_AHEAD_MAX {
+        (
+            at,
+            Kept::Ahead(ReadAhead::start(c, max_bytes, batch_records)),
+        )
+    } else {
+        (at, Kept::Idle(c))
+    })
 }
