@@ -20,14 +20,22 @@
 //! (dropped, failed) is an error, never an early end of the file.
 
 use crate::read::{push_rows, row_groups_from, Rebuilder};
+use crate::schema::read_schema;
 use crate::{ColdError, ReadOptions};
 use arrow_array::RecordBatch;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 #[allow(deprecated)] // see `open_ranged`
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream};
 use tokio::sync::mpsc;
+
+/// How cursors decode a file: with [`read_schema`]'s value views.
+fn read_options() -> ArrowReaderOptions {
+    ArrowReaderOptions::new().with_schema(read_schema())
+}
 
 /// Rows per decoded Arrow batch.
 const ARROW_BATCH_ROWS: usize = 8192;
@@ -160,7 +168,7 @@ pub struct ColdCursor {
 impl ColdCursor {
     /// A cursor over a file held in memory, at `from_offset`.
     pub fn open(file: Bytes, from_offset: i64, leader_epoch: i32) -> Result<Self, ColdError> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
         let groups = row_groups_from(builder.metadata(), from_offset);
         let reader = builder
             .with_row_groups(groups)
@@ -190,7 +198,8 @@ impl ColdCursor {
         use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
         let reader = ParquetObjectReader::new(store, object_store::path::Path::from(key))
             .with_file_size(size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let builder =
+            ParquetRecordBatchStreamBuilder::new_with_options(reader, read_options()).await?;
         let groups = row_groups_from(builder.metadata(), from_offset);
         let stream = builder
             .with_row_groups(groups)

@@ -1,6 +1,6 @@
 //! Parquet → record batches, for Kafka consumers reading the cold tier.
 
-use crate::schema::segment_schema;
+use crate::schema::read_schema;
 use crate::ColdCursor;
 use crate::ColdError;
 use arrow_array::cast::AsArray;
@@ -38,8 +38,8 @@ struct Columns<'a> {
     offset: &'a arrow_array::PrimitiveArray<Int64Type>,
     ts: &'a arrow_array::PrimitiveArray<TimestampMillisecondType>,
     ts_type: &'a arrow_array::PrimitiveArray<Int8Type>,
-    key: &'a arrow_array::BinaryArray,
-    value: &'a arrow_array::BinaryArray,
+    key: &'a arrow_array::BinaryViewArray,
+    value: &'a arrow_array::BinaryViewArray,
     headers: &'a arrow_array::ListArray,
     header_key: &'a arrow_array::StringArray,
     header_value: &'a arrow_array::BinaryArray,
@@ -50,7 +50,7 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn new(rb: &'a RecordBatch) -> Result<Self, ColdError> {
-        if rb.schema().fields() != segment_schema().fields() {
+        if rb.schema().fields() != read_schema().fields() {
             return Err(ColdError::Schema(format!("{:?}", rb.schema())));
         }
         let headers = rb.column(6).as_list::<i32>();
@@ -59,8 +59,8 @@ impl<'a> Columns<'a> {
             offset: rb.column(1).as_primitive::<Int64Type>(),
             ts: rb.column(2).as_primitive::<TimestampMillisecondType>(),
             ts_type: rb.column(3).as_primitive::<Int8Type>(),
-            key: rb.column(4).as_binary::<i32>(),
-            value: rb.column(5).as_binary::<i32>(),
+            key: rb.column(4).as_binary_view(),
+            value: rb.column(5).as_binary_view(),
             headers,
             header_key: header.column(0).as_string::<i32>(),
             header_value: header.column(1).as_binary::<i32>(),

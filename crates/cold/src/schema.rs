@@ -35,3 +35,19 @@ pub fn segment_schema() -> SchemaRef {
         Field::new("sequence", DataType::Int32, false),
     ]))
 }
+
+/// The segment schema as cold reads decode it: keys and values as
+/// `BinaryView`, views into the decompressed pages, which the Parquet
+/// reader builds without copying each value (the rebuilt batch is the one
+/// copy). Engines read the files with the schema the file declares.
+pub(crate) fn read_schema() -> SchemaRef {
+    let fields: Vec<Field> = segment_schema()
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "key" | "value" => f.as_ref().clone().with_data_type(DataType::BinaryView),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
