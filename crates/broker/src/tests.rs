@@ -657,3 +657,33 @@ async fn a_consumer_reading_cold_files_one_after_another_finds_each_one_read_ahe
         );
     }
 }
+
+#[tokio::test]
+async fn a_fetch_larger_than_a_read_ahead_chunk_takes_several_and_reads_on_ahead() {
+    use crate::cold::cursors::READ_AHEAD_MAX;
+    use std::sync::atomic::Ordering;
+    // Files in the cold cache, then none (range-read from the store).
+    for cache in [16 << 20, 0] {
+        let (_d, b, local_start) = cold_only_topic(cache, 4).await;
+        let files = b.view().segments.values().map(|m| m.len()).sum::<usize>();
+        assert!(files >= 3, "{files} cold files");
+        // Fetches of 8 chunks: about half a file each, and one of 16 (a
+        // file or what is left of it).
+        let sizes = [8 * READ_AHEAD_MAX, 8 * READ_AHEAD_MAX, 16 * READ_AHEAD_MAX];
+        let next = read_cold_in_order(&b, local_start, &sizes).await;
+        assert!(next >= local_start, "read through the cold tier");
+        let reads = b.metrics.cold_reads.load(Ordering::Relaxed);
+        let continued = b.metrics.cold_reads_continued.load(Ordering::Relaxed);
+        assert!(
+            reads <= 3 * files as u64,
+            "a fetch takes several chunks: {reads} fetches for {files} files"
+        );
+        // Read ahead like smaller fetches: only the first fetch opened a
+        // reader, each later file's was started at the end of the one before.
+        assert_eq!(
+            reads - continued,
+            1,
+            "{reads} fetches, {continued} continued (cache {cache})"
+        );
+    }
+}

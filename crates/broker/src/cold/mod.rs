@@ -16,7 +16,7 @@
 //!   round), so memory stays bounded by about one segment and its Parquet
 //!   file.
 
-mod cursors;
+pub(crate) mod cursors;
 mod lifecycle;
 mod listing;
 mod offload;

@@ -1,6 +1,6 @@
 //! Cold reads: Fetch and ListOffsets below the local log.
 
-use super::cursors::{spawn_read, Chunk, Kept, Opener, ReadAhead, READ_AHEAD_MAX};
+use super::cursors::{Chunk, Opener, ReadAhead, READ_AHEAD_MAX};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
@@ -53,12 +53,13 @@ impl Broker {
 
     /// Reads `entry` from `offset`. A consumer reading the cold tier asks
     /// for the offset after its last fetch, so the reader is kept between
-    /// fetches and, for fetches of up to `READ_AHEAD_MAX` bytes, reads
-    /// ahead of the consumer (see `cursors`). Otherwise a new reader is
-    /// opened, over the cached file or range-reading the object. Once a
-    /// read-ahead has read the whole file, the next file's reader is
-    /// started too (`prefetch`), so the consumer does not wait at the next
-    /// file for a reader to open and read its first chunk.
+    /// fetches and reads ahead of the consumer in chunks of up to
+    /// `READ_AHEAD_MAX` bytes (see `cursors`); a larger fetch takes several
+    /// chunks. Otherwise a new reader is opened, over the cached file or
+    /// range-reading the object. Once a read-ahead has read the whole file,
+    /// the next file's reader is started too (`prefetch`), so the consumer
+    /// does not wait at the next file for a reader to open and read its
+    /// first chunk.
     async fn cold_read_entry(
         &self,
         cold: &super::ColdTier,
@@ -75,18 +76,13 @@ impl Broker {
         // What a kept reader has for this fetch: its batches, and the
         // reader to keep for the next one (None if it has stopped).
         let continued = match cold.cursors.take(key, offset) {
-            Some(Kept::Ahead(mut ahead)) => match ahead.next(max_bytes).await {
-                Some(chunk) if ahead.finished_now() => {
+            Some(ahead) => {
+                let (found, finished) = take_chunks(ahead, max_bytes).await;
+                if finished {
                     self.prefetch(cold, tp, entry, max_bytes, batch_records);
-                    continue_with(chunk, ahead, max_bytes)
                 }
-                Some(chunk) => continue_with(chunk, ahead, max_bytes),
-                None => None,
-            },
-            Some(Kept::Idle(c)) => match spawn_read(c, max_bytes, batch_records).await {
-                Ok((c, Ok(batches))) => Some((batches, keep(c, max_bytes, batch_records))),
-                _ => None,
-            },
+                found
+            }
             None => None,
         };
         let (batches, next) = match continued {
@@ -114,8 +110,9 @@ impl Broker {
                         .map_err(task_failed)?
                         .map_err(failed)?
                     }
+                    // Range reads wait on the store: read on this task.
                     None => {
-                        let c = ColdCursor::open_ranged(
+                        let mut c = ColdCursor::open_ranged(
                             cold.store.clone(),
                             key,
                             entry.bytes,
@@ -124,13 +121,17 @@ impl Broker {
                         )
                         .await
                         .map_err(failed)?;
-                        spawn_read(c, max_bytes, batch_records)
-                            .await
-                            .map_err(task_failed)?
+                        let r = c.read(max_bytes, batch_records).await;
+                        (c, r)
                     }
                 };
                 let batches = r.map_err(failed)?;
-                (batches, keep(c, max_bytes, batch_records))
+                let kept = keep(c, max_bytes, batch_records);
+                if kept.is_none() {
+                    // Read to its end: the consumer wants the next file next.
+                    self.prefetch(cold, tp, entry, max_bytes, batch_records);
+                }
+                (batches, kept)
             }
         };
         // Kept for the next fetch unless nothing of this file is left.
@@ -187,8 +188,8 @@ impl Broker {
                 Box::new(move || rt.block_on(ColdCursor::open_ranged(store, &key, size, at, epoch)))
             }
         };
-        let ahead = ReadAhead::open(open, max_bytes, batch_records);
-        cold.cursors.put(&next.object_key, at, Kept::Ahead(ahead));
+        let ahead = ReadAhead::open(open, chunk_size(max_bytes), batch_records);
+        cold.cursors.put(&next.object_key, at, ahead);
     }
 
     /// The first cold record with a timestamp `>= ts`: only the first
@@ -233,41 +234,61 @@ impl Broker {
 
 /// A kept reader's batches for a fetch, and the reader to keep for the
 /// next one (at the offset it asks for), if it goes on.
-type Continued = (Vec<BytesMut>, Option<(i64, Kept)>);
+type Continued = (Vec<BytesMut>, Option<(i64, ReadAhead)>);
 
-/// What a fetch of `max_bytes` takes from a read-ahead's `chunk`: its
-/// batches and the reader to keep, if it goes on. None for a failed chunk,
-/// or one read for a larger fetch than this one (not taken: the reader is
-/// dropped and this fetch reads afresh).
-fn continue_with(chunk: Chunk, ahead: ReadAhead, max_bytes: usize) -> Option<Continued> {
-    match chunk {
-        Chunk {
-            batches: Ok(batches),
-            max_bytes: read_for,
-            next_offset,
-            last,
-        } if read_for <= max_bytes => Some((
-            batches,
-            (!last).then_some((next_offset, Kept::Ahead(ahead))),
-        )),
-        _ => None,
-    }
+/// The chunk size a read-ahead reads for fetches of `max_bytes`: the fetch
+/// size, or `READ_AHEAD_MAX` for larger fetches (which take several
+/// chunks), so a reader holds the same few megabytes whatever it is asked.
+fn chunk_size(max_bytes: usize) -> usize {
+    max_bytes.min(READ_AHEAD_MAX)
 }
 
-/// How a reader is kept after a fetch of `max_bytes`, at the offset the
-/// next fetch will ask for: reading ahead for fetches up to
-/// `READ_AHEAD_MAX`, idle for larger ones; None once its file is read.
-fn keep(c: ColdCursor, max_bytes: usize, batch_records: usize) -> Option<(i64, Kept)> {
+/// What a fetch of `max_bytes` takes from a read-ahead: its chunks until
+/// another would not fit (at least one) or the file ends, and the reader
+/// to keep if it goes on; and whether the reader has now read its whole
+/// file (once per reader: time to read the next file ahead). None if its
+/// first chunk failed or was read for a larger fetch than this one (not
+/// taken: the reader is dropped and this fetch reads afresh); a later
+/// chunk that fails ends the fetch with what it has and drops the reader.
+async fn take_chunks(mut ahead: ReadAhead, max_bytes: usize) -> (Option<Continued>, bool) {
+    let size = chunk_size(max_bytes);
+    let mut out: Vec<BytesMut> = Vec::new();
+    let mut taken = 0;
+    let found = loop {
+        let chunk = ahead.next(size).await;
+        match chunk {
+            Some(Chunk {
+                batches: Ok(batches),
+                max_bytes: read_for,
+                next_offset,
+                last,
+            }) if read_for <= max_bytes => {
+                taken += batches.iter().map(BytesMut::len).sum::<usize>();
+                out.extend(batches);
+                if last {
+                    break Some((out, None));
+                }
+                if taken.saturating_add(size) > max_bytes {
+                    let finished = ahead.finished_now();
+                    return (Some((out, Some((next_offset, ahead)))), finished);
+                }
+            }
+            _ => break (!out.is_empty()).then_some((out, None)),
+        }
+    };
+    (found, ahead.finished_now())
+}
+
+/// How a reader is kept after a fresh read for a fetch of `max_bytes`, at
+/// the offset the next fetch will ask for, reading ahead; None once its
+/// file is read.
+fn keep(c: ColdCursor, max_bytes: usize, batch_records: usize) -> Option<(i64, ReadAhead)> {
     if c.is_exhausted() {
         return None;
     }
     let at = c.next_offset();
-    Some(if max_bytes <= READ_AHEAD_MAX {
-        (
-            at,
-            Kept::Ahead(ReadAhead::start(c, max_bytes, batch_records)),
-        )
-    } else {
-        (at, Kept::Idle(c))
-    })
+    Some((
+        at,
+        ReadAhead::start(c, chunk_size(max_bytes), batch_records),
+    ))
 }
