@@ -21,9 +21,10 @@
 //! next chunk). Memory: each kept reader holds up to three Arrow batches
 //! (≤ 8192 rows each, and within one row group: ≤ 4 MiB of keys and
 //! values), at most [`READ_AHEAD_CHUNKS`] chunks of at most
-//! [`READ_AHEAD_MAX`] bytes, and, for a file from the cache, the file's
-//! bytes (counted in the cache): about 5 MiB at 1 MiB fetches of 100-byte
-//! records, 14 MiB at most; two threads while it reads ahead.
+//! [`READ_AHEAD_MAX`] bytes (up to `MAX_WAITING_CHUNKS` + 1 for fetches
+//! larger than a chunk), and, for a file from the cache, the file's bytes
+//! (counted in the cache): about 5 MiB at 1 MiB fetches of 100-byte
+//! records, 17 MiB at most; two threads while it reads ahead.
 
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -40,9 +41,20 @@ pub(crate) const READ_AHEAD_MAX: usize = 1 << 20;
 /// larger than a chunk are exercised.
 #[cfg(test)]
 pub(crate) const READ_AHEAD_MAX: usize = 4 << 10;
-/// Chunks a reader decodes ahead of its consumer: one waiting, one being
-/// decoded. (Deeper made no measurable difference.)
+/// Chunks a reader decodes ahead of a consumer fetching a chunk at a time:
+/// one waiting, one being decoded. (Deeper made no measurable difference.)
 pub(crate) const READ_AHEAD_CHUNKS: usize = 2;
+/// Chunks waiting at most for a consumer of larger fetches: a fetch of up
+/// to this many chunks finds them all decoded while the one before it was
+/// sent (more would only hold memory).
+const MAX_WAITING_CHUNKS: usize = 4;
+
+/// The chunk size a read-ahead reads for fetches of `max_bytes`: the fetch
+/// size, or `READ_AHEAD_MAX` for larger fetches (which take several
+/// chunks).
+pub(crate) fn chunk_size(max_bytes: usize) -> usize {
+    max_bytes.min(READ_AHEAD_MAX)
+}
 
 /// One chunk read ahead: the rebuilt batches, the fetch size they were
 /// read for, where the next chunk starts, and whether the reader stopped
@@ -70,8 +82,9 @@ pub(crate) struct ReadAhead {
 pub(crate) type Opener = Box<dyn FnOnce() -> Result<ColdCursor, ColdError> + Send>;
 
 impl ReadAhead {
-    /// Starts reading `cursor` ahead in chunks of `max_bytes` (then of the
-    /// size [`Self::next`] was last asked for).
+    /// Starts reading `cursor` ahead for fetches of `max_bytes`, in chunks
+    /// of [`chunk_size`] (then of the size [`Self::next`] was last asked
+    /// for).
     pub(crate) fn start(cursor: ColdCursor, max_bytes: usize, batch_records: usize) -> Self {
         Self::open(Box::new(move || Ok(cursor)), max_bytes, batch_records)
     }
@@ -88,9 +101,14 @@ impl ReadAhead {
     /// file, on an error (passed on as the last chunk), or once this is
     /// dropped (at the next chunk).
     pub(crate) fn open(open: Opener, max_bytes: usize, batch_records: usize) -> Self {
-        // One chunk waits in the channel while the thread rebuilds the
+        // Chunks wait in the channel (one, or as many as a larger fetch
+        // takes, up to `MAX_WAITING_CHUNKS`) while the thread rebuilds the
         // next and then waits to send it.
-        let (tx, chunks) = mpsc::channel(READ_AHEAD_CHUNKS - 1);
+        let waiting = max_bytes
+            .div_ceil(READ_AHEAD_MAX)
+            .clamp(READ_AHEAD_CHUNKS - 1, MAX_WAITING_CHUNKS);
+        let (tx, chunks) = mpsc::channel(waiting);
+        let max_bytes = chunk_size(max_bytes);
         let want = Arc::new(AtomicUsize::new(max_bytes));
         let finished = Arc::new(AtomicBool::new(false));
         let (size, done) = (want.clone(), finished.clone());

@@ -1,6 +1,6 @@
 //! Cold reads: Fetch and ListOffsets below the local log.
 
-use super::cursors::{Chunk, Opener, ReadAhead, READ_AHEAD_MAX};
+use super::cursors::{chunk_size, Chunk, Opener, ReadAhead};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
@@ -188,7 +188,7 @@ impl Broker {
                 Box::new(move || rt.block_on(ColdCursor::open_ranged(store, &key, size, at, epoch)))
             }
         };
-        let ahead = ReadAhead::open(open, chunk_size(max_bytes), batch_records);
+        let ahead = ReadAhead::open(open, max_bytes, batch_records);
         cold.cursors.put(&next.object_key, at, ahead);
     }
 
@@ -236,13 +236,6 @@ impl Broker {
 /// next one (at the offset it asks for), if it goes on.
 type Continued = (Vec<BytesMut>, Option<(i64, ReadAhead)>);
 
-/// The chunk size a read-ahead reads for fetches of `max_bytes`: the fetch
-/// size, or `READ_AHEAD_MAX` for larger fetches (which take several
-/// chunks), so a reader holds the same few megabytes whatever it is asked.
-fn chunk_size(max_bytes: usize) -> usize {
-    max_bytes.min(READ_AHEAD_MAX)
-}
-
 /// What a fetch of `max_bytes` takes from a read-ahead: its chunks until
 /// another would not fit (at least one) or the file ends, and the reader
 /// to keep if it goes on; and whether the reader has now read its whole
@@ -287,8 +280,5 @@ fn keep(c: ColdCursor, max_bytes: usize, batch_records: usize) -> Option<(i64, R
         return None;
     }
     let at = c.next_offset();
-    Some((
-        at,
-        ReadAhead::start(c, chunk_size(max_bytes), batch_records),
-    ))
+    Some((at, ReadAhead::start(c, max_bytes, batch_records)))
 }
