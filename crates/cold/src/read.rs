@@ -9,7 +9,7 @@ use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::statistics::Statistics;
-use strata_record::{layout, BatchBuilder, BatchFields, RecordRef, TimestampType};
+use strata_record::{layout, BatchBuilder, BatchFields, TimestampType};
 
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -34,18 +34,21 @@ impl Default for ReadOptions {
 
 /// The columns of one Arrow batch of a segment file, read row by row so
 /// rows before the wanted offset, or past the byte budget, cost nothing.
+/// Fixed-width columns are plain slices: the row loop reads each value
+/// where it lies instead of assembling per-row structs.
 struct Columns<'a> {
-    offset: &'a arrow_array::PrimitiveArray<Int64Type>,
-    ts: &'a arrow_array::PrimitiveArray<TimestampMillisecondType>,
-    ts_type: &'a arrow_array::PrimitiveArray<Int8Type>,
+    offset: &'a [i64],
+    ts: &'a [i64],
+    ts_type: &'a [i8],
     key: &'a arrow_array::BinaryViewArray,
     value: &'a arrow_array::BinaryViewArray,
-    headers: &'a arrow_array::ListArray,
+    /// Row `i`'s headers are entries `headers[i]..headers[i + 1]`.
+    headers: &'a [i32],
     header_key: &'a arrow_array::StringArray,
     header_value: &'a arrow_array::BinaryArray,
-    pid: &'a arrow_array::PrimitiveArray<Int64Type>,
-    epoch: &'a arrow_array::PrimitiveArray<Int16Type>,
-    seq: &'a arrow_array::PrimitiveArray<Int32Type>,
+    pid: &'a [i64],
+    epoch: &'a [i16],
+    seq: &'a [i32],
 }
 
 impl<'a> Columns<'a> {
@@ -56,70 +59,96 @@ impl<'a> Columns<'a> {
         let headers = rb.column(6).as_list::<i32>();
         let header = headers.values().as_struct();
         Ok(Self {
-            offset: rb.column(1).as_primitive::<Int64Type>(),
-            ts: rb.column(2).as_primitive::<TimestampMillisecondType>(),
-            ts_type: rb.column(3).as_primitive::<Int8Type>(),
+            offset: rb.column(1).as_primitive::<Int64Type>().values(),
+            ts: rb
+                .column(2)
+                .as_primitive::<TimestampMillisecondType>()
+                .values(),
+            ts_type: rb.column(3).as_primitive::<Int8Type>().values(),
             key: rb.column(4).as_binary_view(),
             value: rb.column(5).as_binary_view(),
-            headers,
+            headers: headers.value_offsets(),
             header_key: header.column(0).as_string::<i32>(),
             header_value: header.column(1).as_binary::<i32>(),
-            pid: rb.column(7).as_primitive::<Int64Type>(),
-            epoch: rb.column(8).as_primitive::<Int16Type>(),
-            seq: rb.column(9).as_primitive::<Int32Type>(),
+            pid: rb.column(7).as_primitive::<Int64Type>().values(),
+            epoch: rb.column(8).as_primitive::<Int16Type>().values(),
+            seq: rb.column(9).as_primitive::<Int32Type>().values(),
         })
     }
 
-    /// Row `i`'s batch-level fields, with its own sequence as the base.
-    fn fields(&self, i: usize, leader_epoch: i32) -> BatchFields {
+    /// Row `i`'s batch-level fields.
+    fn row(&self, i: usize, offset: i64) -> Row {
+        Row {
+            offset,
+            log_append_time: self.ts_type[i] == 1,
+            producer_id: self.pid[i],
+            producer_epoch: self.epoch[i],
+            sequence: self.seq[i],
+        }
+    }
+
+    fn key(&self, i: usize) -> Option<&'a [u8]> {
+        self.key.is_valid(i).then(|| self.key.value(i))
+    }
+
+    fn value(&self, i: usize) -> Option<&'a [u8]> {
+        self.value.is_valid(i).then(|| self.value.value(i))
+    }
+
+    /// Row `i`'s headers (most rows have none).
+    fn headers(&self, i: usize) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+        let (from, to) = (self.headers[i] as usize, self.headers[i + 1] as usize);
+        (from..to)
+            .map(|j| {
+                let v = self
+                    .header_value
+                    .is_valid(j)
+                    .then(|| self.header_value.value(j));
+                (self.header_key.value(j).as_bytes(), v)
+            })
+            .collect()
+    }
+}
+
+/// The fields of a row that decide whether it can join the batch of the
+/// row before: everything a batch carries once, and the row's offset and
+/// sequence.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    offset: i64,
+    log_append_time: bool,
+    producer_id: i64,
+    producer_epoch: i16,
+    sequence: i32,
+}
+
+impl Row {
+    /// Whether `next` can follow this row in a rebuilt batch: the
+    /// batch-level fields agree and sequences, if any, run on with the
+    /// offsets.
+    fn continues_with(&self, next: &Row) -> bool {
+        let (a, b) = (self.sequence, next.sequence);
+        self.producer_id == next.producer_id
+            && self.producer_epoch == next.producer_epoch
+            && self.log_append_time == next.log_append_time
+            && (a < 0) == (b < 0)
+            && (a < 0 || b == a.wrapping_add((next.offset - self.offset) as i32))
+    }
+
+    /// The fields of a batch starting at this row.
+    fn batch_fields(&self, leader_epoch: i32) -> BatchFields {
         BatchFields {
-            timestamp_type: if self.ts_type.value(i) == 1 {
+            timestamp_type: if self.log_append_time {
                 TimestampType::LogAppendTime
             } else {
                 TimestampType::CreateTime
             },
-            producer_id: self.pid.value(i),
-            producer_epoch: self.epoch.value(i),
-            base_sequence: self.seq.value(i),
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.sequence,
             leader_epoch,
         }
     }
-
-    /// Row `i`'s own fields, borrowed from the arrays (nothing is copied
-    /// until the batch is encoded).
-    fn record(&self, i: usize) -> RecordRef<'a> {
-        let hs = self.headers.value_offsets();
-        let (from, to) = (hs[i] as usize, hs[i + 1] as usize);
-        let headers = if from == to {
-            Vec::new()
-        } else {
-            (from..to)
-                .map(|j| {
-                    let v = (!self.header_value.is_null(j)).then(|| self.header_value.value(j));
-                    (self.header_key.value(j).as_bytes(), v)
-                })
-                .collect()
-        };
-        RecordRef {
-            offset: self.offset.value(i),
-            timestamp: self.ts.value(i),
-            key: (!self.key.is_null(i)).then(|| self.key.value(i)),
-            value: (!self.value.is_null(i)).then(|| self.value.value(i)),
-            headers,
-        }
-    }
-}
-
-/// Whether a record (`next` at `next_offset`) can follow the previous one
-/// (`prev` at `prev_offset`) in a rebuilt batch: the batch-level fields
-/// agree and sequences, if any, run on with the offsets.
-fn continues(prev: &BatchFields, prev_offset: i64, next: &BatchFields, next_offset: i64) -> bool {
-    let (a, b) = (prev.base_sequence, next.base_sequence);
-    prev.producer_id == next.producer_id
-        && prev.producer_epoch == next.producer_epoch
-        && prev.timestamp_type == next.timestamp_type
-        && (a < 0) == (b < 0)
-        && (a < 0 || b == a.wrapping_add((next_offset - prev_offset) as i32))
 }
 
 /// Feeds one Arrow batch's rows from row `start` (those at or past the
@@ -138,19 +167,18 @@ pub(crate) fn push_rows(
 ) -> Result<Option<usize>, ColdError> {
     let cols = Columns::new(rb)?;
     let max_records = out.opts.batch_records.max(1);
-    for i in start..rb.num_rows() {
-        let offset = cols.offset.value(i);
+    let rows = rb.num_rows().min(cols.offset.len());
+    for i in start..rows {
+        let offset = cols.offset[i];
         if offset < out.opts.from_offset {
             continue;
         }
-        let fields = cols.fields(i, out.leader_epoch);
+        let row = cols.row(i, offset);
         // A run also ends once the read has its bytes, so a small fetch
         // gets about what it asked for (at least one record), not a whole
         // run of `batch_records`.
-        let fits = out.prev.is_none_or(|(p, po)| {
-            continues(&p, po, &fields, offset)
-                && out.run < max_records
-                && out.taken < out.opts.max_bytes
+        let fits = out.prev.is_none_or(|p| {
+            p.continues_with(&row) && out.run < max_records && out.taken < out.opts.max_bytes
         });
         if !fits {
             out.close();
@@ -158,10 +186,24 @@ pub(crate) fn push_rows(
                 return Ok(Some(i));
             }
         }
-        out.prev = Some((fields, offset));
-        let r = cols.record(i);
-        out.taken += encoded_estimate(&r);
-        out.push(&fields, &r);
+        out.prev = Some(row);
+        let (key, value) = (cols.key(i), cols.value(i));
+        let headers = if cols.headers[i] == cols.headers[i + 1] {
+            Vec::new()
+        } else {
+            cols.headers(i)
+        };
+        // About what a record takes in a batch: its fields plus a few
+        // bytes of lengths, deltas and attributes.
+        let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+        out.taken += 8
+            + len(key)
+            + len(value)
+            + headers
+                .iter()
+                .map(|(k, v)| 2 + k.len() + len(*v))
+                .sum::<usize>();
+        out.push(&row, cols.ts[i], key, value, &headers);
     }
     Ok(None)
 }
@@ -180,22 +222,10 @@ pub(crate) struct Rebuilder<'a> {
     /// and where runs begin (not on where Arrow batches cut runs), so the
     /// records a read returns do not either.
     taken: usize,
-    /// The last record taken (its fields and offset), and how many records
-    /// its run (the batch it is in) has.
-    prev: Option<(BatchFields, i64)>,
+    /// The last record taken, and how many records its run (the batch it
+    /// is in) has.
+    prev: Option<Row>,
     run: usize,
-}
-
-/// About what a record takes in a batch: its fields plus a few bytes of
-/// lengths, deltas and attributes.
-fn encoded_estimate(r: &RecordRef<'_>) -> usize {
-    let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
-    8 + len(r.key)
-        + len(r.value)
-        + r.headers
-            .iter()
-            .map(|(k, v)| 2 + k.len() + len(*v))
-            .sum::<usize>()
 }
 
 /// Largest buffer reserved up front for one read's rebuilt batches.
@@ -215,22 +245,30 @@ impl<'a> Rebuilder<'a> {
         }
     }
 
-    /// Adds a record with `fields` to the open batch, opening one (with
-    /// those fields) if none is.
-    fn push(&mut self, fields: &BatchFields, r: &RecordRef<'_>) {
+    /// Adds the record of `row` to the open batch, opening one (with the
+    /// row's batch-level fields) if none is.
+    fn push(
+        &mut self,
+        row: &Row,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) {
         let batch = match &mut self.open {
             Some(b) => b,
             None => {
                 self.taken += layout::HEADER_SIZE;
+                let fields = row.batch_fields(self.leader_epoch);
                 self.open.insert(BatchBuilder::start(
                     &mut self.buf,
-                    fields,
-                    r.offset,
-                    r.timestamp,
+                    &fields,
+                    row.offset,
+                    timestamp,
                 ))
             }
         };
-        batch.push(&mut self.buf, r);
+        batch.push_parts(&mut self.buf, row.offset, timestamp, key, value, headers);
         self.run += 1;
     }
 
@@ -248,7 +286,7 @@ impl<'a> Rebuilder<'a> {
     /// nothing was).
     pub(crate) fn finish(mut self) -> (Vec<BytesMut>, Option<i64>) {
         self.close();
-        (self.out, self.prev.map(|(_, o)| o + 1))
+        (self.out, self.prev.map(|r| r.offset + 1))
     }
 }
 

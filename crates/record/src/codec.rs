@@ -328,15 +328,29 @@ impl BatchBuilder {
 
     /// Appends one record to the batch this builder started in `b`.
     pub fn push(&mut self, b: &mut BytesMut, r: &RecordRef<'_>) {
-        let ts_delta = r.timestamp - self.base_timestamp;
-        let offset_delta = r.offset - self.base_offset;
+        self.push_parts(b, r.offset, r.timestamp, r.key, r.value, &r.headers);
+    }
+
+    /// [`Self::push`] of a record given field by field (no `RecordRef`
+    /// assembled per record).
+    pub fn push_parts(
+        &mut self,
+        b: &mut BytesMut,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) {
+        let ts_delta = timestamp - self.base_timestamp;
+        let offset_delta = offset - self.base_offset;
         let len = 1
             + varlong_len(ts_delta)
             + varlong_len(offset_delta)
-            + field_len(r.key)
-            + field_len(r.value)
-            + varlong_len(r.headers.len() as i64)
-            + r.headers
+            + field_len(key)
+            + field_len(value)
+            + varlong_len(headers.len() as i64)
+            + headers
                 .iter()
                 .map(|(k, v)| field_len(Some(k)) + field_len(*v))
                 .sum::<usize>();
@@ -344,15 +358,15 @@ impl BatchBuilder {
         b.put_u8(0); // record attributes
         put_varlong(b, ts_delta);
         put_varlong(b, offset_delta);
-        put_bytes(b, r.key);
-        put_bytes(b, r.value);
-        put_varlong(b, r.headers.len() as i64);
-        for (k, v) in &r.headers {
+        put_bytes(b, key);
+        put_bytes(b, value);
+        put_varlong(b, headers.len() as i64);
+        for (k, v) in headers {
             put_bytes(b, Some(k));
             put_bytes(b, *v);
         }
-        self.max_timestamp = self.max_timestamp.max(r.timestamp);
-        self.last_offset = r.offset;
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.last_offset = offset;
         self.records += 1;
     }
 
