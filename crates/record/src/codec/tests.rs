@@ -171,10 +171,14 @@ proptest! {
     /// measured: it must match what the field writers emit.
     #[test]
     fn varlong_len_matches_what_is_written(v in any::<i64>(), shift in 0u32..64) {
-        for v in [v, v >> shift, -(v >> shift), 0, -1, i64::MIN, i64::MAX, 63, 64, -64, -65] {
+        for v in [v, v >> shift, -(v >> shift), 0, -1, i64::MIN, i64::MAX, 63, 64, -64, -65, 8191, 8192, -8192, -8193] {
             let mut b = BytesMut::new();
             super::put_varlong(&mut b, v);
             prop_assert_eq!(super::varlong_len(v), b.len());
+            // And it reads back (one- and two-byte values are written apart).
+            let mut r = super::Reader { buf: b.freeze(), index: 0 };
+            prop_assert_eq!(r.varlong().ok(), Some(v));
+            prop_assert!(r.buf.is_empty());
         }
     }
 }
