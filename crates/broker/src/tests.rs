@@ -635,25 +635,32 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
     }
 }
 
+/// Reads a topic of `rounds` cold files (cached up to `cache` bytes) from
+/// the start with fetches of `sizes` bytes, as `read_cold_in_order`;
+/// returns the number of files, of fetches and of fresh reader opens.
+async fn read_cold_files(cache: u64, rounds: i64, sizes: &[usize]) -> (u64, u64, u64) {
+    use std::sync::atomic::Ordering;
+    let (_d, b, local_start) = cold_only_topic(cache, rounds).await;
+    let files = b.view().segments.values().map(|m| m.len()).sum::<usize>() as u64;
+    assert!(files >= 3, "{files} cold files");
+    let next = read_cold_in_order(&b, local_start, sizes).await;
+    assert!(next >= local_start, "read through the cold tier");
+    let reads = b.metrics.cold_reads.load(Ordering::Relaxed);
+    let continued = b.metrics.cold_reads_continued.load(Ordering::Relaxed);
+    (files, reads, reads - continued)
+}
+
 #[tokio::test]
 async fn a_consumer_reading_cold_files_one_after_another_finds_each_one_read_ahead() {
-    use std::sync::atomic::Ordering;
     // Files in the cold cache, then none (range-read from the store).
     for cache in [16 << 20, 0] {
-        let (_d, b, local_start) = cold_only_topic(cache, 5).await;
-        let files = b.view().segments.values().map(|m| m.len()).sum::<usize>();
-        assert!(files >= 3, "{files} cold files");
-        let next = read_cold_in_order(&b, local_start, &[4_000]).await;
-        assert!(next >= local_start, "read through the cold tier");
+        let (files, reads, opened) = read_cold_files(cache, 5, &[4_000]).await;
+        assert!(reads > files, "{reads} fetches for {files} files");
         // Only the first fetch opened a reader: every later file's reader
         // had been started when the one before had read its file to the end.
-        let reads = b.metrics.cold_reads.load(Ordering::Relaxed);
-        let continued = b.metrics.cold_reads_continued.load(Ordering::Relaxed);
-        assert!(reads > files as u64, "{reads} fetches for {files} files");
         assert_eq!(
-            reads - continued,
-            1,
-            "{reads} fetches, {continued} continued (cache {cache})"
+            opened, 1,
+            "{reads} fetches, {opened} opened (cache {cache})"
         );
     }
 }
@@ -661,29 +668,21 @@ async fn a_consumer_reading_cold_files_one_after_another_finds_each_one_read_ahe
 #[tokio::test]
 async fn a_fetch_larger_than_a_read_ahead_chunk_takes_several_and_reads_on_ahead() {
     use crate::cold::cursors::READ_AHEAD_MAX;
-    use std::sync::atomic::Ordering;
     // Files in the cold cache, then none (range-read from the store).
     for cache in [16 << 20, 0] {
-        let (_d, b, local_start) = cold_only_topic(cache, 4).await;
-        let files = b.view().segments.values().map(|m| m.len()).sum::<usize>();
-        assert!(files >= 3, "{files} cold files");
         // Fetches of 8 chunks: about half a file each, and one of 16 (a
         // file or what is left of it).
         let sizes = [8 * READ_AHEAD_MAX, 8 * READ_AHEAD_MAX, 16 * READ_AHEAD_MAX];
-        let next = read_cold_in_order(&b, local_start, &sizes).await;
-        assert!(next >= local_start, "read through the cold tier");
-        let reads = b.metrics.cold_reads.load(Ordering::Relaxed);
-        let continued = b.metrics.cold_reads_continued.load(Ordering::Relaxed);
+        let (files, reads, opened) = read_cold_files(cache, 4, &sizes).await;
         assert!(
-            reads <= 3 * files as u64,
+            reads <= 3 * files,
             "a fetch takes several chunks: {reads} fetches for {files} files"
         );
         // Read ahead like smaller fetches: only the first fetch opened a
         // reader, each later file's was started at the end of the one before.
         assert_eq!(
-            reads - continued,
-            1,
-            "{reads} fetches, {continued} continued (cache {cache})"
+            opened, 1,
+            "{reads} fetches, {opened} opened (cache {cache})"
         );
     }
 }
