@@ -24,12 +24,9 @@ pub struct WriteOptions {
     pub partition: i32,
     /// The writer's leader epoch (also in the object key).
     pub leader_epoch: i32,
-    /// Rows per row group at most. Each row group costs a reader fixed work
-    /// per column chunk (a zstd compressor and decompressor among it): at
-    /// 64 Ki rows a sequential cold read of 100-byte records used 13 % less
-    /// broker CPU than at 16 Ki. The price: a reader opened mid-file decodes
-    /// its row group from the start (a fresh 1 MiB fetch from the middle of
-    /// a cached file 1.0 → 2.3 ms); kept readers do that once per consumer.
+    /// Rows per row group at most: large enough for engines, small enough
+    /// that a consumer reading from an offset skips most of the file (a cold
+    /// fetch decodes whole row groups).
     pub row_group_rows: usize,
     /// Key and value bytes per row group at most (the same bound for large
     /// records, where the row count alone would allow huge groups).
@@ -67,7 +64,7 @@ impl WriteOptions {
             topic: topic.into(),
             partition,
             leader_epoch,
-            row_group_rows: 64 * 1024,
+            row_group_rows: 16 * 1024,
             row_group_bytes: 4 << 20,
             from_offset: 0,
             aborted: Vec::new(),
