@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A/B of the cold read path: two release brokers side by side (binaries A
+# and B, each with its own environment), the same records offloaded to
+# each, then cold consumes alternated between them, round after round. On a
+# shared, noisy machine only alternated comparisons mean anything; this
+# prints each round's records/s and the broker's CPU time for the consume.
+#
+#   scripts/bench-cold-ab.sh                       A and B: this tree's release build
+#   SA=/tmp/strata-old SB=target/release/strata scripts/bench-cold-ab.sh
+#   EB="MALLOC_ARENA_MAX=2" scripts/bench-cold-ab.sh   B with extra environment
+#   N=5000000 SIZE=100 ROUNDS=6 FETCH=1048576      records, record size, rounds, fetch size
+#
+# Not a CI step (docs/benchmarks.md, session 8, has figures taken with it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need_cargo
+cargo build --release --bin strata -q
+S=$PWD/target/release/strata
+SA=${SA:-$S} SB=${SB:-$S}
+N=${N:-5000000} SIZE=${SIZE:-100} ROUNDS=${ROUNDS:-6} FETCH=${FETCH:-1048576}
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-cold-ab.XXXXXX")
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start() {  # start NAME BINARY ENV
+  mkdir -p "$WORK/$1"
+  # shellcheck disable=SC2086 # ENV is a list of NAME=value words
+  env ${3:-} "$2" dev --data-dir "$WORK/$1/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+    --set retention_check_interval_ms=500 >"$WORK/$1/broker.log" 2>&1 &
+  PIDS+=($!)
+  echo $! >"$WORK/$1/pid"
+}
+start A "$SA" "${EA:-}"
+start B "$SB" "${EB:-}"
+
+json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
+for x in A B; do
+  for _ in $(seq 1 100); do
+    grep -q "http listening on" "$WORK/$x/broker.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -o "kafka listening on [0-9.:]*" "$WORK/$x/broker.log" | awk '{print $4}' >"$WORK/$x/kafka"
+  grep -o "http listening on [0-9.:]*" "$WORK/$x/broker.log" | awk '{print $4}' >"$WORK/$x/http"
+  B=$(cat "$WORK/$x/kafka")
+  "$S" topic create --bootstrap "$B" --topic cold --partitions 1 \
+    --config segment.bytes=8388608 --config local.retention.bytes=8388608 >/dev/null
+  "$S" bench produce --bootstrap "$B" --topic cold --partitions 1 --size "$SIZE" \
+    --records "$N" --json >/dev/null 2>&1
+done
+# Wait until every segment of both is offloaded (the hot tail is 8 MiB).
+for x in A B; do
+  for _ in $(seq 1 300); do
+    backlog=$(python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("strata_offload_backlog_segments ")), "?"))' "http://$(cat "$WORK/$x/http")/metrics")
+    [ "$backlog" = 0 ] && break
+    sleep 1
+  done
+done
+sleep 2
+
+cpu() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
+echo "round: A M records/s (broker CPU s) | B M records/s (broker CPU s)"
+for i in $(seq 1 "$ROUNDS"); do
+  line="$i:"
+  for x in A B; do
+    c0=$(cpu $x)
+    # The JSON is parsed after the run: a parser in the pipeline would
+    # take a core from the run it measures.
+    "$S" bench consume --bootstrap "$(cat "$WORK/$x/kafka")" --topic cold --partitions 1 \
+      --records "$N" --fetch-max-bytes "$FETCH" --json >"$WORK/out.json" 2>/dev/null
+    c1=$(cpu $x)
+    rate=$(json '"%.2f" % (d["records_per_sec"] / 1e6)' <"$WORK/out.json")
+    line="$line $x $rate ($(python3 -c "print('%.2f' % (($c1 - $c0) / 100))"))"
+  done
+  echo "$line"
+done
