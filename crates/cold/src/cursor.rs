@@ -19,7 +19,7 @@
 //! decoder says the file ended: a decoder that stops without saying so
 //! (dropped, failed) is an error, never an early end of the file.
 
-use crate::read::{push_rows, row_groups_from, Rebuilder};
+use crate::read::{push_rows, read_projection, row_groups_from, Rebuilder};
 use crate::schema::read_schema;
 use crate::{ColdError, ReadOptions};
 use arrow_array::RecordBatch;
@@ -170,8 +170,10 @@ impl ColdCursor {
     pub fn open(file: Bytes, from_offset: i64, leader_epoch: i32) -> Result<Self, ColdError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
         let groups = row_groups_from(builder.metadata(), from_offset);
+        let columns = read_projection(builder.metadata(), &groups);
         let reader = builder
             .with_row_groups(groups)
+            .with_projection(columns)
             .with_batch_size(ARROW_BATCH_ROWS)
             .build()?;
         Ok(Self::new(
@@ -201,8 +203,10 @@ impl ColdCursor {
         let builder =
             ParquetRecordBatchStreamBuilder::new_with_options(reader, read_options()).await?;
         let groups = row_groups_from(builder.metadata(), from_offset);
+        let columns = read_projection(builder.metadata(), &groups);
         let stream = builder
             .with_row_groups(groups)
+            .with_projection(columns)
             .with_batch_size(ARROW_BATCH_ROWS)
             .build()?;
         Ok(Self::new(

@@ -1,6 +1,5 @@
 //! Parquet → record batches, for Kafka consumers reading the cold tier.
 
-use crate::schema::read_schema;
 use crate::ColdCursor;
 use crate::ColdError;
 use arrow_array::cast::AsArray;
@@ -8,6 +7,7 @@ use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, TimestampMil
 use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
 use parquet::file::statistics::Statistics;
 use strata_record::{layout, BatchBuilder, BatchFields, TimestampType};
 
@@ -35,44 +35,75 @@ impl Default for ReadOptions {
 /// The columns of one Arrow batch of a segment file, read row by row so
 /// rows before the wanted offset, or past the byte budget, cost nothing.
 /// Fixed-width columns are plain slices: the row loop reads each value
-/// where it lies instead of assembling per-row structs.
+/// where it lies instead of assembling per-row structs. Columns are found
+/// by name and type (a reader leaves out what it does not need, see
+/// [`read_projection`]); anything else is a schema error.
 struct Columns<'a> {
     offset: &'a [i64],
     ts: &'a [i64],
     ts_type: &'a [i8],
     key: &'a arrow_array::BinaryViewArray,
     value: &'a arrow_array::BinaryViewArray,
-    /// Row `i`'s headers are entries `headers[i]..headers[i + 1]`.
-    headers: &'a [i32],
-    header_key: &'a arrow_array::StringArray,
-    header_value: &'a arrow_array::BinaryArray,
+    /// None when the reader left the headers out (the file has none).
+    headers: Option<Headers<'a>>,
     pid: &'a [i64],
     epoch: &'a [i16],
     seq: &'a [i32],
 }
 
+/// The headers column: row `i`'s headers are entries
+/// `offsets[i]..offsets[i + 1]` of `key` and `value`.
+struct Headers<'a> {
+    offsets: &'a [i32],
+    key: &'a arrow_array::StringArray,
+    value: &'a arrow_array::BinaryArray,
+}
+
 impl<'a> Columns<'a> {
     fn new(rb: &'a RecordBatch) -> Result<Self, ColdError> {
-        if rb.schema().fields() != read_schema().fields() {
-            return Err(ColdError::Schema(format!("{:?}", rb.schema())));
-        }
-        let headers = rb.column(6).as_list::<i32>();
-        let header = headers.values().as_struct();
+        let bad = || ColdError::Schema(format!("{:?}", rb.schema()));
+        let col = |name: &str| rb.column_by_name(name).ok_or_else(bad);
+        let headers = match rb.column_by_name("headers") {
+            None => None,
+            Some(h) => {
+                let list = h.as_list_opt::<i32>().ok_or_else(bad)?;
+                let entry = list.values().as_struct_opt().ok_or_else(bad)?;
+                let field = |i: usize| entry.columns().get(i).ok_or_else(bad);
+                Some(Headers {
+                    offsets: list.value_offsets(),
+                    key: field(0)?.as_string_opt::<i32>().ok_or_else(bad)?,
+                    value: field(1)?.as_binary_opt::<i32>().ok_or_else(bad)?,
+                })
+            }
+        };
         Ok(Self {
-            offset: rb.column(1).as_primitive::<Int64Type>().values(),
-            ts: rb
-                .column(2)
-                .as_primitive::<TimestampMillisecondType>()
+            offset: col("offset")?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(bad)?
                 .values(),
-            ts_type: rb.column(3).as_primitive::<Int8Type>().values(),
-            key: rb.column(4).as_binary_view(),
-            value: rb.column(5).as_binary_view(),
-            headers: headers.value_offsets(),
-            header_key: header.column(0).as_string::<i32>(),
-            header_value: header.column(1).as_binary::<i32>(),
-            pid: rb.column(7).as_primitive::<Int64Type>().values(),
-            epoch: rb.column(8).as_primitive::<Int16Type>().values(),
-            seq: rb.column(9).as_primitive::<Int32Type>().values(),
+            ts: col("timestamp")?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(bad)?
+                .values(),
+            ts_type: col("timestamp_type")?
+                .as_primitive_opt::<Int8Type>()
+                .ok_or_else(bad)?
+                .values(),
+            key: col("key")?.as_binary_view_opt().ok_or_else(bad)?,
+            value: col("value")?.as_binary_view_opt().ok_or_else(bad)?,
+            headers,
+            pid: col("producer_id")?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(bad)?
+                .values(),
+            epoch: col("producer_epoch")?
+                .as_primitive_opt::<Int16Type>()
+                .ok_or_else(bad)?
+                .values(),
+            seq: col("sequence")?
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(bad)?
+                .values(),
         })
     }
 
@@ -97,14 +128,14 @@ impl<'a> Columns<'a> {
 
     /// Row `i`'s headers (most rows have none).
     fn headers(&self, i: usize) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
-        let (from, to) = (self.headers[i] as usize, self.headers[i + 1] as usize);
+        let Some(h) = &self.headers else {
+            return Vec::new();
+        };
+        let (from, to) = (h.offsets[i] as usize, h.offsets[i + 1] as usize);
         (from..to)
             .map(|j| {
-                let v = self
-                    .header_value
-                    .is_valid(j)
-                    .then(|| self.header_value.value(j));
-                (self.header_key.value(j).as_bytes(), v)
+                let v = h.value.is_valid(j).then(|| h.value.value(j));
+                (h.key.value(j).as_bytes(), v)
             })
             .collect()
     }
@@ -188,11 +219,7 @@ pub(crate) fn push_rows(
         }
         out.prev = Some(row);
         let (key, value) = (cols.key(i), cols.value(i));
-        let headers = if cols.headers[i] == cols.headers[i + 1] {
-            Vec::new()
-        } else {
-            cols.headers(i)
-        };
+        let headers = cols.headers(i);
         // About what a record takes in a batch: its fields plus a few
         // bytes of lengths, deltas and attributes.
         let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
@@ -288,6 +315,42 @@ impl<'a> Rebuilder<'a> {
         self.close();
         (self.out, self.prev.map(|r| r.offset + 1))
     }
+}
+
+/// The columns a cold read decodes: all but `partition` (the file is of one
+/// partition), and not the headers when none of `groups` holds a header
+/// (by the header-key column's statistics: no minimum, no value), which
+/// spares decoding a list per row and two zstd contexts per row group.
+pub(crate) fn read_projection(
+    md: &parquet::file::metadata::ParquetMetaData,
+    groups: &[usize],
+) -> ProjectionMask {
+    let schema = md.file_metadata().schema_descr();
+    let header_key = schema
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == ["headers", "list", "item", "key"]);
+    let has_headers = match header_key {
+        None => true,
+        Some(col) => groups.iter().any(|&g| {
+            md.row_groups()
+                .get(g)
+                .and_then(|rg| rg.columns().get(col))
+                .and_then(|c| c.statistics())
+                .is_none_or(|st| st.min_bytes_opt().is_some())
+        }),
+    };
+    let roots = schema.root_schema().get_fields().iter().enumerate();
+    ProjectionMask::roots(
+        schema,
+        roots
+            .filter(|(_, f)| match f.name() {
+                "partition" => false,
+                "headers" => has_headers,
+                _ => true,
+            })
+            .map(|(i, _)| i),
+    )
 }
 
 /// Row groups whose offsets can reach `from_offset` (by their statistics).

@@ -591,3 +591,69 @@ fn a_segment_file_with_a_bogus_batch_length_is_an_error_not_an_allocation() {
     );
     assert!(matches!(missing, Err(ColdError::Io(_))));
 }
+
+#[tokio::test]
+async fn headers_are_decoded_only_where_a_row_group_has_some() {
+    use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStoreExt};
+    use std::sync::Arc;
+    // Rows 0..100 with headers, 100..300 without, 100 rows per row group.
+    let rec = |offset: i64| DecodedRecord {
+        offset,
+        timestamp: 1000 + offset,
+        timestamp_type: TimestampType::CreateTime,
+        key: None,
+        value: Some(Bytes::from(format!("v{offset}"))),
+        headers: if offset < 100 {
+            vec![("h".to_string(), Some(Bytes::from(format!("{offset}"))))]
+        } else {
+            Vec::new()
+        },
+        producer_id: -1,
+        producer_epoch: -1,
+        sequence: -1,
+        leader_epoch: 1,
+    };
+    let records: Vec<DecodedRecord> = (0..300).map(rec).collect();
+    let seg = encode_batch(&records).freeze();
+    let mut opts = WriteOptions::new("t", 0, 1);
+    opts.row_group_rows = 100;
+    let file = write_segment(&seg, &opts).unwrap();
+
+    // What each read decodes: never the partition column, the header
+    // columns only when a row group read has a header.
+    let reader = SerializedFileReader::new(file.bytes.clone()).unwrap();
+    let md = reader.metadata();
+    let leaf = |path: &str| {
+        let schema = md.file_metadata().schema_descr();
+        (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == path)
+            .unwrap()
+    };
+    let (partition, header_key) = (leaf("partition"), leaf("headers.list.item.key"));
+    let from_start = crate::read::read_projection(md, &[0, 1, 2]);
+    let past_headers = crate::read::read_projection(md, &[1, 2]);
+    assert!(!from_start.leaf_included(partition));
+    assert!(from_start.leaf_included(header_key));
+    assert!(!past_headers.leaf_included(header_key));
+    assert!(past_headers.leaf_included(leaf("value")));
+
+    // Either way every record comes back as written, in memory and ranged.
+    let store = Arc::new(InMemory::new());
+    store
+        .put(&ObjectPath::from("h.parquet"), file.bytes.clone().into())
+        .await
+        .unwrap();
+    for from in [0usize, 50, 150] {
+        let ro = ReadOptions {
+            from_offset: from as i64,
+            ..ReadOptions::default()
+        };
+        let whole = read_batches(&file.bytes, &ro, 1).unwrap();
+        assert_eq!(all_records(&whole), records[from..], "from {from}");
+        let size = file.bytes.len() as u64;
+        let ranged = read_batches_ranged(store.clone(), "h.parquet", size, &ro, 1)
+            .await
+            .unwrap();
+        assert_eq!(all_records(&ranged), records[from..], "ranged from {from}");
+    }
+}
