@@ -42,9 +42,10 @@ struct Columns<'a> {
     offset: &'a [i64],
     ts: &'a [i64],
     ts_type: &'a [i8],
-    key: &'a arrow_array::BinaryViewArray,
+    /// None when the reader left the keys out (the row groups have none).
+    key: Option<&'a arrow_array::BinaryViewArray>,
     value: &'a arrow_array::BinaryViewArray,
-    /// None when the reader left the headers out (the file has none).
+    /// None when the reader left the headers out (the row groups have none).
     headers: Option<Headers<'a>>,
     pid: &'a [i64],
     epoch: &'a [i16],
@@ -89,7 +90,10 @@ impl<'a> Columns<'a> {
                 .as_primitive_opt::<Int8Type>()
                 .ok_or_else(bad)?
                 .values(),
-            key: col("key")?.as_binary_view_opt().ok_or_else(bad)?,
+            key: match rb.column_by_name("key") {
+                None => None,
+                Some(k) => Some(k.as_binary_view_opt().ok_or_else(bad)?),
+            },
             value: col("value")?.as_binary_view_opt().ok_or_else(bad)?,
             headers,
             pid: col("producer_id")?
@@ -119,7 +123,7 @@ impl<'a> Columns<'a> {
     }
 
     fn key(&self, i: usize) -> Option<&'a [u8]> {
-        self.key.is_valid(i).then(|| self.key.value(i))
+        self.key.and_then(|k| k.is_valid(i).then(|| k.value(i)))
     }
 
     fn value(&self, i: usize) -> Option<&'a [u8]> {
@@ -318,34 +322,43 @@ impl<'a> Rebuilder<'a> {
 }
 
 /// The columns a cold read decodes: all but `partition` (the file is of one
-/// partition), and not the headers when none of `groups` holds a header
-/// (by the header-key column's statistics: no minimum, no value), which
-/// spares decoding a list per row and two zstd contexts per row group.
+/// partition), and not the keys, or the headers, when none of `groups`
+/// holds a key, or a header (by the statistics of the key and header-key
+/// columns: no minimum, no value). That spares decoding a list per row
+/// for the headers, a validity bitmap for the keys, and a zstd compressor
+/// and decompressor per column chunk left out.
 pub(crate) fn read_projection(
     md: &parquet::file::metadata::ParquetMetaData,
     groups: &[usize],
 ) -> ProjectionMask {
     let schema = md.file_metadata().schema_descr();
-    let header_key = schema
-        .columns()
-        .iter()
-        .position(|c| c.path().parts() == ["headers", "list", "item", "key"]);
-    let has_headers = match header_key {
-        None => true,
-        Some(col) => groups.iter().any(|&g| {
+    // Whether the leaf column at `path` may hold a value in `groups`
+    // (missing statistics: it may).
+    let has_values = |path: &[&str]| {
+        let Some(col) = schema
+            .columns()
+            .iter()
+            .position(|c| c.path().parts() == path)
+        else {
+            return true;
+        };
+        groups.iter().any(|&g| {
             md.row_groups()
                 .get(g)
                 .and_then(|rg| rg.columns().get(col))
                 .and_then(|c| c.statistics())
                 .is_none_or(|st| st.min_bytes_opt().is_some())
-        }),
+        })
     };
+    let has_keys = has_values(&["key"]);
+    let has_headers = has_values(&["headers", "list", "item", "key"]);
     let roots = schema.root_schema().get_fields().iter().enumerate();
     ProjectionMask::roots(
         schema,
         roots
             .filter(|(_, f)| match f.name() {
                 "partition" => false,
+                "key" => has_keys,
                 "headers" => has_headers,
                 _ => true,
             })

@@ -593,15 +593,16 @@ fn a_segment_file_with_a_bogus_batch_length_is_an_error_not_an_allocation() {
 }
 
 #[tokio::test]
-async fn headers_are_decoded_only_where_a_row_group_has_some() {
+async fn keys_and_headers_are_decoded_only_where_a_row_group_has_some() {
     use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStoreExt};
     use std::sync::Arc;
-    // Rows 0..100 with headers, 100..300 without, 100 rows per row group.
+    // Rows 0..100 with headers, 100..300 without; keys in 200..300 only;
+    // 100 rows per row group.
     let rec = |offset: i64| DecodedRecord {
         offset,
         timestamp: 1000 + offset,
         timestamp_type: TimestampType::CreateTime,
-        key: None,
+        key: (offset >= 200).then(|| Bytes::from(format!("k{offset}"))),
         value: Some(Bytes::from(format!("v{offset}"))),
         headers: if offset < 100 {
             vec![("h".to_string(), Some(Bytes::from(format!("{offset}"))))]
@@ -619,8 +620,8 @@ async fn headers_are_decoded_only_where_a_row_group_has_some() {
     opts.row_group_rows = 100;
     let file = write_segment(&seg, &opts).unwrap();
 
-    // What each read decodes: never the partition column, the header
-    // columns only when a row group read has a header.
+    // What each read decodes: never the partition column, the key and
+    // header columns only when a row group read has a key or a header.
     let reader = SerializedFileReader::new(file.bytes.clone()).unwrap();
     let md = reader.metadata();
     let leaf = |path: &str| {
@@ -630,12 +631,16 @@ async fn headers_are_decoded_only_where_a_row_group_has_some() {
             .unwrap()
     };
     let (partition, header_key) = (leaf("partition"), leaf("headers.list.item.key"));
-    let from_start = crate::read::read_projection(md, &[0, 1, 2]);
-    let past_headers = crate::read::read_projection(md, &[1, 2]);
-    assert!(!from_start.leaf_included(partition));
-    assert!(from_start.leaf_included(header_key));
-    assert!(!past_headers.leaf_included(header_key));
-    assert!(past_headers.leaf_included(leaf("value")));
+    let (key, value) = (leaf("key"), leaf("value"));
+    let included = |groups: &[usize]| {
+        let m = crate::read::read_projection(md, groups);
+        [partition, key, value, header_key].map(|c| m.leaf_included(c))
+    };
+    // [partition, key, value, header key]
+    assert_eq!(included(&[0, 1, 2]), [false, true, true, true]);
+    assert_eq!(included(&[0]), [false, false, true, true]);
+    assert_eq!(included(&[1]), [false, false, true, false]);
+    assert_eq!(included(&[1, 2]), [false, true, true, false]);
 
     // Either way every record comes back as written, in memory and ranged.
     let store = Arc::new(InMemory::new());
@@ -643,7 +648,7 @@ async fn headers_are_decoded_only_where_a_row_group_has_some() {
         .put(&ObjectPath::from("h.parquet"), file.bytes.clone().into())
         .await
         .unwrap();
-    for from in [0usize, 50, 150] {
+    for from in [0usize, 50, 150, 250] {
         let ro = ReadOptions {
             from_offset: from as i64,
             ..ReadOptions::default()
