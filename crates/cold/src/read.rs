@@ -3,7 +3,9 @@
 use crate::ColdCursor;
 use crate::ColdError;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType};
+use arrow_array::types::{
+    ArrowPrimitiveType, Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType,
+};
 use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -77,37 +79,26 @@ impl<'a> Columns<'a> {
                 })
             }
         };
+        // A fixed-width column's values, if it is there with its type.
+        fn values<'b, T: ArrowPrimitiveType>(
+            rb: &'b RecordBatch,
+            name: &str,
+        ) -> Option<&'b [T::Native]> {
+            Some(rb.column_by_name(name)?.as_primitive_opt::<T>()?.values())
+        }
         Ok(Self {
-            offset: col("offset")?
-                .as_primitive_opt::<Int64Type>()
-                .ok_or_else(bad)?
-                .values(),
-            ts: col("timestamp")?
-                .as_primitive_opt::<TimestampMillisecondType>()
-                .ok_or_else(bad)?
-                .values(),
-            ts_type: col("timestamp_type")?
-                .as_primitive_opt::<Int8Type>()
-                .ok_or_else(bad)?
-                .values(),
+            offset: values::<Int64Type>(rb, "offset").ok_or_else(bad)?,
+            ts: values::<TimestampMillisecondType>(rb, "timestamp").ok_or_else(bad)?,
+            ts_type: values::<Int8Type>(rb, "timestamp_type").ok_or_else(bad)?,
             key: match rb.column_by_name("key") {
                 None => None,
                 Some(k) => Some(k.as_binary_view_opt().ok_or_else(bad)?),
             },
             value: col("value")?.as_binary_view_opt().ok_or_else(bad)?,
             headers,
-            pid: col("producer_id")?
-                .as_primitive_opt::<Int64Type>()
-                .ok_or_else(bad)?
-                .values(),
-            epoch: col("producer_epoch")?
-                .as_primitive_opt::<Int16Type>()
-                .ok_or_else(bad)?
-                .values(),
-            seq: col("sequence")?
-                .as_primitive_opt::<Int32Type>()
-                .ok_or_else(bad)?
-                .values(),
+            pid: values::<Int64Type>(rb, "producer_id").ok_or_else(bad)?,
+            epoch: values::<Int16Type>(rb, "producer_epoch").ok_or_else(bad)?,
+            seq: values::<Int32Type>(rb, "sequence").ok_or_else(bad)?,
         })
     }
 
