@@ -189,23 +189,27 @@ fn field_len(b: Option<&[u8]>) -> usize {
     b.map_or(1, |b| varlong_len(b.len() as i64) + b.len())
 }
 
-#[inline]
-pub(crate) fn put_varlong(out: &mut impl BufMut, v: i64) {
+/// Bytes a zigzag varlong takes at most.
+const MAX_VARLONG: usize = 10;
+
+/// Writes `v` as a zigzag varlong at the start of `out` (room for
+/// `MAX_VARLONG` bytes); returns how many bytes it took.
+fn varlong_into(out: &mut [u8], v: i64) -> usize {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    // Lengths and deltas are nearly always one or two bytes: one put each.
-    if z < 0x80 {
-        out.put_u8(z as u8);
-        return;
-    }
-    if z < 0x4000 {
-        out.put_u16_le((z & 0x7f | 0x80 | (z >> 7) << 8) as u16);
-        return;
-    }
+    let mut n = 0;
     while z >= 0x80 {
-        out.put_u8((z as u8) | 0x80);
+        out[n] = (z as u8) | 0x80;
+        n += 1;
         z >>= 7;
     }
-    out.put_u8(z as u8);
+    out[n] = z as u8;
+    n + 1
+}
+
+pub(crate) fn put_varlong(out: &mut impl BufMut, v: i64) {
+    let mut block = [0u8; MAX_VARLONG];
+    let n = varlong_into(&mut block, v);
+    out.put_slice(&block[..n]);
 }
 
 /// A nullable field's length as written before it: -1 for null.
@@ -219,18 +223,11 @@ fn field_sign(f: Option<&[u8]>) -> i64 {
 /// a record were a quarter of rebuilding it from the cold tier).
 fn put_varlongs<const N: usize>(b: &mut BytesMut, vs: [i64; N]) {
     const BLOCK: usize = 64;
-    const { assert!(N * 10 <= BLOCK) };
+    const { assert!(N * MAX_VARLONG <= BLOCK) };
     let mut block = [0u8; BLOCK];
     let mut n = 0;
     for v in vs {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            block[n] = (z as u8) | 0x80;
-            n += 1;
-            z >>= 7;
-        }
-        block[n] = z as u8;
-        n += 1;
+        n += varlong_into(&mut block[n..], v);
     }
     let start = b.len();
     b.extend_from_slice(&block);
@@ -422,7 +419,7 @@ impl BatchBuilder {
         if let Some(v) = value {
             b.put_slice(v);
         }
-        put_varlong(b, headers.len() as i64);
+        put_varlongs(b, [headers.len() as i64]);
         for (k, v) in headers {
             put_bytes(b, Some(k));
             put_bytes(b, *v);

@@ -175,7 +175,7 @@ proptest! {
             let mut b = BytesMut::new();
             super::put_varlong(&mut b, v);
             prop_assert_eq!(super::varlong_len(v), b.len());
-            // And it reads back (one- and two-byte values are written apart).
+            // And it reads back.
             let mut r = super::Reader { buf: b.freeze(), index: 0 };
             prop_assert_eq!(r.varlong().ok(), Some(v));
             prop_assert!(r.buf.is_empty());
