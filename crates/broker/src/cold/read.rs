@@ -246,30 +246,33 @@ type Continued = (Vec<BytesMut>, Option<(i64, ReadAhead)>);
 async fn take_chunks(mut ahead: ReadAhead, max_bytes: usize) -> (Option<Continued>, bool) {
     let size = chunk_size(max_bytes);
     let mut out: Vec<BytesMut> = Vec::new();
-    let mut taken = 0;
-    let found = loop {
-        let chunk = ahead.next(size).await;
-        match chunk {
-            Some(Chunk {
-                batches: Ok(batches),
-                max_bytes: read_for,
-                next_offset,
-                last,
-            }) if read_for <= max_bytes => {
-                taken += batches.iter().map(BytesMut::len).sum::<usize>();
-                out.extend(batches);
-                if last {
-                    break Some((out, None));
-                }
-                if taken.saturating_add(size) > max_bytes {
-                    let finished = ahead.finished_now();
-                    return (Some((out, Some((next_offset, ahead)))), finished);
-                }
-            }
-            _ => break (!out.is_empty()).then_some((out, None)),
+    let (mut took, mut taken) = (false, 0);
+    // Where the reader goes on from, if this fetch leaves it reading.
+    let mut goes_on = None;
+    while let Some(Chunk {
+        batches: Ok(batches),
+        max_bytes: read_for,
+        next_offset,
+        last,
+    }) = ahead.next(size).await
+    {
+        if read_for > max_bytes {
+            break;
         }
-    };
-    (found, ahead.finished_now())
+        took = true;
+        taken += batches.iter().map(BytesMut::len).sum::<usize>();
+        out.extend(batches);
+        if last {
+            break;
+        }
+        if taken.saturating_add(size) > max_bytes {
+            goes_on = Some(next_offset);
+            break;
+        }
+    }
+    let finished = ahead.finished_now();
+    let found = took.then(|| (out, goes_on.map(|at| (at, ahead))));
+    (found, finished)
 }
 
 /// How a reader is kept after a fresh read for a fetch of `max_bytes`, at
