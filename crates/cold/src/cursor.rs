@@ -15,9 +15,10 @@
 //!
 //! Invariant: a read returns exactly what a fresh read from
 //! [`ColdCursor::next_offset`] would (the same records), so keeping a
-//! cursor, or splitting it, is only ever an optimisation. A split cursor ends only when its
-//! decoder says the file ended: a decoder that stops without saying so
-//! (dropped, failed) is an error, never an early end of the file.
+//! cursor, or splitting it, is only ever an optimisation. A split cursor
+//! ends only when its decoder says the file ended: a decoder that stops
+//! without saying so (dropped, failed) is an error, never an early end of
+//! the file.
 
 use crate::read::{push_rows, read_projection, row_groups_from, Rebuilder};
 use crate::schema::read_schema;
@@ -26,7 +27,8 @@ use arrow_array::RecordBatch;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+    ArrowReaderBuilder, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
 };
 #[allow(deprecated)] // see `open_ranged`
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream};
@@ -39,6 +41,18 @@ fn read_options() -> ArrowReaderOptions {
 
 /// Rows per decoded Arrow batch.
 const ARROW_BATCH_ROWS: usize = 8192;
+
+/// What a cursor at `from_offset` reads of a file (in memory or ranged):
+/// the row groups that can hold it onward, the columns it needs, in Arrow
+/// batches of `ARROW_BATCH_ROWS`.
+fn select<T>(builder: ArrowReaderBuilder<T>, from_offset: i64) -> ArrowReaderBuilder<T> {
+    let groups = row_groups_from(builder.metadata(), from_offset);
+    let columns = read_projection(builder.metadata(), &groups);
+    builder
+        .with_row_groups(groups)
+        .with_projection(columns)
+        .with_batch_size(ARROW_BATCH_ROWS)
+}
 
 /// Where a file's Arrow batches are decoded from.
 #[allow(deprecated)]
@@ -169,13 +183,7 @@ impl ColdCursor {
     /// A cursor over a file held in memory, at `from_offset`.
     pub fn open(file: Bytes, from_offset: i64, leader_epoch: i32) -> Result<Self, ColdError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
-        let groups = row_groups_from(builder.metadata(), from_offset);
-        let columns = read_projection(builder.metadata(), &groups);
-        let reader = builder
-            .with_row_groups(groups)
-            .with_projection(columns)
-            .with_batch_size(ARROW_BATCH_ROWS)
-            .build()?;
+        let reader = select(builder, from_offset).build()?;
         Ok(Self::new(
             Source::Direct(Rows::Memory(reader)),
             from_offset,
@@ -202,13 +210,7 @@ impl ColdCursor {
             .with_file_size(size);
         let builder =
             ParquetRecordBatchStreamBuilder::new_with_options(reader, read_options()).await?;
-        let groups = row_groups_from(builder.metadata(), from_offset);
-        let columns = read_projection(builder.metadata(), &groups);
-        let stream = builder
-            .with_row_groups(groups)
-            .with_projection(columns)
-            .with_batch_size(ARROW_BATCH_ROWS)
-            .build()?;
+        let stream = select(builder, from_offset).build()?;
         Ok(Self::new(
             Source::Direct(Rows::Ranged(stream)),
             from_offset,

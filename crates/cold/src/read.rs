@@ -65,7 +65,6 @@ struct Headers<'a> {
 impl<'a> Columns<'a> {
     fn new(rb: &'a RecordBatch) -> Result<Self, ColdError> {
         let bad = || ColdError::Schema(format!("{:?}", rb.schema()));
-        let col = |name: &str| rb.column_by_name(name).ok_or_else(bad);
         let headers = match rb.column_by_name("headers") {
             None => None,
             Some(h) => {
@@ -94,7 +93,10 @@ impl<'a> Columns<'a> {
                 None => None,
                 Some(k) => Some(k.as_binary_view_opt().ok_or_else(bad)?),
             },
-            value: col("value")?.as_binary_view_opt().ok_or_else(bad)?,
+            value: rb
+                .column_by_name("value")
+                .and_then(|v| v.as_binary_view_opt())
+                .ok_or_else(bad)?,
             headers,
             pid: values::<Int64Type>(rb, "producer_id").ok_or_else(bad)?,
             epoch: values::<Int16Type>(rb, "producer_epoch").ok_or_else(bad)?,
