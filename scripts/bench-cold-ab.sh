@@ -40,7 +40,6 @@ start() {  # start NAME BINARY ENV
 start A "$SA" "${EA:-}"
 start B "$SB" "${EB:-}"
 
-json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
 for x in A B; do
   for _ in $(seq 1 100); do
     grep -q "http listening on" "$WORK/$x/broker.log" 2>/dev/null && break
@@ -56,11 +55,7 @@ for x in A B; do
 done
 # Wait until every segment of both is offloaded (the hot tail is 8 MiB).
 for x in A B; do
-  for _ in $(seq 1 300); do
-    backlog=$(python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("strata_offload_backlog_segments ")), "?"))' "http://$(cat "$WORK/$x/http")/metrics")
-    [ "$backlog" = 0 ] && break
-    sleep 1
-  done
+  wait_offloaded "$(cat "$WORK/$x/http")"
 done
 sleep 2
 

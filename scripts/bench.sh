@@ -41,7 +41,6 @@ command -v iperf3 >/dev/null 2>&1 || apt_install iperf3 || true
 cargo build --release --bin strata -q
 S=$PWD/target/release/strata
 
-json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
 rows=()
 # Each produce row starts with no dirty page cache left by the row before
 # (writeback of earlier rows would otherwise throttle this one to the disk).
@@ -174,11 +173,7 @@ if [ -n "$BROKER_PID" ]; then
   for t in cold hot; do
     "$S" bench produce --bootstrap "$B" --topic $t --partitions 1 --size 100 --records "$NCOLD" --json >/dev/null
   done
-  for _ in $(seq 1 300); do
-    backlog=$(python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("strata_offload_backlog_segments ")), "?"))' "http://$HTTP/metrics")
-    [ "$backlog" = 0 ] && break
-    sleep 1
-  done
+  wait_offloaded "$HTTP"
   sleep 2
   # Hot and cold read in turns, $RUNS pairs, medians compared. The JSON is
   # parsed after each run ends: a parser started in the same pipeline would
