@@ -100,6 +100,12 @@ echo "== strata bench against $B"
 settle
 r=$("$S" bench produce --bootstrap "$B" --topic p100 --size 100 --records "$N100" --acks 1 --json)
 row "produce 100 B, acks=1, 4 partitions" "$(echo "$r" | json '"%.2f M records/s (%.0f MB/s), p99 %.2f ms" % (d["records_per_sec"]/1e6, d["mb_per_sec"], d["latency_ms"]["p99"])')" "≥ 3.3 M records/s"
+# Consumers at the tail read what was just appended: from the page cache.
+consume_p100() {
+  r=$("$S" bench consume --bootstrap "$B" --topic p100 --size 100 --records "$N100" --json)
+  row "$1" "$(echo "$r" | json '"%.2f M records/s (%.0f MB/s)" % (d["records_per_sec"]/1e6, d["mb_per_sec"])')" "$2"
+}
+consume_p100 "consume hot 100 B, 4 partitions" "≥ 1.7 M records/s"
 settle
 r=$("$S" bench produce --bootstrap "$B" --topic p1k --size 1024 --batch 500 --records "$N1K" --acks 1 --json)
 row "produce 1 KiB, acks=1, 4 partitions" "$(echo "$r" | json '"%.0f MB/s (%.0f k records/s)" % (d["mb_per_sec"], d["records_per_sec"]/1e3)')" "≥ 1 GB/s"
@@ -109,8 +115,10 @@ row "produce 100 B, acks=all (fsync), 4 partitions" "$(echo "$r" | json '"%.2f M
 settle
 r=$("$S" bench produce --bootstrap "$B" --topic pidem --size 100 --records "$NALL" --idempotence --acks all --json)
 row "produce 100 B, idempotent, acks=all (fsync), 4 partitions" "$(echo "$r" | json '"%.2f M records/s, p99 %.2f ms" % (d["records_per_sec"]/1e6, d["latency_ms"]["p99"])')" "—"
-r=$("$S" bench consume --bootstrap "$B" --topic p100 --size 100 --records "$N100" --json)
-row "consume hot 100 B, 4 partitions" "$(echo "$r" | json '"%.2f M records/s (%.0f MB/s)" % (d["records_per_sec"]/1e6, d["mb_per_sec"])')" "≥ 1.7 M records/s"
+# The same records read again after more than log_cache_bytes (1 GiB by
+# default) of newer appends: the broker dropped them from the page cache,
+# so this reads the disk.
+[ "$QUICK" = 1 ] || consume_p100 "consume 100 B, 4 partitions, older than the last 1 GiB of appends (disk)" "—"
 r=$("$S" bench e2e --bootstrap "$B" --topic e2e --partitions 1 --rate 1000 --seconds "$E2E_S" --json)
 row "end-to-end at 1000 msg/s, 1 partition" "$(echo "$r" | json '"p50 %.2f / p99 %.2f / p99.9 %.2f / max %.2f ms" % tuple(d["latency_ms"][k] for k in ("p50","p99","p999","max"))')" "p99 ≤ 1.5 ms, max ≤ 10 ms"
 

@@ -48,6 +48,9 @@ pub struct Broker {
     pub(crate) durability: Arc<dyn Durability>,
     /// The cold tier, when an object store is configured.
     pub(crate) cold: Option<crate::cold::ColdTier>,
+    /// Keeps only the broker's recent appends in the page cache (none: the
+    /// kernel decides).
+    pub(crate) write_behind: Option<strata_log::WriteBehind>,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
@@ -68,6 +71,7 @@ pub struct BrokerBuilder {
     grpc: Option<String>,
     http: Option<String>,
     cold: Option<crate::cold::ColdTier>,
+    write_behind: Option<strata_log::WriteBehind>,
 }
 
 impl BrokerBuilder {
@@ -83,7 +87,15 @@ impl BrokerBuilder {
             grpc: None,
             http: None,
             cold: None,
+            write_behind: None,
         }
+    }
+
+    /// Reports every hosted log's appends to `behind`, which keeps only the
+    /// broker's most recent writes in the page cache.
+    pub fn write_behind(mut self, behind: strata_log::WriteBehind) -> Self {
+        self.write_behind = Some(behind);
+        self
     }
     /// Enables the cold tier: sealed segments go to `store` under `prefix`
     /// as Parquet, and are read back through a cache of `cache_bytes`.
@@ -190,6 +202,7 @@ impl BrokerBuilder {
             admin_lock: tokio::sync::Mutex::new(()),
             durability,
             cold: self.cold,
+            write_behind: self.write_behind,
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
             cluster_id,
@@ -232,6 +245,13 @@ pub struct ProduceOutcome {
     pub base_offset: i64,
     pub log_append_time: i64,
     pub log_start_offset: i64,
+}
+
+impl Broker {
+    /// What the page-cache write-behind has done, if it runs.
+    pub fn write_behind_stats(&self) -> Option<&strata_log::WriteBehindStats> {
+        self.write_behind.as_ref().map(|w| w.stats())
+    }
 }
 
 impl Broker {

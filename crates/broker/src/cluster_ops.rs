@@ -544,8 +544,10 @@ impl Broker {
         let dir = self.data_dir.join(format!("{topic}-{p}"));
         let now = self.clock.now_ms();
         let (t, cfg) = (topic.to_string(), config.clone());
+        let behind = self.write_behind.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            let log = PartitionLog::open(&dir, cfg.log_config(), now)?;
+            let mut log = PartitionLog::open(&dir, cfg.log_config(), now)?;
+            log.set_write_behind(behind);
             Partition::open(t, p, log, cfg, now)
         })
         .await;

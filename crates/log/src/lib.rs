@@ -17,12 +17,14 @@
 //! - on open, the active segment is truncated to its last batch whose length and
 //!   CRC check; nothing before that point is lost.
 
+mod behind;
 mod epochs;
 mod error;
 mod index;
 mod log;
 mod segment;
 
+pub use behind::{Stats as WriteBehindStats, WriteBehind, CHUNK_BYTES as WRITE_BEHIND_CHUNK_BYTES};
 pub use epochs::EpochHistory;
 pub use error::LogError;
 pub use log::{AppendInfo, FlushHandle, LogConfig, PartitionLog, ReadResult, SegmentInfo};

@@ -1,5 +1,6 @@
 //! [`PartitionLog`]: the ordered set of segments of one partition replica.
 
+use crate::behind::WriteBehind;
 use crate::error::{IoContext, LogError};
 use crate::segment::Segment;
 use bytes::Bytes;
@@ -67,6 +68,8 @@ pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
     segments: BTreeMap<i64, Segment>,
+    /// Given to each active segment in turn.
+    behind: Option<WriteBehind>,
 }
 
 impl PartitionLog {
@@ -110,7 +113,22 @@ impl PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
+            behind: None,
         })
+    }
+
+    /// Reports this log's appends from now on to `behind`, which keeps only
+    /// the broker's most recent writes in the page cache; `None` leaves the
+    /// cache to the kernel.
+    pub fn set_write_behind(&mut self, behind: Option<WriteBehind>) {
+        self.behind = behind.clone();
+        self.active_mut().write_behind(behind);
+    }
+
+    /// Makes `seg` the active segment.
+    fn push_active(&mut self, base: i64, mut seg: Segment) {
+        seg.write_behind(self.behind.clone());
+        self.segments.insert(base, seg);
     }
 
     pub fn dir(&self) -> &Path {
@@ -252,7 +270,7 @@ impl PartitionLog {
         if let Some(seg) = self.segments.remove(&base) {
             let seg =
                 seg.truncate_at(&self.dir, offset, now_ms, self.config.index_interval_bytes)?;
-            self.segments.insert(base, seg);
+            self.push_active(base, seg);
         }
         tracing::info!(dir = %self.dir.display(), offset, log_end = self.next_offset(), "truncated log");
         Ok(())
@@ -266,10 +284,8 @@ impl PartitionLog {
         for (_, seg) in std::mem::take(&mut self.segments) {
             seg.delete()?;
         }
-        self.segments.insert(
-            offset,
-            Segment::create(&self.dir, offset, now_ms, self.config.index_interval_bytes)?,
-        );
+        let seg = Segment::create(&self.dir, offset, now_ms, self.config.index_interval_bytes)?;
+        self.push_active(offset, seg);
         tracing::info!(dir = %self.dir.display(), offset, "log reset to start at offset");
         Ok(())
     }
@@ -295,9 +311,10 @@ impl PartitionLog {
             return Ok(());
         }
         self.active().sync()?;
+        self.active_mut().report_tail();
         let seg = Segment::create(&self.dir, next, now_ms, self.config.index_interval_bytes)?;
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled segment");
-        self.segments.insert(next, seg);
+        self.push_active(next, seg);
         Ok(())
     }
 

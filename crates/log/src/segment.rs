@@ -4,12 +4,14 @@
 //! active segment. Reads use positional I/O (`read_at`) so they never move a
 //! shared cursor.
 
+use crate::behind::{WriteBehind, CHUNK_BYTES};
 use crate::error::{IoContext, LogError};
 use crate::index::{Indexes, OffsetEntry, TimeEntry};
 use bytes::{Bytes, BytesMut};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use strata_record::{layout, BatchError, BatchHeader, BatchIter};
 
 /// How much of a segment is read at once while scanning headers.
@@ -26,10 +28,16 @@ pub(crate) struct Segment {
     /// When the segment was created or reopened: the `segment.ms` clock.
     pub created_ms: i64,
     path: PathBuf,
-    file: File,
+    /// Shared with the write-behind worker, which holds it weakly.
+    file: Arc<File>,
     idx: Indexes,
     bytes_since_index: usize,
     index_interval: usize,
+    /// Where completed chunks are reported (none: the kernel decides).
+    behind: Option<WriteBehind>,
+    /// Bytes already reported to `behind`; always a multiple of
+    /// [`CHUNK_BYTES`] until the segment is sealed.
+    reported: u64,
 }
 
 pub(crate) fn file_name(base: i64, ext: &str) -> String {
@@ -65,10 +73,12 @@ impl Segment {
             max_timestamp: -1,
             created_ms: now_ms,
             path: log,
-            file,
+            file: Arc::new(file),
             idx: Indexes::create(oi, ti)?,
             bytes_since_index: 0,
             index_interval,
+            behind: None,
+            reported: 0,
         })
     }
 
@@ -107,13 +117,15 @@ impl Segment {
             max_timestamp: -1,
             created_ms: now_ms,
             path: log.clone(),
-            file,
+            file: Arc::new(file),
             idx: match loaded {
                 Some(i) => i,
                 None => Indexes::create(oi, ti)?,
             },
             bytes_since_index: 0,
             index_interval,
+            behind: None,
+            reported: 0,
         };
         let rebuild = seg.idx.offsets.is_empty();
         let start = u64::from(seg.idx.floor_position(u32::MAX));
@@ -184,7 +196,7 @@ impl Segment {
     /// Appends stored batches (already carrying their offsets) at the end.
     pub fn append(&mut self, buf: &[u8], batches: &[(usize, BatchHeader)]) -> Result<(), LogError> {
         use std::io::Write;
-        (&self.file).write_all(buf).at(&self.path)?;
+        (&*self.file).write_all(buf).at(&self.path)?;
         let start = self.size;
         for (pos, h) in batches {
             self.index_batch(start + *pos as u64, h, h.total_size())?;
@@ -192,7 +204,29 @@ impl Segment {
         }
         self.idx.write_pending()?;
         self.size += buf.len() as u64;
+        if let Some(behind) = &self.behind {
+            while self.size - self.reported >= CHUNK_BYTES {
+                behind.written(&self.file, self.reported, CHUNK_BYTES);
+                self.reported += CHUNK_BYTES;
+            }
+        }
         Ok(())
+    }
+
+    /// Reports completed chunks of this (active) segment's appends from now
+    /// on; what was there before is left to the kernel.
+    pub fn write_behind(&mut self, behind: Option<WriteBehind>) {
+        self.reported = self.size - self.size % CHUNK_BYTES;
+        self.behind = behind;
+    }
+
+    /// On sealing: the last, partial chunk is reported too.
+    pub fn report_tail(&mut self) {
+        if let Some(behind) = self.behind.take() {
+            if self.size > self.reported {
+                behind.written(&self.file, self.reported, self.size - self.reported);
+            }
+        }
     }
 
     /// Whole batches starting with the one containing `offset`, up to

@@ -330,3 +330,60 @@ fn follower_copies_stored_batches_and_truncates_a_divergent_tail() {
         (0, 0)
     );
 }
+
+/// Polls `f` for up to five seconds (the write-behind worker is a thread).
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn written_chunks_are_written_back_and_dropped_past_the_budget_and_read_back_whole() {
+    use crate::{WriteBehind, WRITE_BEHIND_CHUNK_BYTES as CHUNK};
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = tempfile::tempdir().unwrap();
+    // Segments of 8 chunks; a budget of 4 chunks across the whole broker.
+    let config = LogConfig {
+        segment_bytes: 8 * CHUNK,
+        index_interval_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let behind = WriteBehind::start(4 * CHUNK).unwrap();
+    let mut log = PartitionLog::open(d.path(), config, 0).unwrap();
+    log.set_write_behind(Some(behind.clone()));
+    let mut last = -1;
+    while log.size_bytes() < 20 * CHUNK {
+        last = append(&mut log, 200, 1, 0).1;
+    }
+    let total = log.size_bytes();
+    let stats = behind.stats();
+    // Every byte of the sealed segments (tails included) and every whole
+    // chunk of the active one is handed over; all but the budget dropped.
+    let active_tail = log.segments().last().unwrap().size_bytes % CHUNK;
+    assert!(
+        eventually(|| stats.written_back.load(Relaxed) == total - active_tail),
+        "written back {} of {}",
+        stats.written_back.load(Relaxed),
+        total - active_tail
+    );
+    let dropped = stats.dropped.load(Relaxed);
+    assert!(
+        dropped >= total - active_tail - 4 * CHUNK && dropped < total - 3 * CHUNK,
+        "dropped {dropped} of {total}"
+    );
+    assert_eq!(stats.skipped.load(Relaxed), 0);
+    // Dropped from the cache, not from the log: every record reads back.
+    let mut next = 0;
+    while next <= last {
+        let r = log.read(next, 1 << 20, last + 1).unwrap();
+        let hs = headers(&r.data);
+        assert_eq!(hs[0].base_offset, next);
+        next = hs.last().unwrap().next_offset();
+    }
+    assert_eq!(next, last + 1);
+}

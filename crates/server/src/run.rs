@@ -166,7 +166,17 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
         None => None,
     };
 
-    let broker = BrokerBuilder::new(settings.data_dir.join("logs"))
+    let mut builder = BrokerBuilder::new(settings.data_dir.join("logs"));
+    if let Some(budget) = crate::settings::log_cache_budget(settings.log_cache_bytes) {
+        let behind = strata_log::WriteBehind::start(budget)
+            .context("cannot start the log write-behind thread")?;
+        tracing::info!(
+            log_cache_bytes = budget,
+            "recent appends kept in the page cache"
+        );
+        builder = builder.write_behind(behind);
+    }
+    let broker = builder
         .settings(settings.broker_settings())
         .cluster(settings.cluster.clone())
         .metadata_store(meta)

@@ -67,6 +67,12 @@ pub struct Settings {
     pub shutdown_grace_ms: u64,
     /// Bytes of cold-tier objects cached in memory.
     pub cold_cache_bytes: u64,
+    /// Bytes of recent appends (all partitions together) kept in the OS
+    /// page cache; older appended data is written back and dropped from the
+    /// cache, so reads of it go to disk. 0 leaves the cache to the kernel.
+    /// Unset: a quarter of the memory the broker may use (its cgroup limit,
+    /// else the machine's), at most 1 GiB.
+    pub log_cache_bytes: Option<u64>,
     /// tracing filter, e.g. `info` or `strata_kafka=debug,info`.
     pub log: String,
     /// Broker-wide defaults for topic configs, by Kafka name.
@@ -111,10 +117,42 @@ impl Default for Settings {
             max_request_bytes: 100 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
             cold_cache_bytes: 256 * 1024 * 1024,
+            log_cache_bytes: None,
             log: "info".into(),
             topic_defaults: BTreeMap::new(),
         }
     }
+}
+
+/// The page-cache budget for recent appends: `log_cache_bytes`, or by
+/// default a quarter of the memory limit, at most 1 GiB; `None` when 0.
+pub fn log_cache_budget(configured: Option<u64>) -> Option<u64> {
+    const MAX_DEFAULT: u64 = 1 << 30;
+    match configured {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(memory_limit().map_or(MAX_DEFAULT, |m| (m / 4).min(MAX_DEFAULT))),
+    }
+}
+
+/// The memory this process may use: its cgroup (v2) limit if one is set,
+/// else the machine's total.
+fn memory_limit() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    cgroup.or_else(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib = info
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kib * 1024)
+    })
 }
 
 /// Settings whose default is "unset".
@@ -130,6 +168,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "aws_access_key_id",
     "aws_secret_access_key",
     "aws_allow_http",
+    "log_cache_bytes",
 ];
 
 /// Parses a scalar as TOML (numbers, booleans) or else takes it as a string.
@@ -298,6 +337,17 @@ mod tests {
         let f = d.path().join("bad.toml");
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Settings::load(Some(&f), std::iter::empty(), &[]).is_err());
+    }
+
+    #[test]
+    fn the_log_cache_is_off_at_zero_as_set_otherwise_and_bounded_by_default() {
+        assert_eq!(log_cache_budget(Some(0)), None);
+        assert_eq!(log_cache_budget(Some(12345)), Some(12345));
+        let auto = log_cache_budget(None).unwrap();
+        assert!(auto > 0 && auto <= 1 << 30, "{auto}");
+        let env = [("STRATA_LOG_CACHE_BYTES".to_string(), "0".to_string())];
+        let s = Settings::load(None, env.into_iter(), &[]).unwrap();
+        assert_eq!(s.log_cache_bytes, Some(0));
     }
 
     #[test]
