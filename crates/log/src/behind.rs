@@ -11,13 +11,17 @@
 //! into recycled pages).
 //!
 //! Here every segment hands each completed chunk of [`CHUNK_BYTES`] to one
-//! worker thread per broker, which
-//! - starts that chunk's writeback at once (`POSIX_FADV_DONTNEED` on dirty
-//!   pages starts asynchronous writeback and drops nothing), so dirty data
-//!   stays near a chunk per partition instead of piling up; and
-//! - once more than the budget of chunks sits behind it, broker-wide and in
-//!   write order, advises the oldest again: by then written back, its pages
-//!   are dropped and the next appends reuse them.
+//! worker thread per broker, which keeps the chunks in write order,
+//! broker-wide, and advises each twice with `POSIX_FADV_DONTNEED`:
+//! - once three quarters of the budget was written after it: on dirty
+//!   pages the advice starts their writeback and drops nothing (clean pages
+//!   the kernel already wrote back go at once);
+//! - once the whole budget was written after it: by then written back, its
+//!   pages are dropped, and the next appends reuse them.
+//!
+//! Chunks are never advised sooner: an fsync (acks=all, `flush.*`) cleans
+//! pages, and advice on a just-written clean chunk would drop the very data
+//! tail consumers and followers are about to read.
 //!
 //! Invariants: nothing here affects what a read returns (only where it is
 //! served from) or durability (fsync stays with `flush.*` and acks=all);
@@ -48,14 +52,16 @@ pub struct WriteBehind {
 /// What the worker has done, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Bytes whose writeback was started.
+    /// Bytes advised once (writeback started), three quarters of the
+    /// budget behind the newest.
     pub written_back: AtomicU64,
-    /// Bytes advised out of the page cache once past the budget.
+    /// Bytes advised again (dropped) once the budget behind the newest.
     pub dropped: AtomicU64,
     /// Bytes left to the kernel because the queue was full.
     pub skipped: AtomicU64,
 }
 
+#[derive(Clone)]
 struct Chunk {
     file: Weak<File>,
     offset: u64,
@@ -96,14 +102,17 @@ impl WriteBehind {
 }
 
 fn run(rx: Receiver<Chunk>, budget: u64, stats: &Stats) {
-    let mut behind = Window::new(budget);
+    let mut window = Window::new(budget);
     while let Ok(chunk) = rx.recv() {
-        if advise(&chunk) {
-            stats.written_back.fetch_add(chunk.len, Ordering::Relaxed);
+        let (write_back, drop) = window.push(chunk);
+        for c in write_back {
+            if advise(&c) {
+                stats.written_back.fetch_add(c.len, Ordering::Relaxed);
+            }
         }
-        for old in behind.push(chunk) {
-            if advise(&old) {
-                stats.dropped.fetch_add(old.len, Ordering::Relaxed);
+        for c in drop {
+            if advise(&c) {
+                stats.dropped.fetch_add(c.len, Ordering::Relaxed);
             }
         }
     }
@@ -125,35 +134,53 @@ fn advise(c: &Chunk) -> bool {
     }
 }
 
-/// The chunks still cached, oldest first, and their total size.
+/// The chunks still cached, oldest first, each with how many bytes had
+/// been reported when it was (its end in the broker's write order).
 struct Window {
     budget: u64,
-    cached: u64,
-    chunks: VecDeque<Chunk>,
+    /// Bytes reported so far.
+    total: u64,
+    chunks: VecDeque<(u64, Chunk)>,
+    /// How many chunks at the front were already advised once.
+    started: usize,
 }
 
 impl Window {
     fn new(budget: u64) -> Self {
         Self {
             budget,
-            cached: 0,
+            total: 0,
             chunks: VecDeque::new(),
+            started: 0,
         }
     }
 
-    /// Adds the newest chunk; returns the oldest ones that no longer fit.
-    fn push(&mut self, chunk: Chunk) -> Vec<Chunk> {
-        self.cached += chunk.len;
-        self.chunks.push_back(chunk);
-        let mut out = Vec::new();
-        while self.cached > self.budget {
-            let Some(old) = self.chunks.pop_front() else {
+    /// Adds the newest chunk; returns the chunks whose writeback is now due
+    /// and those now to be dropped (oldest first, each listed once in each,
+    /// a chunk's writeback never after its drop).
+    fn push(&mut self, chunk: Chunk) -> (Vec<Chunk>, Vec<Chunk>) {
+        self.total += chunk.len;
+        self.chunks.push_back((self.total, chunk));
+        let behind = |end: u64, total: u64| total - end;
+        let mut write_back = Vec::new();
+        while let Some((end, c)) = self.chunks.get(self.started) {
+            if behind(*end, self.total) < self.budget / 4 * 3 {
                 break;
-            };
-            self.cached -= old.len;
-            out.push(old);
+            }
+            write_back.push(c.clone());
+            self.started += 1;
         }
-        out
+        let mut drop = Vec::new();
+        while let Some((end, _)) = self.chunks.front() {
+            if behind(*end, self.total) < self.budget {
+                break;
+            }
+            if let Some((_, c)) = self.chunks.pop_front() {
+                drop.push(c);
+            }
+            self.started = self.started.saturating_sub(1);
+        }
+        (write_back, drop)
     }
 }
 
@@ -170,18 +197,33 @@ mod tests {
     }
 
     #[test]
-    fn the_window_gives_back_the_oldest_chunks_past_its_budget() {
+    fn chunks_are_written_back_at_three_quarters_of_the_budget_and_dropped_at_it() {
+        let offsets = |v: Vec<Chunk>| v.iter().map(|c| c.offset).collect::<Vec<_>>();
         let mut w = Window::new(100);
-        assert!(w.push(chunk(0, 40)).is_empty());
-        assert!(w.push(chunk(40, 40)).is_empty());
-        let out = w.push(chunk(80, 40));
-        assert_eq!(out.iter().map(|c| c.offset).collect::<Vec<_>>(), [0]);
-        let out = w.push(chunk(120, 100));
-        assert_eq!(out.iter().map(|c| c.offset).collect::<Vec<_>>(), [40, 80]);
-        assert_eq!(w.cached, 100);
-        // A zero budget keeps nothing.
-        let mut none = Window::new(0);
-        assert_eq!(none.push(chunk(0, 1)).len(), 1);
-        assert_eq!(none.cached, 0);
+        let steps: Vec<_> = (0..6)
+            .map(|i| {
+                let (wb, drop) = w.push(chunk(i * 40, 40));
+                (offsets(wb), offsets(drop))
+            })
+            .collect();
+        let e: Vec<u64> = Vec::new();
+        assert_eq!(
+            steps,
+            [
+                (e.clone(), e.clone()), // chunk 0 has 0 bytes after it
+                (e.clone(), e.clone()), // 40
+                (vec![0], e.clone()),   // 80: chunk 0 past 75, written back
+                (vec![40], vec![0]),    // 120: chunk 0 past 100, dropped
+                (vec![80], vec![40]),
+                (vec![120], vec![80]),
+            ]
+        );
+        assert_eq!((w.chunks.len(), w.started), (3, 1));
+        // One large chunk makes both steps due at once, in order.
+        let mut w = Window::new(100);
+        assert_eq!(w.push(chunk(0, 10)).0.len(), 0);
+        let (wb, drop) = w.push(chunk(10, 200));
+        assert_eq!((offsets(wb), offsets(drop)), (vec![0], vec![0]));
+        assert_eq!((w.chunks.len(), w.started), (1, 0));
     }
 }

@@ -363,19 +363,21 @@ fn written_chunks_are_written_back_and_dropped_past_the_budget_and_read_back_who
     let total = log.size_bytes();
     let stats = behind.stats();
     // Every byte of the sealed segments (tails included) and every whole
-    // chunk of the active one is handed over; all but the budget dropped.
-    let active_tail = log.segments().last().unwrap().size_bytes % CHUNK;
-    assert!(
-        eventually(|| stats.written_back.load(Relaxed) == total - active_tail),
-        "written back {} of {}",
-        stats.written_back.load(Relaxed),
-        total - active_tail
+    // chunk of the active one is handed over; all but the last 3 chunks'
+    // worth is written back, all but the last 4 dropped (chunk boundaries
+    // give a chunk of slack each way).
+    let reported = total - log.segments().last().unwrap().size_bytes % CHUNK;
+    let (wb, dropped) = (
+        || stats.written_back.load(Relaxed),
+        || stats.dropped.load(Relaxed),
     );
-    let dropped = stats.dropped.load(Relaxed);
     assert!(
-        dropped >= total - active_tail - 4 * CHUNK && dropped < total - 3 * CHUNK,
-        "dropped {dropped} of {total}"
+        eventually(|| wb() >= reported - 4 * CHUNK && dropped() >= reported - 5 * CHUNK),
+        "written back {}, dropped {} of {reported}",
+        wb(),
+        dropped()
     );
+    assert!(wb() <= reported - 2 * CHUNK && dropped() <= reported - 3 * CHUNK);
     assert_eq!(stats.skipped.load(Relaxed), 0);
     // Dropped from the cache, not from the log: every record reads back.
     let mut next = 0;
