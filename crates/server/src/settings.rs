@@ -71,7 +71,7 @@ pub struct Settings {
     /// page cache; older appended data is written back and dropped from the
     /// cache, so reads of it go to disk. 0 leaves the cache to the kernel.
     /// Unset: a quarter of the memory the broker may use (its cgroup limit,
-    /// else the machine's), at most 1 GiB.
+    /// else the machine's; 1 GiB if neither can be read).
     pub log_cache_bytes: Option<u64>,
     /// tracing filter, e.g. `info` or `strata_kafka=debug,info`.
     pub log: String,
@@ -125,13 +125,12 @@ impl Default for Settings {
 }
 
 /// The page-cache budget for recent appends: `log_cache_bytes`, or by
-/// default a quarter of the memory limit, at most 1 GiB; `None` when 0.
+/// default a quarter of the memory limit; `None` when 0.
 pub fn log_cache_budget(configured: Option<u64>) -> Option<u64> {
-    const MAX_DEFAULT: u64 = 1 << 30;
     match configured {
         Some(0) => None,
         Some(n) => Some(n),
-        None => Some(memory_limit().map_or(MAX_DEFAULT, |m| (m / 4).min(MAX_DEFAULT))),
+        None => Some(memory_limit().map_or(1 << 30, |m| m / 4)),
     }
 }
 
@@ -344,7 +343,10 @@ mod tests {
         assert_eq!(log_cache_budget(Some(0)), None);
         assert_eq!(log_cache_budget(Some(12345)), Some(12345));
         let auto = log_cache_budget(None).unwrap();
-        assert!(auto > 0 && auto <= 1 << 30, "{auto}");
+        assert!(
+            auto > 0 && auto <= memory_limit().unwrap_or(4 << 30) / 4,
+            "{auto}"
+        );
         let env = [("STRATA_LOG_CACHE_BYTES".to_string(), "0".to_string())];
         let s = Settings::load(None, env.into_iter(), &[]).unwrap();
         assert_eq!(s.log_cache_bytes, Some(0));
