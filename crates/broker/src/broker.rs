@@ -252,9 +252,7 @@ impl Broker {
     pub fn write_behind_stats(&self) -> Option<&strata_log::WriteBehindStats> {
         self.write_behind.as_ref().map(|w| w.stats())
     }
-}
 
-impl Broker {
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
     }
