@@ -483,7 +483,19 @@ impl Broker {
                 end: p.high_watermark(),
             });
         }
-        match p.read(spec.offset, max, spec.isolation) {
+        // From the page cache on this task; what must come from disk on the
+        // blocking pool, so a lagging consumer never stalls the workers.
+        let read = match p.read_cached(spec.offset, max, spec.isolation) {
+            Ok(Some(read)) => Ok(read),
+            Ok(None) => {
+                let (part, offset, isolation) = (p.clone(), spec.offset, spec.isolation);
+                tokio::task::spawn_blocking(move || part.read(offset, max, isolation))
+                    .await
+                    .map_err(|e| BrokerError::Storage(format!("log read task failed: {e}")))?
+            }
+            Err(e) => Err(e),
+        };
+        match read {
             // Below the local log: the cold tier, if it has the offset.
             Err(BrokerError::OffsetOutOfRange {
                 requested, start, ..

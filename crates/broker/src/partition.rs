@@ -352,6 +352,31 @@ impl Partition {
         max_bytes: usize,
         isolation: Isolation,
     ) -> Result<PartitionRead, BrokerError> {
+        self.read_from(offset, max_bytes, isolation, false)?
+            .ok_or_else(|| {
+                BrokerError::Storage("a blocking log read came back empty-handed".into())
+            })
+    }
+
+    /// [`Self::read`] from the page cache only: `None` if some of it would
+    /// have to come from disk, for the caller to read on a thread that may
+    /// block (a fetch must not stall the async workers on the disk).
+    pub fn read_cached(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<Option<PartitionRead>, BrokerError> {
+        self.read_from(offset, max_bytes, isolation, true)
+    }
+
+    fn read_from(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+        cached_only: bool,
+    ) -> Result<Option<PartitionRead>, BrokerError> {
         let mut st = self.state();
         let hw = self.high_watermark();
         let lso = st.txns.last_stable_offset(hw);
@@ -359,7 +384,14 @@ impl Partition {
             Isolation::ReadUncommitted => hw,
             Isolation::ReadCommitted => lso,
         };
-        let r = st.log.read(offset, max_bytes, upper)?;
+        let r = if cached_only {
+            match st.log.read_cached(offset, max_bytes, upper)? {
+                Some(r) => r,
+                None => return Ok(None),
+            }
+        } else {
+            st.log.read(offset, max_bytes, upper)?
+        };
         let aborted = match isolation {
             Isolation::ReadCommitted if !r.data.is_empty() => {
                 let end = BatchIter::new(&r.data)
@@ -369,13 +401,13 @@ impl Partition {
             }
             _ => Vec::new(),
         };
-        Ok(PartitionRead {
+        Ok(Some(PartitionRead {
             data: r.data,
             high_watermark: hw,
             last_stable_offset: lso,
             log_start_offset: st.log.log_start_offset(),
             aborted,
-        })
+        }))
     }
 
     /// The last stable offset: read_committed consumers read below it.

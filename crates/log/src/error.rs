@@ -21,6 +21,10 @@ pub enum LogError {
     NotContiguous { expected: i64, got: i64 },
     #[error("log {0} is corrupt: {1}")]
     Corrupt(PathBuf, String),
+    /// A cached-only read found data that is not in the page cache (never
+    /// returned by [`crate::PartitionLog::read_cached`], which says `None`).
+    #[error("log data is not in the page cache")]
+    NotCached,
 }
 
 pub(crate) trait IoContext<T> {

@@ -326,6 +326,32 @@ impl PartitionLog {
     /// Reads whole batches from `offset`, up to `max_bytes` (but at least one
     /// batch), not past `upper` (the high watermark).
     pub fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<ReadResult, LogError> {
+        self.read_mode(offset, max_bytes, upper, false)
+    }
+
+    /// [`Self::read`] from the page cache only: `None` if any of it would
+    /// have to come from disk (older than the write-behind budget, or
+    /// evicted), for the caller to read again where it may block.
+    pub fn read_cached(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<Option<ReadResult>, LogError> {
+        match self.read_mode(offset, max_bytes, upper, true) {
+            Ok(r) => Ok(Some(r)),
+            Err(LogError::NotCached) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_mode(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+        cached_only: bool,
+    ) -> Result<ReadResult, LogError> {
         let start = self.log_start_offset();
         let end = self.next_offset();
         if offset < start || offset > end {
@@ -346,7 +372,7 @@ impl PartitionLog {
             if offset >= seg.next_offset && seg.next_offset == end {
                 break;
             }
-            if let Some(data) = seg.read(offset, max_bytes, upper)? {
+            if let Some(data) = seg.read(offset, max_bytes, upper, cached_only)? {
                 return Ok(ReadResult { data });
             }
         }

@@ -232,15 +232,19 @@ impl Segment {
     /// Whole batches starting with the one containing `offset`, up to
     /// `max_bytes` (at least one batch), stopping before any batch whose base
     /// offset is `>= upper`.
+    ///
+    /// With `cached_only`, fails with [`LogError::NotCached`] rather than
+    /// wait for the disk.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         upper: i64,
+        cached_only: bool,
     ) -> Result<Option<Bytes>, LogError> {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let from = u64::from(self.idx.floor_position(rel));
-        let Some((start, fh)) = self.locate(from, offset)? else {
+        let Some((start, fh)) = self.locate(from, offset, cached_only)? else {
             return Ok(None);
         };
         if fh.base_offset >= upper {
@@ -249,7 +253,7 @@ impl Segment {
         let pos = start;
         let want = (max_bytes.max(fh.total_size()) as u64).min(self.size - pos) as usize;
         let mut buf = BytesMut::zeroed(want);
-        self.file.read_exact_at(&mut buf, pos).at(&self.path)?;
+        self.read_exact(&mut buf, pos, cached_only)?;
         let mut end = 0;
         for (p, h) in BatchIter::new(&buf) {
             if h.base_offset >= upper || (p > 0 && p + h.total_size() > max_bytes) {
@@ -272,7 +276,7 @@ impl Segment {
     ) -> Result<Self, LogError> {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let from = u64::from(self.idx.floor_position(rel));
-        let cut = match self.locate(from, offset)? {
+        let cut = match self.locate(from, offset, false)? {
             Some((pos, _)) => pos,
             None => self.size,
         };
@@ -283,16 +287,58 @@ impl Segment {
         Segment::open(dir, base, now_ms, index_interval, true)
     }
 
+    /// Fills `buf` from `pos`. With `cached_only`, only from the page cache
+    /// (`RWF_NOWAIT`): [`LogError::NotCached`] if part of it would have to
+    /// come from disk, so an async caller can move the read to a thread
+    /// that may block. Filesystems without `RWF_NOWAIT` read normally.
+    fn read_exact(&self, buf: &mut [u8], pos: u64, cached_only: bool) -> Result<(), LogError> {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        if !cached_only {
+            return self.file.read_exact_at(buf, pos).at(&self.path);
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            let mut to = [std::io::IoSliceMut::new(&mut buf[done..])];
+            match preadv2(
+                &*self.file,
+                &mut to,
+                pos + done as u64,
+                ReadWriteFlags::NOWAIT,
+            ) {
+                Ok(0) => {
+                    let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                    return Err(eof).at(&self.path);
+                }
+                Ok(n) => done += n,
+                Err(Errno::AGAIN) => return Err(LogError::NotCached),
+                Err(Errno::INTR) => {}
+                Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => {
+                    return self
+                        .file
+                        .read_exact_at(&mut buf[done..], pos + done as u64)
+                        .at(&self.path);
+                }
+                Err(e) => return Err(std::io::Error::from(e)).at(&self.path),
+            }
+        }
+        Ok(())
+    }
+
     /// The first batch at or after file position `from` whose last offset is
     /// `>= offset`, walking headers only. `from` is a floor index entry, so
     /// the walk spans about one index interval: it reads small chunks rather
     /// than the batches themselves (which the caller reads once, after).
-    fn locate(&self, from: u64, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    fn locate(
+        &self,
+        from: u64,
+        offset: i64,
+        cached_only: bool,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let mut buf = vec![0u8; LOCATE_CHUNK];
         let mut pos = from;
         while pos + layout::HEADER_SIZE as u64 <= self.size {
             let n = (LOCATE_CHUNK as u64).min(self.size - pos) as usize;
-            self.file.read_exact_at(&mut buf[..n], pos).at(&self.path)?;
+            self.read_exact(&mut buf[..n], pos, cached_only)?;
             let mut at = 0usize;
             while at + layout::HEADER_SIZE <= n {
                 let h = match BatchHeader::parse_prefix(&buf[at..n]) {
