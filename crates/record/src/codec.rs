@@ -178,9 +178,14 @@ const VARINT_LEN: [u8; 65] = {
     t
 };
 
+/// Kafka's zigzag mapping of a signed varlong: small magnitudes, small codes.
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
 /// Bytes a zigzag varlong of `v` takes.
 fn varlong_len(v: i64) -> usize {
-    let z = ((v << 1) ^ (v >> 63)) as u64;
+    let z = zigzag(v);
     VARINT_LEN[z.leading_zeros() as usize] as usize
 }
 
@@ -195,7 +200,7 @@ const MAX_VARLONG: usize = 10;
 /// Writes `v` as a zigzag varlong at the start of `out` (room for
 /// `MAX_VARLONG` bytes); returns how many bytes it took.
 fn varlong_into(out: &mut [u8], v: i64) -> usize {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut z = zigzag(v);
     let mut n = 0;
     while z >= 0x80 {
         out[n] = (z as u8) | 0x80;
@@ -228,7 +233,7 @@ fn field_sign(f: Option<&[u8]>) -> i64 {
 fn put_varlongs<const N: usize>(b: &mut BytesMut, vs: [i64; N]) {
     b.reserve(N * MAX_VARLONG);
     for v in vs {
-        let z = ((v << 1) ^ (v >> 63)) as u64;
+        let z = zigzag(v);
         if z >> 56 == 0 {
             let (word, n) = varint_word(z);
             let end = b.len() + n;

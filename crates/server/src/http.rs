@@ -152,27 +152,26 @@ pub fn render(b: &Broker) -> String {
         b.offload_backlog() as u64,
     );
     if let Some(w) = b.write_behind_stats() {
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         counter(
             &mut out,
             "strata_log_written_back_bytes_total",
             "Appended bytes whose writeback the broker started.",
             "counter",
-            load(&w.written_back),
+            g(&w.written_back),
         );
         counter(
             &mut out,
             "strata_log_cache_dropped_bytes_total",
             "Appended bytes dropped from the page cache once past log_cache_bytes.",
             "counter",
-            load(&w.dropped),
+            g(&w.dropped),
         );
         counter(
             &mut out,
             "strata_log_cache_skipped_bytes_total",
             "Appended bytes left to the kernel because the write-behind queue was full.",
             "counter",
-            load(&w.skipped),
+            g(&w.skipped),
         );
     }
     counter(
