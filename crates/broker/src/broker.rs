@@ -485,13 +485,21 @@ impl Broker {
         }
         // From the page cache on this task; what must come from disk on the
         // blocking pool, so a lagging consumer never stalls the workers.
-        let read = match p.read_cached(spec.offset, max, spec.isolation) {
-            Ok(Some(read)) => Ok(read),
-            Ok(None) => {
-                let (part, offset, isolation) = (p.clone(), spec.offset, spec.isolation);
-                tokio::task::spawn_blocking(move || part.read(offset, max, isolation))
-                    .await
-                    .map_err(|e| BrokerError::Storage(format!("log read task failed: {e}")))?
+        let read = match p.prepare_read(spec.offset, max, spec.isolation) {
+            Ok(prepared) => {
+                let data = match prepared.log.read_cached()? {
+                    Some(r) => r.data,
+                    None => {
+                        let log = prepared.log.clone();
+                        tokio::task::spawn_blocking(move || log.read())
+                            .await
+                            .map_err(|e| {
+                                BrokerError::Storage(format!("log read task failed: {e}"))
+                            })??
+                            .data
+                    }
+                };
+                Ok(p.complete_read(prepared, data))
             }
             Err(e) => Err(e),
         };

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use strata_log::{AppendInfo, EpochHistory, FlushHandle, PartitionLog, SegmentInfo};
+use strata_log::{AppendInfo, EpochHistory, FlushHandle, LogRead, PartitionLog, SegmentInfo};
 use strata_record::{
     build_control_batch, control_type, validate_batches, BatchHeader, BatchIter, ControlType,
     ValidatedBatch, ValidationLimits,
@@ -121,7 +121,7 @@ impl LogState {
     }
 }
 
-/// Where a fetch should start, resolved against the log.
+/// What a fetch of one partition returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionRead {
     pub data: Bytes,
@@ -130,6 +130,18 @@ pub struct PartitionRead {
     pub log_start_offset: i64,
     /// Aborted transactions overlapping `data` (read_committed only).
     pub aborted: Vec<AbortedTxn>,
+}
+
+/// A read prepared under a partition's lock, to run without it
+/// ([`Partition::prepare_read`]).
+pub struct PreparedRead {
+    /// The log read itself.
+    pub log: LogRead,
+    offset: i64,
+    isolation: Isolation,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
 }
 
 /// A consumer's isolation level.
@@ -345,38 +357,28 @@ impl Partition {
 
     /// Reads whole batches from `offset` up to the high watermark, or for
     /// read_committed up to the last stable offset, with the aborted
-    /// transactions the returned range overlaps.
+    /// transactions the returned range overlaps. May wait for the disk.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         isolation: Isolation,
     ) -> Result<PartitionRead, BrokerError> {
-        self.read_from(offset, max_bytes, isolation, false)?
-            .ok_or_else(|| {
-                BrokerError::Storage("a blocking log read came back empty-handed".into())
-            })
+        let prepared = self.prepare_read(offset, max_bytes, isolation)?;
+        let data = prepared.log.read()?.data;
+        Ok(self.complete_read(prepared, data))
     }
 
-    /// [`Self::read`] from the page cache only: `None` if some of it would
-    /// have to come from disk, for the caller to read on a thread that may
-    /// block (a fetch must not stall the async workers on the disk).
-    pub fn read_cached(
+    /// [`Self::read`] in steps, so the I/O runs without this partition's
+    /// lock (appends never wait behind a read) and where the caller
+    /// chooses: [`PreparedRead::log`] reads, [`Self::complete_read`] adds
+    /// the aborted transactions. Fails now if `offset` is outside the log.
+    pub fn prepare_read(
         &self,
         offset: i64,
         max_bytes: usize,
         isolation: Isolation,
-    ) -> Result<Option<PartitionRead>, BrokerError> {
-        self.read_from(offset, max_bytes, isolation, true)
-    }
-
-    fn read_from(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        isolation: Isolation,
-        cached_only: bool,
-    ) -> Result<Option<PartitionRead>, BrokerError> {
+    ) -> Result<PreparedRead, BrokerError> {
         let mut st = self.state();
         let hw = self.high_watermark();
         let lso = st.txns.last_stable_offset(hw);
@@ -384,30 +386,34 @@ impl Partition {
             Isolation::ReadUncommitted => hw,
             Isolation::ReadCommitted => lso,
         };
-        let r = if cached_only {
-            match st.log.read_cached(offset, max_bytes, upper)? {
-                Some(r) => r,
-                None => return Ok(None),
-            }
-        } else {
-            st.log.read(offset, max_bytes, upper)?
-        };
-        let aborted = match isolation {
-            Isolation::ReadCommitted if !r.data.is_empty() => {
-                let end = BatchIter::new(&r.data)
-                    .last()
-                    .map_or(offset, |(_, h)| h.next_offset());
-                st.txns.aborted_between(offset, end)
-            }
-            _ => Vec::new(),
-        };
-        Ok(Some(PartitionRead {
-            data: r.data,
+        Ok(PreparedRead {
+            log: st.log.prepare_read(offset, max_bytes, upper)?,
+            offset,
+            isolation,
             high_watermark: hw,
             last_stable_offset: lso,
             log_start_offset: st.log.log_start_offset(),
+        })
+    }
+
+    /// A prepared read's result, given the `data` its log read returned.
+    pub fn complete_read(&self, prepared: PreparedRead, data: Bytes) -> PartitionRead {
+        let aborted = match prepared.isolation {
+            Isolation::ReadCommitted if !data.is_empty() => {
+                let end = BatchIter::new(&data)
+                    .last()
+                    .map_or(prepared.offset, |(_, h)| h.next_offset());
+                self.state().txns.aborted_between(prepared.offset, end)
+            }
+            _ => Vec::new(),
+        };
+        PartitionRead {
+            data,
+            high_watermark: prepared.high_watermark,
+            last_stable_offset: prepared.last_stable_offset,
+            log_start_offset: prepared.log_start_offset,
             aborted,
-        }))
+        }
     }
 
     /// The last stable offset: read_committed consumers read below it.

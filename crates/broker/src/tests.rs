@@ -686,3 +686,41 @@ async fn a_fetch_larger_than_a_read_ahead_chunk_takes_several_and_reads_on_ahead
         );
     }
 }
+
+/// A fetch prepares its read under the partition's lock and runs it
+/// without: a produce goes through while a read is prepared and not yet
+/// run, and the read returns the partition as it was when prepared.
+#[tokio::test]
+async fn a_produce_goes_through_while_a_read_is_prepared() {
+    let d = tempfile::tempdir().unwrap();
+    let b = broker(d.path(), ManualClock::new(1_000)).await;
+    b.create_topic(topic("t", 1, &[]), false).await.unwrap();
+    b.produce("t", 0, &batch(3, 1000), Acks::Leader)
+        .await
+        .unwrap();
+    let p = b.partition("t", 0).unwrap();
+    let prepared = p
+        .prepare_read(0, 1 << 20, crate::partition::Isolation::ReadUncommitted)
+        .unwrap();
+    let produced = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.produce("t", 0, &batch(2, 1001), Acks::Leader),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(produced.base_offset, 3);
+    let data = prepared.log.read().unwrap().data;
+    let read = p.complete_read(prepared, data);
+    assert_eq!(read.high_watermark, 3);
+    let ends: Vec<i64> = strata_record::BatchIter::new(&read.data)
+        .map(|(_, h)| h.next_offset())
+        .collect();
+    assert_eq!(ends, vec![3]);
+    assert_eq!(
+        p.read(0, 1 << 20, crate::partition::Isolation::ReadUncommitted)
+            .unwrap()
+            .high_watermark,
+        5
+    );
+}

@@ -22,7 +22,7 @@ pub enum LogError {
     #[error("log {0} is corrupt: {1}")]
     Corrupt(PathBuf, String),
     /// A cached-only read found data that is not in the page cache (never
-    /// returned by [`crate::PartitionLog::read_cached`], which says `None`).
+    /// returned by [`crate::LogRead::read_cached`], which says `None`).
     #[error("log data is not in the page cache")]
     NotCached,
 }

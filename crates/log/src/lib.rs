@@ -23,11 +23,13 @@ mod error;
 mod index;
 mod log;
 mod segment;
+mod view;
 
 pub use behind::{Stats as WriteBehindStats, WriteBehind, CHUNK_BYTES as WRITE_BEHIND_CHUNK_BYTES};
 pub use epochs::EpochHistory;
 pub use error::LogError;
 pub use log::{AppendInfo, FlushHandle, LogConfig, PartitionLog, ReadResult, SegmentInfo};
+pub use view::LogRead;
 
 #[cfg(test)]
 mod tests;

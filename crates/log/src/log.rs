@@ -3,6 +3,7 @@
 use crate::behind::WriteBehind;
 use crate::error::{IoContext, LogError};
 use crate::segment::Segment;
+use crate::view::LogRead;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -326,32 +327,18 @@ impl PartitionLog {
     /// Reads whole batches from `offset`, up to `max_bytes` (but at least one
     /// batch), not past `upper` (the high watermark).
     pub fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<ReadResult, LogError> {
-        self.read_mode(offset, max_bytes, upper, false)
+        self.prepare_read(offset, max_bytes, upper)?.read()
     }
 
-    /// [`Self::read`] from the page cache only: `None` if any of it would
-    /// have to come from disk (older than the write-behind budget, or
-    /// evicted), for the caller to read again where it may block.
-    pub fn read_cached(
+    /// [`Self::read`], prepared here and run by the caller, who may release
+    /// the lock guarding this log first (see [`LogRead`]). Fails now if
+    /// `offset` is outside the log.
+    pub fn prepare_read(
         &self,
         offset: i64,
         max_bytes: usize,
         upper: i64,
-    ) -> Result<Option<ReadResult>, LogError> {
-        match self.read_mode(offset, max_bytes, upper, true) {
-            Ok(r) => Ok(Some(r)),
-            Err(LogError::NotCached) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn read_mode(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper: i64,
-        cached_only: bool,
-    ) -> Result<ReadResult, LogError> {
+    ) -> Result<LogRead, LogError> {
         let start = self.log_start_offset();
         let end = self.next_offset();
         if offset < start || offset > end {
@@ -361,7 +348,7 @@ impl PartitionLog {
                 end,
             });
         }
-        let upper = upper.min(end);
+        let mut segments = Vec::with_capacity(2);
         for (_, seg) in self
             .segments
             .range(..=offset)
@@ -372,11 +359,9 @@ impl PartitionLog {
             if offset >= seg.next_offset && seg.next_offset == end {
                 break;
             }
-            if let Some(data) = seg.read(offset, max_bytes, upper, cached_only)? {
-                return Ok(ReadResult { data });
-            }
+            segments.push(seg.view(offset));
         }
-        Ok(ReadResult { data: Bytes::new() })
+        Ok(LogRead::new(offset, max_bytes, upper.min(end), segments))
     }
 
     /// First `(offset, timestamp)` whose timestamp is `>= ts`, or `None`.

@@ -7,7 +7,7 @@
 use crate::behind::{WriteBehind, CHUNK_BYTES};
 use crate::error::{IoContext, LogError};
 use crate::index::{Indexes, OffsetEntry, TimeEntry};
-use bytes::{Bytes, BytesMut};
+use crate::view::SegmentView;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,6 @@ use strata_record::{layout, BatchError, BatchHeader, BatchIter};
 
 /// How much of a segment is read at once while scanning headers.
 const SCAN_CHUNK: usize = 1 << 20;
-/// Bytes read at a time while walking batch headers to a fetch offset.
-const LOCATE_CHUNK: usize = 8 << 10;
 
 pub(crate) struct Segment {
     pub base_offset: i64,
@@ -27,7 +25,7 @@ pub(crate) struct Segment {
     pub max_timestamp: i64,
     /// When the segment was created or reopened: the `segment.ms` clock.
     pub created_ms: i64,
-    path: PathBuf,
+    path: Arc<Path>,
     /// Shared with the write-behind worker, which holds it weakly.
     file: Arc<File>,
     idx: Indexes,
@@ -72,7 +70,7 @@ impl Segment {
             size: 0,
             max_timestamp: -1,
             created_ms: now_ms,
-            path: log,
+            path: log.into(),
             file: Arc::new(file),
             idx: Indexes::create(oi, ti)?,
             bytes_since_index: 0,
@@ -116,7 +114,7 @@ impl Segment {
             size: 0,
             max_timestamp: -1,
             created_ms: now_ms,
-            path: log.clone(),
+            path: log.as_path().into(),
             file: Arc::new(file),
             idx: match loaded {
                 Some(i) => i,
@@ -229,40 +227,16 @@ impl Segment {
         }
     }
 
-    /// Whole batches starting with the one containing `offset`, up to
-    /// `max_bytes` (at least one batch), stopping before any batch whose base
-    /// offset is `>= upper`.
-    ///
-    /// With `cached_only`, fails with [`LogError::NotCached`] rather than
-    /// wait for the disk.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper: i64,
-        cached_only: bool,
-    ) -> Result<Option<Bytes>, LogError> {
+    /// What a read from `offset` needs of this segment, to run without the
+    /// log's lock (see [`crate::view`]).
+    pub fn view(&self, offset: i64) -> SegmentView {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let from = u64::from(self.idx.floor_position(rel));
-        let Some((start, fh)) = self.locate(from, offset, cached_only)? else {
-            return Ok(None);
-        };
-        if fh.base_offset >= upper {
-            return Ok(None);
+        SegmentView {
+            file: Arc::clone(&self.file),
+            path: Arc::clone(&self.path),
+            size: self.size,
+            from: u64::from(self.idx.floor_position(rel)),
         }
-        let pos = start;
-        let want = (max_bytes.max(fh.total_size()) as u64).min(self.size - pos) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        self.read_exact(&mut buf, pos, cached_only)?;
-        let mut end = 0;
-        for (p, h) in BatchIter::new(&buf) {
-            if h.base_offset >= upper || (p > 0 && p + h.total_size() > max_bytes) {
-                break;
-            }
-            end = p + h.total_size();
-        }
-        buf.truncate(end);
-        Ok(Some(buf.freeze()))
     }
 
     /// Cuts the segment before the batch holding `offset` and reopens it
@@ -274,9 +248,7 @@ impl Segment {
         now_ms: i64,
         index_interval: usize,
     ) -> Result<Self, LogError> {
-        let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let from = u64::from(self.idx.floor_position(rel));
-        let cut = match self.locate(from, offset, false)? {
+        let cut = match self.view(offset).locate(offset, false)? {
             Some((pos, _)) => pos,
             None => self.size,
         };
@@ -285,80 +257,6 @@ impl Segment {
         let base = self.base_offset;
         drop(self);
         Segment::open(dir, base, now_ms, index_interval, true)
-    }
-
-    /// Fills `buf` from `pos`. With `cached_only`, only from the page cache
-    /// (`RWF_NOWAIT`): [`LogError::NotCached`] if part of it would have to
-    /// come from disk, so an async caller can move the read to a thread
-    /// that may block. Filesystems without `RWF_NOWAIT` read normally.
-    fn read_exact(&self, buf: &mut [u8], pos: u64, cached_only: bool) -> Result<(), LogError> {
-        use rustix::io::{preadv2, Errno, ReadWriteFlags};
-        if !cached_only {
-            return self.file.read_exact_at(buf, pos).at(&self.path);
-        }
-        let mut done = 0;
-        while done < buf.len() {
-            let mut to = [std::io::IoSliceMut::new(&mut buf[done..])];
-            match preadv2(
-                &*self.file,
-                &mut to,
-                pos + done as u64,
-                ReadWriteFlags::NOWAIT,
-            ) {
-                Ok(0) => {
-                    let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                    return Err(eof).at(&self.path);
-                }
-                Ok(n) => done += n,
-                Err(Errno::AGAIN) => return Err(LogError::NotCached),
-                Err(Errno::INTR) => {}
-                Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => {
-                    return self
-                        .file
-                        .read_exact_at(&mut buf[done..], pos + done as u64)
-                        .at(&self.path);
-                }
-                Err(e) => return Err(std::io::Error::from(e)).at(&self.path),
-            }
-        }
-        Ok(())
-    }
-
-    /// The first batch at or after file position `from` whose last offset is
-    /// `>= offset`, walking headers only. `from` is a floor index entry, so
-    /// the walk spans about one index interval: it reads small chunks rather
-    /// than the batches themselves (which the caller reads once, after).
-    fn locate(
-        &self,
-        from: u64,
-        offset: i64,
-        cached_only: bool,
-    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let mut buf = vec![0u8; LOCATE_CHUNK];
-        let mut pos = from;
-        while pos + layout::HEADER_SIZE as u64 <= self.size {
-            let n = (LOCATE_CHUNK as u64).min(self.size - pos) as usize;
-            self.read_exact(&mut buf[..n], pos, cached_only)?;
-            let mut at = 0usize;
-            while at + layout::HEADER_SIZE <= n {
-                let h = match BatchHeader::parse_prefix(&buf[at..n]) {
-                    Ok(h) => h,
-                    // Only complete, validated batches are ever below
-                    // `size`; anything else is the end of what we can use.
-                    Err(_) => return Ok(None),
-                };
-                if pos + (at + h.total_size()) as u64 > self.size {
-                    return Ok(None);
-                }
-                if h.last_offset() >= offset {
-                    return Ok(Some((pos + at as u64, h)));
-                }
-                at += h.total_size();
-            }
-            // The next header starts at `pos + at` (possibly past this chunk).
-            pos += at as u64;
-        }
-        Ok(None)
     }
 
     /// First `(offset, timestamp)` in this segment with timestamp `>= ts`.
@@ -413,7 +311,7 @@ impl Segment {
             size_bytes: self.size,
             max_timestamp: self.max_timestamp,
             sealed: !active,
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
         }
     }
 

@@ -389,3 +389,50 @@ fn written_chunks_are_written_back_and_dropped_past_the_budget_and_read_back_who
     }
     assert_eq!(next, last + 1);
 }
+
+/// A read prepared under the lock and run after the log has changed (as a
+/// fetch now does, without the lock): appends past it, a truncation above
+/// its bound and the deletion of its segment leave it the same records.
+#[test]
+fn prepared_reads_run_after_appends_truncation_and_deletion() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_bytes = 600;
+    let mut log = PartitionLog::open(d.path(), c, 0).unwrap();
+    for i in 0..20 {
+        append(&mut log, 3, i, 0);
+    }
+    let end = log.next_offset();
+    let offsets = |data: &[u8]| {
+        let hs = headers(data);
+        (hs[0].base_offset, hs[hs.len() - 1].next_offset())
+    };
+    // Appends after preparing: the read sees the log as it was.
+    let before_appends = log.prepare_read(end - 3, 1 << 20, end).unwrap();
+    append(&mut log, 3, 100, 0);
+    let r = before_appends.read().unwrap().data;
+    assert_eq!(offsets(&r), (end - 3, end));
+    // A truncation above the read's bound (a leader change cuts only
+    // uncommitted records): the committed batches, no error, even though
+    // the file is shorter than when the read was prepared.
+    let whole = log.prepare_read(end - 6, 1 << 20, end - 3).unwrap();
+    log.truncate_to(end - 3, 0).unwrap();
+    let r = whole.read().unwrap().data;
+    assert_eq!(offsets(&r), (end - 6, end - 3));
+    assert_eq!(r, log.read(end - 6, 1 << 20, end - 3).unwrap().data);
+    // The first segment deleted by retention after preparing: still read whole.
+    let first = log.prepare_read(0, 1 << 20, end).unwrap();
+    let expected = log.read(0, 1 << 20, end).unwrap().data;
+    let (_, first_end) = offsets(&expected);
+    assert!(
+        first_end < end,
+        "the first segment ends before the log does"
+    );
+    assert_eq!(log.delete_below(first_end, 0).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), first_end);
+    assert_eq!(first.read().unwrap().data, expected);
+    assert_eq!(first.read_cached().unwrap().unwrap().data, expected);
+    // Out of range is refused when preparing.
+    assert!(log.prepare_read(0, 1, end).is_err());
+    assert!(log.prepare_read(log.next_offset() + 1, 1, end).is_err());
+}

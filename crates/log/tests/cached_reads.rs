@@ -26,7 +26,12 @@ fn a_cached_read_says_none_for_data_dropped_from_the_page_cache_and_a_read_still
     }
     let end = log.next_offset();
     // Just written: in the cache.
-    let cached = log.read_cached(0, 1 << 20, end).unwrap().unwrap();
+    let cached = log
+        .prepare_read(0, 1 << 20, end)
+        .unwrap()
+        .read_cached()
+        .unwrap()
+        .unwrap();
     assert!(!cached.data.is_empty());
 
     // Written back and dropped, as the write-behind thread does.
@@ -43,14 +48,29 @@ fn a_cached_read_says_none_for_data_dropped_from_the_page_cache_and_a_read_still
     let file = std::fs::File::open(&path).unwrap();
     let len = NonZeroU64::new(file.metadata().unwrap().len());
     rustix::fs::fadvise(&file, 0, len, rustix::fs::Advice::DontNeed).unwrap();
-    assert!(log.read_cached(0, 1 << 20, end).unwrap().is_none());
-    assert!(log.read_cached(end / 2, 1 << 20, end).unwrap().is_none());
+    assert!(log
+        .prepare_read(0, 1 << 20, end)
+        .unwrap()
+        .read_cached()
+        .unwrap()
+        .is_none());
+    assert!(log
+        .prepare_read(end / 2, 1 << 20, end)
+        .unwrap()
+        .read_cached()
+        .unwrap()
+        .is_none());
 
     // A blocking read finds it all, and brings it back into the cache.
     let read = log.read(0, 1 << 20, end).unwrap();
     assert_eq!(read.data, cached.data);
     assert_eq!(
-        log.read_cached(0, 1 << 20, end).unwrap().unwrap().data,
+        log.prepare_read(0, 1 << 20, end)
+            .unwrap()
+            .read_cached()
+            .unwrap()
+            .unwrap()
+            .data,
         cached.data
     );
 }
