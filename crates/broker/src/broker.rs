@@ -483,23 +483,11 @@ impl Broker {
                 end: p.high_watermark(),
             });
         }
-        // From the page cache on this task; what must come from disk on the
-        // blocking pool, so a lagging consumer never stalls the workers.
+        // Prepared under the partition's lock, read without it.
         let read = match p.prepare_read(spec.offset, max, spec.isolation) {
-            Ok(prepared) => {
-                let data = match prepared.log.read_cached()? {
-                    Some(r) => r.data,
-                    None => {
-                        let log = prepared.log.clone();
-                        tokio::task::spawn_blocking(move || log.read())
-                            .await
-                            .map_err(|e| {
-                                BrokerError::Storage(format!("log read task failed: {e}"))
-                            })??
-                            .data
-                    }
-                };
-                Ok(p.complete_read(prepared, data))
+            Ok((log, ctx)) => {
+                let data = crate::partition::read_log(log).await?;
+                Ok(p.complete_read(ctx, data))
             }
             Err(e) => Err(e),
         };

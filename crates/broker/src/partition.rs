@@ -132,16 +132,27 @@ pub struct PartitionRead {
     pub aborted: Vec<AbortedTxn>,
 }
 
-/// A read prepared under a partition's lock, to run without it
-/// ([`Partition::prepare_read`]).
-pub struct PreparedRead {
-    /// The log read itself.
-    pub log: LogRead,
+/// What a read prepared under a partition's lock
+/// ([`Partition::prepare_read`]) needs to complete, besides its log read.
+pub struct ReadContext {
     offset: i64,
     isolation: Isolation,
     high_watermark: i64,
     last_stable_offset: i64,
     log_start_offset: i64,
+}
+
+/// Runs a prepared log read: from the page cache on the calling task, and
+/// what must come from disk on the blocking pool, so a lagging reader never
+/// stalls the async workers.
+pub async fn read_log(log: LogRead) -> Result<Bytes, BrokerError> {
+    if let Some(r) = log.read_cached()? {
+        return Ok(r.data);
+    }
+    let r = tokio::task::spawn_blocking(move || log.read())
+        .await
+        .map_err(|e| BrokerError::Storage(format!("log read task failed: {e}")))??;
+    Ok(r.data)
 }
 
 /// A consumer's isolation level.
@@ -364,21 +375,22 @@ impl Partition {
         max_bytes: usize,
         isolation: Isolation,
     ) -> Result<PartitionRead, BrokerError> {
-        let prepared = self.prepare_read(offset, max_bytes, isolation)?;
-        let data = prepared.log.read()?.data;
-        Ok(self.complete_read(prepared, data))
+        let (log, ctx) = self.prepare_read(offset, max_bytes, isolation)?;
+        let data = log.read()?.data;
+        Ok(self.complete_read(ctx, data))
     }
 
     /// [`Self::read`] in steps, so the I/O runs without this partition's
     /// lock (appends never wait behind a read) and where the caller
-    /// chooses: [`PreparedRead::log`] reads, [`Self::complete_read`] adds
-    /// the aborted transactions. Fails now if `offset` is outside the log.
+    /// chooses: the [`LogRead`] reads (see [`read_log`]), then
+    /// [`Self::complete_read`] adds the aborted transactions. Fails now if
+    /// `offset` is outside the log.
     pub fn prepare_read(
         &self,
         offset: i64,
         max_bytes: usize,
         isolation: Isolation,
-    ) -> Result<PreparedRead, BrokerError> {
+    ) -> Result<(LogRead, ReadContext), BrokerError> {
         let mut st = self.state();
         let hw = self.high_watermark();
         let lso = st.txns.last_stable_offset(hw);
@@ -386,18 +398,21 @@ impl Partition {
             Isolation::ReadUncommitted => hw,
             Isolation::ReadCommitted => lso,
         };
-        Ok(PreparedRead {
-            log: st.log.prepare_read(offset, max_bytes, upper)?,
-            offset,
-            isolation,
-            high_watermark: hw,
-            last_stable_offset: lso,
-            log_start_offset: st.log.log_start_offset(),
-        })
+        let log = st.log.prepare_read(offset, max_bytes, upper)?;
+        Ok((
+            log,
+            ReadContext {
+                offset,
+                isolation,
+                high_watermark: hw,
+                last_stable_offset: lso,
+                log_start_offset: st.log.log_start_offset(),
+            },
+        ))
     }
 
     /// A prepared read's result, given the `data` its log read returned.
-    pub fn complete_read(&self, prepared: PreparedRead, data: Bytes) -> PartitionRead {
+    pub fn complete_read(&self, prepared: ReadContext, data: Bytes) -> PartitionRead {
         let aborted = match prepared.isolation {
             Isolation::ReadCommitted if !data.is_empty() => {
                 let end = BatchIter::new(&data)
@@ -539,15 +554,20 @@ impl Partition {
     }
 
     /// Whole batches from `offset` up to the log end, for a follower; the
-    /// offset after the last batch returned.
-    pub fn read_for_follower(
+    /// offset after the last batch returned. Reads as a fetch does
+    /// ([`read_log`]): without the lock, and on the blocking pool if the
+    /// data is not in the page cache.
+    pub async fn read_for_follower(
         &self,
         offset: i64,
         max_bytes: usize,
     ) -> Result<(Bytes, i64), BrokerError> {
-        let st = self.state();
-        let end = st.log.next_offset();
-        let data = st.log.read(offset, max_bytes, end)?.data;
+        let log = {
+            let st = self.state();
+            let end = st.log.next_offset();
+            st.log.prepare_read(offset, max_bytes, end)?
+        };
+        let data = read_log(log).await?;
         let next = BatchIter::new(&data)
             .last()
             .map_or(offset, |(_, h)| h.next_offset());

@@ -699,7 +699,7 @@ async fn a_produce_goes_through_while_a_read_is_prepared() {
         .await
         .unwrap();
     let p = b.partition("t", 0).unwrap();
-    let prepared = p
+    let (log, ctx) = p
         .prepare_read(0, 1 << 20, crate::partition::Isolation::ReadUncommitted)
         .unwrap();
     let produced = tokio::time::timeout(
@@ -710,8 +710,8 @@ async fn a_produce_goes_through_while_a_read_is_prepared() {
     .unwrap()
     .unwrap();
     assert_eq!(produced.base_offset, 3);
-    let data = prepared.log.read().unwrap().data;
-    let read = p.complete_read(prepared, data);
+    let data = log.read().unwrap().data;
+    let read = p.complete_read(ctx, data);
     assert_eq!(read.high_watermark, 3);
     let ends: Vec<i64> = strata_record::BatchIter::new(&read.data)
         .map(|(_, h)| h.next_offset())

@@ -178,7 +178,7 @@ async fn serve(
         }
         let end = p.log_end_offset();
         if next < end {
-            match p.read_for_follower(next, MAX_CHUNK) {
+            match p.read_for_follower(next, MAX_CHUNK).await {
                 Ok((data, n)) if n > next => {
                     if n >= end {
                         p.sent_to_follower(follower, n, broker.now_ms());
