@@ -18,7 +18,7 @@ use crate::partition_txns::{AbortedTxn, OpenTxn, PartitionTxns};
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::replication::replica_set::{IsrChange, ReplicaSet};
 use crate::snapshot;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -300,9 +300,10 @@ impl Partition {
         }
     }
 
-    /// Validates and appends a client's record set as received (one copy into
-    /// a mutable buffer to stamp offsets), then wakes replication streams. A
-    /// retry of an idempotent producer's batch gets its original offsets back.
+    /// Validates and appends a client's record set as received (the log
+    /// writes new headers before the request's records, never copying
+    /// them), then wakes replication streams. A retry of an idempotent
+    /// producer's batch gets its original offsets back.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, BrokerError> {
         let cfg = self.config();
         let limits = ValidationLimits {
@@ -317,7 +318,6 @@ impl Partition {
                 "a transactional batch needs a producer id".into(),
             ));
         }
-        let mut buf = BytesMut::from(&records[..]);
         let count: i64 = validated
             .iter()
             .map(|v| i64::from(v.header.records_count))
@@ -342,13 +342,15 @@ impl Partition {
                     });
                 }
             }
-            let info = st
-                .log
-                .append(&mut buf, &validated, epoch, now_ms, cfg.log_append_time())?;
-            for v in &validated {
-                let at = &buf[v.position..];
-                st.observe(&BatchHeader::parse(at)?, at);
+            let stored =
+                st.log
+                    .append(records, &validated, epoch, now_ms, cfg.log_append_time())?;
+            // The records (all `observe` reads past a header) are stored
+            // as received.
+            for (v, h) in validated.iter().zip(&stored.headers) {
+                st.observe(h, records.get(v.position..).unwrap_or_default());
             }
+            let info = stored.info;
             let end = st.log.next_offset();
             self.log_end.store(end, Ordering::Release);
             (info, end)
@@ -447,8 +449,7 @@ impl Partition {
         coordinator_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, BrokerError> {
-        let mut buf =
-            build_control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now_ms);
+        let buf = build_control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now_ms);
         let header = BatchHeader::parse(&buf)?;
         let (info, end) = {
             let mut st = self.state();
@@ -461,8 +462,11 @@ impl Partition {
                 position: 0,
                 header,
             }];
-            let info = st.log.append(&mut buf, &batch, epoch, now_ms, false)?;
-            st.observe(&BatchHeader::parse(&buf)?, &buf);
+            let stored = st.log.append(&buf, &batch, epoch, now_ms, false)?;
+            for h in &stored.headers {
+                st.observe(h, &buf);
+            }
+            let info = stored.info;
             let end = st.log.next_offset();
             self.log_end.store(end, Ordering::Release);
             (info, end)

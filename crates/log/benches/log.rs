@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark inputs are built here
 
 use bytes::BytesMut;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strata_log::{LogConfig, PartitionLog};
 use strata_record::{sample_batch, validate_batches, ValidationLimits};
@@ -40,11 +40,7 @@ fn append(c: &mut Criterion) {
     let mut g = c.benchmark_group("log");
     g.throughput(Throughput::Bytes(req.len() as u64));
     g.bench_function("append/16x160x100B", |b| {
-        b.iter_batched_ref(
-            || req.clone(),
-            |buf| log.append(buf, &validated, 1, 0, false).unwrap(),
-            BatchSize::SmallInput,
-        )
+        b.iter(|| log.append(&req, &validated, 1, 0, false).unwrap())
     });
     g.finish();
 }
@@ -56,8 +52,7 @@ fn filled() -> (tempfile::TempDir, PartitionLog) {
     let req = request();
     let validated = validate_batches(&req, LIMITS).unwrap();
     while log.size_bytes() < 64 << 20 {
-        let mut buf = req.clone();
-        log.append(&mut buf, &validated, 1, 0, false).unwrap();
+        log.append(&req, &validated, 1, 0, false).unwrap();
     }
     (dir, log)
 }

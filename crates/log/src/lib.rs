@@ -28,7 +28,9 @@ mod view;
 pub use behind::{Stats as WriteBehindStats, WriteBehind, CHUNK_BYTES as WRITE_BEHIND_CHUNK_BYTES};
 pub use epochs::EpochHistory;
 pub use error::LogError;
-pub use log::{AppendInfo, FlushHandle, LogConfig, PartitionLog, ReadResult, SegmentInfo};
+pub use log::{
+    AppendInfo, Appended, FlushHandle, LogConfig, PartitionLog, ReadResult, SegmentInfo,
+};
 pub use view::LogRead;
 
 #[cfg(test)]

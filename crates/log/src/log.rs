@@ -7,10 +7,9 @@ use crate::view::LogRead;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
-use strata_record::{
-    assign_offset_and_epoch, set_log_append_time, BatchHeader, BatchIter, ValidatedBatch,
-};
+use strata_record::{layout, stored_header, BatchError, BatchHeader, BatchIter, ValidatedBatch};
 
 /// Per-partition log settings, derived from topic configs by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +45,25 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// Set when the broker stamped log-append time.
     pub log_append_time: Option<i64>,
+}
+
+/// What [`PartitionLog::append`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub info: AppendInfo,
+    /// Each batch's header as stored (offsets and epoch assigned), in order.
+    pub headers: Vec<BatchHeader>,
+}
+
+/// The bytes of validated batch `vb` of `records` (its header and records).
+fn batch_at<'a>(records: &'a [u8], vb: &ValidatedBatch) -> Result<&'a [u8], LogError> {
+    let end = vb.position + vb.header.total_size();
+    records
+        .get(vb.position..end)
+        .ok_or(LogError::Batch(BatchError::Truncated {
+            needed: end,
+            available: records.len(),
+        }))
 }
 
 /// Batches read from the log, as stored.
@@ -174,36 +192,44 @@ impl PartitionLog {
     }
 
     /// Appends a client's validated record set: assigns consecutive offsets
-    /// and the leader epoch to every batch (and log-append time if asked),
-    /// then writes the bytes as one piece.
+    /// and the leader epoch to every batch (and log-append time if asked)
+    /// in a header of its own, and writes each header and its batch's
+    /// records in one vectored write, so the records go from the request
+    /// to the file without being copied.
     pub fn append(
         &mut self,
-        buf: &mut [u8],
+        records: &[u8],
         batches: &[ValidatedBatch],
         leader_epoch: i32,
         now_ms: i64,
         log_append_time: bool,
-    ) -> Result<AppendInfo, LogError> {
-        self.maybe_roll(buf.len() as u64, now_ms)?;
+    ) -> Result<Appended, LogError> {
+        self.maybe_roll(records.len() as u64, now_ms)?;
         let base_offset = self.next_offset();
         let mut next = base_offset;
+        let mut stamped = Vec::with_capacity(batches.len());
         let mut stored = Vec::with_capacity(batches.len());
         for vb in batches {
-            let size = vb.header.total_size();
-            let batch = &mut buf[vb.position..vb.position + size];
-            assign_offset_and_epoch(batch, next, leader_epoch);
-            if log_append_time {
-                set_log_append_time(batch, now_ms);
-            }
-            let h = BatchHeader::parse(batch)?;
-            stored.push((vb.position, h));
-            next = h.next_offset();
+            let batch = batch_at(records, vb)?;
+            let h = stored_header(batch, next, leader_epoch, log_append_time.then_some(now_ms))?;
+            let header = BatchHeader::parse_prefix(&h)?;
+            stamped.push(h);
+            stored.push((vb.position, header));
+            next = header.next_offset();
         }
-        self.active_mut().append(buf, &stored)?;
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: next - 1,
-            log_append_time: log_append_time.then_some(now_ms),
+        let mut parts = Vec::with_capacity(2 * batches.len());
+        for (vb, h) in batches.iter().zip(&stamped) {
+            parts.push(IoSlice::new(h));
+            parts.push(IoSlice::new(&batch_at(records, vb)?[layout::HEADER_SIZE..]));
+        }
+        self.active_mut().append(&mut parts, &stored)?;
+        Ok(Appended {
+            info: AppendInfo {
+                base_offset,
+                last_offset: next - 1,
+                log_append_time: log_append_time.then_some(now_ms),
+            },
+            headers: stored.into_iter().map(|(_, h)| h).collect(),
         })
     }
 
@@ -240,7 +266,8 @@ impl PartitionLog {
         }
         let base_offset = self.next_offset();
         self.maybe_roll(buf.len() as u64, now_ms)?;
-        self.active_mut().append(buf, &stored)?;
+        self.active_mut()
+            .append(&mut [IoSlice::new(buf)], &stored)?;
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,

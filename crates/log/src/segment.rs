@@ -9,6 +9,7 @@ use crate::error::{IoContext, LogError};
 use crate::index::{Indexes, OffsetEntry, TimeEntry};
 use crate::view::SegmentView;
 use std::fs::{File, OpenOptions};
+use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -191,17 +192,29 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends stored batches (already carrying their offsets) at the end.
-    pub fn append(&mut self, buf: &[u8], batches: &[(usize, BatchHeader)]) -> Result<(), LogError> {
-        use std::io::Write;
-        (&*self.file).write_all(buf).at(&self.path)?;
+    /// Appends stored batches (already carrying their offsets) at the end:
+    /// the bytes of `parts`, one after another, in which `batches` are at
+    /// the positions given. A failed write leaves the segment as it was
+    /// (what part of it reached the file is cut off again).
+    pub fn append(
+        &mut self,
+        parts: &mut [IoSlice<'_>],
+        batches: &[(usize, BatchHeader)],
+    ) -> Result<(), LogError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(e) = write_all_vectored(&self.file, parts) {
+            if let Err(cut) = self.file.set_len(self.size) {
+                tracing::error!(segment = %self.path.display(), error = %cut, "cannot cut a failed append off the segment");
+            }
+            return Err(e).at(&self.path);
+        }
         let start = self.size;
         for (pos, h) in batches {
             self.index_batch(start + *pos as u64, h, h.total_size())?;
             self.next_offset = h.next_offset();
         }
         self.idx.write_pending()?;
-        self.size += buf.len() as u64;
+        self.size += len as u64;
         if let Some(behind) = &self.behind {
             while self.size - self.reported >= CHUNK_BYTES {
                 behind.written(&self.file, self.reported, CHUNK_BYTES);
@@ -327,6 +340,20 @@ impl Segment {
         self.idx.delete_files();
         std::fs::remove_file(&self.path).at(&self.path)
     }
+}
+
+/// Writes every byte of `parts` at the end of `file` (opened to append).
+fn write_all_vectored(file: &File, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Write};
+    while !parts.is_empty() {
+        match (&*file).write_vectored(parts) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Walks batch headers from `start` to `file_len`, calling `f` for each.

@@ -2,7 +2,8 @@ use crate::{LogConfig, PartitionLog};
 use proptest::prelude::*;
 use std::path::Path;
 use strata_record::{
-    build_batch, validate_batches, BatchHeader, BatchIter, KeyValue, ValidationLimits,
+    build_batch, layout, validate_batches, BatchHeader, BatchIter, KeyValue, TimestampType,
+    ValidationLimits,
 };
 
 const LIMITS: ValidationLimits = ValidationLimits {
@@ -21,9 +22,9 @@ fn cfg() -> LogConfig {
 fn append(log: &mut PartitionLog, n: usize, ts: i64, now: i64) -> (i64, i64) {
     let vals: Vec<Vec<u8>> = (0..n).map(|i| format!("v{i}-{ts}").into_bytes()).collect();
     let recs: Vec<KeyValue<'_>> = vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    let mut b = build_batch(0, ts, &recs);
+    let b = build_batch(0, ts, &recs);
     let v = validate_batches(&b, LIMITS).unwrap();
-    let info = log.append(&mut b, &v, 3, now, false).unwrap();
+    let info = log.append(&b, &v, 3, now, false).unwrap().info;
     (info.base_offset, info.last_offset)
 }
 
@@ -435,4 +436,50 @@ fn prepared_reads_run_after_appends_truncation_and_deletion() {
     // Out of range is refused when preparing.
     assert!(log.prepare_read(0, 1, end).is_err());
     assert!(log.prepare_read(log.next_offset() + 1, 1, end).is_err());
+}
+
+/// A request of several batches is stored with each batch's new header
+/// before its records as received (the request itself is never written
+/// to): offsets and epoch assigned, and with log-append time the
+/// timestamp type, max timestamp and a CRC that verifies.
+#[test]
+fn appends_store_new_headers_before_the_records_as_received() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    let mut request = build_batch(0, 10, &[(None, Some(b"a".as_slice())), (None, Some(b"b"))]);
+    request.extend_from_slice(&build_batch(0, 11, &[(Some(b"k".as_slice()), Some(b"c"))]));
+    let received = request.clone();
+    for (lat, now) in [(false, 500), (true, 7000)] {
+        let v = validate_batches(&request, LIMITS).unwrap();
+        let stored = log.append(&request, &v, 9, now, lat).unwrap();
+        assert_eq!(request, received);
+        let base = stored.info.base_offset;
+        assert_eq!(stored.info.log_append_time, lat.then_some(now));
+        let data = log.read(base, 1 << 20, log.next_offset()).unwrap().data;
+        let hs = headers(&data);
+        assert_eq!(hs, stored.headers);
+        assert_eq!(data.len(), request.len());
+        assert_eq!(
+            hs.iter()
+                .map(|h| (h.base_offset - base, h.partition_leader_epoch))
+                .collect::<Vec<_>>(),
+            vec![(0, 9), (2, 9)]
+        );
+        for (h, ts) in hs.iter().zip([10, 11]) {
+            let expect = if lat {
+                (TimestampType::LogAppendTime, now)
+            } else {
+                (TimestampType::CreateTime, ts)
+            };
+            assert_eq!((h.timestamp_type(), h.max_timestamp), expect);
+        }
+        // The records after each header are the request's.
+        let tail = |b: &[u8], at: usize, len: usize| b[at + layout::HEADER_SIZE..at + len].to_vec();
+        let first = hs[0].total_size();
+        assert_eq!(tail(&data, 0, first), tail(&request, 0, first));
+        assert_eq!(
+            tail(&data, first, data.len() - first),
+            tail(&request, first, data.len() - first)
+        );
+    }
 }

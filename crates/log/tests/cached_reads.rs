@@ -14,7 +14,7 @@ fn a_cached_read_says_none_for_data_dropped_from_the_page_cache_and_a_read_still
     let value = vec![7u8; 1000];
     for _ in 0..200 {
         let recs: Vec<KeyValue<'_>> = (0..10).map(|_| (None, Some(value.as_slice()))).collect();
-        let mut b = build_batch(0, 1, &recs);
+        let b = build_batch(0, 1, &recs);
         let v = validate_batches(
             &b,
             ValidationLimits {
@@ -22,7 +22,7 @@ fn a_cached_read_says_none_for_data_dropped_from_the_page_cache_and_a_read_still
             },
         )
         .unwrap();
-        log.append(&mut b, &v, 0, 0, false).unwrap();
+        log.append(&b, &v, 0, 0, false).unwrap();
     }
     let end = log.next_offset();
     // Just written: in the cache.

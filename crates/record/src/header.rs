@@ -296,13 +296,51 @@ pub fn assign_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch:
         .copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// The header `batch` is stored with: its own with the base offset and
+/// leader epoch the broker assigns and, with `log_append_time`, marked
+/// log-append-time with that max timestamp and the CRC recomputed (over
+/// the new header fields and the unchanged records). The batch is read,
+/// never copied: the log writes this header and the batch's records after
+/// it, straight from the request (see `strata_log::PartitionLog::append`).
+pub fn stored_header(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) -> Result<[u8; layout::HEADER_SIZE], BatchError> {
+    let mut h = [0u8; layout::HEADER_SIZE];
+    let from = batch
+        .get(..layout::HEADER_SIZE)
+        .ok_or(BatchError::Truncated {
+            needed: layout::HEADER_SIZE,
+            available: batch.len(),
+        })?;
+    h.copy_from_slice(from);
+    assign_offset_and_epoch(&mut h, base_offset, leader_epoch);
+    if let Some(now_ms) = log_append_time {
+        mark_log_append_time(&mut h, now_ms);
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&h[layout::ATTRIBUTES..]),
+            &batch[layout::HEADER_SIZE..],
+        );
+        h[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(h)
+}
+
+/// Sets the log-append-time attribute bit and `now_ms` as max timestamp
+/// (the caller recomputes the CRC).
+fn mark_log_append_time(header: &mut [u8], now_ms: i64) {
+    let attrs = i16::from_be_bytes([header[layout::ATTRIBUTES], header[layout::ATTRIBUTES + 1]])
+        | TIMESTAMP_TYPE_BIT;
+    header[layout::ATTRIBUTES..layout::ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+    header[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+}
+
 /// Marks a batch as log-append-time with `now_ms` as its max timestamp and
 /// recomputes the CRC (these fields are covered by it).
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
-    let attrs = i16::from_be_bytes([batch[layout::ATTRIBUTES], batch[layout::ATTRIBUTES + 1]])
-        | TIMESTAMP_TYPE_BIT;
-    batch[layout::ATTRIBUTES..layout::ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
-    batch[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    mark_log_append_time(batch, now_ms);
     store_crc(batch);
 }
 

@@ -35,6 +35,30 @@ fn log_append_time_rewrites_crc() {
     assert_eq!(v[0].header.timestamp_type(), TimestampType::LogAppendTime);
 }
 
+/// The header the log writes before a request's records is the one the
+/// in-place rewrites give, with and without log-append time.
+#[test]
+fn stored_header_matches_the_rewritten_batch() {
+    let b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v")), (None, Some(b"w"))]);
+    for lat in [None, Some(5000)] {
+        let h = stored_header(&b, 42, 7, lat).unwrap();
+        let mut in_place = b.to_vec();
+        assign_offset_and_epoch(&mut in_place, 42, 7);
+        if let Some(now) = lat {
+            set_log_append_time(&mut in_place, now);
+        }
+        assert_eq!(&h[..], &in_place[..layout::HEADER_SIZE]);
+        let mut stored = h.to_vec();
+        stored.extend_from_slice(&b[layout::HEADER_SIZE..]);
+        let v = validate_batches(&stored, limits()).unwrap();
+        assert_eq!(v[0].header.base_offset, 42);
+    }
+    assert!(matches!(
+        stored_header(&b[..20], 0, 0, None),
+        Err(BatchError::Truncated { .. })
+    ));
+}
+
 #[test]
 fn restamping_sets_producer_fields_and_keeps_crc_valid() {
     let mut b = build_batch_with(
