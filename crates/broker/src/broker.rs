@@ -532,7 +532,9 @@ impl Broker {
     }
 
     /// Reads every requested partition, waiting up to `max_wait` for at least
-    /// `min_bytes` in total; woken by appends, not by polling.
+    /// `min_bytes` in total; woken by appends, not by polling. Returns at
+    /// most `max_bytes`, and never more than `fetch.max.bytes`, in total
+    /// (but the first partition's first batch whatever its size).
     pub async fn fetch(
         &self,
         specs: &[FetchSpec],
@@ -541,6 +543,9 @@ impl Broker {
         max_bytes: usize,
     ) -> Vec<Result<PartitionRead, BrokerError>> {
         let deadline = tokio::time::Instant::now() + max_wait;
+        // A client may ask for up to 2 GiB: what a fetch holds in memory
+        // is the broker's to bound.
+        let max_bytes = max_bytes.min(self.settings.fetch_max_bytes.max(1));
         let partitions: Vec<Option<Arc<Partition>>> = specs
             .iter()
             .map(|s| self.partition(&s.topic, s.partition).ok())

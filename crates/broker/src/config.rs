@@ -41,6 +41,10 @@ pub struct BrokerSettings {
     /// `replica.lag.time.max.ms`: a follower not caught up for this long
     /// leaves the ISR.
     pub replica_lag_time_max_ms: i64,
+    /// `fetch.max.bytes`: the most one fetch response carries, whatever
+    /// the client asks (at least one batch is always returned). Bounds the
+    /// memory a fetch takes on the broker.
+    pub fetch_max_bytes: usize,
     /// How often unreferenced cold objects are looked for.
     pub cold_gc_interval_ms: u64,
     /// How old an unreferenced cold object must be before it is deleted
@@ -67,6 +71,7 @@ impl Default for BrokerSettings {
             retention_check_interval_ms: 60_000,
             session_timeout_ms: 10_000,
             replica_lag_time_max_ms: 30_000,
+            fetch_max_bytes: 55 << 20,
             cold_gc_interval_ms: 600_000,
             cold_gc_grace_ms: 3_600_000,
             topic_defaults: BTreeMap::new(),

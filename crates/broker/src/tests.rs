@@ -724,3 +724,48 @@ async fn a_produce_goes_through_while_a_read_is_prepared() {
         5
     );
 }
+
+/// A fetch asking for more than `fetch.max.bytes` gets at most that much
+/// (the broker bounds what a fetch holds in memory), and always at least
+/// the first batch.
+#[tokio::test]
+async fn fetches_are_bounded_by_fetch_max_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let meta: Arc<dyn MetadataStore> =
+        Arc::new(EmbeddedStore::open(&d.path().join("meta")).unwrap());
+    let one = batch(50, 1000).len();
+    let b = BrokerBuilder::new(d.path().join("data"))
+        .settings(BrokerSettings {
+            fetch_max_bytes: 3 * one,
+            ..BrokerSettings::default()
+        })
+        .metadata_store(meta)
+        .clock(Arc::new(ManualClock::new(1_000)))
+        .build()
+        .await
+        .unwrap();
+    b.create_topic(topic("t", 1, &[]), false).await.unwrap();
+    for _ in 0..10 {
+        b.produce("t", 0, &batch(50, 1000), Acks::Leader)
+            .await
+            .unwrap();
+    }
+    let fetch = |max: usize| {
+        let b = b.clone();
+        async move {
+            let spec = FetchSpec {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: max,
+                current_leader_epoch: None,
+                isolation: Default::default(),
+            };
+            let r = b.fetch(&[spec], Duration::ZERO, 1, max).await;
+            r[0].as_ref().unwrap().data.len()
+        }
+    };
+    assert_eq!(fetch(i32::MAX as usize).await, 3 * one);
+    assert_eq!(fetch(2 * one).await, 2 * one);
+    assert_eq!(fetch(1).await, one, "at least one batch");
+}

@@ -58,6 +58,9 @@ pub struct Settings {
     /// `replica.lag.time.max.ms`: a follower not caught up for this long
     /// leaves the ISR.
     pub replica_lag_time_max_ms: i64,
+    /// `fetch.max.bytes`: the most one fetch response carries, whatever the
+    /// client asks (at least one batch is always returned).
+    pub fetch_max_bytes: usize,
     /// How often unreferenced cold objects are looked for.
     pub cold_gc_interval_ms: u64,
     /// Age after which an unreferenced cold object is deleted.
@@ -111,6 +114,7 @@ impl Default for Settings {
             retention_check_interval_ms: b.retention_check_interval_ms,
             session_timeout_ms: b.session_timeout_ms,
             replica_lag_time_max_ms: b.replica_lag_time_max_ms,
+            fetch_max_bytes: b.fetch_max_bytes,
             cold_gc_interval_ms: b.cold_gc_interval_ms,
             cold_gc_grace_ms: b.cold_gc_grace_ms,
             max_connections: 10_000,
@@ -271,6 +275,7 @@ impl Settings {
             retention_check_interval_ms: self.retention_check_interval_ms,
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_time_max_ms: self.replica_lag_time_max_ms,
+            fetch_max_bytes: self.fetch_max_bytes,
             cold_gc_interval_ms: self.cold_gc_interval_ms,
             cold_gc_grace_ms: self.cold_gc_grace_ms,
             topic_defaults: self.topic_defaults.clone(),
