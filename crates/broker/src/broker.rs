@@ -483,15 +483,7 @@ impl Broker {
                 end: p.high_watermark(),
             });
         }
-        // Prepared under the partition's lock, read without it.
-        let read = match p.prepare_read(spec.offset, max, spec.isolation) {
-            Ok((log, ctx)) => {
-                let data = crate::partition::read_log(log).await?;
-                Ok(p.complete_read(ctx, data))
-            }
-            Err(e) => Err(e),
-        };
-        match read {
+        match p.read(spec.offset, max, spec.isolation).await {
             // Below the local log: the cold tier, if it has the offset.
             Err(BrokerError::OffsetOutOfRange {
                 requested, start, ..
@@ -505,7 +497,7 @@ impl Broker {
                     // Only empty cold files (aborted transactions, markers)
                     // up to the local log: continue there.
                     Some(data) if data.is_empty() && requested >= earliest => {
-                        let mut read = p.read(p.log_start_offset(), max, spec.isolation)?;
+                        let mut read = p.read(p.log_start_offset(), max, spec.isolation).await?;
                         read.log_start_offset = earliest;
                         Ok(read)
                     }

@@ -155,6 +155,14 @@ pub async fn read_log(log: LogRead) -> Result<Bytes, BrokerError> {
     Ok(r.data)
 }
 
+/// The offset after the last batch of `data`, read from `from` (`from`
+/// when there is none).
+fn end_of(data: &[u8], from: i64) -> i64 {
+    BatchIter::new(data)
+        .last()
+        .map_or(from, |(_, h)| h.next_offset())
+}
+
 /// A consumer's isolation level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
@@ -370,15 +378,17 @@ impl Partition {
 
     /// Reads whole batches from `offset` up to the high watermark, or for
     /// read_committed up to the last stable offset, with the aborted
-    /// transactions the returned range overlaps. May wait for the disk.
-    pub fn read(
+    /// transactions the returned range overlaps: prepared under the lock,
+    /// read without it ([`read_log`]: the page cache on this task, the disk
+    /// on the blocking pool).
+    pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         isolation: Isolation,
     ) -> Result<PartitionRead, BrokerError> {
         let (log, ctx) = self.prepare_read(offset, max_bytes, isolation)?;
-        let data = log.read()?.data;
+        let data = read_log(log).await?;
         Ok(self.complete_read(ctx, data))
     }
 
@@ -417,9 +427,7 @@ impl Partition {
     pub fn complete_read(&self, prepared: ReadContext, data: Bytes) -> PartitionRead {
         let aborted = match prepared.isolation {
             Isolation::ReadCommitted if !data.is_empty() => {
-                let end = BatchIter::new(&data)
-                    .last()
-                    .map_or(prepared.offset, |(_, h)| h.next_offset());
+                let end = end_of(&data, prepared.offset);
                 self.state().txns.aborted_between(prepared.offset, end)
             }
             _ => Vec::new(),
@@ -572,9 +580,7 @@ impl Partition {
             st.log.prepare_read(offset, max_bytes, end)?
         };
         let data = read_log(log).await?;
-        let next = BatchIter::new(&data)
-            .last()
-            .map_or(offset, |(_, h)| h.next_offset());
+        let next = end_of(&data, offset);
         Ok((data, next))
     }
 

@@ -719,6 +719,7 @@ async fn a_produce_goes_through_while_a_read_is_prepared() {
     assert_eq!(ends, vec![3]);
     assert_eq!(
         p.read(0, 1 << 20, crate::partition::Isolation::ReadUncommitted)
+            .await
             .unwrap()
             .high_watermark,
         5

@@ -208,20 +208,24 @@ impl PartitionLog {
         let base_offset = self.next_offset();
         let mut next = base_offset;
         let mut stamped = Vec::with_capacity(batches.len());
+        let mut bodies = Vec::with_capacity(batches.len());
         let mut stored = Vec::with_capacity(batches.len());
         for vb in batches {
             let batch = batch_at(records, vb)?;
             let h = stored_header(batch, next, leader_epoch, log_append_time.then_some(now_ms))?;
             let header = BatchHeader::parse_prefix(&h)?;
             stamped.push(h);
+            // `stored_header` checked the batch holds a whole header.
+            bodies.push(&batch[layout::HEADER_SIZE..]);
             stored.push((vb.position, header));
             next = header.next_offset();
         }
-        let mut parts = Vec::with_capacity(2 * batches.len());
-        for (vb, h) in batches.iter().zip(&stamped) {
-            parts.push(IoSlice::new(h));
-            parts.push(IoSlice::new(&batch_at(records, vb)?[layout::HEADER_SIZE..]));
-        }
+        // The headers are borrowed once all are built.
+        let mut parts: Vec<IoSlice<'_>> = stamped
+            .iter()
+            .zip(&bodies)
+            .flat_map(|(h, body)| [IoSlice::new(h), IoSlice::new(body)])
+            .collect();
         self.active_mut().append(&mut parts, &stored)?;
         Ok(Appended {
             info: AppendInfo {
