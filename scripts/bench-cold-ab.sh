@@ -10,7 +10,8 @@
 #   EB="MALLOC_ARENA_MAX=2" scripts/bench-cold-ab.sh   B with extra environment
 #   N=5000000 SIZE=100 ROUNDS=6 FETCH=1048576      records, record size, rounds, fetch size
 #
-# Not a CI step (docs/benchmarks.md, session 8, has figures taken with it).
+# Not a CI step (docs/benchmarks-history.md, session 8, and docs/benchmarks.md
+# have figures taken with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

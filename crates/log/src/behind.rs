@@ -7,8 +7,8 @@
 //! partition ever wrote then competes with the rest of the machine (and, in a
 //! container, with the broker's own memory limit), and the cache must keep
 //! growing into pages never used before, which on ballooned VMs costs a host
-//! fault per page (docs/benchmarks.md, session 6: ~0.5 GB/s against 5 GB/s
-//! into recycled pages).
+//! fault per page (docs/benchmarks-history.md, session 6: ~0.5 GB/s
+//! against 5 GB/s into recycled pages).
 //!
 //! Here every segment hands each completed chunk of [`CHUNK_BYTES`] to one
 //! worker thread per broker, which keeps the chunks in write order,
