@@ -42,10 +42,13 @@ impl Broker {
             range.revision,
             &self.settings.topic_defaults,
         );
-        let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
-        if fresh.revision >= v.revision {
-            *v = fresh;
+        {
+            let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
+            if fresh.revision >= v.revision {
+                *v = fresh;
+            }
         }
+        self.leaders_changed.notify_waiters();
         Ok(())
     }
 
@@ -179,13 +182,19 @@ impl Broker {
                         // what this broker hosts; offset commits, manifest
                         // entries and coordinators do not (and the loop also
                         // reconciles every second).
+                        let key = self.keys.parse(ev.key());
                         if matches!(
-                            self.keys.parse(ev.key()),
+                            key,
                             ParsedKey::Topic(_)
                                 | ParsedKey::PartitionState(..)
                                 | ParsedKey::PartitionLeader(..)
                         ) {
                             self.reconcile_now.notify_one();
+                        }
+                        // A follower waiting for its leader (or for the
+                        // leader's address) tries again at once.
+                        if matches!(key, ParsedKey::PartitionLeader(..) | ParsedKey::Broker(_)) {
+                            self.leaders_changed.notify_waiters();
                         }
                     }
                     Some(Err(e)) => {
@@ -416,6 +425,7 @@ impl Broker {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, part);
+        self.promoted.notify_waiters();
     }
 
     fn start_following(&self, key: (String, i32), part: Arc<Partition>) {

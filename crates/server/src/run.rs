@@ -221,16 +221,21 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
         let markers = strata_broker::txn::markers::TxnMarkersService::server(broker.clone());
         tracing::info!("grpc listening on {bound}");
         tokio::spawn(async move {
+            // Replication sends small messages both ways (records one
+            // way, positions the other), which Nagle's algorithm would
+            // hold back behind an unacknowledged one. The builder's
+            // `tcp_nodelay` does not reach sockets accepted from a
+            // listener passed in (tonic ignores it with
+            // `serve_with_incoming*`): `TcpIncoming` sets it on each
+            // accepted socket.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let r = tonic::transport::Server::builder()
                 .initial_stream_window_size(8 << 20)
                 .initial_connection_window_size(32 << 20)
-                .tcp_nodelay(true)
                 .add_service(service)
                 .add_service(markers)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async move { s.cancelled().await },
-                )
+                .serve_with_incoming_shutdown(incoming, async move { s.cancelled().await })
                 .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "grpc server failed");

@@ -12,7 +12,8 @@ use std::time::Duration;
 use strata_log::EpochHistory;
 use strata_rpc::replication::replication_server::{Replication, ReplicationServer};
 use strata_rpc::replication::{
-    follower_message, leader_message, FollowerMessage, LeaderMessage, Records, Start, Watermark,
+    follower_message, leader_message, FollowerMessage, Hello, LeaderMessage, Records, Start,
+    Watermark,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,6 +27,9 @@ const STREAM_BUFFER: usize = 4;
 /// A Watermark is sent at least this often, so an idle follower learns the
 /// high watermark and notices a dead stream.
 const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a follower's Hello waits for this broker to take up a
+/// leadership the metadata store already gives it (see `led_here`).
+const PROMOTION_WAIT: Duration = Duration::from_secs(1);
 
 pub struct ReplicationService {
     broker: Arc<Broker>,
@@ -53,6 +57,51 @@ fn refuse(e: BrokerError) -> Status {
     }
 }
 
+impl ReplicationService {
+    /// The partition a follower asks for, as this broker leads it. A
+    /// follower learns of a leadership from the metadata store, and this
+    /// broker writes the leader key before it promotes its replica (its
+    /// reconcile does both, microseconds apart, and its own view may learn
+    /// of the key later than the follower's): a Hello arriving in between
+    /// was refused, and the follower backed off for 50 ms with the high
+    /// watermark waiting on it. A Hello for an epoch this broker does not
+    /// lead (yet) now waits while this broker may still become its leader:
+    /// until it leads in that epoch or later, until its view names another
+    /// broker leader in that epoch or later (then it is refused at once),
+    /// or for `PROMOTION_WAIT` at most.
+    async fn led_here(&self, hello: &Hello) -> Result<Arc<Partition>, BrokerError> {
+        let deadline = tokio::time::Instant::now() + PROMOTION_WAIT;
+        let key = (hello.topic.clone(), hello.partition);
+        loop {
+            // Created before looking: a promotion or a leader change from
+            // here on wakes the wait.
+            let promoted = self.broker.promoted.notified();
+            let changed = self.broker.leaders_changed.notified();
+            let p = self.broker.partition(&hello.topic, hello.partition);
+            let behind = match &p {
+                Ok(p) => p.leader_epoch() < hello.leader_epoch,
+                Err(BrokerError::NotLeader(_)) => true,
+                Err(_) => false,
+            };
+            let elsewhere = self.broker.view().leaders.get(&key).is_some_and(|l| {
+                l.leader.broker != self.broker.node_id() && l.leader.epoch >= hello.leader_epoch
+            });
+            if !behind || elsewhere {
+                return p;
+            }
+            let woken = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    _ = promoted => {}
+                    _ = changed => {}
+                }
+            });
+            if woken.await.is_err() {
+                return p;
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Replication for ReplicationService {
     type ReplicateStream = ReceiverStream<Result<LeaderMessage, Status>>;
@@ -66,10 +115,7 @@ impl Replication for ReplicationService {
             Some(follower_message::Body::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the stream must open with Hello")),
         };
-        let p = self
-            .broker
-            .partition(&hello.topic, hello.partition)
-            .map_err(refuse)?;
+        let p = self.led_here(&hello).await.map_err(refuse)?;
         let epoch = p.leader_epoch();
         if epoch != hello.leader_epoch {
             return Err(Status::failed_precondition(format!(
@@ -232,4 +278,88 @@ async fn send_watermark(tx: &Tx, hw: i64) -> Result<(), ()> {
         })),
     };
     tx.send(Ok(msg)).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::cluster::view::LeaderEntry;
+    use crate::cluster::LeaderRecord;
+    use crate::replication::replica_set::ReplicaSet;
+
+    fn hello(epoch: i32) -> Hello {
+        Hello {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: epoch,
+            ..Hello::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hello_ahead_of_the_leader_waits_for_its_promotion() {
+        let d = tempfile::tempdir().unwrap();
+        let b = crate::tests::broker(d.path(), ManualClock::new(1_000)).await;
+        let t = crate::topics::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            replication_factor: -1,
+            configs: Default::default(),
+        };
+        b.create_topic(t, false).await.unwrap();
+        let p = b.partition("t", 0).unwrap();
+        let now = p.leader_epoch();
+        let svc = ReplicationService::new(b.clone());
+        assert_eq!(svc.led_here(&hello(now)).await.unwrap().leader_epoch(), now);
+
+        // A follower that learned of the next epoch before this broker
+        // took it up: its Hello waits, and gets the partition once
+        // promoted (not a refusal and a backoff).
+        let ahead = tokio::spawn({
+            let svc = ReplicationService::new(b.clone());
+            async move {
+                svc.led_here(&hello(now + 1))
+                    .await
+                    .map(|p| p.leader_epoch())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ahead.is_finished(), "refused before the promotion");
+        let set = ReplicaSet::new(
+            b.node_id(),
+            vec![b.node_id()],
+            &[],
+            p.log_end_offset(),
+            1_000,
+        );
+        p.promote(now + 1, 0, set);
+        b.promoted.notify_waiters();
+        let got = tokio::time::timeout(Duration::from_secs(5), ahead).await;
+        assert_eq!(got.unwrap().unwrap().unwrap(), now + 1);
+
+        // Another broker leads that epoch (by this broker's view): refused
+        // at once.
+        b.view.write().unwrap().leaders.insert(
+            ("t".into(), 0),
+            LeaderEntry {
+                leader: LeaderRecord {
+                    broker: b.node_id() + 1,
+                    epoch: now + 2,
+                },
+                lease: 1,
+                create_revision: 1,
+            },
+        );
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            svc.led_here(&hello(now + 2)).await.unwrap().leader_epoch(),
+            now + 1,
+            "the caller refuses the epoch mismatch"
+        );
+        assert!(
+            t0.elapsed() < PROMOTION_WAIT,
+            "waited for a leadership named elsewhere"
+        );
+    }
 }
