@@ -23,7 +23,7 @@ pub(crate) async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
         .unwrap()
 }
 
-fn topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopic {
+pub(crate) fn topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopic {
     CreateTopic {
         name: name.into(),
         partitions,

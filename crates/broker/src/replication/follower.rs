@@ -289,12 +289,7 @@ mod tests {
         // A leader key: this broker electing itself for a new topic (its
         // own write also rereads the view, which wakes them too).
         let changed = b.leaders_changed.notified();
-        let t = crate::topics::CreateTopic {
-            name: "t".into(),
-            partitions: 1,
-            replication_factor: -1,
-            configs: Default::default(),
-        };
+        let t = crate::tests::topic("t", 1, &[]);
         b.create_topic(t, false).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), changed)
             .await

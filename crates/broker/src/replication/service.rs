@@ -301,12 +301,7 @@ mod tests {
     async fn a_hello_ahead_of_the_leader_waits_for_its_promotion() {
         let d = tempfile::tempdir().unwrap();
         let b = crate::tests::broker(d.path(), ManualClock::new(1_000)).await;
-        let t = crate::topics::CreateTopic {
-            name: "t".into(),
-            partitions: 1,
-            replication_factor: -1,
-            configs: Default::default(),
-        };
+        let t = crate::tests::topic("t", 1, &[]);
         b.create_topic(t, false).await.unwrap();
         let p = b.partition("t", 0).unwrap();
         let now = p.leader_epoch();
