@@ -5,13 +5,14 @@
 //! leader; stops when cancelled (before this replica is promoted, or when
 //! it is removed).
 //!
-//! Between attempts it waits for the backoff or for a leader key or broker
-//! record to change, whichever comes first: a new partition's followers
-//! usually look before its leader is elected, and after a failover the
-//! backoff has grown while the old leader was unreachable; in both cases
-//! the new leader key is what they are waiting for. (A fixed wait made the
-//! first records on a new replication-factor-3 topic wait ~25–40 ms for
-//! the second follower.) A new leader also restarts the backoff.
+//! Between attempts it waits for the backoff or for its partition's leader
+//! (or that leader's address) to change in the view, whichever comes
+//! first: a new partition's followers usually look before its leader is
+//! elected, and after a failover the backoff has grown while the old
+//! leader was unreachable; in both cases the new leader key is what they
+//! are waiting for. (A fixed wait made the first records on a new
+//! replication-factor-3 topic wait ~25–40 ms for the second follower.) A
+//! new leader also restarts the backoff.
 
 use crate::broker::Broker;
 use crate::partition::{FollowerStart, Partition};
@@ -107,25 +108,41 @@ async fn follow(broker: Arc<Broker>, p: Arc<Partition>, cancel: CancellationToke
                 }
             }
         }
-        if !retry_wait(failures, changed, &cancel).await {
+        let moved = || broker.leader_to_follow(&p.topic, p.index) != last;
+        if !retry_wait(failures, &broker.leaders_changed, changed, moved, &cancel).await {
             return;
         }
     }
 }
 
 /// Waits before the next attempt: the backoff for `failures` consecutive
-/// failures (25 ms, doubling up to 800 ms), or until `changed` fires. False if
-/// cancelled.
-async fn retry_wait(
+/// failures (25 ms, doubling up to 800 ms), or until `notify` fires and
+/// `moved` says this partition's leader is no longer the one tried.
+/// `changed` is a wait on `notify` created before that leader was looked
+/// up. Other partitions' changes wake it too (one `Notify` per broker):
+/// those only re-check, so a failover of many partitions does not send
+/// every follower back to a dead leader once per key. False if cancelled.
+async fn retry_wait<'a>(
     failures: u32,
-    changed: tokio::sync::futures::Notified<'_>,
+    notify: &'a tokio::sync::Notify,
+    changed: tokio::sync::futures::Notified<'a>,
+    moved: impl Fn() -> bool,
     cancel: &CancellationToken,
 ) -> bool {
-    let wait = Duration::from_millis(25u64 << failures.min(5));
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => true,
-        _ = changed => true,
-        _ = cancel.cancelled() => false,
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(25u64 << failures.min(5));
+    let mut changed = std::pin::pin!(changed);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return true,
+            _ = &mut changed => {
+                // Re-armed before looking, so no change is missed.
+                changed.set(notify.notified());
+                if moved() {
+                    return true;
+                }
+            }
+            _ = cancel.cancelled() => return false,
+        }
     }
 }
 
@@ -235,27 +252,58 @@ mod tests {
     use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
-    async fn a_retry_waits_out_its_backoff_unless_a_leader_changes_first() {
+    async fn a_retry_waits_out_its_backoff_unless_its_leader_changes_first() {
         let (n, cancel) = (Notify::new(), CancellationToken::new());
-        let t = Instant::now();
-        assert!(retry_wait(0, n.notified(), &cancel).await);
-        assert_eq!(t.elapsed(), Duration::from_millis(25));
-        let t = Instant::now();
-        assert!(retry_wait(9, n.notified(), &cancel).await);
+        let wait = |failures, moved: bool| {
+            let (n, cancel) = (&n, &cancel);
+            async move {
+                let t = Instant::now();
+                let go_on = retry_wait(failures, n, n.notified(), || moved, cancel).await;
+                (go_on, t.elapsed())
+            }
+        };
+        assert_eq!(wait(0, false).await, (true, Duration::from_millis(25)));
         assert_eq!(
-            t.elapsed(),
-            Duration::from_millis(800),
-            "the backoff is capped"
+            wait(9, false).await,
+            (true, Duration::from_millis(800)),
+            "capped"
         );
-        // A change after the follower looked (the future's creation), even
-        // before it waits, ends the wait at once.
+        // A change after the follower looked up its leader (the future's
+        // creation), even before it waits, ends the wait at once...
         let changed = n.notified();
         n.notify_waiters();
         let t = Instant::now();
-        assert!(retry_wait(9, changed, &cancel).await);
+        assert!(retry_wait(9, &n, changed, || true, &cancel).await);
         assert_eq!(t.elapsed(), Duration::ZERO);
+        // ...if it moved this partition's leader; others' changes do not.
+        let (fired, n2) = (std::sync::atomic::AtomicUsize::new(0), &n);
+        let t = Instant::now();
+        let waiting = retry_wait(
+            5,
+            n2,
+            n2.notified(),
+            || {
+                fired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            },
+            &cancel,
+        );
+        let churn = async {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                n2.notify_waiters();
+            }
+        };
+        let (go_on, ()) = tokio::join!(waiting, churn);
+        assert!(go_on);
+        assert_eq!(t.elapsed(), Duration::from_millis(800));
+        assert_eq!(
+            fired.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "each change re-checked"
+        );
         cancel.cancel();
-        assert!(!retry_wait(9, n.notified(), &cancel).await);
+        assert!(!wait(9, false).await.0);
     }
 
     #[tokio::test]
