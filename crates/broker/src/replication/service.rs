@@ -62,10 +62,10 @@ impl ReplicationService {
     /// follower learns of a leadership from the metadata store, and this
     /// broker writes the leader key before it promotes its replica (its
     /// reconcile does both, microseconds apart, and its own view may learn
-    /// of the key later than the follower's): a Hello arriving in between
-    /// was refused, and the follower backed off for 50 ms with the high
-    /// watermark waiting on it. A Hello for an epoch this broker does not
-    /// lead (yet) now waits while this broker may still become its leader:
+    /// of the key later than the follower's). Refused, a Hello arriving in
+    /// between sends its follower into a 50 ms backoff, with the high
+    /// watermark waiting on it. So a Hello for an epoch this broker does
+    /// not lead (yet) waits while this broker may still become its leader:
     /// until it leads in that epoch or later, until its view names another
     /// broker leader in that epoch or later (then it is refused at once),
     /// or for `PROMOTION_WAIT` at most.
