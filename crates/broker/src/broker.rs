@@ -45,12 +45,11 @@ pub struct Broker {
     pub(crate) identity: BrokerRecord,
     /// Wakes the reconcile loop (view changed, session renewed).
     pub(crate) reconcile_now: tokio::sync::Notify,
-    /// Wakes every follower waiting to (re)connect (`notify_waiters`): a
-    /// leader key or a broker record changed, or the view was reread.
+    /// Wakes every waiter on a leadership (`notify_waiters`): a leader key
+    /// or a broker record changed, the view was reread, or this broker took
+    /// up a leadership. Followers waiting to (re)connect and leaders holding
+    /// a follower's `Hello` re-check their own partition.
     pub(crate) leaders_changed: tokio::sync::Notify,
-    /// Wakes every follower's stream waiting for this broker to take up a
-    /// leadership (`notify_waiters` after each promotion).
-    pub(crate) promoted: tokio::sync::Notify,
     pub(crate) durability: Arc<dyn Durability>,
     /// The cold tier, when an object store is configured.
     pub(crate) cold: Option<crate::cold::ColdTier>,
@@ -201,7 +200,6 @@ impl BrokerBuilder {
             identity,
             reconcile_now: tokio::sync::Notify::new(),
             leaders_changed: tokio::sync::Notify::new(),
-            promoted: tokio::sync::Notify::new(),
             settings: self.settings,
             data_dir: self.data_dir,
             meta,

@@ -425,7 +425,8 @@ impl Broker {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, part);
-        self.promoted.notify_waiters();
+        // A follower's Hello may be waiting for this (`led_here`).
+        self.leaders_changed.notify_waiters();
     }
 
     fn start_following(&self, key: (String, i32), part: Arc<Partition>) {

@@ -75,7 +75,6 @@ impl ReplicationService {
         loop {
             // Created before looking: a promotion or a leader change from
             // here on wakes the wait.
-            let promoted = self.broker.promoted.notified();
             let changed = self.broker.leaders_changed.notified();
             let p = self.broker.partition(&hello.topic, hello.partition);
             let behind = match &p {
@@ -89,13 +88,7 @@ impl ReplicationService {
             if !behind || elsewhere {
                 return p;
             }
-            let woken = tokio::time::timeout_at(deadline, async {
-                tokio::select! {
-                    _ = promoted => {}
-                    _ = changed => {}
-                }
-            });
-            if woken.await.is_err() {
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return p;
             }
         }
@@ -329,7 +322,7 @@ mod tests {
             1_000,
         );
         p.promote(now + 1, 0, set);
-        b.promoted.notify_waiters();
+        b.leaders_changed.notify_waiters();
         let got = tokio::time::timeout(Duration::from_secs(5), ahead).await;
         assert_eq!(got.unwrap().unwrap().unwrap(), now + 1);
 
