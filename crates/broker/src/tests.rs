@@ -13,9 +13,18 @@ use strata_meta::{EmbeddedStore, MetadataStore};
 use strata_record::{build_batch, KeyValue};
 
 pub(crate) async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
+    broker_with(dir, clock, BrokerSettings::default()).await
+}
+
+/// [`broker`] with `settings`.
+pub(crate) async fn broker_with(
+    dir: &Path,
+    clock: ManualClock,
+    settings: BrokerSettings,
+) -> Arc<Broker> {
     let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
     BrokerBuilder::new(dir.join("data"))
-        .settings(BrokerSettings::default())
+        .settings(settings)
         .metadata_store(meta)
         .clock(Arc::new(clock))
         .build()
@@ -732,19 +741,12 @@ async fn a_produce_goes_through_while_a_read_is_prepared() {
 #[tokio::test]
 async fn fetches_are_bounded_by_fetch_max_bytes() {
     let d = tempfile::tempdir().unwrap();
-    let meta: Arc<dyn MetadataStore> =
-        Arc::new(EmbeddedStore::open(&d.path().join("meta")).unwrap());
     let one = batch(50, 1000).len();
-    let b = BrokerBuilder::new(d.path().join("data"))
-        .settings(BrokerSettings {
-            fetch_max_bytes: 3 * one,
-            ..BrokerSettings::default()
-        })
-        .metadata_store(meta)
-        .clock(Arc::new(ManualClock::new(1_000)))
-        .build()
-        .await
-        .unwrap();
+    let settings = BrokerSettings {
+        fetch_max_bytes: 3 * one,
+        ..BrokerSettings::default()
+    };
+    let b = broker_with(d.path(), ManualClock::new(1_000), settings).await;
     b.create_topic(topic("t", 1, &[]), false).await.unwrap();
     for _ in 0..10 {
         b.produce("t", 0, &batch(50, 1000), Acks::Leader)

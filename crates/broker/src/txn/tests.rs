@@ -160,26 +160,14 @@ async fn commit_abort_fence_and_restart() {
 async fn a_transaction_past_its_timeout_is_aborted() {
     let d = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000);
-    let meta: Arc<dyn strata_meta::MetadataStore> =
-        Arc::new(strata_meta::EmbeddedStore::open(&d.path().join("meta")).unwrap());
     let settings = crate::config::BrokerSettings {
         transactional_id_expiration_ms: 5_000,
         ..Default::default()
     };
-    let b = crate::BrokerBuilder::new(d.path().join("data"))
-        .settings(settings)
-        .metadata_store(meta)
-        .clock(Arc::new(clock.clone()))
-        .build()
+    let b = crate::tests::broker_with(d.path(), clock.clone(), settings).await;
+    b.create_topic(crate::tests::topic("t", 1, &[]), false)
         .await
         .unwrap();
-    let t = CreateTopic {
-        name: "t".into(),
-        partitions: 1,
-        replication_factor: -1,
-        configs: Default::default(),
-    };
-    b.create_topic(t, false).await.unwrap();
     let (pid, _) = b.txn_init_producer_id("tx", 1_000, None).await.unwrap();
     b.txn_add_partitions("tx", pid, 0, &[("t".into(), 0)])
         .await
