@@ -11,6 +11,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use thiserror::Error;
 
+mod spare;
+use spare::write_spare;
+
 #[derive(Debug, Error)]
 pub enum CodecError {
     #[error("cannot parse batch header: {0}")]
@@ -217,46 +220,6 @@ pub(crate) fn put_varlong(out: &mut impl BufMut, v: i64) {
     out.put_slice(&block[..n]);
 }
 
-/// A nullable field's length as written before it: -1 for null.
-fn field_sign(f: Option<&[u8]>) -> i64 {
-    f.map_or(-1, |f| f.len() as i64)
-}
-
-/// Appends up to six zigzag varlongs to `b`, each built in a register and
-/// stored as one 8-byte word cut back to its length (a varint of a value
-/// under 2^56 fits a word; longer ones go byte by byte). One capacity
-/// check for all of them instead of one per byte (the varints of a record
-/// were a quarter of rebuilding it from the cold tier), and no staging on
-/// the stack: bytes stored one at a time and reloaded 16 at a time stall
-/// the store buffer (a third of `push_parts` in a profile of a staged
-/// version).
-fn put_varlongs<const N: usize>(b: &mut BytesMut, vs: [i64; N]) {
-    b.reserve(N * MAX_VARLONG);
-    for v in vs {
-        let z = zigzag(v);
-        if z >> 56 == 0 {
-            let (word, n) = varint_word(z);
-            let end = b.len() + n;
-            b.put_u64_le(word);
-            b.truncate(end);
-        } else {
-            put_varlong(b, v);
-        }
-    }
-}
-
-/// The varint encoding of `z < 2^56` as a little-endian word, and its length.
-fn varint_word(mut z: u64) -> (u64, usize) {
-    let mut word = 0u64;
-    let mut n = 0;
-    while z >= 0x80 {
-        word |= ((z & 0x7f) | 0x80) << (8 * n);
-        z >>= 7;
-        n += 1;
-    }
-    (word | (z << (8 * n)), n + 1)
-}
-
 pub(crate) fn put_bytes(out: &mut impl BufMut, b: Option<&[u8]>) {
     match b {
         None => put_varlong(out, -1),
@@ -426,27 +389,30 @@ impl BatchBuilder {
                 .iter()
                 .map(|(k, v)| field_len(Some(k)) + field_len(*v))
                 .sum::<usize>();
-        // Length, attributes (0, which a varint 0 writes), deltas, then the
-        // key's length, and the value's too when there is no key between.
-        match key {
-            None => put_varlongs(
-                b,
-                [len as i64, 0, ts_delta, offset_delta, -1, field_sign(value)],
-            ),
-            Some(k) => {
-                put_varlongs(b, [len as i64, 0, ts_delta, offset_delta, k.len() as i64]);
-                b.put_slice(k);
-                put_varlongs(b, [field_sign(value)]);
+        // At most: the attributes byte, four varlongs (length, deltas,
+        // header count) and the fields, each varlong at its largest.
+        let room = |b: Option<&[u8]>| MAX_VARLONG + b.map_or(0, <[u8]>::len);
+        let max = 1
+            + 4 * MAX_VARLONG
+            + room(key)
+            + room(value)
+            + headers
+                .iter()
+                .map(|(k, v)| room(Some(k)) + room(*v))
+                .sum::<usize>();
+        write_spare(b, max, |w| {
+            w.varlong(len as i64);
+            w.byte(0); // attributes
+            w.varlong(ts_delta);
+            w.varlong(offset_delta);
+            w.field(key);
+            w.field(value);
+            w.varlong(headers.len() as i64);
+            for (k, v) in headers {
+                w.field(Some(k));
+                w.field(*v);
             }
-        }
-        if let Some(v) = value {
-            b.put_slice(v);
-        }
-        put_varlongs(b, [headers.len() as i64]);
-        for (k, v) in headers {
-            put_bytes(b, Some(k));
-            put_bytes(b, *v);
-        }
+        });
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.last_offset = offset;
         self.records += 1;
