@@ -25,11 +25,13 @@ pub(crate) struct Spare<'a> {
 }
 
 impl Spare<'_> {
+    #[inline]
     pub(crate) fn byte(&mut self, v: u8) {
         self.out[self.pos].write(v);
         self.pos += 1;
     }
 
+    #[inline]
     pub(crate) fn slice(&mut self, v: &[u8]) {
         let end = self.pos + v.len();
         self.out[self.pos..end].write_copy_of_slice(v);
@@ -40,6 +42,7 @@ impl Spare<'_> {
     /// a register as one 8-byte word and keeping its own bytes, as the
     /// `BufMut` version did, is 14 % slower here: the next write overlaps
     /// the word just stored.)
+    #[inline]
     pub(crate) fn varlong(&mut self, v: i64) {
         let mut z = zigzag(v);
         while z >= 0x80 {
@@ -51,6 +54,7 @@ impl Spare<'_> {
 
     /// A nullable length-prefixed field: its length (-1 for null), then its
     /// bytes.
+    #[inline]
     pub(crate) fn field(&mut self, f: Option<&[u8]>) {
         match f {
             None => self.byte(1), // zigzag(-1)
@@ -65,6 +69,7 @@ impl Spare<'_> {
 /// Appends what `write` writes, at most `max` bytes, to `b` (count each
 /// varlong at its largest, `MAX_VARLONG`). Writing more than `max` panics:
 /// a bug of the caller's count, never of the input.
+#[inline]
 pub(crate) fn write_spare(b: &mut BytesMut, max: usize, write: impl FnOnce(&mut Spare<'_>)) {
     b.reserve(max);
     let len = b.len();
