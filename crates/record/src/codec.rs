@@ -389,18 +389,8 @@ impl BatchBuilder {
                 .iter()
                 .map(|(k, v)| field_len(Some(k)) + field_len(*v))
                 .sum::<usize>();
-        // At most: the attributes byte, four varlongs (length, deltas,
-        // header count) and the fields, each varlong at its largest.
-        let room = |b: Option<&[u8]>| MAX_VARLONG + b.map_or(0, <[u8]>::len);
-        let max = 1
-            + 4 * MAX_VARLONG
-            + room(key)
-            + room(value)
-            + headers
-                .iter()
-                .map(|(k, v)| room(Some(k)) + room(*v))
-                .sum::<usize>();
-        write_spare(b, max, |w| {
+        // The record is its length's varint, then `len` bytes.
+        write_spare(b, MAX_VARLONG + len, |w| {
             w.varlong(len as i64);
             w.byte(0); // attributes
             w.varlong(ts_delta);

@@ -66,9 +66,8 @@ impl Spare<'_> {
     }
 }
 
-/// Appends what `write` writes, at most `max` bytes, to `b` (count each
-/// varlong at its largest, `MAX_VARLONG`). Writing more than `max` panics:
-/// a bug of the caller's count, never of the input.
+/// Appends what `write` writes, at most `max` bytes, to `b`. Writing more
+/// than `max` panics: a bug of the caller's count, never of the input.
 #[inline]
 pub(crate) fn write_spare(b: &mut BytesMut, max: usize, write: impl FnOnce(&mut Spare<'_>)) {
     b.reserve(max);
