@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_cargo
+# Incremental state (~1.7 GB of `target/`) only pays off across many edits;
+# this command builds each crate once. A developer's own setting wins.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 apt_install kcat etcd-server etcd-client
 # Debian starts etcd as a service on install; the tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi

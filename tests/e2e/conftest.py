@@ -4,6 +4,7 @@ Every wait is bounded; every process started here is stopped at teardown.
 """
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -100,11 +101,15 @@ class Strata:
 @pytest.fixture(scope="module")
 def strata(tmp_path_factory):
     """A broker shared by the tests of one module (they use distinct topics)."""
-    s = Strata(tmp_path_factory.mktemp("strata") / "data").start()
+    home = tmp_path_factory.mktemp("strata")
+    s = Strata(home / "data").start()
     yield s
     code = s.stop()
     assert "panicked" not in s.log(), s.log()[-3000:]
     assert code == 0, f"strata exited with {code}"
+    # Kept when the module fails (the asserts above); gone when it passes,
+    # like the tests' own tmp_path (pytest.ini).
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
