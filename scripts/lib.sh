@@ -65,7 +65,9 @@ need_rdkafka_performance() {
   need_cargo
   command -v make >/dev/null 2>&1 || apt_install build-essential
   mkdir -p "$dir/fetch/src"
-  printf '[package]\nname = "rdkafka-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nrdkafka-sys = "=4.10.0"\n' >"$dir/fetch/Cargo.toml"
+  # Its own `[workspace]`: it sits under the project's target/, inside the
+  # project's workspace directory, and cargo refuses a stray member.
+  printf '[package]\nname = "rdkafka-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nrdkafka-sys = "=4.10.0"\n[workspace]\n' >"$dir/fetch/Cargo.toml"
   echo 'fn main() {}' >"$dir/fetch/src/main.rs"
   (cd "$dir/fetch" && cargo fetch -q) >&2
   local src
