@@ -115,9 +115,17 @@ consume_p100() {
   row "$1" "$(echo "$r" | json '"%.2f M records/s (%.0f MB/s)" % (d["records_per_sec"]/1e6, d["mb_per_sec"])')" "$2"
 }
 consume_p100 "consume hot 100 B, 4 partitions" "≥ 1.7 M records/s"
-settle
-r=$("$S" bench produce --bootstrap "$B" --topic p1k --size 1024 --batch 500 --records "$N1K" --acks 1 --json)
-row "produce 1 KiB, acks=1, 4 partitions" "$(echo "$r" | json '"%.0f MB/s (%.0f k records/s)" % (d["mb_per_sec"], d["records_per_sec"]/1e3)')" "≥ 1 GB/s"
+# 1 KiB produces, twice: here, on a young broker whose write-behind budget
+# is not yet full (its page cache still grows: on this kind of VM, into
+# memory handed back to the host, at the "cache growing" rate when that
+# memory is cold), and again below, once about log_cache_bytes were
+# appended and the broker reuses the pages it drops (its steady state).
+produce_1k() {  # produce_1k TOPIC LABEL
+  settle
+  r=$("$S" bench produce --bootstrap "$B" --topic "$1" --size 1024 --batch 500 --records "$N1K" --acks 1 --json)
+  row "$2" "$(echo "$r" | json '"%.0f MB/s (%.0f k records/s)" % (d["mb_per_sec"], d["records_per_sec"]/1e3)')" "≥ 1 GB/s"
+}
+produce_1k p1k "produce 1 KiB, acks=1, 4 partitions, young broker (page cache growing)"
 settle
 r=$("$S" bench produce --bootstrap "$B" --topic pall --size 100 --records "$NALL" --acks -1 --json)
 row "produce 100 B, acks=all (fsync), 4 partitions" "$(echo "$r" | json '"%.2f M records/s, p99 %.2f ms" % (d["records_per_sec"]/1e6, d["latency_ms"]["p99"])')" "—"
@@ -128,6 +136,12 @@ row "produce 100 B, idempotent, acks=all (fsync), 4 partitions" "$(echo "$r" | j
 # broker wrote back and dropped from the page cache (those with more than
 # 3/4 of log_cache_bytes after them) comes from disk.
 [ "$QUICK" = 1 ] || consume_p100 "consume 100 B, 4 partitions, again after 1.4 GB of newer appends (partly from disk)" "—"
+# What the write-behind had done by then (a broker's own metrics).
+if [ -n "${HTTP:-}" ]; then
+  echo "  write-behind before the steady-state row: $(python3 -c 'import sys,urllib.request; print(" ".join(l for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith(("strata_log_written_back_bytes_total ", "strata_log_cache_dropped_bytes_total "))))' "http://$HTTP/metrics")"
+fi
+produce_1k p1k2 "produce 1 KiB, acks=1, 4 partitions, steady state (after ~log_cache_bytes of appends)"
+settle
 r=$("$S" bench e2e --bootstrap "$B" --topic e2e --partitions 1 --rate 1000 --seconds "$E2E_S" --json)
 row "end-to-end at 1000 msg/s, 1 partition" "$(echo "$r" | json '"p50 %.2f / p99 %.2f / p99.9 %.2f / max %.2f ms" % tuple(d["latency_ms"][k] for k in ("p50","p99","p999","max"))')" "p99 ≤ 1.5 ms, max ≤ 10 ms"
 
