@@ -29,11 +29,15 @@ def bootstrap_all(brokers):
     return ",".join(b.bootstrap for b in brokers if b.alive())
 
 
-def produce(bootstrap, topic, values):
+def produce(bootstrap, topic, values, partitions=None):
+    """Null-key values, to the partitions the client picks (one sticky
+    partition per linger, often the same one for a few records), or round
+    robin over `partitions`."""
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2})
     errs = []
-    for v in values:
-        p.produce(topic, value=v, on_delivery=lambda e, m: errs.append(e))
+    for i, v in enumerate(values):
+        at = {"partition": partitions[i % len(partitions)]} if partitions else {}
+        p.produce(topic, value=v, on_delivery=lambda e, m: errs.append(e), **at)
     assert p.flush(60) == 0
     assert errs == [None] * len(values), [e for e in errs if e]
 
@@ -73,7 +77,8 @@ def test_topic_created_through_one_broker_is_visible_and_writable_through_the_ot
 def test_etcd_holds_the_design_layout(cluster):
     etcd, brokers = cluster
     create_topic(brokers[0].bootstrap, "layout", partitions=2)
-    produce(brokers[0].bootstrap, "layout", [b"x"] * 10)
+    # Records in both partitions, so the group commits an offset for each.
+    produce(brokers[0].bootstrap, "layout", [b"x"] * 10, partitions=[0, 1])
     consume(brokers[0].bootstrap, "layout", 10, group="layout-group", commit=True)
     keys = set(etcd.ctl("get", "--prefix", "/strata/", "--keys-only").split())
     root = "/strata/e2e/"
