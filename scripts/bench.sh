@@ -138,7 +138,7 @@ row "produce 100 B, idempotent, acks=all (fsync), 4 partitions" "$(echo "$r" | j
 [ "$QUICK" = 1 ] || consume_p100 "consume 100 B, 4 partitions, again after 1.4 GB of newer appends (partly from disk)" "—"
 # What the write-behind had done by then (a broker's own metrics).
 if [ -n "${HTTP:-}" ]; then
-  echo "  write-behind before the steady-state row: $(python3 -c 'import sys,urllib.request; print(" ".join(l for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith(("strata_log_written_back_bytes_total ", "strata_log_cache_dropped_bytes_total "))))' "http://$HTTP/metrics")"
+  echo "  write-behind before the steady-state row: written back $(metric "$HTTP" strata_log_written_back_bytes_total) B, dropped $(metric "$HTTP" strata_log_cache_dropped_bytes_total) B"
 fi
 produce_1k p1k2 "produce 1 KiB, acks=1, 4 partitions, steady state (after ~log_cache_bytes of appends)"
 settle

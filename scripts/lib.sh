@@ -85,12 +85,18 @@ need_rdkafka_performance() {
 # a JSON object (what `strata bench --json` prints last).
 json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
 
+# metric HTTP NAME: the value of metric NAME of the broker whose HTTP
+# listener is HTTP ("?" if it reports none).
+metric() {
+  python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith(sys.argv[2] + " ")), "?"))' "http://$1/metrics" "$2"
+}
+
 # wait_offloaded HTTP: waits (up to 300 s) until the broker whose HTTP
 # listener is HTTP reports no segment waiting for offload.
 wait_offloaded() {
   local backlog
   for _ in $(seq 1 300); do
-    backlog=$(python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("strata_offload_backlog_segments ")), "?"))' "http://$1/metrics")
+    backlog=$(metric "$1" strata_offload_backlog_segments)
     [ "$backlog" = 0 ] && return 0
     sleep 1
   done
