@@ -22,6 +22,7 @@ mod epochs;
 mod error;
 mod index;
 mod log;
+mod readbuf;
 mod segment;
 mod view;
 

@@ -19,8 +19,9 @@
 //!   readable while open.
 
 use crate::error::{IoContext, LogError};
+use crate::readbuf;
 use crate::ReadResult;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -63,18 +64,16 @@ impl SegmentView {
             return Ok(None);
         }
         let want = (max_bytes.max(first.total_size()) as u64).min(self.size - pos) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        let got = self.read_at(&mut buf, pos, cached_only)?;
-        buf.truncate(got);
+        let mut buf = readbuf::take(want);
+        let got = self.read_at(&mut buf[..want], pos, cached_only)?;
         let mut end = 0;
-        for (p, h) in BatchIter::new(&buf) {
+        for (p, h) in BatchIter::new(&buf[..got]) {
             if h.base_offset >= upper || (p > 0 && p + h.total_size() > max_bytes) {
                 break;
             }
             end = p + h.total_size();
         }
-        buf.truncate(end);
-        Ok(Some(buf.freeze()))
+        Ok(Some(readbuf::freeze(buf, end)))
     }
 
     /// The first batch at or after `from` whose last offset is `>= offset`,
