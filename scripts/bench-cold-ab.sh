@@ -22,32 +22,19 @@ S=$PWD/target/release/strata
 SA=${SA:-$S} SB=${SB:-$S}
 N=${N:-5000000} SIZE=${SIZE:-100} ROUNDS=${ROUNDS:-6} FETCH=${FETCH:-1048576}
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-cold-ab.XXXXXX")
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$WORK"/*/pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-start() {  # start NAME BINARY ENV
-  mkdir -p "$WORK/$1"
-  # shellcheck disable=SC2086 # ENV is a list of NAME=value words
-  env ${3:-} "$2" dev --data-dir "$WORK/$1/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
-    --set retention_check_interval_ms=500 >"$WORK/$1/broker.log" 2>&1 &
-  PIDS+=($!)
-  echo $! >"$WORK/$1/pid"
-}
-start A "$SA" "${EA:-}"
-start B "$SB" "${EB:-}"
+start_broker "$WORK/A" "$SA" "${EA:-}" --set retention_check_interval_ms=500
+start_broker "$WORK/B" "$SB" "${EB:-}" --set retention_check_interval_ms=500
 
 for x in A B; do
-  for _ in $(seq 1 100); do
-    grep -q "http listening on" "$WORK/$x/broker.log" 2>/dev/null && break
-    sleep 0.1
-  done
-  grep -o "kafka listening on [0-9.:]*" "$WORK/$x/broker.log" | awk '{print $4}' >"$WORK/$x/kafka"
-  grep -o "http listening on [0-9.:]*" "$WORK/$x/broker.log" | awk '{print $4}' >"$WORK/$x/http"
   B=$(cat "$WORK/$x/kafka")
   "$S" topic create --bootstrap "$B" --topic cold --partitions 1 \
     --config segment.bytes=8388608 --config local.retention.bytes=8388608 >/dev/null

@@ -92,16 +92,12 @@ if [ -z "${BOOTSTRAP:-}" ]; then
   # this VM hands out at ~0.5 GB/s; 2 GiB keeps the broker's pages recycling
   # by then, and is more than the rows before 1 KiB produce append (with
   # 1 GiB that row paid for writing back and dropping the rows before it).
-  "$S" dev --data-dir "$WORK/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
-    --set retention_check_interval_ms=500 --set "log_cache_bytes=$LOG_CACHE" >"$WORK/broker.log" 2>&1 &
-  BROKER_PID=$!
-  for _ in $(seq 1 100); do
-    grep -q "http listening on" "$WORK/broker.log" 2>/dev/null && break
-    sleep 0.1
-  done
-  BOOTSTRAP=$(grep -o "kafka listening on [0-9.:]*" "$WORK/broker.log" | awk '{print $4}')
-  HTTP=$(grep -o "http listening on [0-9.:]*" "$WORK/broker.log" | awk '{print $4}')
-  [ -n "$BOOTSTRAP" ] || { echo "error: broker did not start; see $WORK/broker.log" >&2; cat "$WORK/broker.log" >&2; exit 1; }
+  start_broker "$WORK/broker" "$S" "" \
+    --set retention_check_interval_ms=500 --set "log_cache_bytes=$LOG_CACHE" \
+    || { BROKER_PID=$(cat "$WORK/broker/pid"); exit 1; }
+  BROKER_PID=$(cat "$WORK/broker/pid")
+  BOOTSTRAP=$(cat "$WORK/broker/kafka")
+  HTTP=$(cat "$WORK/broker/http")
 fi
 B=$BOOTSTRAP
 echo "== strata bench against $B"

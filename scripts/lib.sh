@@ -101,3 +101,30 @@ wait_offloaded() {
     sleep 1
   done
 }
+
+# start_broker DIR BINARY ENV [ARGS...]: starts `BINARY dev` in the
+# background (data and log under DIR, free loopback ports, ENV a list of
+# NAME=value words, ARGS passed on, e.g. `--set key=value`), waits until it
+# listens, and writes its pid, Kafka address and HTTP address to DIR/pid,
+# DIR/kafka and DIR/http. Fails, showing the log, if it did not start.
+start_broker() {
+  local dir=$1 bin=$2 envs=$3
+  shift 3
+  mkdir -p "$dir"
+  # shellcheck disable=SC2086 # ENV is a list of NAME=value words
+  env $envs "$bin" dev --data-dir "$dir/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 "$@" \
+    >"$dir/broker.log" 2>&1 &
+  echo $! >"$dir/pid"
+  for _ in $(seq 1 100); do
+    grep -q "http listening on" "$dir/broker.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  # (No match is not an error here: it is reported below.)
+  { grep -o "kafka listening on [0-9.:]*" "$dir/broker.log" || true; } | awk '{print $4}' >"$dir/kafka"
+  { grep -o "http listening on [0-9.:]*" "$dir/broker.log" || true; } | awk '{print $4}' >"$dir/http"
+  if [ ! -s "$dir/kafka" ] || [ ! -s "$dir/http" ]; then
+    echo "error: broker did not start; see $dir/broker.log" >&2
+    cat "$dir/broker.log" >&2
+    return 1
+  fi
+}
