@@ -16,23 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-need_cargo
-cargo build --release --bin strata -q
-S=$PWD/target/release/strata
-SA=${SA:-$S} SB=${SB:-$S}
 N=${N:-5000000} SIZE=${SIZE:-100} ROUNDS=${ROUNDS:-6} FETCH=${FETCH:-1048576}
-WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-cold-ab.XXXXXX")
-cleanup() {
-  for f in "$WORK"/*/pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-start_broker "$WORK/A" "$SA" "${EA:-}" --set retention_check_interval_ms=500
-start_broker "$WORK/B" "$SB" "${EB:-}" --set retention_check_interval_ms=500
+ab_brokers cold-ab --set retention_check_interval_ms=500
 
 for x in A B; do
   B=$(cat "$WORK/$x/kafka")
@@ -47,19 +32,18 @@ for x in A B; do
 done
 sleep 2
 
-cpu() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
 echo "round: A M records/s (broker CPU s) | B M records/s (broker CPU s)"
 for i in $(seq 1 "$ROUNDS"); do
   line="$i:"
   for x in A B; do
-    c0=$(cpu $x)
+    c0=$(ab_cpu $x)
     # The JSON is parsed after the run: a parser in the pipeline would
     # take a core from the run it measures.
     "$S" bench consume --bootstrap "$(cat "$WORK/$x/kafka")" --topic cold --partitions 1 \
       --records "$N" --fetch-max-bytes "$FETCH" --json >"$WORK/out.json" 2>/dev/null
-    c1=$(cpu $x)
+    c1=$(ab_cpu $x)
     rate=$(json '"%.2f" % (d["records_per_sec"] / 1e6)' <"$WORK/out.json")
-    line="$line $x $rate ($(python3 -c "print('%.2f' % (($c1 - $c0) / 100))"))"
+    line="$line $x $rate ($(python3 -c "print('%.2f' % ($c1 - $c0))"))"
   done
   echo "$line"
 done

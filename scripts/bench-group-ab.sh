@@ -19,24 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-need_cargo
-cargo build --release --bin strata -q
-S=$PWD/target/release/strata
-SA=${SA:-$S} SB=${SB:-$S}
 N=${N:-5000000} SIZE=${SIZE:-100} ROUNDS=${ROUNDS:-8} PARTITIONS=${PARTITIONS:-4}
 RP=$(need_rdkafka_performance)
-WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-group-ab.XXXXXX")
-cleanup() {
-  for f in "$WORK"/*/pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-start_broker "$WORK/A" "$SA" "${EA:-}"
-start_broker "$WORK/B" "$SB" "${EB:-}"
+ab_brokers group-ab
 
 for x in A B; do
   B=$(cat "$WORK/$x/kafka")
@@ -48,19 +33,18 @@ done
 sync
 sleep 2
 
-cpu() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
 echo "round: A M records/s (broker CPU s) | B M records/s (broker CPU s)"
 for i in $(seq 1 "$ROUNDS"); do
   line="$i:"
   for x in A B; do
     extra=XA
     [ $x = B ] && extra=XB
-    c0=$(cpu $x)
+    c0=$(ab_cpu $x)
     # shellcheck disable=SC2086 # XA/XB are lists of flags
     rate=$(timeout 120 "$RP" -G "ab$x$i" -t ab -b "$(cat "$WORK/$x/kafka")" -o beginning -c "$N" \
       -X auto.offset.reset=earliest ${!extra:-} -q 2>&1 | grep -o '[0-9]* msgs/s' | tail -1 | awk '{print $1}')
-    c1=$(cpu $x)
-    line="$line $x $(python3 -c "print('%.2f' % (float('${rate:-0}') / 1e6))") ($(python3 -c "print('%.2f' % (($c1 - $c0) / 100))"))"
+    c1=$(ab_cpu $x)
+    line="$line $x $(python3 -c "print('%.2f' % (float('${rate:-0}') / 1e6))") ($(python3 -c "print('%.2f' % ($c1 - $c0))"))"
   done
   echo "$line"
 done

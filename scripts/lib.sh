@@ -128,3 +128,28 @@ start_broker() {
     return 1
   fi
 }
+
+# ab_brokers NAME [ARGS...]: what the A/B scripts share. Builds this tree's
+# release strata ($S), takes binaries $SA and $SB (default $S) with
+# environments $EA and $EB, makes $WORK (removed, and the brokers stopped,
+# on exit) and starts brokers A and B under $WORK/A and $WORK/B with ARGS.
+ab_brokers() {
+  need_cargo
+  cargo build --release --bin strata -q
+  S=$PWD/target/release/strata
+  SA=${SA:-$S} SB=${SB:-$S}
+  WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-$1.XXXXXX")
+  shift
+  trap ab_cleanup EXIT
+  start_broker "$WORK/A" "$SA" "${EA:-}" "$@"
+  start_broker "$WORK/B" "$SB" "${EB:-}" "$@"
+}
+ab_cleanup() {
+  for f in "$WORK"/*/pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+# ab_cpu A|B: that broker's CPU time so far, in seconds.
+ab_cpu() { awk '{printf "%.2f\n", ($14 + $15) / 100}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
