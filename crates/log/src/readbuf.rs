@@ -14,10 +14,15 @@
 //! dropped (`Bytes::from_owner`). A kept buffer stays initialised (its
 //! `Vec` length never shrinks), so reading into it again needs no zeroing.
 //!
-//! Invariants: at most [`KEEP`] buffers are idle at once, none larger than
-//! [`KEEP_MAX`] bytes (a larger one is freed when dropped), so idle buffers
-//! hold at most `KEEP * KEEP_MAX` bytes; a buffer is in the pool or owned
-//! by exactly one [`ReadBuf`], never both.
+//! Reads under [`KEEP_MIN`] (a tail consumer's few records) allocate
+//! their own exact buffer: small allocations come from the allocator's
+//! heap without fresh pages, and a kept megabyte should not sit behind a
+//! response of a few hundred bytes to a slow client.
+//!
+//! Invariants: at most [`KEEP`] buffers are idle at once, each of
+//! [`KEEP_MIN`]..=[`KEEP_MAX`] bytes (others are freed when dropped), so
+//! idle buffers hold at most `KEEP * KEEP_MAX` bytes; a buffer is in the
+//! pool or owned by exactly one [`ReadBuf`], never both.
 
 use bytes::Bytes;
 use std::sync::Mutex;
@@ -25,6 +30,8 @@ use std::sync::Mutex;
 /// How many idle buffers the pool keeps: one per partition of a typical
 /// multi-partition fetch in flight, and no more.
 pub(crate) const KEEP: usize = 4;
+/// Reads smaller than this neither take nor give back a kept buffer.
+pub(crate) const KEEP_MIN: usize = 64 << 10;
 /// Buffers above this capacity are not kept (a fetch with an unusually
 /// large `max_bytes`, or a single oversized batch).
 pub(crate) const KEEP_MAX: usize = 2 << 20;
@@ -34,7 +41,7 @@ static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// A buffer of at least `len` initialised bytes: a kept one if there is
 /// one, else a new (zeroed) one.
 pub(crate) fn take(len: usize) -> Vec<u8> {
-    let kept = if len <= KEEP_MAX {
+    let kept = if (KEEP_MIN..=KEEP_MAX).contains(&len) {
         // A poisoned lock only means another thread panicked while pushing
         // or popping; the Vec inside is still valid.
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
@@ -63,7 +70,7 @@ pub(crate) fn freeze(buf: Vec<u8>, len: usize) -> Bytes {
 }
 
 fn give_back(buf: Vec<u8>) {
-    if buf.capacity() > KEEP_MAX || buf.is_empty() {
+    if !(KEEP_MIN..=KEEP_MAX).contains(&buf.capacity()) || buf.len() < KEEP_MIN {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,8 +113,8 @@ mod tests {
     // checked as bounds.
     #[test]
     fn buffers_come_back_initialised_and_the_pool_stays_bounded() {
-        let mut a = take(1000);
-        assert!(a.len() >= 1000);
+        let mut a = take(KEEP_MIN);
+        assert!(a.len() >= KEEP_MIN);
         a[..5].copy_from_slice(b"hello");
         let bytes = freeze(a, 5);
         assert_eq!(&bytes[..], b"hello");
@@ -118,7 +125,7 @@ mod tests {
         assert!(idle() <= KEEP);
 
         // Many buffers out at once: only KEEP come back.
-        let out: Vec<Bytes> = (0..KEEP * 3).map(|_| freeze(take(4096), 4096)).collect();
+        let out: Vec<Bytes> = (0..KEEP * 3).map(|_| freeze(take(KEEP_MIN), 10)).collect();
         drop(out);
         assert!(idle() <= KEEP);
 
@@ -127,13 +134,19 @@ mod tests {
         assert_eq!(big.len(), KEEP_MAX + 1);
         drop(big);
         let pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        assert!(pool.iter().all(|b| b.capacity() <= KEEP_MAX));
+        assert!(pool
+            .iter()
+            .all(|b| (KEEP_MIN..=KEEP_MAX).contains(&b.capacity()) && b.len() >= KEEP_MIN));
         assert!(pool.len() <= KEEP);
     }
 
     #[test]
-    fn an_empty_read_is_empty_bytes() {
-        let b = freeze(take(64), 0);
+    fn an_empty_read_is_empty_bytes_and_a_small_one_its_own_buffer() {
+        let b = freeze(take(KEEP_MIN), 0);
         assert!(b.is_empty());
+        let small = take(100);
+        assert_eq!(small.len(), 100, "a small read gets an exact buffer");
+        let b = freeze(small, 3);
+        assert_eq!(b.len(), 3);
     }
 }

@@ -485,34 +485,36 @@ fn appends_store_new_headers_before_the_records_as_received() {
 }
 
 /// Reads reuse pooled buffers (`readbuf`): a buffer that held one log's
-/// bytes must never leak them into another log's read. Many large reads of
-/// one log fill every pooled buffer, then short reads of a second log must
-/// return exactly its own batches, byte for byte.
+/// bytes must never leak them into another log's read. Large reads of one
+/// log fill every pooled buffer, then shorter reads of a second log (still
+/// large enough to take pooled buffers) must return exactly its own
+/// batches, byte for byte.
 #[test]
 fn reads_through_reused_buffers_return_only_their_own_bytes() {
+    use crate::readbuf::{KEEP, KEEP_MIN};
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = PartitionLog::open(da.path(), cfg(), 0).unwrap();
     let mut b = PartitionLog::open(db.path(), cfg(), 0).unwrap();
-    for ts in 0..200 {
+    for ts in 0..400 {
         append(&mut a, 50, ts, 0);
     }
-    append(&mut b, 2, 7, 0);
-    append(&mut b, 1, 8, 0);
+    for ts in 1000..1120 {
+        append(&mut b, 50, ts, 0);
+    }
     let expected = std::fs::read(db.path().join(&seg_files(db.path())[0])).unwrap();
-    for round in 0..crate::readbuf::KEEP * 2 {
-        let big: Vec<_> = (0..crate::readbuf::KEEP)
-            .map(|_| a.read(0, 256 << 10, a.next_offset()).unwrap())
+    assert!(
+        expected.len() > KEEP_MIN,
+        "b's reads must be large enough to be pooled"
+    );
+    let first = headers(&expected)[0].total_size();
+    for round in 0..KEEP * 2 {
+        let big: Vec<_> = (0..KEEP)
+            .map(|_| a.read(0, 1 << 20, a.next_offset()).unwrap())
             .collect();
-        assert!(big.iter().all(|r| r.data.len() > 100 << 10));
+        assert!(big.iter().all(|r| r.data.len() > expected.len()));
         drop(big);
-        for from in [0, 2] {
-            let r = b.read(from, 256 << 10, b.next_offset()).unwrap();
-            let want = if from == 0 {
-                &expected[..]
-            } else {
-                let first = headers(&expected)[0].total_size();
-                &expected[first..]
-            };
+        for (from, want) in [(0, &expected[..]), (50, &expected[first..])] {
+            let r = b.read(from, 1 << 20, b.next_offset()).unwrap();
             assert_eq!(&r.data[..], want, "round {round}, from {from}");
         }
     }
