@@ -48,7 +48,16 @@ rows=()
 # Each produce row starts with no dirty page cache left by the row before
 # (writeback of earlier rows would otherwise throttle this one to the disk).
 settle() { sync; sleep 1; }
-row() { rows+=("| $1 | $2 | $3 |"); echo "  $1: $2"; }
+# The log (not the table) also shows the broker's memory after each row,
+# so a high peak in the RSS rows can be traced to the row that made it.
+row() {
+  rows+=("| $1 | $2 | $3 |")
+  local mem=""
+  if [ -n "${BROKER_PID:-}" ] && [ -r "/proc/$BROKER_PID/status" ]; then
+    mem=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf " [broker RSS %d MiB, peak %d MiB]", r/1024, h/1024}' "/proc/$BROKER_PID/status")
+  fi
+  echo "  $1: $2$mem"
+}
 
 echo "== machine limits"
 dd_out=$(dd if=/dev/zero of="$WORK/dd" bs=1M count=$([ "$QUICK" = 1 ] && echo 256 || echo 2048) conv=fdatasync 2>&1 | tail -1)
