@@ -153,3 +153,19 @@ ab_cleanup() {
 }
 # ab_cpu A|B: that broker's CPU time so far, in seconds.
 ab_cpu() { awk '{printf "%.2f\n", ($14 + $15) / 100}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
+
+# stall_probe SECONDS: sleeps 1 ms at a time for SECONDS and prints the
+# most any wake-up came late, in ms: how long this machine left a ready
+# process without a CPU (a VM's vCPU descheduled by its host, say).
+stall_probe() {
+  python3 -c '
+import sys, time
+end = time.monotonic() + float(sys.argv[1])
+worst = 0.0
+while time.monotonic() < end:
+    t = time.monotonic()
+    time.sleep(0.001)
+    worst = max(worst, time.monotonic() - t - 0.001)
+print("%.1f" % (worst * 1000))
+' "$1"
+}
