@@ -69,7 +69,9 @@ pub(crate) fn freeze(buf: Vec<u8>, len: usize) -> Bytes {
     })
 }
 
-fn give_back(buf: Vec<u8>) {
+/// Keeps `buf` for a later read if the pool has room and it is of a size
+/// worth keeping; frees it otherwise.
+pub(crate) fn give_back(buf: Vec<u8>) {
     if !(KEEP_MIN..=KEEP_MAX).contains(&buf.capacity()) || buf.len() < KEEP_MIN {
         return;
     }

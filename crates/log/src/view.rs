@@ -65,7 +65,15 @@ impl SegmentView {
         }
         let want = (max_bytes.max(first.total_size()) as u64).min(self.size - pos) as usize;
         let mut buf = readbuf::take(want);
-        let got = self.read_at(&mut buf[..want], pos, cached_only)?;
+        let got = match self.read_at(&mut buf[..want], pos, cached_only) {
+            Ok(got) => got,
+            Err(e) => {
+                // Not cached (the caller reads again, off the async
+                // workers) or a failed read: the buffer goes back for it.
+                readbuf::give_back(buf);
+                return Err(e);
+            }
+        };
         let mut end = 0;
         for (p, h) in BatchIter::new(&buf[..got]) {
             if h.base_offset >= upper || (p > 0 && p + h.total_size() > max_bytes) {
