@@ -41,6 +41,9 @@ RUNS=$([ "$QUICK" = 1 ] && echo 1 || echo 3)
 
 need_cargo
 command -v iperf3 >/dev/null 2>&1 || apt_install iperf3 || true
+# The commit the measured binary is built from (HEAD may move during a run).
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || COMMIT="$COMMIT+changes"
 cargo build --release --bin strata -q
 S=$PWD/target/release/strata
 
@@ -275,7 +278,7 @@ mkdir -p "$(dirname "$OUT")"
 {
   echo "# Strata benchmark run — $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); strata $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "$QUICK" = 1 ] && echo ' (QUICK=1: smoke run)')."
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); strata $COMMIT$([ "$QUICK" = 1 ] && echo ' (QUICK=1: smoke run)')."
   echo "Client (strata bench) and broker share the machine. Broker: \`strata dev\`, log_cache_bytes=$LOG_CACHE."
   echo
   echo "| What | Measured | Target |"
