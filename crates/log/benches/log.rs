@@ -85,6 +85,25 @@ fn read(c: &mut Criterion) {
             black_box(r)
         })
     });
+    // A fetch of four partitions (Java consumers, librdkafka): four 1 MiB
+    // reads held together until the response is written, then dropped
+    // together. Fresh buffers each time cost page faults; pooled ones not
+    // (docs/decisions/0008).
+    g.throughput(Throughput::Bytes(4 << 20));
+    let mut at = 0i64;
+    g.bench_function("fetch_assembly/4x1MiB_held_together", |b| {
+        b.iter(|| {
+            let mut held = Vec::with_capacity(4);
+            for _ in 0..4 {
+                let r = log.read(at, 1 << 20, end).unwrap();
+                let batches = strata_record::BatchIter::new(&r.data);
+                let last = batches.last().map(|(_, h)| h.next_offset()).unwrap_or(end);
+                at = if last >= end { 0 } else { last };
+                held.push(r);
+            }
+            black_box(held)
+        })
+    });
     g.finish();
 }
 
