@@ -32,18 +32,11 @@ for x in A B; do
 done
 sleep 2
 
-echo "round: A M records/s (broker CPU s) | B M records/s (broker CPU s)"
-for i in $(seq 1 "$ROUNDS"); do
-  line="$i:"
-  for x in A B; do
-    c0=$(ab_cpu $x)
-    # The JSON is parsed after the run: a parser in the pipeline would
-    # take a core from the run it measures.
-    "$S" bench consume --bootstrap "$(cat "$WORK/$x/kafka")" --topic cold --partitions 1 \
-      --records "$N" --fetch-max-bytes "$FETCH" --json >"$WORK/out.json" 2>/dev/null
-    c1=$(ab_cpu $x)
-    rate=$(json '"%.2f" % (d["records_per_sec"] / 1e6)' <"$WORK/out.json")
-    line="$line $x $rate ($(python3 -c "print('%.2f' % ($c1 - $c0))"))"
-  done
-  echo "$line"
-done
+consume() {  # consume A|B ROUND: a cold consume, in M records/s
+  # The JSON is parsed after the run: a parser in the pipeline would
+  # take a core from the run it measures.
+  "$S" bench consume --bootstrap "$(cat "$WORK/$1/kafka")" --topic cold --partitions 1 \
+    --records "$N" --fetch-max-bytes "$FETCH" --json >"$WORK/out.json" 2>/dev/null
+  json '"%.2f" % (d["records_per_sec"] / 1e6)' <"$WORK/out.json"
+}
+ab_rounds "$ROUNDS" consume

@@ -26,25 +26,16 @@ ab_brokers group-ab
 for x in A B; do
   B=$(cat "$WORK/$x/kafka")
   "$S" topic create --bootstrap "$B" --topic ab --partitions "$PARTITIONS" >/dev/null
-  # As the matrix produces its rk100 topic.
-  "$RP" -P -t ab -b "$B" -s "$SIZE" -c "$N" -a 1 -X linger.ms=5 -X batch.size=1000000 \
-    -X queue.buffering.max.messages=2000000 -q >/dev/null 2>&1
+  rk_produce_load "$RP" "$B" ab "$SIZE" "$N" >/dev/null 2>&1
 done
 sync
 sleep 2
 
-echo "round: A M records/s (broker CPU s) | B M records/s (broker CPU s)"
-for i in $(seq 1 "$ROUNDS"); do
-  line="$i:"
-  for x in A B; do
-    extra=XA
-    [ $x = B ] && extra=XB
-    c0=$(ab_cpu $x)
-    # shellcheck disable=SC2086 # XA/XB are lists of flags
-    rate=$(timeout 120 "$RP" -G "ab$x$i" -t ab -b "$(cat "$WORK/$x/kafka")" -o beginning -c "$N" \
-      -X auto.offset.reset=earliest ${!extra:-} -q 2>&1 | grep -o '[0-9]* msgs/s' | tail -1 | awk '{print $1}')
-    c1=$(ab_cpu $x)
-    line="$line $x $(python3 -c "print('%.2f' % (float('${rate:-0}') / 1e6))") ($(python3 -c "print('%.2f' % ($c1 - $c0))"))"
-  done
-  echo "$line"
-done
+consume() {  # consume A|B ROUND: a new group's consume, in M records/s
+  local extra=XA
+  [ "$1" = B ] && extra=XB
+  # shellcheck disable=SC2086 # XA/XB are lists of flags
+  rk_group_consume "$RP" "$(cat "$WORK/$1/kafka")" ab "ab$1$2" "$N" ${!extra:-} 2>&1 \
+    | rk_rate | python3 -c "import sys; print('%.2f' % (float(sys.stdin.read().strip() or 0) / 1e6))"
+}
+ab_rounds "$ROUNDS" consume

@@ -165,13 +165,12 @@ if [ "${LIBRDKAFKA:-1}" = 1 ]; then
   for t in rk100 rk1024 rklat; do
     "$S" topic create --bootstrap "$B" --topic $t --partitions $([ $t = rklat ] && echo 1 || echo 4) >/dev/null
   done
-  rate() { grep -o '[0-9]* msgs/s' | tail -1 | awk '{print $1}'; }
   # Client-bound and noisy: each librdkafka row is run $RUNS times and
   # reported as the median with the range.
   runs() {  # runs SCALE UNIT CMD...: median (min-max) of CMD's msgs/s x SCALE
     local scale=$1 unit=$2 out=()
     shift 2
-    for i in $(seq 1 "$RUNS"); do out+=("$("$@" "$i" 2>&1 | rate)"); done
+    for i in $(seq 1 "$RUNS"); do out+=("$("$@" "$i" 2>&1 | rk_rate)"); done
     python3 -c "
 import statistics, sys
 s, u = float(sys.argv[1]), sys.argv[2]
@@ -181,15 +180,11 @@ print('%.2f %s (%.2f-%.2f, %d runs)' % (statistics.median(v), u, v[0], v[-1], le
   }
   rk_produce() {  # rk_produce SIZE COUNT RUN
     settle
-    "$RP" -P -t "rk$1" -b "$B" -s "$1" -c "$2" -a 1 -X linger.ms=5 -X batch.size=1000000 \
-      -X queue.buffering.max.messages=2000000 -q
+    rk_produce_load "$RP" "$B" "rk$1" "$1" "$2"
   }
   pagecache "cache growing, before the librdkafka rows" 1
   # Its fetch debug log (stderr) counts the fetch-queue backoffs below.
-  rk_group() {
-    "$RP" -G "rkgroup$2" -t rk100 -b "$B" -o beginning -c "$1" -X auto.offset.reset=earliest \
-      -X debug=fetch -q 2>>"$WORK/rkgroup.debug"
-  }
+  rk_group() { rk_group_consume "$RP" "$B" rk100 "rkgroup$2" "$1" -X debug=fetch 2>>"$WORK/rkgroup.debug"; }
   # The same with librdkafka's fetch-queue backoff at 10 ms: by default a
   # fetcher whose queue holds queued.max.messages.kbytes (64 MiB) waits
   # fetch.queue.backoff.ms (1000) before fetching again, while this
@@ -197,8 +192,7 @@ print('%.2f %s (%.2f-%.2f, %d runs)' % (statistics.median(v), u, v[0], v[-1], le
   # 2879; docs/benchmarks.md, session 14). Against a broker that serves
   # faster than the application consumes, the default row measures those
   # waits.
-  rk_group_bo() { "$RP" -G "rkgroupbo$2" -t rk100 -b "$B" -o beginning -c "$1" -X auto.offset.reset=earliest \
-    -X fetch.queue.backoff.ms=10 -q; }
+  rk_group_bo() { rk_group_consume "$RP" "$B" rk100 "rkgroupbo$2" "$1" -X fetch.queue.backoff.ms=10; }
   row "librdkafka produce 100 B, acks=1, 4 partitions" "$(runs 1e-6 "M records/s" rk_produce 100 "$N100")" "≥ 3.3 M records/s"
   row "librdkafka produce 1 KiB, acks=1, 4 partitions" "$(runs 1.024e-3 "MB/s" rk_produce 1024 "$N1K")" "≥ 1 GB/s"
   r=$(runs 1e-6 "M records/s" rk_group "$N100")

@@ -153,6 +153,41 @@ ab_cleanup() {
 }
 # ab_cpu A|B: that broker's CPU time so far, in seconds.
 ab_cpu() { awk '{printf "%.2f\n", ($14 + $15) / 100}' "/proc/$(cat "$WORK/$1/pid")/stat"; }
+# ab_rounds ROUNDS FN: ROUNDS rounds, each running `FN A ROUND` then
+# `FN B ROUND` (FN prints M records/s), and prints each round's two rates
+# with the CPU time each broker spent during its run.
+ab_rounds() {
+  local rounds=$1 fn=$2 i x c0 c1 rate line
+  echo "round: A M records/s (broker CPU s) | B M records/s (broker CPU s)"
+  for i in $(seq 1 "$rounds"); do
+    line="$i:"
+    for x in A B; do
+      c0=$(ab_cpu $x)
+      rate=$("$fn" $x "$i")
+      c1=$(ab_cpu $x)
+      line="$line $x $rate ($(python3 -c "print('%.2f' % ($c1 - $c0))"))"
+    done
+    echo "$line"
+  done
+}
+
+# librdkafka's load tool as the matrix (scripts/bench.sh) runs it, shared
+# with scripts/bench-group-ab.sh so that the A/B measures the same load.
+# rk_produce_load RP BOOTSTRAP TOPIC SIZE COUNT: acks=1, linger 5 ms, 1 MB batches.
+rk_produce_load() {
+  "$1" -P -t "$3" -b "$2" -s "$4" -c "$5" -a 1 -X linger.ms=5 -X batch.size=1000000 \
+    -X queue.buffering.max.messages=2000000 -q
+}
+# rk_group_consume RP BOOTSTRAP TOPIC GROUP COUNT [FLAGS...]: a consumer
+# group's consume of COUNT records from the beginning (given up after
+# 120 s, should the records never all arrive).
+rk_group_consume() {
+  local rp=$1 b=$2 t=$3 g=$4 n=$5
+  shift 5
+  timeout 120 "$rp" -G "$g" -t "$t" -b "$b" -o beginning -c "$n" -X auto.offset.reset=earliest "$@" -q
+}
+# rk_rate: the last msgs/s figure of rdkafka_performance's output (stdin).
+rk_rate() { grep -o '[0-9]* msgs/s' | tail -1 | awk '{print $1}'; }
 
 # stall_probe SECONDS: sleeps 1 ms at a time for SECONDS and prints the
 # most any wake-up came late, in ms: how long this machine left a ready
