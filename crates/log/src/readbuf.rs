@@ -109,10 +109,8 @@ pub(crate) fn idle() -> usize {
 mod tests {
     use super::*;
 
-    // One test touches the process-wide pool, so counts are not disturbed
-    // by another test running in parallel in this module; the log's other
-    // tests may take and return buffers concurrently, so counts are only
-    // checked as bounds.
+    // The pool is process-wide: these tests and the log's other tests take
+    // and return buffers concurrently, so counts are only checked as bounds.
     #[test]
     fn buffers_come_back_initialised_and_the_pool_stays_bounded() {
         let mut a = take(KEEP_MIN);
