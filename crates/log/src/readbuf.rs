@@ -36,48 +36,66 @@ pub(crate) const KEEP_MIN: usize = 64 << 10;
 /// large `max_bytes`, or a single oversized batch).
 pub(crate) const KEEP_MAX: usize = 2 << 20;
 
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Idle buffers; the process has one ([`POOL`]), tests their own.
+pub(crate) struct Pool {
+    idle: Mutex<Vec<Vec<u8>>>,
+}
 
-/// A buffer of at least `len` initialised bytes: a kept one if there is
-/// one, else a new (zeroed) one.
-pub(crate) fn take(len: usize) -> Vec<u8> {
-    let kept = if (KEEP_MIN..=KEEP_MAX).contains(&len) {
+/// The pool every log read uses.
+pub(crate) static POOL: Pool = Pool::new();
+
+impl Pool {
+    pub(crate) const fn new() -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
         // A poisoned lock only means another thread panicked while pushing
         // or popping; the Vec inside is still valid.
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        pool.pop()
-    } else {
-        None
-    };
-    let mut buf = kept.unwrap_or_default();
-    if buf.len() < len {
-        // Zeroes only the part never initialised before.
-        buf.resize(len, 0);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
-    buf
-}
 
-/// `buf[..len]` as [`Bytes`] that return `buf` to the pool when dropped.
-pub(crate) fn freeze(buf: Vec<u8>, len: usize) -> Bytes {
-    if len == 0 {
-        give_back(buf);
-        return Bytes::new();
+    /// A buffer of at least `len` initialised bytes: a kept one if there is
+    /// one, else a new (zeroed) one.
+    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
+        let kept = if (KEEP_MIN..=KEEP_MAX).contains(&len) {
+            self.idle().pop()
+        } else {
+            None
+        };
+        let mut buf = kept.unwrap_or_default();
+        if buf.len() < len {
+            // Zeroes only the part never initialised before.
+            buf.resize(len, 0);
+        }
+        buf
     }
-    Bytes::from_owner(ReadBuf {
-        len: len.min(buf.len()),
-        buf,
-    })
-}
 
-/// Keeps `buf` for a later read if the pool has room and it is of a size
-/// worth keeping; frees it otherwise.
-pub(crate) fn give_back(buf: Vec<u8>) {
-    if !(KEEP_MIN..=KEEP_MAX).contains(&buf.capacity()) || buf.len() < KEEP_MIN {
-        return;
+    /// `buf[..len]` as [`Bytes`] that return `buf` to this pool when dropped.
+    pub(crate) fn freeze(&'static self, buf: Vec<u8>, len: usize) -> Bytes {
+        if len == 0 {
+            self.give_back(buf);
+            return Bytes::new();
+        }
+        Bytes::from_owner(ReadBuf {
+            len: len.min(buf.len()),
+            buf,
+            pool: self,
+        })
     }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < KEEP {
-        pool.push(buf);
+
+    /// Keeps `buf` for a later read if there is room and it is of a size
+    /// worth keeping; frees it otherwise.
+    pub(crate) fn give_back(&self, buf: Vec<u8>) {
+        if !(KEEP_MIN..=KEEP_MAX).contains(&buf.capacity()) || buf.len() < KEEP_MIN {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.len() < KEEP {
+            idle.push(buf);
+        }
     }
 }
 
@@ -85,6 +103,7 @@ pub(crate) fn give_back(buf: Vec<u8>) {
 struct ReadBuf {
     buf: Vec<u8>,
     len: usize,
+    pool: &'static Pool,
 }
 
 impl AsRef<[u8]> for ReadBuf {
@@ -95,58 +114,67 @@ impl AsRef<[u8]> for ReadBuf {
 
 impl Drop for ReadBuf {
     fn drop(&mut self) {
-        give_back(std::mem::take(&mut self.buf));
+        self.pool.give_back(std::mem::take(&mut self.buf));
     }
-}
-
-/// How many buffers are idle in the pool (tests).
-#[cfg(test)]
-pub(crate) fn idle() -> usize {
-    POOL.lock().unwrap_or_else(|e| e.into_inner()).len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // The pool is process-wide: these tests and the log's other tests take
-    // and return buffers concurrently, so counts are only checked as bounds.
+    // Each test has a pool of its own: the process's is shared with every
+    // log test running in parallel.
+
     #[test]
-    fn buffers_come_back_initialised_and_the_pool_stays_bounded() {
-        let mut a = take(KEEP_MIN);
-        assert!(a.len() >= KEEP_MIN);
+    fn a_buffer_comes_back_to_the_next_read_without_being_zeroed() {
+        static P: Pool = Pool::new();
+        let mut a = P.take(KEEP_MIN);
+        assert_eq!(a.len(), KEEP_MIN);
+        let at = a.as_ptr();
         a[..5].copy_from_slice(b"hello");
-        let bytes = freeze(a, 5);
+        a[KEEP_MIN - 1] = 7;
+        let bytes = P.freeze(a, 5);
         assert_eq!(&bytes[..], b"hello");
         let clone = bytes.slice(1..3);
         drop(bytes);
-        assert_eq!(&clone[..], b"el", "a slice keeps the buffer alive");
+        assert_eq!(P.idle().len(), 0, "a slice keeps the buffer out");
+        assert_eq!(&clone[..], b"el");
         drop(clone);
-        assert!(idle() <= KEEP);
-
-        // Many buffers out at once: only KEEP come back.
-        let out: Vec<Bytes> = (0..KEEP * 3).map(|_| freeze(take(KEEP_MIN), 10)).collect();
-        drop(out);
-        assert!(idle() <= KEEP);
-
-        // An oversized buffer is never kept.
-        let big = freeze(take(KEEP_MAX + 1), KEEP_MAX + 1);
-        assert_eq!(big.len(), KEEP_MAX + 1);
-        drop(big);
-        let pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        assert!(pool
-            .iter()
-            .all(|b| (KEEP_MIN..=KEEP_MAX).contains(&b.capacity()) && b.len() >= KEEP_MIN));
-        assert!(pool.len() <= KEEP);
+        assert_eq!(P.idle().len(), 1);
+        let b = P.take(KEEP_MIN);
+        assert_eq!(b.as_ptr(), at, "the same buffer");
+        assert_eq!(
+            (&b[..5], b[KEEP_MIN - 1]),
+            (&b"hello"[..], 7),
+            "not zeroed again"
+        );
+        // A larger read grows a kept buffer: only the new part is zeroed.
+        P.give_back(b);
+        let c = P.take(KEEP_MIN + KEEP_MIN / 2);
+        assert_eq!((&c[..5], c[KEEP_MIN - 1]), (&b"hello"[..], 7));
+        assert!(c[KEEP_MIN..].iter().all(|&x| x == 0));
     }
 
     #[test]
-    fn an_empty_read_is_empty_bytes_and_a_small_one_its_own_buffer() {
-        let b = freeze(take(KEEP_MIN), 0);
-        assert!(b.is_empty());
-        let small = take(100);
+    fn the_pool_keeps_at_most_keep_buffers_of_kept_sizes() {
+        static P: Pool = Pool::new();
+        let out: Vec<Bytes> = (0..KEEP * 3)
+            .map(|_| P.freeze(P.take(KEEP_MIN), 10))
+            .collect();
+        drop(out);
+        assert_eq!(P.idle().len(), KEEP);
+        for _ in 0..KEEP {
+            drop(P.take(KEEP_MIN));
+        }
+        assert_eq!(P.idle().len(), 0, "a buffer taken and dropped is freed");
+
+        drop(P.freeze(P.take(KEEP_MAX + 1), KEEP_MAX + 1));
+        assert_eq!(P.idle().len(), 0, "an oversized buffer is not kept");
+        let small = P.take(100);
         assert_eq!(small.len(), 100, "a small read gets an exact buffer");
-        let b = freeze(small, 3);
-        assert_eq!(b.len(), 3);
+        drop(P.freeze(small, 3));
+        assert_eq!(P.idle().len(), 0, "nor is a small one");
+        assert!(P.freeze(P.take(KEEP_MIN), 0).is_empty());
+        assert_eq!(P.idle().len(), 1, "an empty read gives its buffer back");
     }
 }

@@ -19,7 +19,7 @@
 //!   readable while open.
 
 use crate::error::{IoContext, LogError};
-use crate::readbuf;
+use crate::readbuf::POOL;
 use crate::ReadResult;
 use bytes::Bytes;
 use std::fs::File;
@@ -64,13 +64,13 @@ impl SegmentView {
             return Ok(None);
         }
         let want = (max_bytes.max(first.total_size()) as u64).min(self.size - pos) as usize;
-        let mut buf = readbuf::take(want);
+        let mut buf = POOL.take(want);
         let got = match self.read_at(&mut buf[..want], pos, cached_only) {
             Ok(got) => got,
             Err(e) => {
                 // Not cached (the caller reads again, off the async
                 // workers) or a failed read: the buffer goes back for it.
-                readbuf::give_back(buf);
+                POOL.give_back(buf);
                 return Err(e);
             }
         };
@@ -81,7 +81,7 @@ impl SegmentView {
             }
             end = p + h.total_size();
         }
-        Ok(Some(readbuf::freeze(buf, end)))
+        Ok(Some(POOL.freeze(buf, end)))
     }
 
     /// The first batch at or after `from` whose last offset is `>= offset`,
