@@ -15,8 +15,20 @@
 //!
 //! Watches: every change is kept in a bounded history (so a watch can start
 //! at a recent past revision) and broadcast to live watchers, both under the
-//! store lock, so a watcher sees every event after its start exactly once and
+//! state lock, so a watcher sees every event after its start exactly once and
 //! in revision order.
+//!
+//! Two locks, so no reader ever waits for a disk: writers (transactions,
+//! lease revocation and expiry) serialise on the commit lock, which they hold
+//! across the WAL write and fsync; the state lock (the key space, leases,
+//! watch history) is held only for in-memory work — a writer takes it
+//! briefly to plan its operations and again to apply them once they are
+//! durable. Reads, watches, lease grants and keep-alives take only the state
+//! lock, so they run on async workers without blocking them; anything that
+//! takes the commit lock of a persistent store runs on the blocking pool. A
+//! write is visible only once it is durable, and since writers are
+//! serialised, the state a writer planned against is the state it applies
+//! to.
 
 use crate::state::State;
 use crate::types::{
@@ -29,7 +41,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -53,6 +65,9 @@ struct Wal {
     dir: PathBuf,
     file: File,
     records: usize,
+    /// Runs before each fsync (tests hold a commit there).
+    #[cfg(test)]
+    before_sync: Option<Box<dyn Fn() + Send>>,
 }
 
 struct Lease {
@@ -60,9 +75,9 @@ struct Lease {
     deadline: Instant,
 }
 
+/// What the state lock guards: everything but the WAL.
 struct Inner {
     state: State,
-    wal: Option<Wal>,
     leases: HashMap<LeaseId, Lease>,
     next_lease: LeaseId,
     reaper_started: bool,
@@ -73,7 +88,18 @@ struct Inner {
 /// The local store; see the module docs.
 #[derive(Clone)]
 pub struct LocalStore {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    /// Whether writes go to a WAL (and so must stay off async workers);
+    /// fixed at construction, so asking never takes the commit lock.
+    persistent: bool,
+    /// The commit lock: serialises writers, held across WAL I/O. None for
+    /// a store that lives only in memory.
+    commit: Mutex<Option<Wal>>,
+    /// The state lock: never held across I/O.
+    state: Mutex<Inner>,
 }
 
 /// In-memory store for unit tests.
@@ -107,15 +133,18 @@ impl LocalStore {
     fn with_state(state: State, wal: Option<Wal>) -> Self {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         Self {
-            inner: Arc::new(Mutex::new(Inner {
-                state,
-                wal,
-                leases: HashMap::new(),
-                next_lease: 1,
-                reaper_started: false,
-                history: VecDeque::new(),
-                events,
-            })),
+            inner: Arc::new(Shared {
+                persistent: wal.is_some(),
+                commit: Mutex::new(wal),
+                state: Mutex::new(Inner {
+                    state,
+                    leases: HashMap::new(),
+                    next_lease: 1,
+                    reaper_started: false,
+                    history: VecDeque::new(),
+                    events,
+                }),
+            }),
         }
     }
 
@@ -156,25 +185,42 @@ impl LocalStore {
                 dir: dir.to_path_buf(),
                 file,
                 records,
+                #[cfg(test)]
+                before_sync: None,
             }),
         );
-        {
-            // Leases died with the previous process: drop their keys.
-            let mut inner = store.lock();
-            let orphans: Vec<Op> = inner
+        // Leases died with the previous process: drop their keys.
+        store.inner.write(|inner| {
+            let orphans = inner
                 .state
                 .kvs
                 .values()
                 .filter(|kv| kv.lease != 0)
                 .map(|kv| Op::delete(kv.key.clone()))
                 .collect();
-            inner.commit_ops(orphans)?;
-        }
+            Ok((orphans, ()))
+        })?;
         Ok(store)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        lock(&self.inner)
+    /// Runs `f` (which takes the commit lock) on the blocking pool if the
+    /// store is persistent, in place if it lives in memory.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Shared) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        if !self.inner.persistent {
+            return f(&self.inner);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("{what} task failed: {e}")))?
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.state_lock()
     }
 
     /// Starts the lease reaper once; it stops when the store is dropped.
@@ -184,13 +230,20 @@ impl LocalStore {
             return;
         }
         inner.reaper_started = true;
-        let weak: Weak<Mutex<Inner>> = Arc::downgrade(&self.inner);
+        let weak: Weak<Shared> = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REAP_EVERY);
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let result = lock(&inner).expire_leases(Instant::now());
+                let store = LocalStore { inner };
+                // Looking is cheap and in memory; deleting keys is a write.
+                if !store.lock().any_expired(Instant::now()) {
+                    continue;
+                }
+                let result = store
+                    .blocking("lease expiry", |s| s.expire_leases(Instant::now()))
+                    .await;
                 if let Err(e) = result {
                     tracing::error!(error = %e, "cannot delete keys of expired leases");
                 }
@@ -199,7 +252,7 @@ impl LocalStore {
     }
 }
 
-fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every mutation is applied only after its WAL write succeeded, so a
     // poisoned lock still guards a consistent state.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -248,6 +301,10 @@ impl Wal {
         rec.extend_from_slice(&body);
         let path = self.dir.join("wal.log");
         self.file.write_all(&rec).map_err(io(&path))?;
+        #[cfg(test)]
+        if let Some(hook) = &self.before_sync {
+            hook();
+        }
         self.file.sync_data().map_err(io(&path))?;
         self.records += 1;
         Ok(())
@@ -272,20 +329,114 @@ impl Wal {
     }
 }
 
-impl Inner {
-    /// Logs (if persistent) then applies `ops` as one revision, publishing
-    /// the events. Returns the revision after.
-    fn commit_ops(&mut self, ops: Vec<Op>) -> Result<i64, MetaError> {
+impl Shared {
+    fn commit_lock(&self) -> MutexGuard<'_, Option<Wal>> {
+        lock(&self.commit)
+    }
+
+    fn state_lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.state)
+    }
+
+    /// One write: under the commit lock, `plan` (given the state, under the
+    /// state lock) decides the operations; they are logged (if persistent)
+    /// with the state lock released, then applied as one revision and their
+    /// events published. Returns the revision after and what `plan` returned
+    /// besides. Blocks on disk I/O for a persistent store.
+    fn write<T>(
+        &self,
+        plan: impl FnOnce(&mut Inner) -> Result<(Vec<Op>, T), MetaError>,
+    ) -> Result<(i64, T), MetaError> {
+        let mut wal = self.commit_lock();
+        let (ops, planned, revision) = {
+            let mut inner = self.state_lock();
+            let (ops, planned) = plan(&mut inner)?;
+            (ops, planned, inner.state.revision)
+        };
         if ops.is_empty() {
-            return Ok(self.state.revision);
+            return Ok((revision, planned));
         }
-        if let Some(wal) = &mut self.wal {
+        if let Some(wal) = wal.as_mut() {
             wal.append(&WalEntry {
-                revision: self.state.revision + 1,
+                revision: revision + 1,
                 ops: ops.clone(),
             })?;
         }
-        for ev in self.state.apply(&ops) {
+        let (revision, snapshot) = {
+            let mut inner = self.state_lock();
+            inner.apply(&ops);
+            // A copy to write out with the state lock released (no writer
+            // can change the state meanwhile: this one holds the commit lock).
+            let due = wal.as_ref().is_some_and(|w| w.records >= SNAPSHOT_EVERY);
+            (inner.state.revision, due.then(|| inner.state.clone()))
+        };
+        if let (Some(wal), Some(state)) = (wal.as_mut(), snapshot) {
+            if let Err(e) = wal.snapshot(&state) {
+                // The WAL still holds everything; try again later.
+                tracing::warn!(error = %e, "metadata snapshot failed");
+            }
+        }
+        Ok((revision, planned))
+    }
+
+    fn txn(&self, txn: &Txn) -> Result<TxnResponse, MetaError> {
+        let (revision, succeeded) = self.write(|inner| {
+            let succeeded = inner.state.check(&txn.compares);
+            let ops = if succeeded {
+                &txn.success
+            } else {
+                &txn.failure
+            };
+            for op in ops {
+                if let Op::Put { lease: Some(l), .. } = op {
+                    if !inner.leases.contains_key(l) {
+                        return Err(MetaError::LeaseNotFound(*l));
+                    }
+                }
+            }
+            Ok((ops.clone(), succeeded))
+        })?;
+        Ok(TxnResponse {
+            succeeded,
+            revision,
+        })
+    }
+
+    /// Ends `lease` and deletes the keys bound to it.
+    fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError> {
+        self.write(|inner| {
+            if inner.leases.remove(&lease).is_none() {
+                return Err(MetaError::LeaseNotFound(lease));
+            }
+            Ok((inner.lease_keys(&[lease]), ()))
+        })
+        .map(|_| ())
+    }
+
+    /// Ends the leases past their deadline and deletes their keys.
+    fn expire_leases(&self, now: Instant) -> Result<(), MetaError> {
+        self.write(|inner| {
+            let expired: Vec<LeaseId> = inner
+                .leases
+                .iter()
+                .filter(|(_, l)| l.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &expired {
+                inner.leases.remove(id);
+                tracing::debug!(lease = id, "lease expired");
+            }
+            Ok((inner.lease_keys(&expired), ()))
+        })
+        .map(|_| ())
+    }
+}
+
+impl Inner {
+    /// Applies `ops` (already durable) as one revision, publishing the
+    /// events.
+    fn apply(&mut self, ops: &[Op]) {
+        for ev in self.state.apply(ops) {
             if self.history.len() == HISTORY {
                 self.history.pop_front();
             }
@@ -293,62 +444,23 @@ impl Inner {
             // No receivers is fine.
             let _ = self.events.send(ev);
         }
-        if let Some(wal) = &mut self.wal {
-            if wal.records >= SNAPSHOT_EVERY {
-                if let Err(e) = wal.snapshot(&self.state) {
-                    // The WAL still holds everything; try again later.
-                    tracing::warn!(error = %e, "metadata snapshot failed");
-                }
-            }
-        }
-        Ok(self.state.revision)
     }
 
-    fn txn(&mut self, txn: &Txn) -> Result<TxnResponse, MetaError> {
-        let succeeded = self.state.check(&txn.compares);
-        let ops = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
-        for op in ops {
-            if let Op::Put { lease: Some(l), .. } = op {
-                if !self.leases.contains_key(l) {
-                    return Err(MetaError::LeaseNotFound(*l));
-                }
-            }
+    /// Deletions of the keys bound to any of `leases`.
+    fn lease_keys(&self, leases: &[LeaseId]) -> Vec<Op> {
+        if leases.is_empty() {
+            return Vec::new();
         }
-        let revision = self.commit_ops(ops.clone())?;
-        Ok(TxnResponse {
-            succeeded,
-            revision,
-        })
-    }
-
-    fn delete_lease_keys(&mut self, lease: LeaseId) -> Result<(), MetaError> {
-        let ops: Vec<Op> = self
-            .state
+        self.state
             .kvs
             .values()
-            .filter(|kv| kv.lease == lease)
+            .filter(|kv| leases.contains(&kv.lease))
             .map(|kv| Op::delete(kv.key.clone()))
-            .collect();
-        self.commit_ops(ops).map(|_| ())
+            .collect()
     }
 
-    fn expire_leases(&mut self, now: Instant) -> Result<(), MetaError> {
-        let expired: Vec<LeaseId> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            self.leases.remove(&id);
-            tracing::debug!(lease = id, "lease expired");
-            self.delete_lease_keys(id)?;
-        }
-        Ok(())
+    fn any_expired(&self, now: Instant) -> bool {
+        self.leases.values().any(|l| l.deadline <= now)
     }
 }
 
@@ -367,14 +479,7 @@ impl MetadataStore for LocalStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, MetaError> {
-        let this = self.clone();
-        if self.lock().wal.is_none() {
-            return this.lock().txn(&txn);
-        }
-        // The WAL fsync blocks; keep it off the async workers.
-        tokio::task::spawn_blocking(move || this.lock().txn(&txn))
-            .await
-            .map_err(|e| MetaError::Unavailable(format!("metadata commit task failed: {e}")))?
+        self.blocking("metadata commit", move |s| s.txn(&txn)).await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
@@ -405,17 +510,8 @@ impl MetadataStore for LocalStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError> {
-        let this = self.clone();
-        let work = move || {
-            let mut inner = this.lock();
-            if inner.leases.remove(&lease).is_none() {
-                return Err(MetaError::LeaseNotFound(lease));
-            }
-            inner.delete_lease_keys(lease)
-        };
-        tokio::task::spawn_blocking(work)
+        self.blocking("lease revoke", move |s| s.revoke_lease(lease))
             .await
-            .map_err(|e| MetaError::Unavailable(format!("lease revoke task failed: {e}")))?
     }
 
     async fn watch_prefix(
@@ -520,15 +616,77 @@ mod tests {
             let s = LocalStore::open(d.path()).unwrap();
             s.put("/x", "1".into()).await.unwrap();
             {
-                let mut inner = s.lock();
-                let Inner { wal, state, .. } = &mut *inner;
-                wal.as_mut().unwrap().snapshot(state).unwrap();
+                let state = s.lock().state.clone();
+                s.inner
+                    .commit_lock()
+                    .as_mut()
+                    .unwrap()
+                    .snapshot(&state)
+                    .unwrap();
             }
             s.put("/y", "2".into()).await.unwrap();
         }
         let s = LocalStore::open(d.path()).unwrap();
         assert_eq!(s.range("/").await.unwrap().kvs.len(), 2);
         assert_eq!(s.get("/y").await.unwrap().unwrap().mod_revision, 2);
+    }
+
+    /// A commit held at its fsync must not hold up reads, watches, lease
+    /// grants or keep-alives (they run on async workers), and its write is
+    /// not visible until it is durable. Each reader runs on a thread of its
+    /// own, so a reader stuck behind the commit fails the test instead of
+    /// hanging it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_do_not_wait_for_a_commits_fsync() {
+        use std::sync::mpsc;
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        s.put("/before", "1".into()).await.unwrap();
+        let lease = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        s.inner.commit_lock().as_mut().unwrap().before_sync = Some(Box::new(move || {
+            let _ = entered_tx.send(());
+            let _ = release_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        }));
+        let writer = tokio::spawn({
+            let s = s.clone();
+            async move { s.put("/during", "2".into()).await }
+        });
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("commit reached its fsync");
+
+        let (done_tx, done) = mpsc::channel();
+        let reader = s.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let r = rt.block_on(async {
+                let before = reader.get("/before").await.unwrap().is_some();
+                let during = reader.get("/during").await.unwrap().is_some();
+                let keys = reader.range("/").await.unwrap().kvs.len();
+                reader.keep_alive(lease).await.unwrap();
+                reader.grant_lease(Duration::from_secs(5)).await.unwrap();
+                let _watch = reader.watch_prefix("/", 0).await.unwrap();
+                (before, during, keys)
+            });
+            let _ = done_tx.send(r);
+        });
+        let got = done.recv_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        let (before, during, keys) = got.expect("reads finished while the commit was held");
+        assert!(before);
+        assert!(!during, "a write must not be visible before it is durable");
+        assert_eq!(keys, 1);
+        writer.await.unwrap().unwrap();
+        assert!(s.get("/during").await.unwrap().is_some());
     }
 
     #[tokio::test]
