@@ -91,6 +91,19 @@ metric() {
   python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith(sys.argv[2] + " ")), "?"))' "http://$1/metrics" "$2"
 }
 
+# slow_requests HTTP API SECONDS: how many requests of type API (Produce,
+# Fetch, ...) the broker whose HTTP listener is HTTP took longer than
+# SECONDS (a bucket bound of strata_request_duration_seconds) to answer.
+slow_requests() {
+  python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+name, api, le = "strata_request_duration_seconds", sys.argv[2], sys.argv[3]
+val = lambda prefix: next((int(l.split()[1]) for l in text.splitlines() if l.startswith(prefix)), 0)
+print(val(name + "_count{api=\"%s\"}" % api) - val(name + "_bucket{api=\"%s\",le=\"%s\"}" % (api, le)))
+' "http://$1/metrics" "$2" "$3"
+}
+
 # wait_offloaded HTTP: waits (up to 300 s) until the broker whose HTTP
 # listener is HTTP reports no segment waiting for offload.
 wait_offloaded() {

@@ -30,3 +30,33 @@ def test_metrics_reflect_traffic(strata, topic_name):
     assert line.endswith(" 10")
     produced = int(next(l.split()[1] for l in text.splitlines() if l.startswith("strata_produce_bytes_total")))
     assert produced >= 1000
+
+
+def test_request_times_by_type(strata, topic_name):
+    """Each request type seen has a Prometheus histogram of its handling
+    time: cumulative buckets that never go down, +Inf equal to the count."""
+    create_topic(strata.bootstrap, topic_name)
+    p = Producer({"bootstrap.servers": strata.bootstrap, "linger.ms": 0})
+    for i in range(5):
+        p.produce(topic_name, value=b"x")
+        p.flush(20)
+    text = get(strata, "/metrics")[1]
+    assert "# TYPE strata_request_duration_seconds histogram" in text
+    name = "strata_request_duration_seconds"
+
+    def series(api):
+        buckets = []
+        for line in text.splitlines():
+            if line.startswith(f'{name}_bucket{{api="{api}",'):
+                le = line.split('le="')[1].split('"')[0]
+                buckets.append((le, int(line.split()[1])))
+        count = int(next(l.split()[1] for l in text.splitlines()
+                         if l.startswith(f'{name}_count{{api="{api}"}}')))
+        return buckets, count
+
+    for api in ("Produce", "Metadata", "ApiVersions"):
+        buckets, count = series(api)
+        assert buckets[-1] == ("+Inf", count), api
+        counts = [n for _, n in buckets]
+        assert counts == sorted(counts), (api, buckets)
+    assert series("Produce")[1] >= 5

@@ -1,6 +1,8 @@
-//! Broker counters, rendered by the HTTP edge in Prometheus text format.
+//! Broker counters and request-time histograms, rendered by the HTTP edge
+//! in Prometheus text format.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -20,6 +22,9 @@ pub struct Metrics {
     pub cold_reads: AtomicU64,
     /// Cold reads that went on from a kept cursor (see `cold::cursors`).
     pub cold_reads_continued: AtomicU64,
+    /// How long requests took, by request type (the Kafka edge records them
+    /// under the request's API key and names them when rendered).
+    pub request_times: RequestTimes,
 }
 
 impl Metrics {
@@ -34,5 +39,147 @@ impl Metrics {
     }
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the request-time buckets, in seconds: fine below a
+/// millisecond (where produce and fetch at the tail live), coarse up to a
+/// Fetch's longest wait.
+pub const TIME_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A histogram of durations with the [`TIME_BUCKETS`] bounds (plus one for
+/// everything longer), its sum and count. Recording is a few relaxed atomic
+/// adds, no lock.
+#[derive(Debug, Default)]
+pub struct TimeHistogram {
+    buckets: [AtomicU64; TIME_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+/// What a [`TimeHistogram`] held at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeSnapshot {
+    /// `(upper bound in seconds, durations at or below it)`, cumulative, in
+    /// [`TIME_BUCKETS`] order; the `+Inf` bucket is `count`.
+    pub cumulative: Vec<(f64, u64)>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl TimeHistogram {
+    pub fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = TIME_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(TIME_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            d.as_micros().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> TimeSnapshot {
+        let mut running = 0;
+        let cumulative = TIME_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&bound, n)| {
+                running += n.load(Ordering::Relaxed);
+                (bound, running)
+            })
+            .collect();
+        // Read after the buckets: concurrent records can only make the
+        // count larger than the buckets' total, never smaller (the `+Inf`
+        // bucket must not be below the last finite one).
+        let count = (running + self.buckets[TIME_BUCKETS.len()].load(Ordering::Relaxed))
+            .max(self.count.load(Ordering::Relaxed));
+        TimeSnapshot {
+            cumulative,
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count,
+        }
+    }
+}
+
+/// Request times by request type, indexed by a small non-negative code
+/// (the Kafka edge uses the API key); codes out of range are counted under
+/// the last slot.
+#[derive(Debug)]
+pub struct RequestTimes {
+    by_code: Vec<TimeHistogram>,
+}
+
+/// Request type codes kept apart (Kafka's API keys are below 100).
+const REQUEST_CODES: usize = 128;
+
+impl Default for RequestTimes {
+    fn default() -> Self {
+        Self {
+            by_code: (0..REQUEST_CODES)
+                .map(|_| TimeHistogram::default())
+                .collect(),
+        }
+    }
+}
+
+impl RequestTimes {
+    pub fn record(&self, code: i16, d: Duration) {
+        let i = usize::try_from(code).map_or(REQUEST_CODES - 1, |c| c.min(REQUEST_CODES - 1));
+        self.by_code[i].record(d);
+    }
+
+    /// The request types seen so far, with their histograms.
+    pub fn seen(&self) -> impl Iterator<Item = (i16, &TimeHistogram)> {
+        self.by_code
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.count() > 0)
+            .map(|(i, h)| (i as i16, h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_land_in_the_first_bucket_that_holds_them() {
+        let h = TimeHistogram::default();
+        for us in [50, 100, 101, 900, 12_000, 30_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let s = h.snapshot();
+        let at = |bound: f64| s.cumulative.iter().find(|(b, _)| *b == bound).unwrap().1;
+        assert_eq!(at(0.0001), 2, "50 and 100 µs (a bound is inclusive)");
+        assert_eq!(at(0.00025), 3);
+        assert_eq!(at(0.001), 4);
+        assert_eq!(at(0.01), 4);
+        assert_eq!(at(0.025), 5);
+        assert_eq!(at(10.0), 5, "30 s is above every finite bound");
+        assert_eq!(s.count, 6);
+        assert!((s.sum_seconds - 30.013151).abs() < 1e-9);
+    }
+
+    #[test]
+    fn request_types_are_kept_apart_and_out_of_range_codes_counted() {
+        let t = RequestTimes::default();
+        t.record(0, Duration::from_millis(1));
+        t.record(1, Duration::from_millis(2));
+        t.record(1, Duration::from_millis(3));
+        t.record(-5, Duration::from_millis(4));
+        t.record(i16::MAX, Duration::from_millis(5));
+        let seen: Vec<(i16, u64)> = t.seen().map(|(c, h)| (c, h.count())).collect();
+        assert_eq!(seen, vec![(0, 1), (1, 2), (127, 2)]);
     }
 }

@@ -13,7 +13,7 @@ use futures::FutureExt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -160,9 +160,17 @@ async fn connection(
                     Some(Ok(frame)) => {
                         ctx.broker.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
                         let size = frame.len();
+                        // Timed from here to its response being ready (not
+                        // written: that waits for the requests before it).
+                        let arrived = Instant::now();
+                        let api = frame.get(..2).map_or(-1, |b| i16::from_be_bytes([b[0], b[1]]));
                         match handlers::prepare(ctx.clone(), frame.freeze(), peer) {
                             Ok(fut) => {
-                                in_flight.push_back(fut.map(move |resp| (size, resp)));
+                                let ctx = ctx.clone();
+                                in_flight.push_back(fut.map(move |resp| {
+                                    ctx.broker.metrics.request_times.record(api, arrived.elapsed());
+                                    (size, resp)
+                                }));
                                 in_flight_bytes += size;
                             }
                             Err(e) => {

@@ -59,3 +59,12 @@ pub fn is_supported(api: ApiKey, version: i16) -> bool {
         .iter()
         .any(|&(k, lo, hi)| k == api && (lo..=hi).contains(&version))
 }
+
+/// The name of the request type with API key `code` (`Produce`, `Fetch`,
+/// ...), or `unknown_<code>`, for metrics labels.
+pub fn api_name(code: i16) -> String {
+    match ApiKey::try_from(code) {
+        Ok(k) => format!("{k:?}"),
+        Err(_) => format!("unknown_{code}"),
+    }
+}

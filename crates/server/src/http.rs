@@ -8,7 +8,7 @@ use axum::Router;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use strata_broker::metrics::Metrics;
+use strata_broker::metrics::{Metrics, RequestTimes};
 use strata_broker::partition::Partition;
 use strata_broker::Broker;
 
@@ -223,6 +223,7 @@ pub fn render(b: &Broker) -> String {
         "counter",
         g(&m.malformed_frames),
     );
+    request_times(&mut out, &m.request_times);
     let hosted = b.hosted_partitions();
     let mut gauge = |name: &str, help: &str, value: &dyn Fn(&Partition) -> i64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -250,4 +251,27 @@ pub fn render(b: &Broker) -> String {
         &|p| p.size_bytes() as i64,
     );
     out
+}
+
+/// `strata_request_duration_seconds{api=...}`, one histogram per request
+/// type seen.
+fn request_times(out: &mut String, times: &RequestTimes) {
+    let name = "strata_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from a request's arrival to its response being ready, by request type (a Fetch's includes its wait for data).\n# TYPE {name} histogram"
+    );
+    for (code, h) in times.seen() {
+        let api = strata_kafka::versions::api_name(code);
+        let s = h.snapshot();
+        for (bound, n) in &s.cumulative {
+            let _ = writeln!(out, "{name}_bucket{{api=\"{api}\",le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{api=\"{api}\",le=\"+Inf\"}} {count}\n{name}_sum{{api=\"{api}\"}} {sum}\n{name}_count{{api=\"{api}\"}} {count}",
+            count = s.count,
+            sum = s.sum_seconds
+        );
+    }
 }
