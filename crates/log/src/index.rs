@@ -159,6 +159,20 @@ impl Indexes {
         self.time_file.sync_data().at(&self.time_path)
     }
 
+    /// New handles on both index files (to sync them elsewhere).
+    pub fn try_clone_files(&self) -> Result<Vec<(File, PathBuf)>, LogError> {
+        Ok(vec![
+            (
+                self.offset_file.try_clone().at(&self.offset_path)?,
+                self.offset_path.clone(),
+            ),
+            (
+                self.time_file.try_clone().at(&self.time_path)?,
+                self.time_path.clone(),
+            ),
+        ])
+    }
+
     pub fn delete_files(&self) {
         for p in [&self.offset_path, &self.time_path] {
             if let Err(e) = std::fs::remove_file(p) {

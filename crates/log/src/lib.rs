@@ -12,10 +12,14 @@
 //! Invariants:
 //! - offsets are dense and strictly increasing across segments: each segment's
 //!   base offset equals the previous segment's next offset;
-//! - only the last (active) segment is ever written; a rolled segment is sealed
-//!   and fsync'd before the next one receives data;
-//! - on open, the active segment is truncated to its last batch whose length and
-//!   CRC check; nothing before that point is lost.
+//! - only the last (active) segment is ever written; a rolled segment is
+//!   sealed and fsync'd in the background, and at most one sealed segment's
+//!   fsync is pending at a time (`seal.rs`), so every segment but the last
+//!   two is durable;
+//! - on open, the last two segments are truncated to their last batch whose
+//!   length and CRC check (the others to their last whole batch); a segment
+//!   cut short that way takes every later segment with it, so offsets stay
+//!   dense. Nothing before the first bad batch is lost.
 
 mod behind;
 mod epochs;
@@ -23,6 +27,7 @@ mod error;
 mod index;
 mod log;
 mod readbuf;
+mod seal;
 mod segment;
 mod view;
 

@@ -2,6 +2,7 @@
 
 use crate::behind::WriteBehind;
 use crate::error::{IoContext, LogError};
+use crate::seal::{SealHook, Sealing};
 use crate::segment::Segment;
 use crate::view::LogRead;
 use bytes::Bytes;
@@ -89,6 +90,10 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     /// Given to each active segment in turn.
     behind: Option<WriteBehind>,
+    /// The fsync of the segment the last roll sealed, if one was started.
+    sealing: Option<Sealing>,
+    /// Runs on the seal thread before it syncs (tests).
+    seal_hook: Option<SealHook>,
 }
 
 impl PartitionLog {
@@ -106,9 +111,29 @@ impl PartitionLog {
         bases.sort_unstable();
         let mut segments = BTreeMap::new();
         let n = bases.len();
-        for (i, base) in bases.into_iter().enumerate() {
-            let seg = Segment::open(dir, base, now_ms, config.index_interval_bytes, i + 1 == n)?;
+        let mut bases = bases.into_iter().enumerate();
+        for (i, base) in bases.by_ref() {
+            // The last two: the active segment and the one whose seal may
+            // not have reached the disk (see `seal.rs`).
+            let seg = Segment::open(dir, base, now_ms, config.index_interval_bytes, i + 2 >= n)?;
+            let torn = seg.torn;
             segments.insert(base, seg);
+            if torn {
+                break;
+            }
+        }
+        // A segment cut short leaves a gap before the next: what followed
+        // it cannot be kept (offsets must stay dense).
+        for (_, base) in bases {
+            tracing::warn!(dir = %dir.display(), base_offset = base, "deleting segment after a torn one");
+            for ext in ["log", "index", "timeindex"] {
+                let p = dir.join(crate::segment::file_name(base, ext));
+                if let Err(e) = std::fs::remove_file(&p) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(e).at(&p);
+                    }
+                }
+            }
         }
         // Remove index files whose segment is gone (e.g. crash mid-deletion).
         if let Ok(rd) = std::fs::read_dir(dir) {
@@ -133,7 +158,20 @@ impl PartitionLog {
             config,
             segments,
             behind: None,
+            sealing: None,
+            seal_hook: None,
         })
+    }
+
+    /// Runs `hook` on the seal thread of every later roll before it syncs.
+    #[cfg(test)]
+    pub(crate) fn set_seal_hook(&mut self, hook: SealHook) {
+        self.seal_hook = Some(hook);
+    }
+
+    /// Whether the segment the last roll sealed is still being synced.
+    pub fn seal_pending(&self) -> bool {
+        self.sealing.as_ref().is_some_and(|s| !s.is_done())
     }
 
     /// Reports this log's appends from now on to `behind`, which keeps only
@@ -336,17 +374,23 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Seals the active segment (fsync) and starts a new one at the log end.
+    /// Seals the active segment and starts a new one at the log end. The
+    /// sealed segment is fsync'd on a thread of its own (see `seal.rs`);
+    /// this waits only for the previous roll's fsync, if still running.
     pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let next = self.next_offset();
         if self.active().size == 0 {
             return Ok(());
         }
-        self.active().sync()?;
-        self.active_mut().report_tail();
+        if let Some(prev) = self.sealing.take() {
+            prev.wait()?;
+        }
+        let files = self.active().seal_files()?;
         let seg = Segment::create(&self.dir, next, now_ms, self.config.index_interval_bytes)?;
+        self.active_mut().report_tail();
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled segment");
         self.push_active(next, seg);
+        self.sealing = Some(Sealing::start(files, self.seal_hook.clone()));
         Ok(())
     }
 
@@ -431,8 +475,12 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// fsyncs the active segment and its indexes.
+    /// fsyncs the active segment and its indexes, after the segment sealed
+    /// last, if its fsync is still running.
     pub fn flush(&self) -> Result<(), LogError> {
+        if let Some(s) = &self.sealing {
+            s.wait()?;
+        }
         self.active().sync()
     }
 
@@ -442,6 +490,7 @@ impl PartitionLog {
         Ok(FlushHandle {
             file: self.active().try_clone_file()?,
             path: self.active().path().to_path_buf(),
+            sealing: self.sealing.clone(),
         })
     }
 
@@ -550,10 +599,16 @@ impl PartitionLog {
 pub struct FlushHandle {
     file: File,
     path: PathBuf,
+    /// The seal pending when the handle was taken: records acknowledged
+    /// after this sync may be in that segment, so it must be durable too.
+    sealing: Option<Sealing>,
 }
 
 impl FlushHandle {
     pub fn sync(&self) -> Result<(), LogError> {
+        if let Some(s) = &self.sealing {
+            s.wait()?;
+        }
         self.file.sync_data().at(&self.path)
     }
 }

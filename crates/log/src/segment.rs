@@ -37,6 +37,8 @@ pub(crate) struct Segment {
     /// Bytes already reported to `behind`; always a multiple of
     /// [`CHUNK_BYTES`] until the segment is sealed.
     reported: u64,
+    /// Set by [`Segment::open`] when it cut off a torn or corrupt tail.
+    pub torn: bool,
 }
 
 pub(crate) fn file_name(base: i64, ext: &str) -> String {
@@ -78,13 +80,16 @@ impl Segment {
             index_interval,
             behind: None,
             reported: 0,
+            torn: false,
         })
     }
 
-    /// Opens an existing segment. The active segment (`recover = true`) is
-    /// fully verified and truncated to its last valid batch, with indexes
-    /// rebuilt; a sealed one trusts its indexes and scans only past the last
-    /// index entry.
+    /// Opens an existing segment. With `recover` (the last two segments of
+    /// a log: the active one and the one whose seal may not have reached the
+    /// disk) it is fully verified and truncated to its last valid batch, with
+    /// indexes rebuilt; otherwise it trusts its indexes and scans only past
+    /// the last index entry. Either way a tail that is not whole batches is
+    /// cut off, and `torn` says so.
     pub fn open(
         dir: &Path,
         base: i64,
@@ -125,6 +130,7 @@ impl Segment {
             index_interval,
             behind: None,
             reported: 0,
+            torn: false,
         };
         let rebuild = seg.idx.offsets.is_empty();
         let start = u64::from(seg.idx.floor_position(u32::MAX));
@@ -161,6 +167,7 @@ impl Segment {
             );
             seg.file.set_len(valid_end).at(&log)?;
             seg.file.sync_all().at(&log)?;
+            seg.torn = true;
         }
         seg.size = valid_end;
         Ok(seg)
@@ -315,6 +322,14 @@ impl Segment {
     pub fn sync(&self) -> Result<(), LogError> {
         self.file.sync_data().at(&self.path)?;
         self.idx.sync()
+    }
+
+    /// New handles on the segment's files, to fsync them away from the log
+    /// once it is sealed.
+    pub fn seal_files(&self) -> Result<crate::seal::SealFiles, LogError> {
+        let mut files = vec![(self.try_clone_file()?, self.path.to_path_buf())];
+        files.extend(self.idx.try_clone_files()?);
+        Ok(crate::seal::SealFiles { files })
     }
 
     pub fn info(&self, active: bool) -> crate::SegmentInfo {

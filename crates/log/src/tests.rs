@@ -170,6 +170,117 @@ fn recovery_truncates_corrupt_tail() {
     assert!(std::fs::metadata(&f).unwrap().len() < n as u64);
 }
 
+/// A crash can leave the segment sealed last not yet fsync'd (its seal
+/// runs in the background): a corrupt batch in it is found on open (it is
+/// verified like the active one), it is cut there, and the active segment
+/// after it goes too, so offsets stay dense.
+#[test]
+fn recovery_verifies_the_segment_sealed_last_and_drops_what_follows_a_cut() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+        for i in 0..3 {
+            append(&mut log, 2, i, 0); // offsets 0..=5 in the first segment
+        }
+        log.roll(0).unwrap();
+        append(&mut log, 2, 3, 0); // 6..=7, in the second, sealed by the next roll
+        append(&mut log, 2, 4, 0); // 8..=9
+        log.roll(0).unwrap();
+        append(&mut log, 2, 5, 0); // 10..=11 in the active segment
+        log.flush().unwrap();
+    }
+    assert_eq!(seg_files(d.path()).len(), 3);
+    // Flip a value byte of the second segment's last batch: its length
+    // still adds up, only its CRC says it is bad.
+    let f = d.path().join(format!("{:020}.log", 6));
+    let mut bytes = std::fs::read(&f).unwrap();
+    let last = BatchIter::new(&bytes).nth(1).unwrap().0;
+    bytes[last + 70] ^= 0x5a;
+    std::fs::write(&f, &bytes).unwrap();
+    let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    assert_eq!(log.next_offset(), 8, "cut before the corrupt batch");
+    assert_eq!(
+        seg_files(d.path()),
+        vec![format!("{:020}.log", 0), format!("{:020}.log", 6)],
+        "the segment after the cut is gone"
+    );
+    assert_eq!(append(&mut log, 1, 6, 0), (8, 8));
+    let offsets: Vec<i64> = headers(&log.read(0, 1 << 20, i64::MAX).unwrap().data)
+        .iter()
+        .map(|h| h.base_offset)
+        .collect();
+    assert_eq!(offsets, vec![0, 2, 4]);
+    let rest: Vec<i64> = headers(&log.read(6, 1 << 20, i64::MAX).unwrap().data)
+        .iter()
+        .map(|h| h.base_offset)
+        .collect();
+    assert_eq!(rest, vec![6, 8]);
+}
+
+/// A roll does not wait for the fsync of the segment it seals; the next
+/// roll does (at most one seal pending), and so does a flush (what it
+/// acknowledges may lie in the sealed segment).
+#[test]
+fn rolls_seal_in_the_background_and_flushes_wait_for_the_seal() {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let entered_tx = Mutex::new(entered_tx);
+    let release_rx = Mutex::new(release_rx);
+    log.set_seal_hook(Arc::new(move || {
+        let _ = entered_tx.lock().unwrap().send(());
+        let _ = release_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30));
+    }));
+    append(&mut log, 2, 0, 0);
+    log.roll(0).unwrap(); // returns with its seal held
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("seal started");
+    assert!(log.seal_pending());
+    append(&mut log, 2, 1, 0); // appends go on meanwhile
+    let handle = log.flush_handle().unwrap();
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(handle.sync());
+    });
+    assert!(
+        done.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a flush must not finish before the pending seal"
+    );
+    release.send(()).unwrap();
+    done.recv_timeout(Duration::from_secs(10))
+        .expect("flush finished once the seal did")
+        .unwrap();
+    assert!(!log.seal_pending());
+    // The next roll's seal is held again; the roll after it waits for it.
+    log.roll(0).unwrap();
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("second seal started");
+    append(&mut log, 1, 2, 0);
+    let log = std::thread::spawn(move || {
+        log.roll(0).unwrap();
+        log
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!log.is_finished(), "a roll waits for the previous seal");
+    release.send(()).unwrap();
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("third seal started");
+    release.send(()).unwrap();
+    let log = log.join().unwrap();
+    assert_eq!(log.next_offset(), 5);
+    assert_eq!(seg_files(d.path()).len(), 4);
+}
+
 #[test]
 fn corrupt_index_files_are_rebuilt() {
     let d = tempfile::tempdir().unwrap();
