@@ -157,17 +157,19 @@ settle
 # inside it: produce requests over 10 ms, and fetches over 25 ms (a fetch
 # waits up to 10 ms for data, which comes every millisecond here).
 broker_slow() { [ -n "${HTTP:-}" ] && echo "$(slow_requests "$HTTP" Produce 0.01) $(slow_requests "$HTTP" Fetch 0.025)"; }
+slow_since() {  # slow_since SNAPSHOT: the broker's slow requests since broker_slow said SNAPSHOT
+  [ -n "$1" ] || return 0
+  local p0 f0 p1 f1
+  read -r p0 f0 <<<"$1"
+  read -r p1 f1 <<<"$(broker_slow)"
+  echo "; in the broker: $((p1 - p0)) produce requests over 10 ms, $((f1 - f0)) fetches over 25 ms"
+}
 slow0=$(broker_slow || true)
 stall_probe "$E2E_S" >"$WORK/stall.txt" &
 probe=$!
 r=$("$S" bench e2e --bootstrap "$B" --topic e2e --partitions 1 --rate 1000 --seconds "$E2E_S" --json)
 wait "$probe" || true
-inside=""
-if [ -n "$slow0" ]; then
-  read -r p0 f0 <<<"$slow0"
-  read -r p1 f1 <<<"$(broker_slow)"
-  inside="; in the broker: $((p1 - p0)) produce requests over 10 ms, $((f1 - f0)) fetches over 25 ms"
-fi
+inside=$(slow_since "$slow0")
 row "end-to-end at 1000 msg/s, 1 partition" "$(echo "$r" | json '"p50 %.2f / p99 %.2f / p99.9 %.2f / max %.2f ms" % tuple(d["latency_ms"][k] for k in ("p50","p99","p999","max"))'); a 1 ms sleep woke up to $(cat "$WORK/stall.txt") ms late meanwhile$inside" "p99 ≤ 1.5 ms, max ≤ 10 ms"
 
 if [ "${LIBRDKAFKA:-1}" = 1 ]; then
@@ -214,20 +216,25 @@ print('%.2f %s (%.2f-%.2f, %d runs)' % (statistics.median(v), u, v[0], v[-1], le
   # End to end with two C clients in separate processes (no interpreter in
   # the path): the consumer writes each record's latency in microseconds.
   lat_n=$((1000 * E2E_S))
+  slow0=$(broker_slow || true)
   timeout $((E2E_S + 60)) "$RP" -C -t rklat -p 0 -b "$B" -l -o end -X fetch.wait.max.ms=10 \
     -X fetch.min.bytes=1 -c "$lat_n" -A "$WORK/lat.txt" >"$WORK/lat-consumer.log" 2>&1 &
   lat_pid=$!
   sleep 2
+  stall_probe "$E2E_S" >"$WORK/stall.txt" &
+  probe=$!
   timeout $((E2E_S + 60)) "$RP" -P -t rklat -p 0 -b "$B" -l -r 1000 -s 100 -c "$lat_n" \
     -X linger.ms=0 -a 1 >"$WORK/lat-producer.log" 2>&1 || true
   wait "$lat_pid" || true
+  wait "$probe" || true
+  inside=$(slow_since "$slow0")
   row "librdkafka end-to-end at 1000 msg/s, linger.ms=0, fetch.wait.max.ms=10" "$(python3 -c "
 import sys
 v = sorted(int(x) for x in open(sys.argv[1]) if x.strip())
 n = len(v)
 p = lambda q: v[min(n - 1, int(q * n))] / 1000
 print('p50 %.2f / p99 %.2f / p99.9 %.2f / max %.2f ms (%d records)' % (p(.5), p(.99), p(.999), v[-1] / 1000, n))
-" "$WORK/lat.txt")" "p99 ≤ 1.5 ms, max ≤ 10 ms"
+" "$WORK/lat.txt"); a 1 ms sleep woke up to $(cat "$WORK/stall.txt") ms late meanwhile$inside" "p99 ≤ 1.5 ms, max ≤ 10 ms"
 fi
 
 if [ -n "$BROKER_PID" ]; then
