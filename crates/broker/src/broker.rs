@@ -658,13 +658,25 @@ impl Broker {
                 if leads {
                     self.enforce_cold_retention(p, now).await;
                 }
-                match p.housekeeping(now, |seg| self.may_delete_local(p, seg)) {
-                    Ok(0) => {}
-                    Ok(n) => {
+                // Rolls, deletions (unlinking whole segments) and the
+                // producer-state snapshot (an fsync) wait on the disk: not
+                // on an async worker.
+                let rule = self.local_deletion_rule(p);
+                let part = p.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    part.housekeeping(now, |seg| rule.allows(&part, seg, now))
+                })
+                .await;
+                match done {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
                         tracing::info!(partition = %p.name(), segments = n, "retention deleted segments")
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::error!(partition = %p.name(), error = %e, "housekeeping failed")
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = %p.name(), error = %e, "housekeeping task failed")
                     }
                 }
             }

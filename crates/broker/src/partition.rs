@@ -52,6 +52,10 @@ pub struct Partition {
     replicas: Mutex<ReplicaSet>,
     /// Offset of the newest producer-state snapshot on disk (-1: none).
     snapshot_at: AtomicI64,
+    /// The thread the last housekeeping ran on (tests check it is not an
+    /// async worker).
+    #[cfg(test)]
+    pub(crate) housekeeping_thread: Mutex<Option<std::thread::ThreadId>>,
 }
 
 /// The log, the producer state, the transactions and the epoch history,
@@ -217,6 +221,8 @@ impl Partition {
             appended: Notify::new(),
             replicas: Mutex::new(ReplicaSet::solo(-1)),
             snapshot_at: AtomicI64::new(snapshot_at),
+            #[cfg(test)]
+            housekeeping_thread: Mutex::new(None),
         })
     }
 
@@ -750,6 +756,13 @@ impl Partition {
         now_ms: i64,
         may_delete: impl Fn(&SegmentInfo) -> bool,
     ) -> Result<usize, BrokerError> {
+        #[cfg(test)]
+        {
+            *self
+                .housekeeping_thread
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
+        }
         let mut st = self.state();
         st.log.roll_if_due(now_ms)?;
         let n = st.log.enforce_retention_where(now_ms, may_delete)?;

@@ -200,6 +200,29 @@ async fn list_offsets_by_timestamp_and_retention() {
     assert!(start > 0, "retention must have removed old segments");
 }
 
+/// Rolls, retention deletions and producer-state snapshots wait on the
+/// disk: the broker runs a partition's housekeeping on the blocking pool,
+/// never on the async worker (here the test's own thread).
+#[tokio::test(flavor = "current_thread")]
+async fn housekeeping_runs_off_the_async_worker() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(10_000);
+    let b = broker(d.path(), clock.clone()).await;
+    b.create_topic(topic("t", 1, &[("segment.bytes", "1024")]), false)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        b.produce("t", 0, &batch(20, 10_000 + i), Acks::Leader)
+            .await
+            .unwrap();
+    }
+    b.housekeeping(true).await;
+    let p = b.hosted_partitions().pop().unwrap();
+    let ran_on = *p.housekeeping_thread.lock().unwrap();
+    assert!(ran_on.is_some(), "housekeeping ran");
+    assert_ne!(ran_on, Some(std::thread::current().id()));
+}
+
 #[tokio::test]
 async fn alter_configs_persist_and_apply() {
     let d = tempfile::tempdir().unwrap();

@@ -15,19 +15,20 @@ use strata_log::SegmentInfo;
 use strata_meta::{Compare, Op, Txn};
 
 impl Broker {
-    /// Whether a sealed local segment may be deleted: always without a cold
-    /// tier; with one, once the manifest covers its last offset, or when
+    /// Which of `p`'s sealed local segments may be deleted, decided from
+    /// what the broker knows now (so the rule can run off the async
+    /// workers, under the partition's lock): always without a cold tier;
+    /// with one, once the manifest covers a segment's last offset, or when
     /// whole-log retention has expired it anyway.
-    pub(crate) fn may_delete_local(&self, p: &Partition, seg: &SegmentInfo) -> bool {
-        if self.cold.is_none() || expired(p, seg, self.clock.now_ms()) {
-            return true;
+    pub(crate) fn local_deletion_rule(&self, p: &Partition) -> LocalDeletion {
+        LocalDeletion {
+            cold: self.cold.is_some(),
+            covered: self
+                .view()
+                .segments
+                .get(&(p.topic.clone(), p.index))
+                .and_then(|m| m.values().next_back().map(|e| e.last_offset)),
         }
-        let covered = self
-            .view()
-            .segments
-            .get(&(p.topic.clone(), p.index))
-            .and_then(|m| m.values().next_back().map(|e| e.last_offset));
-        covered.is_some_and(|c| c >= seg.next_offset - 1)
     }
 
     /// One offload round: for every partition this broker leads, its sealed
@@ -304,6 +305,22 @@ pub(crate) async fn upload_file(
 }
 
 /// Whether whole-log `retention.ms` has expired every record of `seg`.
+/// See [`Broker::local_deletion_rule`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalDeletion {
+    cold: bool,
+    /// The last offset the manifest covers, if any.
+    covered: Option<i64>,
+}
+
+impl LocalDeletion {
+    pub(crate) fn allows(&self, p: &Partition, seg: &SegmentInfo, now_ms: i64) -> bool {
+        !self.cold
+            || expired(p, seg, now_ms)
+            || self.covered.is_some_and(|c| c >= seg.next_offset - 1)
+    }
+}
+
 fn expired(p: &Partition, seg: &SegmentInfo, now_ms: i64) -> bool {
     let (retention_ms, _) = p.config().whole_log_retention();
     retention_ms >= 0 && seg.max_timestamp >= 0 && now_ms - seg.max_timestamp > retention_ms
