@@ -115,8 +115,14 @@ impl PartitionLog {
         for (i, base) in bases.by_ref() {
             // The last two: the active segment and the one whose seal may
             // not have reached the disk (see `seal.rs`).
-            let seg = Segment::open(dir, base, now_ms, config.index_interval_bytes, i + 2 >= n)?;
+            let recover = i + 2 >= n;
+            let mut seg = Segment::open(dir, base, now_ms, config.index_interval_bytes, recover)?;
             let torn = seg.torn;
+            if torn && !recover {
+                // It becomes the active segment: verify it whole, as one.
+                drop(seg);
+                seg = Segment::open(dir, base, now_ms, config.index_interval_bytes, true)?;
+            }
             segments.insert(base, seg);
             if torn {
                 break;

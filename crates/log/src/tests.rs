@@ -217,6 +217,36 @@ fn recovery_verifies_the_segment_sealed_last_and_drops_what_follows_a_cut() {
     assert_eq!(rest, vec![6, 8]);
 }
 
+/// An older segment found torn on open (not one of the last two, so not
+/// verified batch by batch at first) becomes the active segment: it is
+/// then verified whole, so a corrupt batch before the tear is cut too.
+#[test]
+fn an_older_segment_found_torn_is_verified_whole() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let mut log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+        for i in 0..3 {
+            append(&mut log, 2, i, 0); // offsets 0..=5 in the first segment
+        }
+        for base in [6, 8] {
+            log.roll(0).unwrap();
+            append(&mut log, 2, base, 0);
+        }
+        log.flush().unwrap();
+    }
+    assert_eq!(seg_files(d.path()).len(), 3);
+    let f = d.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&f).unwrap();
+    let second = BatchIter::new(&bytes).nth(1).unwrap().0;
+    let third = BatchIter::new(&bytes).nth(2).unwrap().0;
+    bytes[second + 70] ^= 0x5a; // a bad CRC, lengths intact
+    bytes.truncate(third + 20); // and a torn third batch
+    std::fs::write(&f, &bytes).unwrap();
+    let log = PartitionLog::open(d.path(), cfg(), 0).unwrap();
+    assert_eq!(log.next_offset(), 2, "only the first batch survives");
+    assert_eq!(seg_files(d.path()), vec![format!("{:020}.log", 0)]);
+}
+
 /// A roll does not wait for the fsync of the segment it seals; the next
 /// roll does (at most one seal pending), and so does a flush (what it
 /// acknowledges may lie in the sealed segment).
