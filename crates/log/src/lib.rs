@@ -17,9 +17,10 @@
 //!   fsync is pending at a time (`seal.rs`), so every segment but the last
 //!   two is durable;
 //! - on open, the last two segments are truncated to their last batch whose
-//!   length and CRC check (the others to their last whole batch); a segment
-//!   cut short that way takes every later segment with it, so offsets stay
-//!   dense. Nothing before the first bad batch is lost.
+//!   length and CRC check (the others to their last whole batch, and then,
+//!   if cut, verified whole like the last); a segment cut short that way
+//!   takes every later segment with it, so offsets stay dense. Nothing
+//!   before the first bad batch is lost.
 
 mod behind;
 mod epochs;
