@@ -129,19 +129,15 @@ impl PartitionLog {
             }
         }
         // A segment cut short leaves a gap before the next: what followed
-        // it cannot be kept (offsets must stay dense).
+        // it cannot be kept (offsets must stay dense). Its index files go
+        // with the orphans below.
         for (_, base) in bases {
             tracing::warn!(dir = %dir.display(), base_offset = base, "deleting segment after a torn one");
-            for ext in ["log", "index", "timeindex"] {
-                let p = dir.join(crate::segment::file_name(base, ext));
-                if let Err(e) = std::fs::remove_file(&p) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(e).at(&p);
-                    }
-                }
-            }
+            let p = dir.join(crate::segment::file_name(base, "log"));
+            std::fs::remove_file(&p).at(&p)?;
         }
-        // Remove index files whose segment is gone (e.g. crash mid-deletion).
+        // Remove index files whose segment is gone (e.g. crash mid-deletion,
+        // or dropped above).
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.filter_map(|e| e.ok()) {
                 let name = e.file_name().to_string_lossy().to_string();
@@ -176,7 +172,8 @@ impl PartitionLog {
     }
 
     /// Whether the segment the last roll sealed is still being synced.
-    pub fn seal_pending(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn seal_pending(&self) -> bool {
         self.sealing.as_ref().is_some_and(|s| !s.is_done())
     }
 

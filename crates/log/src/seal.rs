@@ -135,6 +135,7 @@ impl Sealing {
     }
 
     /// Whether the seal has finished (successfully or not).
+    #[cfg(test)]
     pub(crate) fn is_done(&self) -> bool {
         lock(&self.0.done).is_some()
     }

@@ -204,6 +204,14 @@ fn recovery_verifies_the_segment_sealed_last_and_drops_what_follows_a_cut() {
         vec![format!("{:020}.log", 0), format!("{:020}.log", 6)],
         "the segment after the cut is gone"
     );
+    let indexes_of_10 = std::fs::read_dir(d.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name().into_string().unwrap();
+            name.starts_with(&format!("{:020}.", 10))
+        })
+        .count();
+    assert_eq!(indexes_of_10, 0, "and its index files with it");
     assert_eq!(append(&mut log, 1, 6, 0), (8, 8));
     let offsets: Vec<i64> = headers(&log.read(0, 1 << 20, i64::MAX).unwrap().data)
         .iter()
