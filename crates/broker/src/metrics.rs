@@ -51,13 +51,12 @@ pub const TIME_BUCKETS: [f64; 16] = [
 ];
 
 /// A histogram of durations with the [`TIME_BUCKETS`] bounds (plus one for
-/// everything longer), its sum and count. Recording is a few relaxed atomic
-/// adds, no lock.
+/// everything longer) and their sum; the count is the buckets' total.
+/// Recording is two relaxed atomic adds, no lock.
 #[derive(Debug, Default)]
 pub struct TimeHistogram {
     buckets: [AtomicU64; TIME_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
-    count: AtomicU64,
 }
 
 /// What a [`TimeHistogram`] held at one moment.
@@ -82,11 +81,10 @@ impl TimeHistogram {
             d.as_micros().min(u64::MAX as u128) as u64,
             Ordering::Relaxed,
         );
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.buckets.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
     pub fn snapshot(&self) -> TimeSnapshot {
@@ -99,11 +97,9 @@ impl TimeHistogram {
                 (bound, running)
             })
             .collect();
-        // Read after the buckets: concurrent records can only make the
-        // count larger than the buckets' total, never smaller (the `+Inf`
-        // bucket must not be below the last finite one).
-        let count = (running + self.buckets[TIME_BUCKETS.len()].load(Ordering::Relaxed))
-            .max(self.count.load(Ordering::Relaxed));
+        // From the same loads as the finite buckets, so `+Inf` is never
+        // below the last of them.
+        let count = running + self.buckets[TIME_BUCKETS.len()].load(Ordering::Relaxed);
         TimeSnapshot {
             cumulative,
             sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,

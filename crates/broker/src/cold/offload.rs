@@ -304,7 +304,6 @@ pub(crate) async fn upload_file(
     Ok((size, None))
 }
 
-/// Whether whole-log `retention.ms` has expired every record of `seg`.
 /// See [`Broker::local_deletion_rule`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LocalDeletion {
@@ -321,6 +320,7 @@ impl LocalDeletion {
     }
 }
 
+/// Whether whole-log `retention.ms` has expired every record of `seg`.
 fn expired(p: &Partition, seg: &SegmentInfo, now_ms: i64) -> bool {
     let (retention_ms, _) = p.config().whole_log_retention();
     retention_ms >= 0 && seg.max_timestamp >= 0 && now_ms - seg.max_timestamp > retention_ms
