@@ -163,9 +163,8 @@ async fn connection(
                         // Timed from here to its response being ready (not
                         // written: that waits for the requests before it).
                         let arrived = Instant::now();
-                        let api = frame.get(..2).map_or(-1, |b| i16::from_be_bytes([b[0], b[1]]));
                         match handlers::prepare(ctx.clone(), frame.freeze(), peer) {
-                            Ok(fut) => {
+                            Ok((api, fut)) => {
                                 let ctx = ctx.clone();
                                 in_flight.push_back(fut.map(move |resp| {
                                     ctx.broker.metrics.request_times.record(api, arrived.elapsed());

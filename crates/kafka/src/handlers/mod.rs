@@ -46,9 +46,14 @@ pub(crate) fn str(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// Parses the request header and body; the returned future handles it.
-/// `Err` means the frame is malformed and the connection should close.
-pub fn prepare(ctx: Arc<Ctx>, frame: Bytes, peer: SocketAddr) -> Result<ResponseFuture, String> {
+/// Parses the request header and body; returns the request's API key (as
+/// sent, known or not) and the future that handles it. `Err` means the
+/// frame is malformed and the connection should close.
+pub fn prepare(
+    ctx: Arc<Ctx>,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<(i16, ResponseFuture), String> {
     if frame.len() < 8 {
         return Err(format!(
             "request of {} bytes is shorter than a request header",
@@ -56,6 +61,16 @@ pub fn prepare(ctx: Arc<Ctx>, frame: Bytes, peer: SocketAddr) -> Result<Response
         ));
     }
     let api = i16::from_be_bytes([frame[0], frame[1]]);
+    Ok((api, handle(ctx, api, frame, peer)?))
+}
+
+/// [`prepare`] past the API key.
+fn handle(
+    ctx: Arc<Ctx>,
+    api: i16,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<ResponseFuture, String> {
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(key) = ApiKey::try_from(api) else {
