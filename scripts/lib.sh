@@ -95,13 +95,12 @@ metric() {
 # Fetch, ...) the broker whose HTTP listener is HTTP took longer than
 # SECONDS (a bucket bound of strata_request_duration_seconds) to answer.
 slow_requests() {
-  python3 -c '
-import sys, urllib.request
-text = urllib.request.urlopen(sys.argv[1]).read().decode()
-name, api, le = "strata_request_duration_seconds", sys.argv[2], sys.argv[3]
-val = lambda prefix: next((int(l.split()[1]) for l in text.splitlines() if l.startswith(prefix)), 0)
-print(val(name + "_count{api=\"%s\"}" % api) - val(name + "_bucket{api=\"%s\",le=\"%s\"}" % (api, le)))
-' "http://$1/metrics" "$2" "$3"
+  local name=strata_request_duration_seconds all within
+  all=$(metric "$1" "${name}_count{api=\"$2\"}")
+  within=$(metric "$1" "${name}_bucket{api=\"$2\",le=\"$3\"}")
+  # No such request yet: the broker renders no histogram for it.
+  [ "$all" = "?" ] && { echo 0; return; }
+  echo $((all - within))
 }
 
 # wait_offloaded HTTP: waits (up to 300 s) until the broker whose HTTP

@@ -238,7 +238,7 @@ impl LocalStore {
                 let Some(inner) = weak.upgrade() else { return };
                 let store = LocalStore { inner };
                 // Looking is cheap and in memory; deleting keys is a write.
-                if !store.lock().any_expired(Instant::now()) {
+                if store.lock().expired(Instant::now()).next().is_none() {
                     continue;
                 }
                 let result = store
@@ -416,12 +416,7 @@ impl Shared {
     /// Ends the leases past their deadline and deletes their keys.
     fn expire_leases(&self, now: Instant) -> Result<(), MetaError> {
         self.write(|inner| {
-            let expired: Vec<LeaseId> = inner
-                .leases
-                .iter()
-                .filter(|(_, l)| l.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
+            let expired: Vec<LeaseId> = inner.expired(now).collect();
             for id in &expired {
                 inner.leases.remove(id);
                 tracing::debug!(lease = id, "lease expired");
@@ -459,8 +454,12 @@ impl Inner {
             .collect()
     }
 
-    fn any_expired(&self, now: Instant) -> bool {
-        self.leases.values().any(|l| l.deadline <= now)
+    /// The leases past their deadline at `now`.
+    fn expired(&self, now: Instant) -> impl Iterator<Item = LeaseId> + '_ {
+        self.leases
+            .iter()
+            .filter(move |(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
     }
 }
 
