@@ -50,8 +50,8 @@ pub struct Partition {
     /// produce acknowledgements re-check.
     appended: Notify,
     replicas: Mutex<ReplicaSet>,
-    /// Offset of the newest producer-state snapshot on disk (-1: none).
-    snapshot_at: AtomicI64,
+    /// The producer-state snapshots on disk.
+    pub(crate) snapshots: snapshot::SnapshotFiles,
     /// The thread the last housekeeping ran on (tests check it is not an
     /// async worker).
     #[cfg(test)]
@@ -202,7 +202,7 @@ impl Partition {
             epochs: EpochHistory::default(),
         };
         st.rebuild()?;
-        let snapshot_at = snapshot::newest_offset(st.log.dir()).unwrap_or(-1);
+        let snapshots = snapshot::SnapshotFiles::open(st.log.dir());
         Ok(Self {
             topic,
             index,
@@ -220,7 +220,7 @@ impl Partition {
             data_arrived: Notify::new(),
             appended: Notify::new(),
             replicas: Mutex::new(ReplicaSet::solo(-1)),
-            snapshot_at: AtomicI64::new(snapshot_at),
+            snapshots,
             #[cfg(test)]
             housekeeping_thread: Mutex::new(None),
         })
@@ -666,19 +666,17 @@ impl Partition {
         let end = st.log.next_offset();
         let behind = end < start.log_start_offset || start.truncate_to < st.log.log_start_offset();
         if behind {
-            snapshot::remove_above(st.log.dir(), None);
+            let _files = self.snapshots.truncating(st.log.dir(), None);
             st.log.reset_to(start.log_start_offset, now_ms)?;
             st.rebuild()?;
         } else if start.truncate_to < end {
             // Snapshots at or below the truncation point stay valid.
-            snapshot::remove_above(st.log.dir(), Some(start.truncate_to));
+            let _files = self
+                .snapshots
+                .truncating(st.log.dir(), Some(start.truncate_to));
             st.log.truncate_to(start.truncate_to, now_ms)?;
             st.rebuild()?;
         }
-        self.snapshot_at.store(
-            snapshot::newest_offset(st.log.dir()).unwrap_or(-1),
-            Ordering::Release,
-        );
         let end = st.log.next_offset();
         self.log_end.store(end, Ordering::Release);
         self.log_start_offset
@@ -770,18 +768,23 @@ impl Partition {
         st.txns.prune_below(start);
         self.log_start_offset.store(start, Ordering::Release);
         // A segment rolled since the last snapshot: take one at the log end,
-        // so a reopen replays at most about a segment. Written under the
-        // lock (once per roll) so a truncation cannot slip in between.
+        // so a reopen replays at most about a segment. Taken under the
+        // lock, written (and fsync'd) after it: a produce does not wait
+        // for the disk, and `SnapshotFiles` drops it if a truncation comes
+        // between.
         let active_base = st.log.segments().last().map_or(0, |s| s.base_offset);
         let end = st.log.next_offset();
-        let last = self.snapshot_at.load(Ordering::Acquire);
-        if active_base > last.max(0) && end > last {
+        let last = self.snapshots.newest();
+        let snap = (active_base > last.max(0) && end > last).then(|| {
             let snap = snapshot::Snapshot::new(end, &st.producers, &st.txns, &st.epochs);
-            match snapshot::write(st.log.dir(), &snap) {
-                Ok(()) => self.snapshot_at.store(end, Ordering::Release),
-                Err(e) => {
-                    tracing::warn!(partition = %self.name(), error = %e, "cannot write a producer-state snapshot")
-                }
+            (snap, self.snapshots.taken(), st.log.dir().to_path_buf())
+        });
+        drop(st);
+        if let Some((snap, taken, dir)) = snap {
+            #[cfg(test)]
+            self.snapshots.at("taken");
+            if let Err(e) = self.snapshots.write(&dir, &snap, taken) {
+                tracing::warn!(partition = %self.name(), error = %e, "cannot write a producer-state snapshot");
             }
         }
         Ok(n)
@@ -803,6 +806,8 @@ impl Partition {
     /// Removes the partition's directory (topic deletion, replica moved away).
     pub fn delete_files(&self) -> Result<(), BrokerError> {
         let dir = self.state().log.dir().to_path_buf();
+        // No snapshot written into the directory as it goes.
+        let _files = self.snapshots.removing();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -813,3 +818,6 @@ impl Partition {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
