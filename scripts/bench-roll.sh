@@ -10,6 +10,9 @@
 #   scripts/bench-roll.sh                          A and B: this tree's release build
 #   SA=/tmp/strata-old SB=target/release/strata scripts/bench-roll.sh
 #   ROUNDS=2 N=1500000 SEGMENT=268435456            rounds, records, segment.bytes
+#   SETTINGS="--set retention_check_interval_ms=500"  more broker settings (here:
+#                                                  housekeeping, and the producer-state
+#                                                  snapshot after each roll, every 0.5 s)
 #
 # Not a CI step (docs/benchmarks.md, session 15, and decision 0009 have
 # figures taken with it).
@@ -20,7 +23,8 @@ source scripts/lib.sh
 ROUNDS=${ROUNDS:-2} N=${N:-1500000} SEGMENT=${SEGMENT:-268435456}
 # The matrix's page-cache budget: most of a segment is still dirty when it
 # rolls, as on any broker that caches more than a segment.
-ab_brokers roll-ab --set log_cache_bytes=2147483648
+# shellcheck disable=SC2086 # SETTINGS is a list of flags
+ab_brokers roll-ab --set log_cache_bytes=2147483648 ${SETTINGS:-}
 
 one() {  # one A|B ROUND
   local bin b http slow0 e2e
