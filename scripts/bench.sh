@@ -168,13 +168,16 @@ settle
 # The broker's own request times say whether a late record was late
 # inside it: produce requests over 10 ms, and fetches over 25 ms (a fetch
 # waits up to 10 ms for data, which comes every millisecond here).
-broker_slow() { [ -n "${HTTP:-}" ] && echo "$(slow_requests "$HTTP" Produce 0.01) $(slow_requests "$HTTP" Fetch 0.025)"; }
+broker_slow() {
+  [ -n "${HTTP:-}" ] &&
+    echo "$(slow_requests "$HTTP" Produce 0.01) $(slow_requests "$HTTP" Fetch 0.025) $(late_wakeups "$HTTP" 0.005)"
+}
 slow_since() {  # slow_since SNAPSHOT: the broker's slow requests since broker_slow said SNAPSHOT
   [ -n "$1" ] || return 0
-  local p0 f0 p1 f1
-  read -r p0 f0 <<<"$1"
-  read -r p1 f1 <<<"$(broker_slow)"
-  echo "; in the broker: $((p1 - p0)) produce requests over 10 ms, $((f1 - f0)) fetches over 25 ms"
+  local p0 f0 w0 p1 f1 w1
+  read -r p0 f0 w0 <<<"$1"
+  read -r p1 f1 w1 <<<"$(broker_slow)"
+  echo "; in the broker: $((p1 - p0)) produce requests over 10 ms, $((f1 - f0)) fetches over 25 ms, $((w1 - w0)) runtime wakeups over 5 ms late"
 }
 slow0=$(broker_slow || true)
 stall_probe "$E2E_S" >"$WORK/stall.txt" &

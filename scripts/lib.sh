@@ -91,17 +91,33 @@ metric() {
   python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith(sys.argv[2] + " ")), "?"))' "http://$1/metrics" "$2"
 }
 
+# over HTTP NAME LABELS SECONDS: how many observations of histogram NAME
+# (the series with LABELS, `key="value"` or empty) were above SECONDS (one
+# of its bucket bounds), from one scrape of the broker whose HTTP
+# listener is HTTP: the count less that bucket (0 if there is no series).
+over() {
+  python3 - "http://$1/metrics" "$2" "$3" "$4" <<'PY'
+import sys, urllib.request
+url, name, labels, le = sys.argv[1:]
+lines = urllib.request.urlopen(url).read().decode().splitlines()
+def value(series):
+    return next((float(l.split()[1]) for l in lines if l.startswith(series + " ")), None)
+count = value(f"{name}_count{{{labels}}}" if labels else f"{name}_count")
+sep = "," if labels else ""
+within = value(f'{name}_bucket{{{labels}{sep}le="{le}"}}')
+print(0 if count is None or within is None else int(count - within))
+PY
+}
+
 # slow_requests HTTP API SECONDS: how many requests of type API (Produce,
 # Fetch, ...) the broker whose HTTP listener is HTTP took longer than
 # SECONDS (a bucket bound of strata_request_duration_seconds) to answer.
-slow_requests() {
-  local name=strata_request_duration_seconds all within
-  all=$(metric "$1" "${name}_count{api=\"$2\"}")
-  within=$(metric "$1" "${name}_bucket{api=\"$2\",le=\"$3\"}")
-  # No such request yet: the broker renders no histogram for it.
-  [ "$all" = "?" ] && { echo 0; return; }
-  echo $((all - within))
-}
+slow_requests() { over "$1" strata_request_duration_seconds "api=\"$2\"" "$3"; }
+
+# late_wakeups HTTP SECONDS: how many times a task woken on the broker's
+# async runtime (its probe, every 10 ms) started more than SECONDS (a
+# bucket bound of strata_runtime_wakeup_delay_seconds) late.
+late_wakeups() { over "$1" strata_runtime_wakeup_delay_seconds "" "$2"; }
 
 # wait_offloaded HTTP: waits (up to 300 s) until the broker whose HTTP
 # listener is HTTP reports no segment waiting for offload.

@@ -44,19 +44,36 @@ def test_request_times_by_type(strata, topic_name):
     assert "# TYPE strata_request_duration_seconds histogram" in text
     name = "strata_request_duration_seconds"
 
-    def series(api):
-        buckets = []
-        for line in text.splitlines():
-            if line.startswith(f'{name}_bucket{{api="{api}",'):
-                le = line.split('le="')[1].split('"')[0]
-                buckets.append((le, int(line.split()[1])))
-        count = int(next(l.split()[1] for l in text.splitlines()
-                         if l.startswith(f'{name}_count{{api="{api}"}}')))
-        return buckets, count
-
     for api in ("Produce", "Metadata", "ApiVersions"):
-        buckets, count = series(api)
+        buckets, count = histogram(text, name, f'api="{api}"')
         assert buckets[-1] == ("+Inf", count), api
         counts = [n for _, n in buckets]
         assert counts == sorted(counts), (api, buckets)
-    assert series("Produce")[1] >= 5
+    assert histogram(text, name, 'api="Produce"')[1] >= 5
+
+
+def histogram(text, name, labels=""):
+    """Histogram `name`'s buckets [(le, cumulative count)] and count, for
+    the series with `labels` (`key="value"`, or none)."""
+    prefix = f"{name}_bucket{{{labels}," if labels else f"{name}_bucket{{"
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((le, int(line.split()[1])))
+    count_line = f"{name}_count{{{labels}}} " if labels else f"{name}_count "
+    count = int(next(l.split()[1] for l in text.splitlines() if l.startswith(count_line)))
+    return buckets, count
+
+
+def test_runtime_wakeup_delays(strata):
+    """The runtime's wakeup probe runs (every 10 ms) and renders as a
+    Prometheus histogram without labels."""
+    name = "strata_runtime_wakeup_delay_seconds"
+    text = get(strata, "/metrics")[1]
+    assert f"# TYPE {name} histogram" in text
+    buckets, count = histogram(text, name)
+    assert count > 0
+    assert buckets[-1] == ("+Inf", count)
+    counts = [n for _, n in buckets]
+    assert counts == sorted(counts), buckets

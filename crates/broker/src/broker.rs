@@ -692,13 +692,14 @@ impl Broker {
     /// Background work until shutdown: the metadata session, the cluster
     /// watch, leadership reconciliation, group timers every 100 ms, `flush.ms`
     /// checks every second, rolls and retention every
-    /// `log.retention.check.interval.ms`.
+    /// `log.retention.check.interval.ms`, and the runtime's wakeup probe.
     pub async fn run_background(self: Arc<Self>) {
         let loops = [
             tokio::spawn(self.clone().session_loop()),
             tokio::spawn(self.clone().watch_loop()),
             tokio::spawn(self.clone().reconcile_loop()),
             tokio::spawn(self.clone().txn_loop()),
+            tokio::spawn(self.clone().wakeup_probe()),
         ];
         self.clone().timers().await;
         for l in loops {
@@ -719,6 +720,17 @@ impl Broker {
                 _ = self.shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Measures how late woken tasks start on this runtime (see
+    /// [`crate::metrics::probe_wakeups`]).
+    async fn wakeup_probe(self: Arc<Self>) {
+        crate::metrics::probe_wakeups(
+            &self.metrics.wakeup_delays,
+            crate::metrics::WAKEUP_PROBE_PERIOD,
+            &self.shutdown,
+        )
+        .await;
     }
 
     async fn timers(self: Arc<Self>) {

@@ -25,6 +25,9 @@ pub struct Metrics {
     /// How long requests took, by request type (the Kafka edge records them
     /// under the request's API key and names them when rendered).
     pub request_times: RequestTimes,
+    /// How late a task woken on the broker's async runtime started running
+    /// ([`probe_wakeups`]).
+    pub wakeup_delays: TimeHistogram,
 }
 
 impl Metrics {
@@ -108,6 +111,32 @@ impl TimeHistogram {
     }
 }
 
+/// How often [`probe_wakeups`] wakes up.
+pub const WAKEUP_PROBE_PERIOD: Duration = Duration::from_millis(10);
+
+/// Records in `delays`, every `period` until `stop`, how late a timer
+/// task on this runtime started running after its deadline. A request
+/// arriving on a connection wakes its task the same way, so a delay here
+/// is one every request arriving then waited too, before the broker
+/// counted it as arrived (request times start when a request is read).
+/// It grows when every worker is busy or blocked, or when the process
+/// does not get a core. Tokio's timers tick every millisecond, so delays
+/// below that are the timer's rounding.
+pub async fn probe_wakeups(
+    delays: &TimeHistogram,
+    period: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let due = tokio::time::Instant::now() + period;
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = stop.cancelled() => return,
+        }
+        delays.record(tokio::time::Instant::now().saturating_duration_since(due));
+    }
+}
+
 /// Request times by request type, indexed by a small non-negative code
 /// (the Kafka edge uses the API key); codes out of range are counted under
 /// the last slot.
@@ -165,6 +194,35 @@ mod tests {
         assert_eq!(at(10.0), 5, "30 s is above every finite bound");
         assert_eq!(s.count, 6);
         assert!((s.sum_seconds - 30.013151).abs() < 1e-9);
+    }
+
+    /// A runtime held up for 60 ms (a blocking call on its only thread)
+    /// shows as a wakeup about that late.
+    #[test]
+    fn a_blocked_runtime_shows_as_a_late_wakeup() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let delays = std::sync::Arc::new(TimeHistogram::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        rt.block_on(async {
+            let probe = {
+                let (delays, stop) = (delays.clone(), stop.clone());
+                tokio::spawn(async move {
+                    probe_wakeups(&delays, Duration::from_millis(5), &stop).await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(12)).await;
+            std::thread::sleep(Duration::from_millis(60));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            stop.cancel();
+            probe.await.unwrap();
+        });
+        let s = delays.snapshot();
+        let within_50ms = s.cumulative.iter().find(|(b, _)| *b == 0.05).unwrap().1;
+        assert!(s.count >= 3, "the probe ran ({} wakeups)", s.count);
+        assert!(s.count > within_50ms, "a wakeup over 50 ms late: {s:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::Router;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use strata_broker::metrics::{Metrics, RequestTimes};
+use strata_broker::metrics::{Metrics, RequestTimes, TimeSnapshot};
 use strata_broker::partition::Partition;
 use strata_broker::Broker;
 
@@ -224,6 +224,12 @@ pub fn render(b: &Broker) -> String {
         g(&m.malformed_frames),
     );
     request_times(&mut out, &m.request_times);
+    let name = "strata_runtime_wakeup_delay_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} How late a task woken on the broker's async runtime started running (a probe every 10 ms; below 1 ms, timer rounding). Requests arriving meanwhile waited as long before they were read.\n# TYPE {name} histogram"
+    );
+    histogram_series(&mut out, name, "", &m.wakeup_delays.snapshot());
     let hosted = b.hosted_partitions();
     let mut gauge = |name: &str, help: &str, value: &dyn Fn(&Partition) -> i64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -263,15 +269,25 @@ fn request_times(out: &mut String, times: &RequestTimes) {
     );
     for (code, h) in times.seen() {
         let api = strata_kafka::versions::api_name(code);
-        let s = h.snapshot();
-        for (bound, n) in &s.cumulative {
-            let _ = writeln!(out, "{name}_bucket{{api=\"{api}\",le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{api=\"{api}\",le=\"+Inf\"}} {count}\n{name}_sum{{api=\"{api}\"}} {sum}\n{name}_count{{api=\"{api}\"}} {count}",
-            count = s.count,
-            sum = s.sum_seconds
-        );
+        histogram_series(out, name, &format!("api=\"{api}\","), &h.snapshot());
     }
+}
+
+/// One series of histogram `name`: its buckets, sum and count, with
+/// `labels` (empty, or `key="value",` pairs each ending in a comma).
+fn histogram_series(out: &mut String, name: &str, labels: &str, s: &TimeSnapshot) {
+    for (bound, n) in &s.cumulative {
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {n}");
+    }
+    // Sum and count carry the labels without `le`; none, no braces.
+    let bare = match labels.trim_end_matches(',') {
+        "" => String::new(),
+        l => format!("{{{l}}}"),
+    };
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}le=\"+Inf\"}} {count}\n{name}_sum{bare} {sum}\n{name}_count{bare} {count}",
+        count = s.count,
+        sum = s.sum_seconds
+    );
 }
