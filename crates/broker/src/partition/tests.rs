@@ -29,9 +29,13 @@ fn record() -> Bytes {
     build_batch_with(0, 0, BatchProducer::NONE, &[(None, Some(&[b'x'; 100][..]))]).freeze()
 }
 
-/// Holds snapshot writes at `stage` until the returned sender is dropped
-/// or sent to; the receiver hears when a write reached it.
-fn hold_at(p: &Partition, stage: &'static str) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+/// Runs housekeeping on a thread of its own with its snapshot write held
+/// at `stage` (until the returned sender is sent to or dropped), and
+/// returns once the write got there.
+fn housekeeping_held_at(
+    p: &Arc<Partition>,
+    stage: &'static str,
+) -> (std::thread::JoinHandle<()>, mpsc::Sender<()>) {
     let (reached_tx, reached) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
@@ -44,7 +48,16 @@ fn hold_at(p: &Partition, stage: &'static str) -> (mpsc::Receiver<()>, mpsc::Sen
                 .recv_timeout(Duration::from_secs(10));
         }
     }));
-    (reached, release)
+    let hk = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            p.housekeeping(0, |_| false).unwrap();
+        })
+    };
+    reached
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("housekeeping's snapshot write reached {stage}"));
+    (hk, release)
 }
 
 /// A produce does not wait for the snapshot a roll asked for: with the
@@ -53,14 +66,7 @@ fn hold_at(p: &Partition, stage: &'static str) -> (mpsc::Receiver<()>, mpsc::Sen
 fn a_produce_does_not_wait_for_a_snapshot_write() {
     let d = tempfile::tempdir().unwrap();
     let p = leader(d.path(), 20);
-    let (reached, release) = hold_at(&p, "writing");
-    let hk = {
-        let p = p.clone();
-        std::thread::spawn(move || p.housekeeping(0, |_| false).unwrap())
-    };
-    reached
-        .recv_timeout(Duration::from_secs(10))
-        .expect("housekeeping wrote a snapshot");
+    let (hk, release) = housekeeping_held_at(&p, "writing");
     let snap_end = p.log_end_offset();
     let (done_tx, done) = mpsc::channel();
     let app = {
@@ -89,14 +95,7 @@ fn a_produce_does_not_wait_for_a_snapshot_write() {
 fn a_truncation_between_taking_and_writing_drops_the_snapshot() {
     let d = tempfile::tempdir().unwrap();
     let p = leader(d.path(), 20);
-    let (reached, release) = hold_at(&p, "taken");
-    let hk = {
-        let p = p.clone();
-        std::thread::spawn(move || p.housekeeping(0, |_| false).unwrap())
-    };
-    reached
-        .recv_timeout(Duration::from_secs(10))
-        .expect("housekeeping took a snapshot");
+    let (hk, release) = housekeeping_held_at(&p, "taken");
     let taken_at = p.log_end_offset();
     // Another leader took over; this replica's tail diverged.
     p.demote();
