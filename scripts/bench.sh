@@ -6,7 +6,8 @@
 #
 #   scripts/bench.sh                 full matrix (a few minutes)
 #   QUICK=1 scripts/bench.sh         small counts: a smoke run, figures meaningless
-#   OUT=file.md scripts/bench.sh     where the table goes (default target/bench/results.md)
+#   OUT=file.md scripts/bench.sh     where the table goes (default target/bench/results.md;
+#                                    the broker's and the end-to-end clients' logs go to file-logs/)
 #   BOOTSTRAP=host:port scripts/bench.sh   run the Kafka rows against another broker
 #   LOG_CACHE=bytes scripts/bench.sh the broker's log_cache_bytes (default 2 GiB; 0 = off)
 #   LIBRDKAFKA=0 scripts/bench.sh    skip the librdkafka rows (rdkafka_performance,
@@ -24,8 +25,16 @@ OUT=${OUT:-target/bench/results.md}
 QUICK=${QUICK:-0}
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/strata-bench.XXXXXX")
 BROKER_PID=""
+# The broker's log and the clients' logs of the end-to-end rows are kept
+# beside the table (OUT without .md, then -logs/), to place an outlier
+# after the run.
+LOGS=${OUT%.md}-logs
 cleanup() {
   [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+  mkdir -p "$LOGS"
+  for f in broker/broker.log lat-consumer.log lat-producer.log lat.txt; do
+    [ -f "$WORK/$f" ] && cp "$WORK/$f" "$LOGS/$(basename "$f")"
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
