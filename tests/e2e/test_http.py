@@ -77,3 +77,21 @@ def test_runtime_wakeup_delays(strata):
     assert buckets[-1] == ("+Inf", count)
     counts = [n for _, n in buckets]
     assert counts == sorted(counts), buckets
+
+
+def test_errors_returned_by_code(strata, topic_name):
+    """An error the broker returns to a client is counted under its code:
+    creating a topic twice gets TOPIC_ALREADY_EXISTS (36)."""
+    import pytest
+    from confluent_kafka import KafkaException
+
+    def already_exists():
+        text = get(strata, "/metrics")[1]
+        prefix = 'strata_errors_returned_total{error="TopicAlreadyExists",code="36"} '
+        return next((int(l.split()[1]) for l in text.splitlines() if l.startswith(prefix)), 0)
+
+    create_topic(strata.bootstrap, topic_name)
+    before = already_exists()
+    with pytest.raises(KafkaException):
+        create_topic(strata.bootstrap, topic_name)
+    assert already_exists() == before + 1

@@ -28,6 +28,9 @@ pub struct Metrics {
     /// How late a task woken on the broker's async runtime started running
     /// ([`probe_wakeups`]).
     pub wakeup_delays: TimeHistogram,
+    /// Error codes returned to clients for domain errors (the Kafka edge
+    /// records them where it maps an error to its code).
+    pub error_codes: ErrorCodes,
 }
 
 impl Metrics {
@@ -108,6 +111,44 @@ impl TimeHistogram {
             sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
             count,
         }
+    }
+}
+
+/// How many times each error code was returned, indexed by the code (a
+/// Kafka error code: -1, or 1 to a little over 100); codes out of range
+/// are counted under the last slot. Recording is one relaxed atomic add.
+#[derive(Debug)]
+pub struct ErrorCodes {
+    by_code: Vec<AtomicU64>,
+}
+
+/// Slots of [`ErrorCodes`]: codes -1 to 254.
+const ERROR_SLOTS: usize = 256;
+
+impl Default for ErrorCodes {
+    fn default() -> Self {
+        Self {
+            by_code: (0..ERROR_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl ErrorCodes {
+    /// Counts `code` (0, no error, is not counted); returns it.
+    pub fn record(&self, code: i16) -> i16 {
+        if code != 0 {
+            let i = (i32::from(code) + 1).clamp(0, ERROR_SLOTS as i32 - 1) as usize;
+            self.by_code[i].fetch_add(1, Ordering::Relaxed);
+        }
+        code
+    }
+
+    /// The codes returned so far, with their counts.
+    pub fn seen(&self) -> impl Iterator<Item = (i16, u64)> + '_ {
+        self.by_code.iter().enumerate().filter_map(|(i, n)| {
+            let n = n.load(Ordering::Relaxed);
+            (n > 0).then(|| (i as i16 - 1, n))
+        })
     }
 }
 
@@ -223,6 +264,23 @@ mod tests {
         let within_50ms = s.cumulative.iter().find(|(b, _)| *b == 0.05).unwrap().1;
         assert!(s.count >= 3, "the probe ran ({} wakeups)", s.count);
         assert!(s.count > within_50ms, "a wakeup over 50 ms late: {s:?}");
+    }
+
+    #[test]
+    fn error_codes_are_counted_by_code_and_no_error_is_not() {
+        let e = ErrorCodes::default();
+        assert_eq!(e.record(6), 6);
+        e.record(6);
+        e.record(-1);
+        e.record(0);
+        e.record(i16::MAX);
+        e.record(i16::MIN);
+        let seen: Vec<(i16, u64)> = e.seen().collect();
+        assert_eq!(
+            seen,
+            vec![(-1, 2), (6, 2), (254, 1)],
+            "MIN under -1, MAX last"
+        );
     }
 
     #[test]

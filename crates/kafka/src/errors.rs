@@ -2,6 +2,7 @@
 
 use kafka_protocol::ResponseError as E;
 use strata_broker::groups::GroupError;
+use strata_broker::metrics::Metrics;
 use strata_broker::BrokerError;
 
 pub const NONE: i16 = 0;
@@ -63,7 +64,24 @@ pub fn group_error_code(e: &GroupError) -> i16 {
     .code()
 }
 
-/// Error code and, for errors worth explaining, a message for the client.
-pub fn broker_error(e: &BrokerError) -> (i16, Option<String>) {
-    (broker_error_code(e), Some(e.to_string()))
+/// Error code (counted in `m` as returned to a client) and, for errors
+/// worth explaining, a message for the client.
+pub fn broker_error(m: &Metrics, e: &BrokerError) -> (i16, Option<String>) {
+    (returned_error_code(m, e), Some(e.to_string()))
+}
+
+/// [`broker_error_code`], counted in `m` as returned to a client.
+pub fn returned_error_code(m: &Metrics, e: &BrokerError) -> i16 {
+    m.error_codes.record(broker_error_code(e))
+}
+
+/// [`group_error_code`], counted in `m` as returned to a client.
+pub fn returned_group_error_code(m: &Metrics, e: &GroupError) -> i16 {
+    m.error_codes.record(group_error_code(e))
+}
+
+/// A Kafka error code's name (as `kafka_protocol` spells it), or the
+/// number for a code it does not know.
+pub fn error_name(code: i16) -> String {
+    E::try_from_code(code).map_or_else(|| code.to_string(), |e| format!("{e:?}"))
 }

@@ -224,6 +224,15 @@ pub fn render(b: &Broker) -> String {
         g(&m.malformed_frames),
     );
     request_times(&mut out, &m.request_times);
+    let name = "strata_errors_returned_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Error codes returned to clients for requests the broker refused, by code (a partition's error in a Produce or Fetch response counts once).\n# TYPE {name} counter"
+    );
+    for (code, n) in m.error_codes.seen() {
+        let error = strata_kafka::errors::error_name(code);
+        let _ = writeln!(out, "{name}{{error=\"{error}\",code=\"{code}\"}} {n}");
+    }
     let name = "strata_runtime_wakeup_delay_seconds";
     let _ = writeln!(
         out,

@@ -115,7 +115,7 @@ pub async fn create_topics(ctx: &Ctx, r: CreateTopicsRequest, v: i16) -> CreateT
             }
             Err(e) => {
                 tracing::debug!(topic = %name, error = %e, "create topic refused");
-                let (code, msg) = broker_error(&e);
+                let (code, msg) = broker_error(&ctx.broker.metrics, &e);
                 res.error_code = code;
                 res.error_message = msg.map(str);
                 if v >= 5 {
@@ -162,7 +162,7 @@ pub async fn delete_topics(ctx: &Ctx, r: DeleteTopicsRequest, v: i16) -> DeleteT
             let (code, msg) = if resolved.is_none() {
                 (ResponseError::UnknownTopicId.code(), Some(e.to_string()))
             } else {
-                broker_error(&e)
+                broker_error(&ctx.broker.metrics, &e)
             };
             res.error_code = code;
             if v >= 5 {
@@ -188,7 +188,7 @@ pub async fn create_partitions(
             .create_partitions(&t.name, t.count, r.validate_only)
             .await
         {
-            let (code, msg) = broker_error(&e);
+            let (code, msg) = broker_error(&ctx.broker.metrics, &e);
             res.error_code = code;
             res.error_message = msg.map(str);
         }
@@ -335,7 +335,7 @@ pub async fn incremental_alter_configs(
             }
         };
         if let Err(e) = outcome {
-            let (code, msg) = broker_error(&e);
+            let (code, msg) = broker_error(&ctx.broker.metrics, &e);
             out.error_code = code;
             out.error_message = msg.map(str);
         }
@@ -361,7 +361,7 @@ pub async fn delete_records(ctx: &Ctx, r: DeleteRecordsRequest, _v: i16) -> Dele
                 Ok(low) => pr.low_watermark = low,
                 Err(e) => {
                     pr.low_watermark = -1;
-                    pr.error_code = broker_error(&e).0;
+                    pr.error_code = broker_error(&ctx.broker.metrics, &e).0;
                 }
             }
             tr.partitions.push(pr);

@@ -1,7 +1,7 @@
 //! Fetch (long-poll), ListOffsets and OffsetForLeaderEpoch.
 
 use super::Ctx;
-use crate::errors::broker_error_code;
+use crate::errors::returned_error_code;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
@@ -100,7 +100,7 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
                     if !matches!(e, BrokerError::OffsetOutOfRange { .. }) {
                         tracing::debug!(topic = %spec.topic, partition = spec.partition, error = %e, "fetch error");
                     }
-                    pd.error_code = broker_error_code(&e);
+                    pd.error_code = returned_error_code(&ctx.broker.metrics, &e);
                     pd.high_watermark = -1;
                     pd.last_stable_offset = -1;
                     pd.log_start_offset = -1;
@@ -153,7 +153,7 @@ pub async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffse
                     }
                 }
                 Some(Err(e)) => {
-                    pr.error_code = broker_error_code(&e);
+                    pr.error_code = returned_error_code(&ctx.broker.metrics, &e);
                     pr.offset = -1;
                     pr.timestamp = -1;
                 }
@@ -197,7 +197,7 @@ pub fn offset_for_leader_epoch(
                     pr.end_offset = -1;
                 }
                 Err(e) => {
-                    pr.error_code = broker_error_code(&e);
+                    pr.error_code = returned_error_code(&ctx.broker.metrics, &e);
                     pr.leader_epoch = -1;
                     pr.end_offset = -1;
                 }

@@ -1,7 +1,7 @@
 //! Group coordination APIs (classic protocol) and committed offsets.
 
 use super::{str, Ctx};
-use crate::errors::{broker_error_code, group_error_code, NONE};
+use crate::errors::{returned_group_error_code, NONE};
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -33,7 +33,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use strata_broker::cluster::BrokerRecord;
 use strata_broker::groups::{self as g, CommittedOffset, GroupError};
-use strata_broker::BrokerError;
 
 /// FindCoordinator key types.
 const KEY_GROUP: i8 = 0;
@@ -133,7 +132,7 @@ pub async fn join(
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
     if let Err(e) = ctx.broker.ensure_coordinator(&req.group_id).await {
-        resp.error_code = group_error_code(&e);
+        resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         return resp;
     }
     match ctx.broker.groups.join(req).await {
@@ -159,7 +158,7 @@ pub async fn join(
             if let GroupError::MemberIdRequired(id) = &e {
                 resp.member_id = str(id.clone());
             }
-            resp.error_code = group_error_code(&e);
+            resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         }
     }
     resp
@@ -180,7 +179,7 @@ pub async fn sync(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGroupResponse {
     };
     let mut resp = SyncGroupResponse::default();
     if let Err(e) = ctx.broker.ensure_coordinator(&req.group_id).await {
-        resp.error_code = group_error_code(&e);
+        resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         return resp;
     }
     match ctx.broker.groups.sync(req).await {
@@ -191,7 +190,7 @@ pub async fn sync(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGroupResponse {
             }
             resp.assignment = s.assignment;
         }
-        Err(e) => resp.error_code = group_error_code(&e),
+        Err(e) => resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e),
     }
     resp
 }
@@ -199,7 +198,7 @@ pub async fn sync(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGroupResponse {
 pub async fn heartbeat(ctx: &Ctx, r: HeartbeatRequest, _v: i16) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
     if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
-        resp.error_code = group_error_code(&e);
+        resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         return resp;
     }
     if let Err(e) = ctx
@@ -207,7 +206,7 @@ pub async fn heartbeat(ctx: &Ctx, r: HeartbeatRequest, _v: i16) -> HeartbeatResp
         .groups
         .heartbeat(&r.group_id, &r.member_id, r.generation_id)
     {
-        resp.error_code = group_error_code(&e);
+        resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
     }
     resp
 }
@@ -215,7 +214,7 @@ pub async fn heartbeat(ctx: &Ctx, r: HeartbeatRequest, _v: i16) -> HeartbeatResp
 pub async fn leave(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
     let mut resp = LeaveGroupResponse::default();
     if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
-        resp.error_code = group_error_code(&e);
+        resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         return resp;
     }
     let members: Vec<(String, Option<String>)> = if v >= 3 {
@@ -242,15 +241,17 @@ pub async fn leave(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroupRespons
                         let mut mr = MemberResponse::default();
                         mr.member_id = str(id);
                         mr.group_instance_id = inst.map(str);
-                        mr.error_code = res.err().map_or(NONE, |e| group_error_code(&e));
+                        mr.error_code = res
+                            .err()
+                            .map_or(NONE, |e| returned_group_error_code(&ctx.broker.metrics, &e));
                         mr
                     })
                     .collect();
             } else if let Some(Err(e)) = results.into_iter().next() {
-                resp.error_code = group_error_code(&e);
+                resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
             }
         }
-        Err(e) => resp.error_code = group_error_code(&e),
+        Err(e) => resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e),
     }
     resp
 }
@@ -288,7 +289,7 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
     }
     let coordinator = ctx.broker.ensure_coordinator(&r.group_id).await;
     let group_result = if let Err(e) = coordinator {
-        group_error_code(&e)
+        returned_group_error_code(&ctx.broker.metrics, &e)
     } else if to_commit.is_empty() {
         NONE
     } else {
@@ -306,7 +307,7 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
             Ok(()) => NONE,
             Err(e) => {
                 tracing::debug!(group = %r.group_id.as_str(), error = %e, "offset commit refused");
-                group_error_code(&e)
+                returned_group_error_code(&ctx.broker.metrics, &e)
             }
         }
     };
@@ -364,7 +365,7 @@ pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFet
             if let Err(e) = ctx.broker.ensure_coordinator(&gq.group_id).await {
                 let mut gr = OffsetFetchResponseGroup::default();
                 gr.group_id = gq.group_id.clone();
-                gr.error_code = group_error_code(&e);
+                gr.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
                 resp.groups.push(gr);
                 continue;
             }
@@ -397,7 +398,7 @@ pub async fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFet
         return resp;
     }
     if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
-        resp.error_code = group_error_code(&e);
+        resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         return resp;
     }
     let topics = r.topics.map(|ts| {
@@ -459,7 +460,7 @@ pub async fn describe_groups(
         if let Err(e) = ctx.broker.ensure_coordinator(&id).await {
             let mut dg = DescribedGroup::default();
             dg.group_id = id;
-            dg.error_code = group_error_code(&e);
+            dg.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
             resp.groups.push(dg);
             continue;
         }
@@ -497,7 +498,7 @@ pub async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest, _v: i16) -> Delete
             Err(e) => Err(e),
         };
         if let Err(e) = outcome {
-            res.error_code = group_error_code(&e);
+            res.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         }
         res.group_id = id;
         resp.results.push(res);
@@ -532,7 +533,7 @@ fn decode_subscription(mut b: Bytes) -> Option<ConsumerProtocolSubscription> {
 pub async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest, _v: i16) -> OffsetDeleteResponse {
     let mut resp = OffsetDeleteResponse::default();
     if let Err(e) = ctx.broker.ensure_coordinator(&r.group_id).await {
-        resp.error_code = group_error_code(&e);
+        resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
         return resp;
     }
     let subscribed = subscribed_topics(ctx, &r.group_id);
@@ -560,14 +561,14 @@ pub async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest, _v: i16) -> Offset
                     let mut pr = OffsetDeleteResponsePartition::default();
                     pr.partition_index = p.partition_index;
                     if let Some(Err(e)) = it.next() {
-                        pr.error_code = group_error_code(&e);
+                        pr.error_code = returned_group_error_code(&ctx.broker.metrics, &e);
                     }
                     tr.partitions.push(pr);
                 }
                 resp.topics.push(tr);
             }
         }
-        Err(e) => resp.error_code = broker_error_code(&BrokerError::Group(e)),
+        Err(e) => resp.error_code = returned_group_error_code(&ctx.broker.metrics, &e),
     }
     resp
 }

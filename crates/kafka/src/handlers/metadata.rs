@@ -1,7 +1,7 @@
 //! Metadata and DescribeCluster.
 
 use super::{str, Ctx};
-use crate::errors::broker_error_code;
+use crate::errors::returned_error_code;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -118,8 +118,10 @@ pub async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataResponse
                 Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
                 Err(e) => {
                     tracing::info!(topic = %name, error = %e, "auto topic creation failed");
-                    resp.topics
-                        .push(error_entry(Some(name), broker_error_code(&e)));
+                    resp.topics.push(error_entry(
+                        Some(name),
+                        returned_error_code(&ctx.broker.metrics, &e),
+                    ));
                     continue;
                 }
             }

@@ -47,7 +47,7 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
                     }
                     Err(e) => {
                         tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
-                        let (code, msg) = broker_error(&e);
+                        let (code, msg) = broker_error(&ctx.broker.metrics, &e);
                         pr.error_code = code;
                         if v >= 8 {
                             pr.error_message = msg.map(str);
@@ -98,7 +98,7 @@ pub async fn init_producer_id(
             }
             Err(e) => {
                 tracing::debug!(transactional_id = %id.as_str(), error = %e, "InitProducerId refused");
-                resp.error_code = broker_error(&e).0;
+                resp.error_code = broker_error(&ctx.broker.metrics, &e).0;
             }
         }
         return resp;
@@ -110,7 +110,7 @@ pub async fn init_producer_id(
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot allocate a producer id");
-            resp.error_code = broker_error(&e).0;
+            resp.error_code = broker_error(&ctx.broker.metrics, &e).0;
         }
     }
     resp

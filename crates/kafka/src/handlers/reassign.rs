@@ -35,7 +35,7 @@ pub async fn alter(
                 .reassign(&t.name, p.partition_index, target)
                 .await
             {
-                let (code, msg) = broker_error(&e);
+                let (code, msg) = broker_error(&ctx.broker.metrics, &e);
                 pr.error_code = code;
                 pr.error_message = msg.map(str);
             }

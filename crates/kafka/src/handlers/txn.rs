@@ -3,7 +3,7 @@
 //! ListTransactions and DescribeProducers. InitProducerId is in `produce`.
 
 use super::{str, Ctx};
-use crate::errors::{broker_error_code, NONE};
+use crate::errors::{returned_error_code, NONE};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
@@ -29,9 +29,9 @@ use std::collections::BTreeMap;
 use strata_broker::groups::CommittedOffset;
 use strata_broker::txn::TxnListing;
 
-fn logged(api: &str, id: &str, e: &strata_broker::BrokerError) -> i16 {
+fn logged(ctx: &Ctx, api: &str, id: &str, e: &strata_broker::BrokerError) -> i16 {
     tracing::debug!(api, transactional_id = id, error = %e, "transaction request refused");
-    broker_error_code(e)
+    returned_error_code(&ctx.broker.metrics, e)
 }
 
 pub async fn add_partitions(
@@ -66,7 +66,7 @@ pub async fn add_partitions(
             .await
         {
             Ok(()) => NONE,
-            Err(e) => logged("AddPartitionsToTxn", &id, &e),
+            Err(e) => logged(ctx, "AddPartitionsToTxn", &id, &e),
         }
     };
     let mut resp = AddPartitionsToTxnResponse::default();
@@ -101,7 +101,7 @@ pub async fn add_offsets(ctx: &Ctx, r: AddOffsetsToTxnRequest, _v: i16) -> AddOf
         .txn_add_offsets(&id, r.producer_id.0, r.producer_epoch, &r.group_id)
         .await
     {
-        resp.error_code = logged("AddOffsetsToTxn", &id, &e);
+        resp.error_code = logged(ctx, "AddOffsetsToTxn", &id, &e);
     }
     resp
 }
@@ -143,7 +143,7 @@ pub async fn txn_offset_commit(
         .await
     {
         Ok(()) => NONE,
-        Err(e) => logged("TxnOffsetCommit", &id, &e),
+        Err(e) => logged(ctx, "TxnOffsetCommit", &id, &e),
     };
     let mut resp = TxnOffsetCommitResponse::default();
     for t in r.topics {
@@ -174,7 +174,7 @@ pub async fn end_txn(ctx: &Ctx, r: EndTxnRequest, _v: i16) -> EndTxnResponse {
         .txn_end(&id, r.producer_id.0, r.producer_epoch, r.committed)
         .await
     {
-        resp.error_code = logged("EndTxn", &id, &e);
+        resp.error_code = logged(ctx, "EndTxn", &id, &e);
     }
     resp
 }
@@ -222,7 +222,7 @@ pub async fn describe_transactions(
                 d.producer_id = ProducerId(-1);
                 d.producer_epoch = -1;
                 d.transaction_state = str("");
-                d.error_code = logged("DescribeTransactions", &id, &e);
+                d.error_code = logged(ctx, "DescribeTransactions", &id, &e);
                 d
             }
         };
@@ -309,7 +309,7 @@ pub fn describe_producers(
                         .collect();
                 }
                 Err(e) => {
-                    pr.error_code = broker_error_code(&e);
+                    pr.error_code = returned_error_code(&ctx.broker.metrics, &e);
                     pr.error_message = Some(str(e.to_string()));
                 }
             }
