@@ -179,14 +179,14 @@ settle
 # waits up to 10 ms for data, which comes every millisecond here).
 broker_slow() {
   [ -n "${HTTP:-}" ] &&
-    echo "$(slow_requests "$HTTP" Produce 0.01) $(slow_requests "$HTTP" Fetch 0.025) $(late_wakeups "$HTTP" 0.005)"
+    echo "$(slow_requests "$HTTP" Produce 0.01) $(slow_requests "$HTTP" Fetch 0.025) $(late_wakeups "$HTTP" 0.005) $(errors_returned "$HTTP")"
 }
 slow_since() {  # slow_since SNAPSHOT: the broker's slow requests since broker_slow said SNAPSHOT
   [ -n "$1" ] || return 0
-  local p0 f0 w0 p1 f1 w1
-  read -r p0 f0 w0 <<<"$1"
-  read -r p1 f1 w1 <<<"$(broker_slow)"
-  echo "; in the broker: $((p1 - p0)) produce requests over 10 ms, $((f1 - f0)) fetches over 25 ms, $((w1 - w0)) runtime wakeups over 5 ms late"
+  local p0 f0 w0 e0 p1 f1 w1 e1
+  read -r p0 f0 w0 e0 <<<"$1"
+  read -r p1 f1 w1 e1 <<<"$(broker_slow)"
+  echo "; in the broker: $((p1 - p0)) produce requests over 10 ms, $((f1 - f0)) fetches over 25 ms, $((w1 - w0)) runtime wakeups over 5 ms late, $((e1 - e0)) errors returned"
 }
 slow0=$(broker_slow || true)
 stall_probe "$E2E_S" >"$WORK/stall.txt" &

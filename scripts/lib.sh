@@ -119,6 +119,12 @@ slow_requests() { over "$1" strata_request_duration_seconds "api=\"$2\"" "$3"; }
 # bucket bound of strata_runtime_wakeup_delay_seconds) late.
 late_wakeups() { over "$1" strata_runtime_wakeup_delay_seconds "" "$2"; }
 
+# errors_returned HTTP: how many error codes the broker whose HTTP
+# listener is HTTP has sent to clients (all codes together).
+errors_returned() {
+  python3 -c 'import sys,urllib.request; print(int(sum(float(l.split()[1]) for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("strata_errors_returned_total{"))))' "http://$1/metrics"
+}
+
 # wait_offloaded HTTP: waits (up to 300 s) until the broker whose HTTP
 # listener is HTTP reports no segment waiting for offload.
 wait_offloaded() {
