@@ -114,44 +114,6 @@ impl TimeHistogram {
     }
 }
 
-/// How many times each error code was returned, indexed by the code (a
-/// Kafka error code: -1, or 1 to a little over 100); codes out of range
-/// are counted under the last slot. Recording is one relaxed atomic add.
-#[derive(Debug)]
-pub struct ErrorCodes {
-    by_code: Vec<AtomicU64>,
-}
-
-/// Slots of [`ErrorCodes`]: codes -1 to 254.
-const ERROR_SLOTS: usize = 256;
-
-impl Default for ErrorCodes {
-    fn default() -> Self {
-        Self {
-            by_code: (0..ERROR_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
-
-impl ErrorCodes {
-    /// Counts `code` (0, no error, is not counted); returns it.
-    pub fn record(&self, code: i16) -> i16 {
-        if code != 0 {
-            let i = (i32::from(code) + 1).clamp(0, ERROR_SLOTS as i32 - 1) as usize;
-            self.by_code[i].fetch_add(1, Ordering::Relaxed);
-        }
-        code
-    }
-
-    /// The codes returned so far, with their counts.
-    pub fn seen(&self) -> impl Iterator<Item = (i16, u64)> + '_ {
-        self.by_code.iter().enumerate().filter_map(|(i, n)| {
-            let n = n.load(Ordering::Relaxed);
-            (n > 0).then(|| (i as i16 - 1, n))
-        })
-    }
-}
-
 /// How often [`probe_wakeups`] wakes up.
 pub const WAKEUP_PROBE_PERIOD: Duration = Duration::from_millis(10);
 
@@ -178,40 +140,86 @@ pub async fn probe_wakeups(
     }
 }
 
-/// Request times by request type, indexed by a small non-negative code
-/// (the Kafka edge uses the API key); codes out of range are counted under
-/// the last slot.
+/// One value per small integer code (an API key, an error code), in slots
+/// for codes `first..first + len`; a code out of that range shares the
+/// last slot.
 #[derive(Debug)]
-pub struct RequestTimes {
-    by_code: Vec<TimeHistogram>,
+pub struct PerCode<T> {
+    first: i16,
+    slots: Vec<T>,
 }
 
-/// Request type codes kept apart (Kafka's API keys are below 100).
-const REQUEST_CODES: usize = 128;
+impl<T: Default> PerCode<T> {
+    fn new(first: i16, len: usize) -> Self {
+        Self {
+            first,
+            slots: (0..len.max(1)).map(|_| T::default()).collect(),
+        }
+    }
+}
+
+impl<T> PerCode<T> {
+    fn slot(&self, code: i16) -> &T {
+        let last = self.slots.len() - 1;
+        let i =
+            usize::try_from(i32::from(code) - i32::from(self.first)).map_or(last, |i| i.min(last));
+        &self.slots[i]
+    }
+
+    fn codes(&self) -> impl Iterator<Item = (i16, &T)> {
+        let first = self.first;
+        self.slots
+            .iter()
+            .enumerate()
+            .map(move |(i, v)| (first.saturating_add(i as i16), v))
+    }
+}
+
+/// Request times by request type, indexed by a small non-negative code
+/// (the Kafka edge uses the API key: below 100).
+pub type RequestTimes = PerCode<TimeHistogram>;
 
 impl Default for RequestTimes {
     fn default() -> Self {
-        Self {
-            by_code: (0..REQUEST_CODES)
-                .map(|_| TimeHistogram::default())
-                .collect(),
-        }
+        Self::new(0, 128)
     }
 }
 
 impl RequestTimes {
     pub fn record(&self, code: i16, d: Duration) {
-        let i = usize::try_from(code).map_or(REQUEST_CODES - 1, |c| c.min(REQUEST_CODES - 1));
-        self.by_code[i].record(d);
+        self.slot(code).record(d);
     }
 
     /// The request types seen so far, with their histograms.
     pub fn seen(&self) -> impl Iterator<Item = (i16, &TimeHistogram)> {
-        self.by_code
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| h.count() > 0)
-            .map(|(i, h)| (i as i16, h))
+        self.codes().filter(|(_, h)| h.count() > 0)
+    }
+}
+
+/// How many times each error code was returned (Kafka error codes: -1,
+/// and 1 to a little over 100). Recording is one relaxed atomic add.
+pub type ErrorCodes = PerCode<AtomicU64>;
+
+impl Default for ErrorCodes {
+    fn default() -> Self {
+        Self::new(-1, 256)
+    }
+}
+
+impl ErrorCodes {
+    /// Counts `code` (0, no error, is not counted); returns it.
+    pub fn record(&self, code: i16) -> i16 {
+        if code != 0 {
+            self.slot(code).fetch_add(1, Ordering::Relaxed);
+        }
+        code
+    }
+
+    /// The codes returned so far, with their counts.
+    pub fn seen(&self) -> impl Iterator<Item = (i16, u64)> + '_ {
+        self.codes()
+            .map(|(c, n)| (c, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
     }
 }
 
@@ -278,8 +286,8 @@ mod tests {
         let seen: Vec<(i16, u64)> = e.seen().collect();
         assert_eq!(
             seen,
-            vec![(-1, 2), (6, 2), (254, 1)],
-            "MIN under -1, MAX last"
+            vec![(-1, 1), (6, 2), (254, 2)],
+            "MIN and MAX in the last slot"
         );
     }
 
