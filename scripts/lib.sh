@@ -85,28 +85,43 @@ need_rdkafka_performance() {
 # a JSON object (what `strata bench --json` prints last).
 json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
 
+# series HTTP SELECTOR...: from one scrape of the /metrics of the broker
+# whose HTTP listener is HTTP, for each SELECTOR the value of that series
+# (a name with its labels, e.g. `x_count` or `x_bucket{le="0.01"}`), or,
+# for a SELECTOR ending in `{`, the sum of all of that metric's labelled
+# series; "?" where there is none. Space-separated, in order.
+series() {
+  python3 - "http://$1/metrics" "${@:2}" <<'PY'
+import sys, urllib.request
+url, selectors = sys.argv[1], sys.argv[2:]
+lines = urllib.request.urlopen(url).read().decode().splitlines()
+def value(sel):
+    match = (lambda l: l.startswith(sel)) if sel.endswith("{") else (lambda l: l.startswith(sel + " "))
+    vals = [float(l.split()[1]) for l in lines if match(l)]
+    if not vals:
+        return "?"
+    v = sum(vals)
+    return str(int(v)) if v.is_integer() else repr(v)
+print(" ".join(value(sel) for sel in selectors))
+PY
+}
+
 # metric HTTP NAME: the value of metric NAME of the broker whose HTTP
 # listener is HTTP ("?" if it reports none).
-metric() {
-  python3 -c 'import sys,urllib.request; print(next((l.split()[1] for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith(sys.argv[2] + " ")), "?"))' "http://$1/metrics" "$2"
-}
+metric() { series "$1" "$2"; }
 
 # over HTTP NAME LABELS SECONDS: how many observations of histogram NAME
 # (the series with LABELS, `key="value"` or empty) were above SECONDS (one
 # of its bucket bounds), from one scrape of the broker whose HTTP
 # listener is HTTP: the count less that bucket (0 if there is no series).
 over() {
-  python3 - "http://$1/metrics" "$2" "$3" "$4" <<'PY'
-import sys, urllib.request
-url, name, labels, le = sys.argv[1:]
-lines = urllib.request.urlopen(url).read().decode().splitlines()
-def value(series):
-    return next((float(l.split()[1]) for l in lines if l.startswith(series + " ")), None)
-count = value(f"{name}_count{{{labels}}}" if labels else f"{name}_count")
-sep = "," if labels else ""
-within = value(f'{name}_bucket{{{labels}{sep}le="{le}"}}')
-print(0 if count is None or within is None else int(count - within))
-PY
+  local count within
+  if [ -n "$3" ]; then
+    read -r count within <<<"$(series "$1" "$2_count{$3}" "$2_bucket{$3,le=\"$4\"}")"
+  else
+    read -r count within <<<"$(series "$1" "$2_count" "$2_bucket{le=\"$4\"}")"
+  fi
+  if [ "$count" = "?" ] || [ "$within" = "?" ]; then echo 0; else echo $((count - within)); fi
 }
 
 # slow_requests HTTP API SECONDS: how many requests of type API (Produce,
@@ -122,7 +137,9 @@ late_wakeups() { over "$1" strata_runtime_wakeup_delay_seconds "" "$2"; }
 # errors_returned HTTP: how many error codes the broker whose HTTP
 # listener is HTTP has sent to clients (all codes together).
 errors_returned() {
-  python3 -c 'import sys,urllib.request; print(int(sum(float(l.split()[1]) for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("strata_errors_returned_total{"))))' "http://$1/metrics"
+  local n
+  n=$(series "$1" 'strata_errors_returned_total{')
+  echo "${n/\?/0}"
 }
 
 # wait_offloaded HTTP: waits (up to 300 s) until the broker whose HTTP
