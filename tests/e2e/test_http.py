@@ -79,19 +79,34 @@ def test_runtime_wakeup_delays(strata):
     assert counts == sorted(counts), buckets
 
 
+def errors_returned(strata, error, code):
+    """How many times the broker says it returned `error` (`code`)."""
+    prefix = f'strata_errors_returned_total{{error="{error}",code="{code}"}} '
+    text = get(strata, "/metrics")[1]
+    return next((int(l.split()[1]) for l in text.splitlines() if l.startswith(prefix)), 0)
+
+
 def test_errors_returned_by_code(strata, topic_name):
     """An error the broker returns to a client is counted under its code:
-    creating a topic twice gets TOPIC_ALREADY_EXISTS (36)."""
+    creating a topic twice gets TOPIC_ALREADY_EXISTS (36), mapped from the
+    broker's error; a request for an API the broker does not know gets
+    UNSUPPORTED_VERSION (35), decided by the request's handler."""
     import pytest
+    import struct
     from confluent_kafka import KafkaException
-
-    def already_exists():
-        text = get(strata, "/metrics")[1]
-        prefix = 'strata_errors_returned_total{error="TopicAlreadyExists",code="36"} '
-        return next((int(l.split()[1]) for l in text.splitlines() if l.startswith(prefix)), 0)
+    from test_bad_input import closed_or_answer, connect
 
     create_topic(strata.bootstrap, topic_name)
-    before = already_exists()
+    before = errors_returned(strata, "TopicAlreadyExists", 36)
     with pytest.raises(KafkaException):
         create_topic(strata.bootstrap, topic_name)
-    assert already_exists() == before + 1
+    assert errors_returned(strata, "TopicAlreadyExists", 36) == before + 1
+
+    before = errors_returned(strata, "UnsupportedVersion", 35)
+    s = connect(strata)
+    req = struct.pack(">hhih", 9999, 0, 42, -1)  # api key 9999, v0, correlation 42
+    s.sendall(struct.pack(">i", len(req)) + req)
+    body = closed_or_answer(s)
+    s.close()
+    assert body is not None and struct.unpack(">ih", body[:6]) == (42, 35)
+    assert errors_returned(strata, "UnsupportedVersion", 35) == before + 1

@@ -80,6 +80,13 @@ pub fn returned_group_error_code(m: &Metrics, e: &GroupError) -> i16 {
     m.error_codes.record(group_error_code(e))
 }
 
+/// The code of an error a handler decided itself (a malformed, unsupported
+/// or unknown request, or a name that resolves to nothing), counted in `m`
+/// as returned to a client like the mapped ones.
+pub fn refused(m: &Metrics, e: E) -> i16 {
+    m.error_codes.record(e.code())
+}
+
 /// A Kafka error code's name (as `kafka_protocol` spells it), or the
 /// number for a code it does not know.
 pub fn error_name(code: i16) -> String {

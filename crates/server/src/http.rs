@@ -227,7 +227,7 @@ pub fn render(b: &Broker) -> String {
     let name = "strata_errors_returned_total";
     let _ = writeln!(
         out,
-        "# HELP {name} Error codes returned to clients for errors the broker raised (mapped to Kafka codes in one place, errors.rs), by code; a partition's error in a Produce or Fetch response counts once. Codes a handler sets itself for a malformed, unsupported or unknown request are not counted.\n# TYPE {name} counter"
+        "# HELP {name} Error codes returned to clients, by code: errors the broker raised (mapped in errors.rs) and those a handler decided itself (malformed, unsupported or unknown requests). Each error decided counts once: a partition's in a Produce or Fetch response once, a request-level one once.\n# TYPE {name} counter"
     );
     for (code, n) in m.error_codes.seen() {
         let error = strata_kafka::errors::error_name(code);

@@ -2,7 +2,7 @@
 //! DescribeConfigs, IncrementalAlterConfigs.
 
 use super::{str, Ctx};
-use crate::errors::broker_error;
+use crate::errors::{broker_error, refused};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -160,7 +160,10 @@ pub async fn delete_topics(ctx: &Ctx, r: DeleteTopicsRequest, v: i16) -> DeleteT
         };
         if let Err(e) = outcome {
             let (code, msg) = if resolved.is_none() {
-                (ResponseError::UnknownTopicId.code(), Some(e.to_string()))
+                (
+                    refused(&ctx.broker.metrics, ResponseError::UnknownTopicId),
+                    Some(e.to_string()),
+                )
             } else {
                 broker_error(&ctx.broker.metrics, &e)
             };
@@ -246,7 +249,7 @@ pub fn describe_configs(ctx: &Ctx, r: DescribeConfigsRequest, _v: i16) -> Descri
             RESOURCE_TOPIC => match ctx.broker.topic(res.resource_name.as_str()) {
                 Some(t) => Ok(t.config.describe()),
                 None => Err((
-                    ResponseError::UnknownTopicOrPartition.code(),
+                    refused(&ctx.broker.metrics, ResponseError::UnknownTopicOrPartition),
                     format!("unknown topic {}", res.resource_name.as_str()),
                 )),
             },
@@ -256,13 +259,13 @@ pub fn describe_configs(ctx: &Ctx, r: DescribeConfigsRequest, _v: i16) -> Descri
                     Ok(broker_configs(ctx))
                 } else {
                     Err((
-                        ResponseError::InvalidRequest.code(),
+                        refused(&ctx.broker.metrics, ResponseError::InvalidRequest),
                         format!("unknown broker {id}"),
                     ))
                 }
             }
             other => Err((
-                ResponseError::InvalidRequest.code(),
+                refused(&ctx.broker.metrics, ResponseError::InvalidRequest),
                 format!("resource type {other} is not supported"),
             )),
         };

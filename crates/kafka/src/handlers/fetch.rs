@@ -1,7 +1,7 @@
 //! Fetch (long-poll), ListOffsets and OffsetForLeaderEpoch.
 
 use super::Ctx;
-use crate::errors::returned_error_code;
+use crate::errors::{refused, returned_error_code};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
@@ -39,7 +39,7 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> FetchResponse {
     if v >= 7 && r.session_id != 0 {
         // We never create fetch sessions (we answer session id 0), so an
         // incremental fetch names a session we do not have.
-        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+        resp.error_code = refused(&ctx.broker.metrics, ResponseError::FetchSessionIdNotFound);
         return resp;
     }
     let mut specs = Vec::new();
@@ -140,7 +140,9 @@ pub async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest, v: i16) -> ListOffse
                 None => None,
             };
             match outcome {
-                None => pr.error_code = ResponseError::UnsupportedVersion.code(),
+                None => {
+                    pr.error_code = refused(&ctx.broker.metrics, ResponseError::UnsupportedVersion)
+                }
                 Some(Ok((offset, ts))) => {
                     pr.offset = offset;
                     pr.timestamp = ts;

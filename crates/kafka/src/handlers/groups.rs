@@ -1,7 +1,7 @@
 //! Group coordination APIs (classic protocol) and committed offsets.
 
 use super::{str, Ctx};
-use crate::errors::{returned_group_error_code, NONE};
+use crate::errors::{refused, returned_group_error_code, NONE};
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -47,7 +47,7 @@ pub fn find_coordinator(ctx: &Ctx, r: FindCoordinatorRequest, v: i16) -> FindCoo
             KEY_TRANSACTION => ctx.broker.txn_coordinator_for(key),
             other => {
                 return (
-                    ResponseError::InvalidRequest.code(),
+                    refused(&ctx.broker.metrics, ResponseError::InvalidRequest),
                     Some(format!("unknown coordinator key type {other}")),
                     None,
                 )
@@ -56,7 +56,7 @@ pub fn find_coordinator(ctx: &Ctx, r: FindCoordinatorRequest, v: i16) -> FindCoo
         match found {
             Some(b) => (NONE, None, Some(b)),
             None => (
-                ResponseError::CoordinatorNotAvailable.code(),
+                refused(&ctx.broker.metrics, ResponseError::CoordinatorNotAvailable),
                 Some("no live broker".into()),
                 None,
             ),
@@ -281,7 +281,10 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
             } else {
                 parts.push((
                     p.partition_index,
-                    Some(ResponseError::UnknownTopicOrPartition.code()),
+                    Some(refused(
+                        &ctx.broker.metrics,
+                        ResponseError::UnknownTopicOrPartition,
+                    )),
                 ));
             }
         }
@@ -352,7 +355,7 @@ fn grouped(f: Fetched) -> BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> 
 /// the partition for the group; the client retries until it ends.
 fn unstable(ctx: &Ctx, require_stable: bool, group: &str, topic: &str, p: i32) -> i16 {
     if require_stable && ctx.broker.groups.has_pending_offset(group, topic, p) {
-        ResponseError::UnstableOffsetCommit.code()
+        refused(&ctx.broker.metrics, ResponseError::UnstableOffsetCommit)
     } else {
         NONE
     }

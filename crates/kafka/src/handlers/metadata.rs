@@ -1,7 +1,7 @@
 //! Metadata and DescribeCluster.
 
 use super::{str, Ctx};
-use crate::errors::returned_error_code;
+use crate::errors::{refused, returned_error_code};
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -13,10 +13,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use strata_broker::cluster::TopicInfo;
+use strata_broker::metrics::Metrics;
 use strata_broker::topics::CreateTopic;
 use strata_broker::BrokerError;
 
-fn topic_entry(t: &TopicInfo) -> MetadataResponseTopic {
+fn topic_entry(m: &Metrics, t: &TopicInfo) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(str(t.name.clone())));
     e.topic_id = t.id;
@@ -32,7 +33,7 @@ fn topic_entry(t: &TopicInfo) -> MetadataResponseTopic {
                     mp.leader_epoch = l.epoch;
                 }
                 None => {
-                    mp.error_code = ResponseError::LeaderNotAvailable.code();
+                    mp.error_code = refused(m, ResponseError::LeaderNotAvailable);
                     mp.leader_id = BrokerId(-1);
                     mp.leader_epoch = -1;
                 }
@@ -80,7 +81,11 @@ pub async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataResponse
         Some(ts) => v == 0 && ts.is_empty(),
     };
     if all {
-        resp.topics = b.topics().iter().map(topic_entry).collect();
+        resp.topics = b
+            .topics()
+            .iter()
+            .map(|t| topic_entry(&b.metrics, t))
+            .collect();
         return resp;
     }
     let auto_create = (v < 4 || r.allow_auto_topic_creation) && b.settings().auto_create_topics;
@@ -90,15 +95,20 @@ pub async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataResponse
             (None, id) if !id.is_nil() => match b.topics().into_iter().find(|t| t.id == id) {
                 Some(t) => t.name.clone(),
                 None => {
-                    let mut e = error_entry(None, ResponseError::UnknownTopicId.code());
+                    let mut e = error_entry(
+                        None,
+                        refused(&ctx.broker.metrics, ResponseError::UnknownTopicId),
+                    );
                     e.topic_id = id;
                     resp.topics.push(e);
                     continue;
                 }
             },
             _ => {
-                resp.topics
-                    .push(error_entry(None, ResponseError::InvalidRequest.code()));
+                resp.topics.push(error_entry(
+                    None,
+                    refused(&ctx.broker.metrics, ResponseError::InvalidRequest),
+                ));
                 continue;
             }
         };
@@ -127,10 +137,10 @@ pub async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataResponse
             }
         }
         match b.topic(&name) {
-            Some(t) => resp.topics.push(topic_entry(&t)),
+            Some(t) => resp.topics.push(topic_entry(&b.metrics, &t)),
             None => resp.topics.push(error_entry(
                 Some(name),
-                ResponseError::UnknownTopicOrPartition.code(),
+                refused(&ctx.broker.metrics, ResponseError::UnknownTopicOrPartition),
             )),
         }
     }

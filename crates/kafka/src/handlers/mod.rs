@@ -12,6 +12,7 @@ mod produce;
 mod reassign;
 mod txn;
 
+use crate::errors::refused;
 use crate::versions;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -75,17 +76,15 @@ fn handle(
     let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(key) = ApiKey::try_from(api) else {
         tracing::warn!(api_key = api, version, "unknown API key");
+        refused(&ctx.broker.metrics, ResponseError::UnsupportedVersion);
         return Ok(ready(error_only(correlation)));
     };
     if !versions::is_supported(key, version) {
         tracing::debug!(api = ?key, version, "unsupported API or version");
+        let code = refused(&ctx.broker.metrics, ResponseError::UnsupportedVersion);
         if key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 with the error and our version list.
-            return Ok(ready(api_versions_response(
-                correlation,
-                0,
-                ResponseError::UnsupportedVersion.code(),
-            )));
+            return Ok(ready(api_versions_response(correlation, 0, code)));
         }
         return Ok(ready(error_only(correlation)));
     }

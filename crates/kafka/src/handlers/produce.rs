@@ -2,7 +2,7 @@
 //! fsyncs overlap.
 
 use super::{str, Ctx};
-use crate::errors::broker_error;
+use crate::errors::{broker_error, refused};
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
@@ -28,11 +28,11 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
                 pr.log_append_time_ms = -1;
                 pr.log_start_offset = -1;
                 let Some(acks) = acks else {
-                    pr.error_code = ResponseError::InvalidRequiredAcks.code();
+                    pr.error_code = refused(&ctx.broker.metrics, ResponseError::InvalidRequiredAcks);
                     return pr;
                 };
                 let Some(records) = pd.records else {
-                    pr.error_code = ResponseError::CorruptMessage.code();
+                    pr.error_code = refused(&ctx.broker.metrics, ResponseError::CorruptMessage);
                     return pr;
                 };
                 match ctx
@@ -80,7 +80,7 @@ pub async fn init_producer_id(
         None => {}
         // Kafka refuses an empty transactional id.
         Some(true) => {
-            resp.error_code = ResponseError::InvalidRequest.code();
+            resp.error_code = refused(&ctx.broker.metrics, ResponseError::InvalidRequest);
             return resp;
         }
         Some(false) => {}

@@ -3,7 +3,7 @@
 //! ListTransactions and DescribeProducers. InitProducerId is in `produce`.
 
 use super::{str, Ctx};
-use crate::errors::{returned_error_code, NONE};
+use crate::errors::{refused, returned_error_code, NONE};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
@@ -53,7 +53,7 @@ pub async fn add_partitions(
         .cloned()
         .collect();
     let code = if !unknown.is_empty() {
-        ResponseError::OperationNotAttempted.code()
+        refused(&ctx.broker.metrics, ResponseError::OperationNotAttempted)
     } else {
         match ctx
             .broker
@@ -81,7 +81,7 @@ pub async fn add_partitions(
                 let mut pr = AddPartitionsToTxnPartitionResult::default();
                 pr.partition_index = *p;
                 pr.partition_error_code = if unknown.contains(&(name.clone(), *p)) {
-                    ResponseError::UnknownTopicOrPartition.code()
+                    refused(&ctx.broker.metrics, ResponseError::UnknownTopicOrPartition)
                 } else {
                     code
                 };
