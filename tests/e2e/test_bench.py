@@ -27,9 +27,13 @@ def test_bench_produce_consume_e2e_report_json(strata, topic_name):
     # are far fewer bytes than 5000 one-record batches would be.
     assert rep["bytes"] < 5000 * (64 + 61)
 
+    # `--duration` is e2e's `--seconds` too; the topic gets `--partitions`.
     rep = bench("e2e", "--bootstrap", strata.bootstrap, "--topic", f"{topic_name}-lat",
-                "--rate", "100", "--seconds", "1")
+                "--partitions", "3", "--rate", "100", "--duration", "1")
     assert rep["test"] == "e2e" and rep["latency_ms"]["samples"] == 100
+    from confluent_kafka.admin import AdminClient
+    md = AdminClient({"bootstrap.servers": strata.bootstrap}).list_topics(f"{topic_name}-lat", timeout=10)
+    assert len(md.topics[f"{topic_name}-lat"].partitions) == 3
 
     r = strata_cli("bench", "produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
                    "--records", "10", timeout=60)

@@ -36,9 +36,11 @@ pub(super) struct ConsumeArgs {
 pub(super) struct E2eArgs {
     #[command(flatten)]
     common: Common,
+    /// Records per second, each sent alone (acks=1, no batching).
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    #[arg(long, default_value_t = 10)]
+    /// Seconds to run (`--duration` too, as for produce and consume).
+    #[arg(long, alias = "duration", default_value_t = 10)]
     seconds: u64,
 }
 
@@ -161,7 +163,15 @@ pub(super) async fn run_e2e(a: E2eArgs) -> anyhow::Result<()> {
         rate,
         seconds,
     } = a;
-    ensure_topic(&mut connect(&common.bootstrap).await?, &common.topic, 1).await?;
+    // The topic is created as `--partitions` says, like produce's; the
+    // probe uses its partition 0.
+    let partitions = common.partitions.max(1);
+    ensure_topic(
+        &mut connect(&common.bootstrap).await?,
+        &common.topic,
+        partitions,
+    )
+    .await?;
     let total = rate.max(1) * seconds.max(1);
     // Start at the end of the partition: only this run's records count.
     let mut routes = crate::cli::route::Routes::connect(&common.bootstrap).await?;

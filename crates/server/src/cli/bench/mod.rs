@@ -109,8 +109,8 @@ enum BenchCmd {
     Produce(produce::ProduceArgs),
     /// Read records from the start of every partition, one connection each.
     Consume(consume::ConsumeArgs),
-    /// One record per request at `--rate` for `--seconds`; latency from
-    /// send to fetch (10 ms fetch wait).
+    /// One record per request at `--rate` for `--seconds`, to partition 0;
+    /// latency from send to fetch (10 ms fetch wait).
     E2e(consume::E2eArgs),
 }
 
