@@ -408,6 +408,38 @@ impl BatchBuilder {
         self.records += 1;
     }
 
+    /// [`Self::push_parts`] of a record without headers (the shape of most
+    /// records): nothing to count or write per header.
+    pub fn push_key_value(
+        &mut self,
+        b: &mut BytesMut,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) {
+        let ts_delta = timestamp - self.base_timestamp;
+        let offset_delta = offset - self.base_offset;
+        // Attributes and the header count (0) take a byte each.
+        let len = 2
+            + varlong_len(ts_delta)
+            + varlong_len(offset_delta)
+            + field_len(key)
+            + field_len(value);
+        write_spare(b, MAX_VARLONG + len, |w| {
+            w.varlong(len as i64);
+            w.byte(0); // attributes
+            w.varlong(ts_delta);
+            w.varlong(offset_delta);
+            w.field(key);
+            w.field(value);
+            w.byte(0); // no headers
+        });
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.last_offset = offset;
+        self.records += 1;
+    }
+
     /// Fills in the header and the CRC.
     pub fn finish(self, b: &mut BytesMut) {
         let batch = &mut b[self.start..];

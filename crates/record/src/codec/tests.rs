@@ -195,3 +195,37 @@ fn large_values_cross_varint_widths() {
     let d = decode_batch(&encode_batch(&records).freeze()).unwrap();
     assert_eq!(d.records, records);
 }
+
+proptest! {
+    /// The header-less record writer writes byte for byte what the general
+    /// one does for the same record (offset and timestamp deltas of every
+    /// varint width, null, empty and long keys and values).
+    #[test]
+    fn push_key_value_writes_what_push_parts_writes(
+        offset in 0i64..1 << 40,
+        ts in -(1i64 << 40)..1 << 40,
+        key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+        value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+    ) {
+        let fields = BatchFields {
+            timestamp_type: TimestampType::CreateTime,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            leader_epoch: 0,
+        };
+        let write = |general: bool| {
+            let mut b = BytesMut::from(&b"before"[..]);
+            let mut batch = BatchBuilder::start(&mut b, &fields, 0, 0);
+            let (key, value) = (key.as_deref(), value.as_deref());
+            if general {
+                batch.push_parts(&mut b, offset, ts, key, value, &[]);
+            } else {
+                batch.push_key_value(&mut b, offset, ts, key, value);
+            }
+            batch.finish(&mut b);
+            b
+        };
+        prop_assert_eq!(write(false), write(true));
+    }
+}
