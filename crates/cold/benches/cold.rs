@@ -6,7 +6,9 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use strata_cold::{read_batches, write_segment, ColdCursor, ReadOptions, WriteOptions};
+use strata_cold::{
+    read_batches, write_segment, ColdCursor, DecodedFile, ReadOptions, WriteOptions,
+};
 use strata_record::BatchHeader;
 use strata_record::{assign_offset_and_epoch, build_batch, sample_batch, KeyValue};
 
@@ -137,6 +139,12 @@ fn decode(c: &mut Criterion) {
                     c.read_blocking(1 << 20, 1000).unwrap();
                 }
             })
+        });
+        // The rebuild alone (the other half of a read, its own thread in
+        // the broker): rows decoded once, rebuilt in 1 MiB fetches.
+        let decoded = DecodedFile::decode(file.clone()).unwrap();
+        g.bench_function(format!("rebuild_only_1MiB_fetches/{name}"), |b| {
+            b.iter(|| decoded.rebuild(black_box(1 << 20), 1000).unwrap())
         });
         // The same with the cursor split: Parquet decoded on a second thread.
         g.bench_function(format!("sequential_1MiB_fetches_split/{name}"), |b| {

@@ -337,5 +337,61 @@ impl ColdCursor {
     }
 }
 
+/// A file's rows decoded into Arrow batches once, to rebuild record
+/// batches from them again and again: what the benchmarks use to time the
+/// rebuild apart from the Parquet decoding (a cold read's two halves run
+/// on two threads, see [`ColdCursor::split`]). Not an API for the broker.
+#[doc(hidden)]
+pub struct DecodedFile {
+    batches: Vec<RecordBatch>,
+}
+
+#[doc(hidden)]
+impl DecodedFile {
+    /// Decodes every row of `file` as a cursor from its start would.
+    pub fn decode(file: Bytes) -> Result<Self, ColdError> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
+        let batches = select(builder, 0).build()?.collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { batches })
+    }
+
+    /// Rows decoded.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Rebuilds every row as a consumer's fetches of `max_bytes` from one
+    /// cursor would get them; returns how many record batches that made
+    /// and the offset after the last record.
+    pub fn rebuild(
+        &self,
+        max_bytes: usize,
+        batch_records: usize,
+    ) -> Result<(usize, i64), ColdError> {
+        let (mut made, mut at, mut next_offset) = (0, (0, 0), 0);
+        while at.0 < self.batches.len() {
+            let opts = ReadOptions {
+                from_offset: next_offset,
+                max_bytes,
+                batch_records,
+            };
+            let mut out = Rebuilder::new(&opts, 0);
+            while let Some(rb) = self.batches.get(at.0) {
+                match push_rows(rb, at.1, &mut out)? {
+                    Some(stop) => {
+                        at.1 = stop;
+                        break;
+                    }
+                    None => at = (at.0 + 1, 0),
+                }
+            }
+            let (batches, next) = out.finish();
+            made += batches.len();
+            next_offset = next.unwrap_or(next_offset);
+        }
+        Ok((made, next_offset))
+    }
+}
+
 #[cfg(test)]
 mod tests;

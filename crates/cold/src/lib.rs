@@ -17,7 +17,7 @@ mod read;
 mod schema;
 mod write;
 
-pub use cursor::{ColdCursor, Decoder};
+pub use cursor::{ColdCursor, DecodedFile, Decoder};
 pub use key::object_key;
 pub use read::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
 pub use schema::{segment_schema, FORMAT_VERSION};

@@ -85,7 +85,7 @@ impl<'a> Columns<'a> {
         ) -> Option<&'b [T::Native]> {
             Some(rb.column_by_name(name)?.as_primitive_opt::<T>()?.values())
         }
-        Ok(Self {
+        let cols = Self {
             offset: values::<Int64Type>(rb, "offset").ok_or_else(bad)?,
             ts: values::<TimestampMillisecondType>(rb, "timestamp").ok_or_else(bad)?,
             ts_type: values::<Int8Type>(rb, "timestamp_type").ok_or_else(bad)?,
@@ -101,13 +101,30 @@ impl<'a> Columns<'a> {
             pid: values::<Int64Type>(rb, "producer_id").ok_or_else(bad)?,
             epoch: values::<Int16Type>(rb, "producer_epoch").ok_or_else(bad)?,
             seq: values::<Int32Type>(rb, "sequence").ok_or_else(bad)?,
-        })
+        };
+        // (An Arrow batch's columns have its length; the row loop relies
+        // on it, so it is checked, not assumed.)
+        let rows = rb.num_rows();
+        let fixed = [
+            cols.offset.len(),
+            cols.ts.len(),
+            cols.ts_type.len(),
+            cols.pid.len(),
+            cols.epoch.len(),
+            cols.seq.len(),
+            cols.value.len(),
+        ];
+        if fixed.iter().any(|&n| n != rows) || cols.key.is_some_and(|k| k.len() != rows) {
+            return Err(bad());
+        }
+        Ok(cols)
     }
 
     /// Row `i`'s batch-level fields.
-    fn row(&self, i: usize, offset: i64) -> Row {
+    fn row(&self, i: usize) -> Row {
         Row {
-            offset,
+            offset: self.offset[i],
+            timestamp: self.ts[i],
             log_append_time: self.ts_type[i] == 1,
             producer_id: self.pid[i],
             producer_epoch: self.epoch[i],
@@ -115,12 +132,39 @@ impl<'a> Columns<'a> {
         }
     }
 
+    /// The end of the stretch of rows from `i` that each continue the row
+    /// before ([`Row::continues_with`]): the same producer, epoch and
+    /// timestamp type (and log-append time, if that is the type), and no
+    /// sequences or sequences in step with the offsets (a sequence less its
+    /// offset, in i32 as sequences wrap, the same for every row).
+    fn stretch_end(&self, i: usize) -> usize {
+        let (pid, epoch, seq) = (self.pid[i], self.epoch[i], self.seq[i]);
+        let log_append = self.ts_type[i] == 1;
+        let ts = self.ts[i];
+        let step = |k: usize| self.seq[k].wrapping_sub(self.offset[k] as i32);
+        let first_step = step(i);
+        let mut k = i + 1;
+        while k < self.offset.len()
+            && self.pid[k] == pid
+            && self.epoch[k] == epoch
+            && (self.ts_type[k] == 1) == log_append
+            && (!log_append || self.ts[k] == ts)
+            && (self.seq[k] < 0) == (seq < 0)
+            && (seq < 0 || step(k) == first_step)
+        {
+            k += 1;
+        }
+        k
+    }
+
     fn key(&self, i: usize) -> Option<&'a [u8]> {
-        self.key.and_then(|k| k.is_valid(i).then(|| k.value(i)))
+        self.key
+            .and_then(|k| k.nulls().is_none_or(|n| n.is_valid(i)).then(|| k.value(i)))
     }
 
     fn value(&self, i: usize) -> Option<&'a [u8]> {
-        self.value.is_valid(i).then(|| self.value.value(i))
+        let valid = self.value.nulls().is_none_or(|n| n.is_valid(i));
+        valid.then(|| self.value.value(i))
     }
 
     /// Row `i`'s headers (most rows have none).
@@ -144,6 +188,7 @@ impl<'a> Columns<'a> {
 #[derive(Debug, Clone, Copy)]
 struct Row {
     offset: i64,
+    timestamp: i64,
     log_append_time: bool,
     producer_id: i64,
     producer_epoch: i16,
@@ -159,6 +204,9 @@ impl Row {
         self.producer_id == next.producer_id
             && self.producer_epoch == next.producer_epoch
             && self.log_append_time == next.log_append_time
+            // A batch's log-append time is one for all its records (the
+            // consumer applies its max timestamp to each).
+            && (!self.log_append_time || self.timestamp == next.timestamp)
             && (a < 0) == (b < 0)
             && (a < 0 || b == a.wrapping_add((next.offset - self.offset) as i32))
     }
@@ -188,6 +236,11 @@ impl Row {
 /// stop, from the records alone, so which records a read returns, and how
 /// they are framed, does not depend on how the reader happened to cut its
 /// Arrow batches (in memory and ranged reads cut them differently).
+///
+/// Rows are taken a stretch at a time: the rows that continue the first
+/// one's batch-level fields ([`Columns::stretch_end`]) are compared with
+/// the record before only at the stretch's start; within it a run ends
+/// only at `batch_records` or the byte budget.
 pub(crate) fn push_rows(
     rb: &RecordBatch,
     start: usize,
@@ -195,39 +248,55 @@ pub(crate) fn push_rows(
 ) -> Result<Option<usize>, ColdError> {
     let cols = Columns::new(rb)?;
     let max_records = out.opts.batch_records.max(1);
-    let rows = rb.num_rows().min(cols.offset.len());
-    for i in start..rows {
-        let offset = cols.offset[i];
-        if offset < out.opts.from_offset {
-            continue;
-        }
-        let row = cols.row(i, offset);
-        // A run also ends once the read has its bytes, so a small fetch
-        // gets about what it asked for (at least one record), not a whole
-        // run of `batch_records`.
-        let fits = out.prev.is_none_or(|p| {
-            p.continues_with(&row) && out.run < max_records && out.taken < out.opts.max_bytes
-        });
-        if !fits {
-            out.close();
-            if out.taken >= out.opts.max_bytes {
-                return Ok(Some(i));
+    let max_bytes = out.opts.max_bytes;
+    let rows = cols.offset.len();
+    // Offsets increase, so the rows below the wanted offset come first.
+    let start = start.min(rows);
+    let mut i = start + cols.offset[start..].partition_point(|&o| o < out.opts.from_offset);
+    while i < rows {
+        let head = cols.row(i);
+        let end = cols.stretch_end(i);
+        for k in i..end {
+            // A run also ends once the read has its bytes, so a small
+            // fetch gets about what it asked for (at least one record), not
+            // a whole run of `batch_records`.
+            let fits = if k > i {
+                out.run < max_records && out.taken < max_bytes
+            } else {
+                out.prev.is_none_or(|p| {
+                    p.continues_with(&head) && out.run < max_records && out.taken < max_bytes
+                })
+            };
+            if !fits {
+                out.close();
+                if out.taken >= max_bytes {
+                    if k > i {
+                        out.prev = Some(cols.row(k - 1));
+                    }
+                    return Ok(Some(k));
+                }
             }
+            let (key, value) = (cols.key(k), cols.value(k));
+            let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+            if cols.headers.is_none() {
+                out.taken += 8 + len(key) + len(value);
+                out.push_key_value(&cols, k, key, value);
+                continue;
+            }
+            let headers = cols.headers(k);
+            // About what a record takes in a batch: its fields plus a few
+            // bytes of lengths, deltas and attributes.
+            out.taken += 8
+                + len(key)
+                + len(value)
+                + headers
+                    .iter()
+                    .map(|(k, v)| 2 + k.len() + len(*v))
+                    .sum::<usize>();
+            out.push(&cols, k, key, value, &headers);
         }
-        out.prev = Some(row);
-        let (key, value) = (cols.key(i), cols.value(i));
-        let headers = cols.headers(i);
-        // About what a record takes in a batch: its fields plus a few
-        // bytes of lengths, deltas and attributes.
-        let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
-        out.taken += 8
-            + len(key)
-            + len(value)
-            + headers
-                .iter()
-                .map(|(k, v)| 2 + k.len() + len(*v))
-                .sum::<usize>();
-        out.push(&row, cols.ts[i], key, value, &headers);
+        out.prev = Some(cols.row(end - 1));
+        i = end;
     }
     Ok(None)
 }
@@ -269,31 +338,58 @@ impl<'a> Rebuilder<'a> {
         }
     }
 
-    /// Adds the record of `row` to the open batch, opening one (with the
-    /// row's batch-level fields) if none is.
+    /// Adds the record of row `i` of `cols` to the open batch.
     fn push(
         &mut self,
-        row: &Row,
-        timestamp: i64,
+        cols: &Columns<'_>,
+        i: usize,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &[(&[u8], Option<&[u8]>)],
     ) {
-        let batch = match &mut self.open {
+        let (batch, buf) = self.open_at(cols, i);
+        batch.push_parts(buf, cols.offset[i], cols.ts[i], key, value, headers);
+        self.run += 1;
+    }
+
+    /// [`Self::push`] of a row without headers.
+    fn push_key_value(
+        &mut self,
+        cols: &Columns<'_>,
+        i: usize,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) {
+        let (batch, buf) = self.open_at(cols, i);
+        batch.push_key_value(buf, cols.offset[i], cols.ts[i], key, value);
+        self.run += 1;
+    }
+
+    /// The open batch and its buffer, opening a batch at row `i` of `cols`
+    /// (with that row's batch-level fields) if none is open.
+    #[inline]
+    fn open_at(&mut self, cols: &Columns<'_>, i: usize) -> (&mut BatchBuilder, &mut BytesMut) {
+        let Self {
+            open,
+            buf,
+            taken,
+            leader_epoch,
+            ..
+        } = self;
+        let batch = match open {
             Some(b) => b,
             None => {
-                self.taken += layout::HEADER_SIZE;
-                let fields = row.batch_fields(self.leader_epoch);
-                self.open.insert(BatchBuilder::start(
-                    &mut self.buf,
+                *taken += layout::HEADER_SIZE;
+                let fields = cols.row(i).batch_fields(*leader_epoch);
+                open.insert(BatchBuilder::start(
+                    buf,
                     &fields,
-                    row.offset,
-                    timestamp,
+                    cols.offset[i],
+                    cols.ts[i],
                 ))
             }
         };
-        batch.push_parts(&mut self.buf, row.offset, timestamp, key, value, headers);
-        self.run += 1;
+        (batch, buf)
     }
 
     /// Finishes the open batch, if any, and ends the run.

@@ -662,3 +662,104 @@ async fn keys_and_headers_are_decoded_only_where_a_row_group_has_some() {
         assert_eq!(all_records(&ranged), records[from..], "ranged from {from}");
     }
 }
+
+/// Whether record `b` can follow `a` in one rebuilt batch: the same
+/// producer, epoch and timestamp type, and no sequences or sequences in
+/// step with the offsets (what Kafka's batch framing allows).
+fn same_run(a: &DecodedRecord, b: &DecodedRecord) -> bool {
+    let step = (b.offset - a.offset) as i32;
+    a.producer_id == b.producer_id
+        && a.producer_epoch == b.producer_epoch
+        && a.timestamp_type == b.timestamp_type
+        // A batch has one log-append time for all its records.
+        && (a.timestamp_type == TimestampType::CreateTime || a.timestamp == b.timestamp)
+        && (a.sequence < 0) == (b.sequence < 0)
+        && (a.sequence < 0 || b.sequence == a.sequence.wrapping_add(step))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Batches of no producer or one of two (in two epochs), with
+    /// sequences in step, jumping or absent, both timestamp types, with
+    /// and without keys, headers and values, offset gaps between batches:
+    /// read back whole, each run of records that can share a batch is one
+    /// rebuilt batch (no more, no fewer); read in small fetches, the
+    /// records are the same.
+    #[test]
+    fn rebuilt_batches_follow_producer_runs(
+        batches in proptest::collection::vec(
+            (0i64..3, 0i16..2, 0u8..3, any::<bool>(), 0u8..4, 1usize..12, 0i64..3),
+            1..12,
+        ),
+        rows_per_group in 1usize..40,
+        fetch_bytes in 1usize..3000,
+    ) {
+        let mut next = 0i64;
+        let mut last_seq = std::collections::HashMap::new();
+        let mut segment = Vec::new();
+        let mut expected = Vec::new();
+        for (i, (pid, epoch, seq_mode, log_append, shape, n, gap)) in batches.into_iter().enumerate() {
+            next += gap;
+            let (pid, epoch) = if pid == 0 { (-1, -1) } else { (pid, epoch) };
+            let base_seq = match seq_mode {
+                _ if pid < 0 => -1,
+                0 => -1,
+                // In step with the producer's last batch (offsets between
+                // them counted, so a gap breaks the step unless none).
+                1 => last_seq.get(&(pid, epoch)).map_or(0, |&(s, o): &(i32, i64)| s + (next - o) as i32),
+                _ => 1000 * (i as i32 + 1),
+            };
+            let recs: Vec<DecodedRecord> = (0..n)
+                .map(|k| DecodedRecord {
+                    offset: next + k as i64,
+                    // Log-append time is one per batch (the broker's clock
+                    // at the append), create time one per record.
+                    timestamp: if log_append {
+                        1_700_000_000_000 + i as i64
+                    } else {
+                        1_700_000_000_000 + (k as i64 * 7) % 5
+                    },
+                    timestamp_type: if log_append { TimestampType::LogAppendTime } else { TimestampType::CreateTime },
+                    key: (shape & 1 == 1).then(|| Bytes::from(format!("k{k}"))),
+                    value: (k % 4 != 3).then(|| Bytes::from(vec![b'a' + (k % 26) as u8; k * 3])),
+                    headers: if shape & 2 == 2 {
+                        vec![("h".to_string(), Some(Bytes::from(format!("{i}")))), ("n".to_string(), None)]
+                    } else {
+                        Vec::new()
+                    },
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    sequence: if base_seq < 0 { -1 } else { base_seq + k as i32 },
+                    leader_epoch: 0,
+                })
+                .collect();
+            if base_seq >= 0 {
+                last_seq.insert((pid, epoch), (base_seq + n as i32 - 1, next + n as i64 - 1));
+            }
+            next += n as i64;
+            segment.push(encode_batch(&recs).freeze());
+            expected.extend(recs);
+        }
+        let mut opts = WriteOptions::new("t", 0, 1);
+        opts.row_group_rows = rows_per_group;
+        let file = write_segment(&segment_of(&segment), &opts).unwrap().bytes;
+
+        let whole = ReadOptions { batch_records: usize::MAX, ..ReadOptions::default() };
+        let back = read_batches(&file, &whole, 1).unwrap();
+        let runs = 1 + expected.windows(2).filter(|w| !same_run(&w[0], &w[1])).count();
+        prop_assert_eq!(back.len(), runs);
+        prop_assert_eq!(strip_epoch(all_records(&back)), expected.clone());
+
+        // A consumer's small fetches, each from the offset after the last.
+        let mut got = Vec::new();
+        let mut from = 0;
+        for _ in 0..expected.len() + 1 {
+            let read = ReadOptions { from_offset: from, max_bytes: fetch_bytes, batch_records: 5 };
+            let recs = all_records(&read_batches(&file, &read, 1).unwrap());
+            let Some(last) = recs.last() else { break };
+            from = last.offset + 1;
+            got.extend(recs);
+        }
+        prop_assert_eq!(strip_epoch(got), expected);
+    }
+}

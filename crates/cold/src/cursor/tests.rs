@@ -198,3 +198,16 @@ async fn a_split_cursor_whose_decoder_stops_early_fails_instead_of_ending() {
     assert!(!c.is_exhausted());
     assert!(err.to_string().contains("decoder stopped"), "{err}");
 }
+
+#[test]
+fn a_decoded_file_rebuilds_every_row_in_fetches() {
+    let d = DecodedFile::decode(file()).unwrap();
+    assert_eq!(d.rows(), 20 * 37);
+    // 20 batches of 37 records with gaps: the last record is at 19 * 40 + 36.
+    let (batches, next) = d.rebuild(200, BATCH_RECORDS).unwrap();
+    assert_eq!(next, 19 * 40 + 37);
+    // Runs of at most 10 records, and fetches of ~200 bytes end them sooner.
+    assert!(batches >= 20 * 37 / BATCH_RECORDS, "{batches}");
+    let (whole, _) = d.rebuild(usize::MAX, usize::MAX).unwrap();
+    assert_eq!(whole, 1, "one producer, sequences in step with the offsets");
+}
