@@ -422,3 +422,48 @@ def test_s3_settings_from_the_config_file(tmp_path, topic_name):
         if s is not None and s.alive():
             s.stop()
         moto.stop()
+
+
+def test_log_append_times_survive_the_cold_tier(fresh_strata, topic_name):
+    """A topic stamped with log-append time: every record read back from the
+    cold tier carries its own batch's append time (several batches, each
+    appended at another millisecond, share a Parquet file)."""
+    s = fresh_strata
+    s.extra_args = ["--set", "retention_check_interval_ms=300"]
+    s.start()
+    create_topic(s.bootstrap, topic_name, config={
+        "segment.bytes": "65536", "local.retention.bytes": "65536",
+        "message.timestamp.type": "LogAppendTime"})
+    p = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 0})
+    stamped = {}
+
+    def delivered(err, m):
+        assert err is None, err
+        stamped[m.offset()] = m.timestamp()
+
+    for batch in range(60):
+        for i in range(10):
+            p.produce(topic_name, value=f"{batch}-{i}-".encode() + os.urandom(1000),
+                      timestamp=1_000 + batch, on_delivery=delivered)
+        assert p.flush(30) == 0
+        time.sleep(0.003)  # the next batch is appended at a later millisecond
+    n = len(stamped)
+    assert n == 600
+    times = {ts for _, ts in stamped.values()}
+    assert all(t == 2 for t, _ in stamped.values()), "log-append time, not create time"
+    assert len(times) > 10, "batches appended at different milliseconds"
+
+    wait_until(lambda: local_log_bytes(s, topic_name) < 65536 + 2 * 65536, timeout=90,
+               what="local segments to be offloaded and deleted")
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": f"lat-{time.time()}",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic_name, 0, 0)])
+    got = {}
+    deadline = time.time() + 60
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got[m.offset()] = m.timestamp()
+    c.close()
+    assert metric(s, "strata_cold_reads_total") > 0
+    assert got == stamped
