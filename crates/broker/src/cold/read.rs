@@ -110,19 +110,29 @@ impl Broker {
                         .map_err(task_failed)?
                         .map_err(failed)?
                     }
-                    // Range reads wait on the store: read on this task.
+                    // Range reads wait on the store, and decoding and
+                    // rebuilding are CPU work: both off the async workers,
+                    // the reads driven by the runtime from a blocking thread.
                     None => {
-                        let mut c = ColdCursor::open_ranged(
+                        let (store, owned_key, size, epoch) = (
                             cold.store.clone(),
-                            key,
+                            key.to_string(),
                             entry.bytes,
-                            offset,
                             entry.epoch,
-                        )
+                        );
+                        let rt = tokio::runtime::Handle::current();
+                        tokio::task::spawn_blocking(move || {
+                            rt.block_on(async {
+                                let mut c =
+                                    ColdCursor::open_ranged(store, &owned_key, size, offset, epoch)
+                                        .await?;
+                                let r = c.read(max_bytes, batch_records).await;
+                                Ok::<_, strata_cold::ColdError>((c, r))
+                            })
+                        })
                         .await
-                        .map_err(failed)?;
-                        let r = c.read(max_bytes, batch_records).await;
-                        (c, r)
+                        .map_err(task_failed)?
+                        .map_err(failed)?
                     }
                 };
                 let batches = r.map_err(failed)?;
