@@ -28,8 +28,8 @@ pub struct Metrics {
     /// How late a task woken on the broker's async runtime started running
     /// ([`probe_wakeups`]).
     pub wakeup_delays: TimeHistogram,
-    /// Error codes returned to clients for domain errors (the Kafka edge
-    /// records them where it maps an error to its code).
+    /// Error codes returned to clients (the Kafka edge records them where
+    /// it decides them: mapping a domain error, or refusing a request).
     pub error_codes: ErrorCodes,
 }
 

@@ -95,8 +95,8 @@ impl ReadAhead {
     /// The cursor is split ([`ColdCursor::split`]): one thread decodes
     /// Parquet pages (for a ranged file, waiting on the store through the
     /// runtime), another rebuilds record batches from them, so one
-    /// consumer's cold read uses two cores. Both are threads of their own, not tasks
-    /// hopping onto the blocking pool for every chunk: the hops cost more
+    /// consumer's cold read uses two cores. Both are threads of their own,
+    /// not tasks hopping onto the blocking pool for every chunk: the hops cost more
     /// than a third of the throughput. The threads end at the end of the
     /// file, on an error (passed on as the last chunk), or once this is
     /// dropped (at the next chunk).
