@@ -259,6 +259,12 @@ impl Broker {
         self.write_behind.as_ref().map(|w| w.stats())
     }
 
+    /// What the cold cache served of ranged reads, and what they read from
+    /// the store (None without a cold tier).
+    pub fn cold_cache_stats(&self) -> Option<&strata_cold::CacheStats> {
+        self.cold.as_ref().map(|c| c.cache.stats())
+    }
+
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
     }
@@ -495,7 +501,15 @@ impl Broker {
                 requested, start, ..
             }) if requested < start => {
                 match self
-                    .cold_read(&spec.topic, spec.partition, requested, max)
+                    .cold_read(
+                        crate::cold::ColdPartition {
+                            topic: &spec.topic,
+                            partition: spec.partition,
+                            local_start: start,
+                        },
+                        requested,
+                        max,
+                    )
                     .await?
                 {
                     // The cold tier holds only committed records and no

@@ -580,6 +580,16 @@ async fn acks_all_needs_min_insync_replicas_and_epochs_are_tracked() {
 /// producing, so in at least that many files), cached up to `cache` bytes;
 /// and the first offset still in the local log.
 async fn cold_only_topic(cache: u64, rounds: i64) -> (tempfile::TempDir, Arc<Broker>, i64) {
+    cold_topic(cache, rounds, "1").await
+}
+
+/// [`cold_only_topic`] keeping `local_retention` bytes of segments in the
+/// local log (offloaded ones among them).
+async fn cold_topic(
+    cache: u64,
+    rounds: i64,
+    local_retention: &str,
+) -> (tempfile::TempDir, Arc<Broker>, i64) {
     use object_store::memory::InMemory;
     use strata_meta::MemStore;
     let d = tempfile::tempdir().unwrap();
@@ -589,7 +599,10 @@ async fn cold_only_topic(cache: u64, rounds: i64) -> (tempfile::TempDir, Arc<Bro
         .build()
         .await
         .unwrap();
-    let configs = [("segment.bytes", "65536"), ("local.retention.bytes", "1")];
+    let configs = [
+        ("segment.bytes", "65536"),
+        ("local.retention.bytes", local_retention),
+    ];
     b.create_topic(topic("t", 1, &configs), false)
         .await
         .unwrap();
@@ -663,6 +676,27 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
         assert!(
             b.metrics.cold_reads_continued.load(Ordering::Relaxed) > 0,
             "fetches went on from kept readers (cache {cache})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_reaching_the_local_log_starts_no_read_ahead_of_a_cold_file_there() {
+    for cache in [16 << 20, 0] {
+        let (_d, b, local_start) = cold_topic(cache, 3, "200000").await;
+        // The newest files of the cold tier are in the local log too.
+        let there = b
+            .view()
+            .cold_segment("t", 0, local_start)
+            .expect("a cold file holds the local log's start");
+        let next = read_cold_in_order(&b, local_start, &[4_000]).await;
+        assert!(next >= local_start, "read through the cold tier");
+        // The fetch at the local start reads the local log: reading that
+        // file ahead (from the store, without the cache) would be wasted.
+        let cold = b.cold.as_ref().unwrap();
+        assert!(
+            !cold.cursors.contains(&there.object_key, local_start),
+            "a cold file the local log holds was read ahead (cache {cache})"
         );
     }
 }

@@ -22,6 +22,7 @@
 
 use crate::read::{push_rows, read_projection, row_groups_from, Rebuilder};
 use crate::schema::read_schema;
+use crate::store::StoreObject;
 use crate::{ColdError, ReadOptions};
 use arrow_array::RecordBatch;
 use bytes::{Bytes, BytesMut};
@@ -30,8 +31,7 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderBuilder, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder,
 };
-#[allow(deprecated)] // see `open_ranged`
-use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use tokio::sync::mpsc;
 
 /// How cursors decode a file: with [`read_schema`]'s value views.
@@ -55,12 +55,11 @@ fn select<T>(builder: ArrowReaderBuilder<T>, from_offset: i64) -> ArrowReaderBui
 }
 
 /// Where a file's Arrow batches are decoded from.
-#[allow(deprecated)]
 enum Rows {
     /// A file held in memory (the broker's cold cache).
     Memory(ParquetRecordBatchReader),
     /// An object range-read from the store, row group by row group.
-    Ranged(ParquetRecordBatchStream<ParquetObjectReader>),
+    Ranged(ParquetRecordBatchStream<StoreObject>),
 }
 
 impl Rows {
@@ -191,25 +190,17 @@ impl ColdCursor {
         ))
     }
 
-    /// A cursor that range-reads object `key` of `size` bytes: the footer,
-    /// then only the column chunks of the row groups that can hold
-    /// `from_offset` onward.
-    // `ParquetObjectReader` is deprecated in parquet 60 in favour of a
-    // hand-written `AsyncFileReader`; it still does exactly the range reads
-    // we need. Replacing it is a follow-up.
-    #[allow(deprecated)]
+    /// A cursor that range-reads `object`: the footer, then only the
+    /// column chunks of the row groups that can hold `from_offset` onward
+    /// (each from the object's cache, if it has one and holds it).
     pub async fn open_ranged(
-        store: std::sync::Arc<dyn object_store::ObjectStore>,
-        key: &str,
-        size: u64,
+        object: StoreObject,
         from_offset: i64,
         leader_epoch: i32,
     ) -> Result<Self, ColdError> {
         use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-        let reader = ParquetObjectReader::new(store, object_store::path::Path::from(key))
-            .with_file_size(size);
         let builder =
-            ParquetRecordBatchStreamBuilder::new_with_options(reader, read_options()).await?;
+            ParquetRecordBatchStreamBuilder::new_with_options(object, read_options()).await?;
         let stream = select(builder, from_offset).build()?;
         Ok(Self::new(
             Source::Direct(Rows::Ranged(stream)),

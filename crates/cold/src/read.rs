@@ -492,16 +492,14 @@ pub fn read_batches(
         .read_blocking(opts.max_bytes, opts.batch_records)
 }
 
-/// Like [`read_batches`], but range-reads the object: the footer, then only
+/// Like [`read_batches`], but range-reads `object`: the footer, then only
 /// the column chunks of the row groups that can hold `from_offset` onward.
 pub async fn read_batches_ranged(
-    store: std::sync::Arc<dyn object_store::ObjectStore>,
-    key: &str,
-    size: u64,
+    object: crate::StoreObject,
     opts: &ReadOptions,
     leader_epoch: i32,
 ) -> Result<Vec<BytesMut>, ColdError> {
-    ColdCursor::open_ranged(store, key, size, opts.from_offset, leader_epoch)
+    ColdCursor::open_ranged(object, opts.from_offset, leader_epoch)
         .await?
         .read(opts.max_bytes, opts.batch_records)
         .await

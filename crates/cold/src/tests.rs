@@ -441,10 +441,13 @@ async fn ranged_reads_match_in_memory_reads() {
             max_bytes: 20_000,
             ..ReadOptions::default()
         };
-        let ranged =
-            read_batches_ranged(store.clone(), "k.parquet", file.bytes.len() as u64, &ro, 1)
-                .await
-                .unwrap();
+        let ranged = read_batches_ranged(
+            StoreObject::new(store.clone(), "k.parquet", file.bytes.len() as u64),
+            &ro,
+            1,
+        )
+        .await
+        .unwrap();
         let whole = read_batches(&file.bytes, &ro, 1).unwrap();
         assert_eq!(all_records(&ranged), all_records(&whole), "from {from}");
         assert_eq!(all_records(&ranged).first().unwrap().offset, from);
@@ -656,9 +659,10 @@ async fn keys_and_headers_are_decoded_only_where_a_row_group_has_some() {
         let whole = read_batches(&file.bytes, &ro, 1).unwrap();
         assert_eq!(all_records(&whole), records[from..], "from {from}");
         let size = file.bytes.len() as u64;
-        let ranged = read_batches_ranged(store.clone(), "h.parquet", size, &ro, 1)
-            .await
-            .unwrap();
+        let ranged =
+            read_batches_ranged(StoreObject::new(store.clone(), "h.parquet", size), &ro, 1)
+                .await
+                .unwrap();
         assert_eq!(all_records(&ranged), records[from..], "ranged from {from}");
     }
 }

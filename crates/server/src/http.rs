@@ -144,6 +144,22 @@ pub fn render(b: &Broker) -> String {
         "counter",
         g(&m.cold_reads_continued),
     );
+    if let Some(c) = b.cold_cache_stats() {
+        counter(
+            &mut out,
+            "strata_cold_cache_hit_bytes_total",
+            "Bytes of cold objects range-read from the cold cache instead of the store.",
+            "counter",
+            g(&c.hit_bytes),
+        );
+        counter(
+            &mut out,
+            "strata_cold_store_read_bytes_total",
+            "Bytes of cold objects range-read from the store (and then cached).",
+            "counter",
+            g(&c.miss_bytes),
+        );
+    }
     counter(
         &mut out,
         "strata_offload_backlog_segments",

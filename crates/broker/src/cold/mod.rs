@@ -24,19 +24,21 @@ mod read;
 
 pub use listing::{HotSegment, PartitionSegments};
 pub(crate) use offload::remove_offload_scratch;
+pub(crate) use read::ColdPartition;
 
 use crate::error::BrokerError;
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
+use strata_cold::ColdCache;
 
 /// The object store of the cold tier, its key prefix and a byte-bounded cache.
 pub struct ColdTier {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) prefix: String,
-    /// Whole objects by key, bounded by bytes.
-    pub(crate) cache: moka::sync::Cache<String, Bytes>,
+    /// Whole objects, and ranges of the others read, bounded by bytes.
+    pub(crate) cache: ColdCache,
     /// Readers kept between a consumer's fetches.
     pub(crate) cursors: cursors::Cursors,
 }
@@ -46,22 +48,19 @@ impl ColdTier {
         Self {
             store,
             prefix,
-            cache: moka::sync::Cache::builder()
-                .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
-                .max_capacity(cache_bytes)
-                .build(),
+            cache: ColdCache::new(cache_bytes),
             cursors: cursors::Cursors::default(),
         }
     }
 
     /// Drops what is kept in memory of object `key` (it is being deleted).
     pub(crate) fn forget(&self, key: &str) {
-        self.cache.invalidate(key);
+        self.cache.forget(key);
         self.cursors.forget(key);
     }
 
     pub(crate) async fn object(&self, key: &str) -> Result<Bytes, BrokerError> {
-        if let Some(b) = self.cache.get(key) {
+        if let Some(b) = self.cache.object(key) {
             return Ok(b);
         }
         let bytes = self
@@ -72,7 +71,7 @@ impl ColdTier {
             .bytes()
             .await
             .map_err(|e| BrokerError::Storage(format!("cannot read cold segment {key}: {e}")))?;
-        self.cache.insert(key.to_string(), bytes.clone());
+        self.cache.insert_object(key, bytes.clone());
         Ok(bytes)
     }
 }

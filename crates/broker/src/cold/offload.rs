@@ -154,7 +154,7 @@ impl Broker {
         }
         // A small file stays cached for consumers just behind the hot tail.
         if let Some(bytes) = small {
-            cold.cache.insert(key.clone(), bytes);
+            cold.cache.insert_object(&key, bytes);
         }
         self.metrics
             .offloaded_segments

@@ -5,21 +5,32 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use bytes::{Bytes, BytesMut};
-use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions};
+use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions, StoreObject};
 
 /// Consecutive empty cold files one fetch skips before giving up.
 const MAX_EMPTY_FILES: usize = 64;
+
+/// The partition a cold read is of, and where its local log starts (reads
+/// from there on are the local log's).
+#[derive(Clone, Copy)]
+pub(crate) struct ColdPartition<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) local_start: i64,
+}
 
 impl Broker {
     /// Reads from the cold tier at `offset` (below the local log start):
     /// whole rebuilt batches, up to `max_bytes` (at least one batch).
     pub(crate) async fn cold_read(
         &self,
-        topic: &str,
-        partition: i32,
+        tp: ColdPartition<'_>,
         offset: i64,
         max_bytes: usize,
     ) -> Result<Option<Bytes>, BrokerError> {
+        let ColdPartition {
+            topic, partition, ..
+        } = tp;
         let Some(cold) = &self.cold else {
             return Ok(None);
         };
@@ -39,7 +50,7 @@ impl Broker {
                 return Ok((offset > start).then(Bytes::new));
             };
             let data = self
-                .cold_read_entry(cold, (topic, partition), &entry, offset, max_bytes)
+                .cold_read_entry(cold, tp, &entry, offset, max_bytes)
                 .await?;
             if !data.is_empty() {
                 return Ok(Some(data));
@@ -63,7 +74,7 @@ impl Broker {
     async fn cold_read_entry(
         &self,
         cold: &super::ColdTier,
-        tp: (&str, i32),
+        tp: ColdPartition<'_>,
         entry: &crate::cluster::SegmentEntry,
         offset: i64,
         max_bytes: usize,
@@ -96,7 +107,7 @@ impl Broker {
             None => {
                 let task_failed =
                     |e| BrokerError::Storage(format!("cold read of {key} failed: {e}"));
-                let (c, r) = match cold.cache.get(key) {
+                let (c, r) = match cold.cache.object(key) {
                     // Opening parses the footer and the page index: CPU
                     // work, done with the read off the async workers.
                     Some(file) => {
@@ -114,18 +125,13 @@ impl Broker {
                     // rebuilding are CPU work: both off the async workers,
                     // the reads driven by the runtime from a blocking thread.
                     None => {
-                        let (store, owned_key, size, epoch) = (
-                            cold.store.clone(),
-                            key.to_string(),
-                            entry.bytes,
-                            entry.epoch,
-                        );
+                        let object = StoreObject::new(cold.store.clone(), key, entry.bytes)
+                            .cached(cold.cache.clone());
+                        let epoch = entry.epoch;
                         let rt = tokio::runtime::Handle::current();
                         tokio::task::spawn_blocking(move || {
                             rt.block_on(async {
-                                let mut c =
-                                    ColdCursor::open_ranged(store, &owned_key, size, offset, epoch)
-                                        .await?;
+                                let mut c = ColdCursor::open_ranged(object, offset, epoch).await?;
                                 let r = c.read(max_bytes, batch_records).await;
                                 Ok::<_, strata_cold::ColdError>((c, r))
                             })
@@ -162,7 +168,8 @@ impl Broker {
     }
 
     /// Starts reading the file after `entry` ahead, for the fetch that
-    /// will ask for the offset after `entry`, unless a reader is kept for
+    /// will ask for the offset after `entry`, unless that offset is the
+    /// local log's (the consumer goes on there) or a reader is kept for
     /// it already. A file not in the cache is range-read: for a consumer
     /// reading the cold tier in order (what ends a read-ahead at the end
     /// of a file) that saves a round trip to the store per file, and a
@@ -170,23 +177,26 @@ impl Broker {
     fn prefetch(
         &self,
         cold: &super::ColdTier,
-        (topic, partition): (&str, i32),
+        tp: ColdPartition<'_>,
         entry: &crate::cluster::SegmentEntry,
         max_bytes: usize,
         batch_records: usize,
     ) {
         let at = entry.last_offset + 1;
+        if at >= tp.local_start {
+            return;
+        }
         let next = {
             let v = self.view();
-            v.cold_segment(topic, partition, at)
-                .or_else(|| v.next_cold_segment(topic, partition, at))
+            v.cold_segment(tp.topic, tp.partition, at)
+                .or_else(|| v.next_cold_segment(tp.topic, tp.partition, at))
         };
         let Some(next) = next else { return };
         if cold.cursors.contains(&next.object_key, at) {
             return;
         }
         let epoch = next.epoch;
-        let open: Opener = match cold.cache.get(&next.object_key) {
+        let open: Opener = match cold.cache.object(&next.object_key) {
             Some(file) => Box::new(move || ColdCursor::open(file, at, epoch)),
             // Not cached: the read-ahead's thread range-reads it (footer,
             // then the first row group), on this runtime.
@@ -194,8 +204,9 @@ impl Broker {
                 let Ok(rt) = tokio::runtime::Handle::try_current() else {
                     return;
                 };
-                let (store, key, size) = (cold.store.clone(), next.object_key.clone(), next.bytes);
-                Box::new(move || rt.block_on(ColdCursor::open_ranged(store, &key, size, at, epoch)))
+                let object = StoreObject::new(cold.store.clone(), &next.object_key, next.bytes)
+                    .cached(cold.cache.clone());
+                Box::new(move || rt.block_on(ColdCursor::open_ranged(object, at, epoch)))
             }
         };
         let ahead = ReadAhead::open(open, max_bytes, batch_records);

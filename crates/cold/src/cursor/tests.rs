@@ -91,9 +91,13 @@ async fn continued_reads_equal_fresh_reads_in_memory_and_ranged() {
             let mem = ColdCursor::open(file.clone(), from, 1).unwrap();
             assert!(mem.in_memory());
             assert_eq!(drain(mem, &file, max_bytes).await, whole(from));
-            let ranged = ColdCursor::open_ranged(store.clone(), "k.parquet", size, from, 1)
-                .await
-                .unwrap();
+            let ranged = ColdCursor::open_ranged(
+                StoreObject::new(store.clone(), "k.parquet", size),
+                from,
+                1,
+            )
+            .await
+            .unwrap();
             assert!(!ranged.in_memory());
             assert_eq!(drain(ranged, &file, max_bytes).await, whole(from));
         }
@@ -103,9 +107,13 @@ async fn continued_reads_equal_fresh_reads_in_memory_and_ranged() {
 #[tokio::test]
 async fn a_ranged_cursor_is_not_read_blocking() {
     let (file, store) = stored().await;
-    let mut c = ColdCursor::open_ranged(store, "k.parquet", file.len() as u64, 0, 1)
-        .await
-        .unwrap();
+    let mut c = ColdCursor::open_ranged(
+        StoreObject::new(store, "k.parquet", file.len() as u64),
+        0,
+        1,
+    )
+    .await
+    .unwrap();
     assert!(c.read_blocking(1000, 1000).is_err());
     // The in-memory one is.
     let mut m = ColdCursor::open(file, 0, 1).unwrap();
@@ -151,9 +159,13 @@ async fn a_split_cursor_reads_what_it_would_have_read_itself() {
             // Arrow batch stays with the cursor).
             for reads_before in [0, 1] {
                 let mut mem = ColdCursor::open(file.clone(), from, 1).unwrap();
-                let mut ranged = ColdCursor::open_ranged(store.clone(), "k.parquet", size, from, 1)
-                    .await
-                    .unwrap();
+                let mut ranged = ColdCursor::open_ranged(
+                    StoreObject::new(store.clone(), "k.parquet", size),
+                    from,
+                    1,
+                )
+                .await
+                .unwrap();
                 let mut head = Vec::new();
                 for _ in 0..reads_before {
                     head = all_records(&mem.read(max_bytes, BATCH_RECORDS).await.unwrap());

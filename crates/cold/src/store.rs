@@ -1,0 +1,306 @@
+//! Cold objects read from the object store, through a cache of what was
+//! read.
+//!
+//! [`ColdCache`] holds, under one byte budget, whole objects (a file the
+//! broker just offloaded, or read whole) and the byte ranges the Parquet
+//! reader range-read of the others (the footer, and the column chunks of
+//! the row groups read). [`StoreObject`] is what the async Parquet reader
+//! reads an object through: each range it asks for comes from the cache
+//! or, all the missing ones of one request together, from the store, and
+//! goes into the cache. So a cold file read again — by another consumer,
+//! or the same one starting over — costs no request to the store, whether
+//! or not this broker wrote it.
+//!
+//! Invariant: an object is never changed once written (its key names one
+//! upload: offsets and leader epoch), so nothing cached goes stale; what is
+//! kept of a deleted object is dropped with it ([`ColdCache::forget`]).
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Bytes read from an object's end first for its footer: the footer of a
+/// segment file of a few hundred row groups fits, so one request does.
+const FOOTER_HINT: usize = 64 << 10;
+
+#[derive(Clone, Hash, PartialEq, Eq)]
+enum Key {
+    Object(Arc<str>),
+    Range(Arc<str>, u64, u64),
+}
+
+impl Key {
+    fn object(&self) -> &str {
+        match self {
+            Key::Object(k) | Key::Range(k, _, _) => k,
+        }
+    }
+}
+
+/// Bytes served by a [`ColdCache`] and bytes it had to read from the store.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hit_bytes: AtomicU64,
+    pub miss_bytes: AtomicU64,
+}
+
+/// Whole cold objects and ranges of them, bounded by bytes (least
+/// recently and least frequently used go first); cheap to clone (the
+/// clones share it).
+#[derive(Clone)]
+pub struct ColdCache {
+    entries: moka::sync::Cache<Key, Bytes>,
+    stats: Arc<CacheStats>,
+}
+
+impl ColdCache {
+    /// A cache of at most `max_bytes` bytes.
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .weigher(|_k: &Key, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .max_capacity(max_bytes)
+                .support_invalidation_closures()
+                .build(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Object `key` whole, if cached.
+    pub fn object(&self, key: &str) -> Option<Bytes> {
+        self.entries.get(&Key::Object(key.into()))
+    }
+
+    /// Keeps object `key` whole.
+    pub fn insert_object(&self, key: &str, bytes: Bytes) {
+        self.entries.insert(Key::Object(key.into()), bytes);
+    }
+
+    /// Drops everything kept of object `key` (it is being deleted).
+    pub fn forget(&self, key: &str) {
+        self.entries.invalidate(&Key::Object(key.into()));
+        let key: Arc<str> = key.into();
+        // Only fails if closures were not enabled when the cache was built
+        // (they are); the ranges would then age out like any other entry.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |k, _| k.object() == &*key);
+    }
+
+    /// What the cache served and what it read from the store so far.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    fn range(&self, key: &Arc<str>, r: &Range<u64>) -> Option<Bytes> {
+        let got = self.entries.get(&Key::Range(key.clone(), r.start, r.end));
+        if let Some(b) = &got {
+            self.stats
+                .hit_bytes
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        got
+    }
+
+    fn insert_range(&self, key: &Arc<str>, r: &Range<u64>, bytes: Bytes) {
+        self.stats
+            .miss_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.entries
+            .insert(Key::Range(key.clone(), r.start, r.end), bytes);
+    }
+}
+
+/// An object in the store, as the async Parquet reader reads it: ranges
+/// through a [`ColdCache`] if it has one.
+#[derive(Clone)]
+pub struct StoreObject {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    key: Arc<str>,
+    size: u64,
+    cache: Option<ColdCache>,
+}
+
+impl StoreObject {
+    /// Object `key` of `size` bytes in `store`, read without a cache.
+    pub fn new(store: Arc<dyn ObjectStore>, key: &str, size: u64) -> Self {
+        Self {
+            store,
+            path: Path::from(key),
+            key: key.into(),
+            size,
+            cache: None,
+        }
+    }
+
+    /// The same, with its ranges read through `cache`.
+    pub fn cached(mut self, cache: ColdCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// `ranges` of the object, in order: those cached from the cache, the
+    /// others from the store in one call (which joins nearby ranges into
+    /// fewer requests).
+    async fn fetch(&self, ranges: Vec<Range<u64>>) -> Result<Vec<Bytes>, ParquetError> {
+        let mut got: Vec<Option<Bytes>> = match &self.cache {
+            Some(c) => ranges.iter().map(|r| c.range(&self.key, r)).collect(),
+            None => vec![None; ranges.len()],
+        };
+        let missing: Vec<Range<u64>> = ranges
+            .iter()
+            .zip(&got)
+            .filter(|(_, g)| g.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !missing.is_empty() {
+            let mut read = self
+                .store
+                .get_ranges(&self.path, &missing)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))?
+                .into_iter();
+            for (r, slot) in ranges.iter().zip(got.iter_mut()) {
+                if slot.is_some() {
+                    continue;
+                }
+                let Some(bytes) = read.next() else { break };
+                if let Some(c) = &self.cache {
+                    c.insert_range(&self.key, r, bytes.clone());
+                }
+                *slot = Some(bytes);
+            }
+        }
+        got.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
+            ParquetError::General(format!(
+                "the store returned fewer ranges of {} than asked for",
+                self.key
+            ))
+        })
+    }
+}
+
+impl AsyncFileReader for StoreObject {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            let key = self.key.clone();
+            self.fetch(vec![range]).await?.pop().ok_or_else(|| {
+                ParquetError::General(format!("the store returned no range of {key}"))
+            })
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move { self.fetch(ranges).await }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                .with_prefetch_hint(Some(FOOTER_HINT))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{all_records, kafka_batch, segment_of};
+    use crate::{read_batches, read_batches_ranged, write_segment, ReadOptions, WriteOptions};
+    use kafka_protocol::records::{Compression, TimestampType};
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
+
+    /// A file of 400 records in row groups of 100, stored as `k.parquet`.
+    async fn stored() -> (Bytes, Arc<InMemory>) {
+        let batches: Vec<Bytes> = (0..10)
+            .map(|i| kafka_batch(i * 40, 40, Compression::None, TimestampType::Creation))
+            .collect();
+        let mut opts = WriteOptions::new("t", 0, 1);
+        opts.row_group_rows = 100;
+        let file = write_segment(&segment_of(&batches), &opts).unwrap().bytes;
+        let store = Arc::new(InMemory::new());
+        store
+            .put(&Path::from("k.parquet"), file.clone().into())
+            .await
+            .unwrap();
+        (file, store)
+    }
+
+    #[tokio::test]
+    async fn a_ranged_read_again_comes_from_the_cache_and_forget_drops_it() {
+        let (file, store) = stored().await;
+        let cache = ColdCache::new(64 << 20);
+        let object =
+            StoreObject::new(store.clone(), "k.parquet", file.len() as u64).cached(cache.clone());
+        let opts = ReadOptions {
+            from_offset: 150,
+            ..ReadOptions::default()
+        };
+        let want = all_records(&read_batches(&file, &opts, 1).unwrap());
+        assert_eq!(want.first().map(|r| r.offset), Some(150));
+
+        let first = read_batches_ranged(object.clone(), &opts, 1).await.unwrap();
+        assert_eq!(all_records(&first), want);
+        let read = cache.stats().miss_bytes.load(Ordering::Relaxed);
+        assert!(read > 0, "the first read went to the store");
+
+        // Gone from the store, still readable: nothing comes from it.
+        store.delete(&Path::from("k.parquet")).await.unwrap();
+        let again = read_batches_ranged(object.clone(), &opts, 1).await.unwrap();
+        assert_eq!(all_records(&again), want);
+        assert_eq!(cache.stats().miss_bytes.load(Ordering::Relaxed), read);
+        assert!(cache.stats().hit_bytes.load(Ordering::Relaxed) >= read);
+
+        // Forgotten: the next read needs the store, where it is gone.
+        cache.forget("k.parquet");
+        assert!(read_batches_ranged(object, &opts, 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_a_cache_every_read_goes_to_the_store() {
+        let (file, store) = stored().await;
+        let object = StoreObject::new(store.clone(), "k.parquet", file.len() as u64);
+        let opts = ReadOptions::default();
+        let got = read_batches_ranged(object.clone(), &opts, 1).await.unwrap();
+        assert_eq!(
+            all_records(&got),
+            all_records(&read_batches(&file, &opts, 1).unwrap())
+        );
+        store.delete(&Path::from("k.parquet")).await.unwrap();
+        assert!(read_batches_ranged(object, &opts, 1).await.is_err());
+    }
+
+    #[test]
+    fn whole_objects_are_kept_and_forgotten() {
+        let cache = ColdCache::new(1 << 20);
+        assert!(cache.object("a").is_none());
+        cache.insert_object("a", Bytes::from_static(b"file"));
+        assert_eq!(cache.object("a").as_deref(), Some(&b"file"[..]));
+        cache.forget("a");
+        assert!(cache.object("a").is_none());
+    }
+}
