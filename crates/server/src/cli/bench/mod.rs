@@ -29,8 +29,11 @@ pub struct BenchArgs {
 
 #[derive(Args, Clone)]
 struct Common {
+    /// A broker of the cluster to measure (HOST:PORT), Strata or any other
+    /// Kafka-compatible one.
     #[arg(long)]
     bootstrap: String,
+    /// The topic written or read.
     #[arg(long, default_value = "strata-bench")]
     topic: String,
     /// Partitions (the topic is created with this many if missing).
