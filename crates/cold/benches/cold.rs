@@ -162,5 +162,61 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, decode);
+/// A whole file range-read from a store that answers each request after
+/// `LATENCY` (an object store's round trip; S3's is tens of ms): the
+/// ranged cursor fetches row groups ahead of the one it decodes, so its
+/// time is well under (footer + row groups) × `LATENCY`, what reading one
+/// request after another would take (printed with the file's row groups).
+fn ranged(c: &mut Criterion) {
+    use object_store::memory::InMemory;
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    use object_store::{ObjectStore, ObjectStoreExt};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use strata_cold::StoreObject;
+    const LATENCY: Duration = Duration::from_millis(10);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("parquet_ranged_read");
+    g.sample_size(10);
+    let (name, records, value, payload) = SHAPES[1];
+    let (seg, end) = segment(SEGMENT_BYTES, records, value, payload);
+    let file = write_segment(&seg, &WriteOptions::new("bench", 0, 1))
+        .unwrap()
+        .bytes;
+    let groups = parquet::file::reader::FileReader::num_row_groups(
+        &parquet::file::serialized_reader::SerializedFileReader::new(file.clone()).unwrap(),
+    );
+    let store: Arc<dyn ObjectStore> = Arc::new(ThrottledStore::new(
+        InMemory::new(),
+        ThrottleConfig {
+            wait_get_per_call: LATENCY,
+            ..ThrottleConfig::default()
+        },
+    ));
+    let path = object_store::path::Path::from("f.parquet");
+    rt.block_on(store.put(&path, file.clone().into())).unwrap();
+    eprintln!(
+        "parquet_ranged_read: {groups} row groups; one request after another: >= {} ms",
+        (groups as u128 + 1) * LATENCY.as_millis()
+    );
+    g.throughput(Throughput::Bytes(seg.len() as u64));
+    g.bench_function(format!("whole_file_10ms_per_request/{name}"), |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let object = StoreObject::new(store.clone(), "f.parquet", file.len() as u64);
+                let mut c = ColdCursor::open_ranged(object, 0, 1).await.unwrap();
+                while c.next_offset() < end {
+                    c.read(1 << 20, 1000).await.unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode, decode, ranged);
 criterion_main!(benches);

@@ -32,6 +32,8 @@ use parquet::arrow::arrow_reader::{
     ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
+use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetMetaData;
 use tokio::sync::mpsc;
 
 /// How cursors decode a file: with [`read_schema`]'s value views.
@@ -46,12 +48,40 @@ const ARROW_BATCH_ROWS: usize = 8192;
 /// the row groups that can hold it onward, the columns it needs, in Arrow
 /// batches of `ARROW_BATCH_ROWS`.
 fn select<T>(builder: ArrowReaderBuilder<T>, from_offset: i64) -> ArrowReaderBuilder<T> {
-    let groups = row_groups_from(builder.metadata(), from_offset);
-    let columns = read_projection(builder.metadata(), &groups);
+    let (groups, columns) = selection(builder.metadata(), from_offset);
     builder
         .with_row_groups(groups)
         .with_projection(columns)
         .with_batch_size(ARROW_BATCH_ROWS)
+}
+
+/// The row groups and columns [`select`] reads.
+fn selection(md: &ParquetMetaData, from_offset: i64) -> (Vec<usize>, ProjectionMask) {
+    let groups = row_groups_from(md, from_offset);
+    let columns = read_projection(md, &groups);
+    (groups, columns)
+}
+
+/// The ranges the async reader asks for, row group by row group, to read
+/// `columns` of `groups`: each leaf column's chunk, in leaf order.
+fn chunk_ranges(
+    md: &ParquetMetaData,
+    groups: &[usize],
+    columns: &ProjectionMask,
+) -> Vec<Vec<std::ops::Range<u64>>> {
+    groups
+        .iter()
+        .filter_map(|&g| md.row_groups().get(g))
+        .map(|rg| {
+            (0..rg.num_columns())
+                .filter(|&i| columns.leaf_included(i))
+                .map(|i| {
+                    let (start, len) = rg.column(i).byte_range();
+                    start..start + len
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Where a file's Arrow batches are decoded from.
@@ -199,9 +229,16 @@ impl ColdCursor {
         leader_epoch: i32,
     ) -> Result<Self, ColdError> {
         use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+        let (object, ahead) = object.with_read_ahead();
         let builder =
             ParquetRecordBatchStreamBuilder::new_with_options(object, read_options()).await?;
-        let stream = select(builder, from_offset).build()?;
+        let (groups, columns) = selection(builder.metadata(), from_offset);
+        ahead.plan(chunk_ranges(builder.metadata(), &groups, &columns));
+        let stream = builder
+            .with_row_groups(groups)
+            .with_projection(columns)
+            .with_batch_size(ARROW_BATCH_ROWS)
+            .build()?;
         Ok(Self::new(
             Source::Direct(Rows::Ranged(stream)),
             from_offset,

@@ -11,6 +11,7 @@
 //!   timestamps and their type, keys, values (null kept), headers (order,
 //!   repeated keys and null values kept), producer id, epoch and sequence.
 
+mod ahead;
 mod cursor;
 mod key;
 mod read;

@@ -15,6 +15,7 @@
 //! upload: offsets and leader epoch), so nothing cached goes stale; what is
 //! kept of a deleted object is dropped with it ([`ColdCache::forget`]).
 
+use crate::ahead::{Ahead, FetchFn};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -46,11 +47,14 @@ impl Key {
     }
 }
 
-/// Bytes served by a [`ColdCache`] and bytes it had to read from the store.
+/// Bytes served by a [`ColdCache`], bytes it had to read from the store,
+/// and bytes of those that readers got from a read-ahead (fetched while
+/// they decoded the row group before).
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hit_bytes: AtomicU64,
     pub miss_bytes: AtomicU64,
+    pub ahead_bytes: AtomicU64,
 }
 
 /// Whole cold objects and ranges of them, bounded by bytes (least
@@ -129,6 +133,8 @@ pub struct StoreObject {
     key: Arc<str>,
     size: u64,
     cache: Option<ColdCache>,
+    /// Fetches row groups ahead of a ranged cursor (see `ahead`).
+    ahead: Option<Arc<Ahead>>,
 }
 
 impl StoreObject {
@@ -140,6 +146,7 @@ impl StoreObject {
             key: key.into(),
             size,
             cache: None,
+            ahead: None,
         }
     }
 
@@ -149,10 +156,44 @@ impl StoreObject {
         self
     }
 
+    /// The same, fetching row groups ahead of its reader once the plan
+    /// returned is given the ranges the reader will ask for.
+    pub(crate) fn with_read_ahead(mut self) -> (Self, Arc<Ahead>) {
+        let plain = StoreObject {
+            ahead: None,
+            ..self.clone()
+        };
+        let fetch: FetchFn = Box::new(move |ranges| {
+            let o = plain.clone();
+            async move { o.fetch_through_cache(ranges).await.ok() }.boxed()
+        });
+        let ahead = Arc::new(Ahead::new(fetch));
+        self.ahead = Some(ahead.clone());
+        (self, ahead)
+    }
+
+    /// `ranges` of the object, in order: from the read-ahead if it fetched
+    /// them, else [`Self::fetch_through_cache`].
+    async fn fetch(&self, ranges: Vec<Range<u64>>) -> Result<Vec<Bytes>, ParquetError> {
+        if let Some(ahead) = &self.ahead {
+            if let Some(got) = ahead.take(&ranges).await {
+                if let Some(c) = &self.cache {
+                    let n: usize = got.iter().map(Bytes::len).sum();
+                    c.stats.ahead_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                return Ok(got);
+            }
+        }
+        self.fetch_through_cache(ranges).await
+    }
+
     /// `ranges` of the object, in order: those cached from the cache, the
     /// others from the store in one call (which joins nearby ranges into
     /// fewer requests).
-    async fn fetch(&self, ranges: Vec<Range<u64>>) -> Result<Vec<Bytes>, ParquetError> {
+    async fn fetch_through_cache(
+        &self,
+        ranges: Vec<Range<u64>>,
+    ) -> Result<Vec<Bytes>, ParquetError> {
         let mut got: Vec<Option<Bytes>> = match &self.cache {
             Some(c) => ranges.iter().map(|r| c.range(&self.key, r)).collect(),
             None => vec![None; ranges.len()],
@@ -292,6 +333,35 @@ mod tests {
         );
         store.delete(&Path::from("k.parquet")).await.unwrap();
         assert!(read_batches_ranged(object, &opts, 1).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ranged_cursor_gets_row_groups_fetched_ahead_of_it() {
+        let (file, store) = stored().await;
+        let cache = ColdCache::new(64 << 20);
+        let object = StoreObject::new(store, "k.parquet", file.len() as u64).cached(cache.clone());
+        for from in [0, 150] {
+            let mut c = crate::ColdCursor::open_ranged(object.clone(), from, 1)
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                let b = c.read(2_000, 1000).await.unwrap();
+                if b.is_empty() {
+                    break;
+                }
+                got.extend(all_records(&b));
+            }
+            let opts = ReadOptions {
+                from_offset: from,
+                max_bytes: 1 << 30,
+                ..ReadOptions::default()
+            };
+            assert_eq!(got, all_records(&read_batches(&file, &opts, 1).unwrap()));
+        }
+        // Four row groups from 0, three from 150: each after a read's
+        // first came from the read-ahead (which reads through the cache).
+        assert!(cache.stats().ahead_bytes.load(Ordering::Relaxed) > 0);
     }
 
     #[test]

@@ -159,6 +159,13 @@ pub fn render(b: &Broker) -> String {
             "counter",
             g(&c.miss_bytes),
         );
+        counter(
+            &mut out,
+            "strata_cold_read_ahead_bytes_total",
+            "Bytes of cold objects a ranged read got from row groups fetched ahead of it.",
+            "counter",
+            g(&c.ahead_bytes),
+        );
     }
     counter(
         &mut out,
