@@ -14,7 +14,7 @@
 #   N=5000000 SIZE=100 ROUNDS=8 PARTITIONS=4         records, record size, rounds
 #   XA="-X fetch.wait.max.ms=10" XB=...              extra rdkafka_performance flags
 #
-# Not a CI step (docs/benchmarks.md, session 14, has figures taken with it).
+# Not a CI step (docs/benchmarks-history.md, session 14, has figures taken with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

@@ -226,7 +226,7 @@ print('%.2f %s (%.2f-%.2f, %d runs)' % (statistics.median(v), u, v[0], v[-1], le
   # fetcher whose queue holds queued.max.messages.kbytes (64 MiB) waits
   # fetch.queue.backoff.ms (1000) before fetching again, while this
   # application drains the queue in ~0.4 s, then waits (librdkafka issue
-  # 2879; docs/benchmarks.md, session 14). Against a broker that serves
+  # 2879; docs/benchmarks-history.md, session 14). Against a broker that serves
   # faster than the application consumes, the default row measures those
   # waits.
   rk_group_bo() { rk_group_consume "$RP" "$B" rk100 "rkgroupbo$2" "$1" -X fetch.queue.backoff.ms=10; }

@@ -7,7 +7,7 @@
 //! Rust zeroes it before the read may fill it, and freeing it unmaps the
 //! pages again. Profiled during librdkafka's group consume, that was about a
 //! third of the broker's CPU, against a sixth for the copy out of the page
-//! cache (docs/benchmarks.md, session 14; docs/decisions/0008).
+//! cache (docs/benchmarks-history.md, session 14; docs/decisions/0008).
 //!
 //! So a read takes a buffer from a small process-wide pool, and the
 //! [`Bytes`] it returns gives the buffer back when its last clone is
