@@ -108,7 +108,7 @@ impl Broker {
                 let task_failed =
                     |e| BrokerError::Storage(format!("cold read of {key} failed: {e}"));
                 let (c, r) = match cold.cache.object(key) {
-                    // Opening parses the footer and the page index: CPU
+                    // Opening parses the footer (not the page index): CPU
                     // work, done with the read off the async workers.
                     Some(file) => {
                         let epoch = entry.epoch;
