@@ -245,6 +245,31 @@ def test_offload_to_s3_and_read_back(s3, topic_name):
     assert [[(h["key"], h["value"]) for h in row] for row in rows["headers"]] == headers_sent[:n]
 
 
+def test_a_cold_read_from_s3_fetches_row_groups_ahead(s3, topic_name):
+    # Segments of ~37 000 small records: files of three row groups each
+    # (at most 16 Ki rows a row group), all offloaded and gone locally.
+    moto, broker = s3
+    s = broker(["--set", "retention_check_interval_ms=300"])
+    create_topic(s.bootstrap, topic_name, config={
+        "segment.bytes": "1048576", "local.retention.bytes": "1"})
+    p = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 20,
+                  "batch.size": 65536})
+    sent = [b"%019d" % i for i in range(80_000)]
+    for v in sent:
+        p.produce(topic_name, value=v)
+    assert p.flush(60) == 0
+    wait_until(lambda: local_log_bytes(s, topic_name) < 1048576,
+               timeout=90, what="two segments offloaded and deleted locally")
+    # A restart empties the cache: the read below range-reads S3, row
+    # group after row group, each file's later row groups fetched while
+    # the one before is decoded.
+    assert s.stop() == 0
+    s.start()
+    assert read_values(s.bootstrap, topic_name, len(sent)) == sent
+    assert metric(s, "strata_cold_store_read_bytes_total") > 0
+    assert metric(s, "strata_cold_read_ahead_bytes_total") > 0
+
+
 def test_duckdb_queries_the_local_directory_store(fresh_strata, topic_name):
     import duckdb
     s = fresh_strata
