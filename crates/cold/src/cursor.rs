@@ -49,6 +49,15 @@ const ARROW_BATCH_ROWS: usize = 8192;
 /// batches of `ARROW_BATCH_ROWS`.
 fn select<T>(builder: ArrowReaderBuilder<T>, from_offset: i64) -> ArrowReaderBuilder<T> {
     let (groups, columns) = selection(builder.metadata(), from_offset);
+    select_groups(builder, groups, columns)
+}
+
+/// Reads `columns` of `groups` in Arrow batches of `ARROW_BATCH_ROWS`.
+fn select_groups<T>(
+    builder: ArrowReaderBuilder<T>,
+    groups: Vec<usize>,
+    columns: ProjectionMask,
+) -> ArrowReaderBuilder<T> {
     builder
         .with_row_groups(groups)
         .with_projection(columns)
@@ -234,11 +243,7 @@ impl ColdCursor {
             ParquetRecordBatchStreamBuilder::new_with_options(object, read_options()).await?;
         let (groups, columns) = selection(builder.metadata(), from_offset);
         ahead.plan(chunk_ranges(builder.metadata(), &groups, &columns));
-        let stream = builder
-            .with_row_groups(groups)
-            .with_projection(columns)
-            .with_batch_size(ARROW_BATCH_ROWS)
-            .build()?;
+        let stream = select_groups(builder, groups, columns).build()?;
         Ok(Self::new(
             Source::Direct(Rows::Ranged(stream)),
             from_offset,
