@@ -31,7 +31,7 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
-use strata_cold::ColdCache;
+use strata_cold::{ColdCache, StoreObject};
 
 /// The object store of the cold tier, its key prefix and a byte-bounded cache.
 pub struct ColdTier {
@@ -57,6 +57,11 @@ impl ColdTier {
     pub(crate) fn forget(&self, key: &str) {
         self.cache.forget(key);
         self.cursors.forget(key);
+    }
+
+    /// Object `key` of `size` bytes, for a ranged read through the cache.
+    pub(crate) fn ranged(&self, key: &str, size: u64) -> StoreObject {
+        StoreObject::new(self.store.clone(), key, size).cached(self.cache.clone())
     }
 
     pub(crate) async fn object(&self, key: &str) -> Result<Bytes, BrokerError> {

@@ -5,7 +5,7 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use bytes::{Bytes, BytesMut};
-use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions, StoreObject};
+use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions};
 
 /// Consecutive empty cold files one fetch skips before giving up.
 const MAX_EMPTY_FILES: usize = 64;
@@ -125,8 +125,7 @@ impl Broker {
                     // rebuilding are CPU work: both off the async workers,
                     // the reads driven by the runtime from a blocking thread.
                     None => {
-                        let object = StoreObject::new(cold.store.clone(), key, entry.bytes)
-                            .cached(cold.cache.clone());
+                        let object = cold.ranged(key, entry.bytes);
                         let epoch = entry.epoch;
                         let rt = tokio::runtime::Handle::current();
                         tokio::task::spawn_blocking(move || {
@@ -204,8 +203,7 @@ impl Broker {
                 let Ok(rt) = tokio::runtime::Handle::try_current() else {
                     return;
                 };
-                let object = StoreObject::new(cold.store.clone(), &next.object_key, next.bytes)
-                    .cached(cold.cache.clone());
+                let object = cold.ranged(&next.object_key, next.bytes);
                 Box::new(move || rt.block_on(ColdCursor::open_ranged(object, at, epoch)))
             }
         };
