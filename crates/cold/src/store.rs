@@ -269,7 +269,7 @@ impl AsyncFileReader for StoreObject {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{all_records, kafka_batch, segment_of};
+    use crate::tests::{all_records, kafka_batch, segment_of, store_with};
     use crate::{read_batches, read_batches_ranged, write_segment, ReadOptions, WriteOptions};
     use kafka_protocol::records::{Compression, TimestampType};
     use object_store::memory::InMemory;
@@ -283,11 +283,7 @@ mod tests {
         let mut opts = WriteOptions::new("t", 0, 1);
         opts.row_group_rows = 100;
         let file = write_segment(&segment_of(&batches), &opts).unwrap().bytes;
-        let store = Arc::new(InMemory::new());
-        store
-            .put(&Path::from("k.parquet"), file.clone().into())
-            .await
-            .unwrap();
+        let store = store_with("k.parquet", &file).await;
         (file, store)
     }
 

@@ -64,6 +64,20 @@ pub(crate) fn kafka_batch(base: i64, n: i64, c: Compression, ts_type: KTs) -> By
     buf.freeze()
 }
 
+/// An in-memory object store holding `file` as `key`.
+pub(crate) async fn store_with(
+    key: &str,
+    file: &Bytes,
+) -> std::sync::Arc<object_store::memory::InMemory> {
+    use object_store::ObjectStoreExt;
+    let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+    store
+        .put(&object_store::path::Path::from(key), file.clone().into())
+        .await
+        .unwrap();
+    store
+}
+
 pub(crate) fn segment_of(batches: &[Bytes]) -> Bytes {
     let mut s = BytesMut::new();
     for b in batches {
@@ -422,19 +436,13 @@ fn finds_the_first_record_at_or_after_a_timestamp() {
 
 #[tokio::test]
 async fn ranged_reads_match_in_memory_reads() {
-    use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStoreExt};
-    use std::sync::Arc;
     let batches: Vec<Bytes> = (0..10)
         .map(|i| kafka_batch(i * 100, 100, Compression::Lz4, KTs::Creation))
         .collect();
     let mut opts = WriteOptions::new("t", 0, 1);
     opts.row_group_rows = 100;
     let file = write_segment(&segment_of(&batches), &opts).unwrap();
-    let store = Arc::new(InMemory::new());
-    store
-        .put(&ObjectPath::from("k.parquet"), file.bytes.clone().into())
-        .await
-        .unwrap();
+    let store = store_with("k.parquet", &file.bytes).await;
     for from in [0, 450, 999] {
         let ro = ReadOptions {
             from_offset: from,
@@ -597,8 +605,6 @@ fn a_segment_file_with_a_bogus_batch_length_is_an_error_not_an_allocation() {
 
 #[tokio::test]
 async fn keys_and_headers_are_decoded_only_where_a_row_group_has_some() {
-    use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStoreExt};
-    use std::sync::Arc;
     // Rows 0..100 with headers, 100..300 without; keys in 200..300 only;
     // 100 rows per row group.
     let rec = |offset: i64| DecodedRecord {
@@ -646,11 +652,7 @@ async fn keys_and_headers_are_decoded_only_where_a_row_group_has_some() {
     assert_eq!(included(&[1, 2]), [false, true, true, false]);
 
     // Either way every record comes back as written, in memory and ranged.
-    let store = Arc::new(InMemory::new());
-    store
-        .put(&ObjectPath::from("h.parquet"), file.bytes.clone().into())
-        .await
-        .unwrap();
+    let store = store_with("h.parquet", &file.bytes).await;
     for from in [0usize, 50, 150, 250] {
         let ro = ReadOptions {
             from_offset: from as i64,

@@ -1,8 +1,8 @@
 use super::*;
-use crate::tests::{all_records, kafka_batch, segment_of};
+use crate::tests::{all_records, kafka_batch, segment_of, store_with};
 use crate::{read_batches, write_segment, WriteOptions};
 use kafka_protocol::records::{Compression, TimestampType as KTs};
-use object_store::{memory::InMemory, path::Path as ObjectPath, ObjectStoreExt};
+use object_store::memory::InMemory;
 use std::sync::Arc;
 
 /// 20 batches of 37 records with a gap of 3 offsets between batches, in
@@ -23,11 +23,7 @@ const BATCH_RECORDS: usize = 10;
 /// [`file`], and a store holding it as `k.parquet`.
 async fn stored() -> (Bytes, Arc<InMemory>) {
     let file = file();
-    let store = Arc::new(InMemory::new());
-    store
-        .put(&ObjectPath::from("k.parquet"), file.clone().into())
-        .await
-        .unwrap();
+    let store = store_with("k.parquet", &file).await;
     (file, store)
 }
 
