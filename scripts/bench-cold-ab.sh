@@ -9,6 +9,8 @@
 #   SA=/tmp/strata-old SB=target/release/strata scripts/bench-cold-ab.sh
 #   EB="MALLOC_ARENA_MAX=2" scripts/bench-cold-ab.sh   B with extra environment
 #   N=5000000 SIZE=100 ROUNDS=6 FETCH=1048576      records, record size, rounds, fetch size
+#   SETTINGS="--set cold_cache_bytes=0 --set object_store_latency_ms=20"
+#                                                  broker flags (here: every read ranged, 20 ms a request)
 #
 # Not a CI step (docs/benchmarks-history.md, session 8, and docs/benchmarks.md
 # have figures taken with it).
@@ -17,7 +19,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 N=${N:-5000000} SIZE=${SIZE:-100} ROUNDS=${ROUNDS:-6} FETCH=${FETCH:-1048576}
-ab_brokers cold-ab --set retention_check_interval_ms=500
+# shellcheck disable=SC2086 # SETTINGS is a list of flags
+ab_brokers cold-ab --set retention_check_interval_ms=500 ${SETTINGS:-}
 
 for x in A B; do
   B=$(cat "$WORK/$x/kafka")

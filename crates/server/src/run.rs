@@ -17,6 +17,32 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The cold tier's object store and key prefix, from `--object-store`.
+/// `store` answering every request `ms` milliseconds late (none for 0).
+fn with_latency(
+    store: Arc<dyn object_store::ObjectStore>,
+    ms: u64,
+) -> Arc<dyn object_store::ObjectStore> {
+    if ms == 0 {
+        return store;
+    }
+    tracing::warn!(
+        object_store_latency_ms = ms,
+        "every object store request is delayed (object_store_latency_ms)"
+    );
+    let wait = std::time::Duration::from_millis(ms);
+    Arc::new(object_store::throttle::ThrottledStore::new(
+        store,
+        object_store::throttle::ThrottleConfig {
+            wait_get_per_call: wait,
+            wait_put_per_call: wait,
+            wait_delete_per_call: wait,
+            wait_list_per_call: wait,
+            wait_list_with_delimiter_per_call: wait,
+            ..Default::default()
+        },
+    ))
+}
+
 fn open_object_store(
     url: &str,
     settings: &Settings,
@@ -139,6 +165,7 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
     });
     let (store, prefix) = open_object_store(&object_store_url, &settings)?;
     tracing::info!(object_store = %object_store_url, "cold tier");
+    let store = with_latency(store, settings.object_store_latency_ms);
 
     // Bind first: the broker registers the address it really listens on.
     let kafka = TcpListener::bind(&settings.listen)
@@ -290,5 +317,35 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::{path::Path, ObjectStoreExt};
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn object_store_latency_delays_every_request_and_zero_none() {
+        let plain: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        assert!(Arc::ptr_eq(&with_latency(plain.clone(), 0), &plain));
+        let slow = with_latency(plain.clone(), 40);
+        let key = Path::from("k");
+        let t = Instant::now();
+        slow.put(&key, bytes::Bytes::from_static(b"v").into())
+            .await
+            .unwrap();
+        let got = slow.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"v");
+        // A lower bound only: each request sleeps at least its latency.
+        assert!(
+            t.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            t.elapsed()
+        );
+        // The same store underneath.
+        assert!(plain.head(&key).await.is_ok());
     }
 }

@@ -70,6 +70,10 @@ pub struct Settings {
     pub shutdown_grace_ms: u64,
     /// Bytes of cold-tier objects cached in memory.
     pub cold_cache_bytes: u64,
+    /// Milliseconds added to every object store request (0: none): a
+    /// local or in-memory store then answers with S3's round trips, for
+    /// trying and measuring the cold tier as it behaves against S3.
+    pub object_store_latency_ms: u64,
     /// Bytes of recent appends (all partitions together) kept in the OS
     /// page cache; older appended data is written back and dropped from the
     /// cache, so reads of it go to disk. 0 leaves the cache to the kernel.
@@ -121,6 +125,7 @@ impl Default for Settings {
             max_request_bytes: 100 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
             cold_cache_bytes: 256 * 1024 * 1024,
+            object_store_latency_ms: 0,
             log_cache_bytes: None,
             log: "info".into(),
             topic_defaults: BTreeMap::new(),
