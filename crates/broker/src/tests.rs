@@ -633,8 +633,13 @@ async fn cold_topic(
 /// after the last and for the next of `sizes` bytes; checks that records
 /// follow on with no gap or repeat. Returns where it stopped.
 async fn read_cold_in_order(b: &Broker, end: i64, sizes: &[usize]) -> i64 {
+    read_cold_in_order_from(b, 0, end, sizes).await
+}
+
+/// [`read_cold_in_order`] from offset `from`.
+async fn read_cold_in_order_from(b: &Broker, from: i64, end: i64, sizes: &[usize]) -> i64 {
     use strata_record::BatchIter;
-    let mut next = 0;
+    let mut next = from;
     for &max_bytes in sizes.iter().cycle().take(1_000) {
         if next >= end {
             break;
@@ -676,6 +681,32 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
         assert!(
             b.metrics.cold_reads_continued.load(Ordering::Relaxed) > 0,
             "fetches went on from kept readers (cache {cache})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_range_read_file_has_its_next_file_read_ahead_from_its_first_fetches() {
+    // Ranged (no cache): the next file's reader starts while this one is
+    // read. Cached whole: only once this one's reader reaches its end.
+    for (cache, early) in [(0, true), (16 << 20, false)] {
+        let (_d, b, _) = cold_only_topic(cache, 3).await;
+        let (first, second) = {
+            let v = b.view();
+            let m = v.segments.get(&("t".to_string(), 0)).unwrap();
+            let mut files = m.values();
+            (files.next().unwrap().clone(), files.next().unwrap().clone())
+        };
+        // Three small fetches: well inside the first file.
+        let next = read_cold_in_order(&b, 1, &[2_000]).await;
+        let next = read_cold_in_order_from(&b, next, next + 100, &[2_000]).await;
+        assert!(next < first.last_offset, "still in the first file");
+        let cold = b.cold.as_ref().unwrap();
+        assert_eq!(
+            cold.cursors
+                .contains(&second.object_key, first.last_offset + 1),
+            early,
+            "cache {cache}"
         );
     }
 }

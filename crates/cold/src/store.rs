@@ -84,6 +84,11 @@ impl ColdCache {
         self.entries.get(&Key::Object(key.into()))
     }
 
+    /// Whether object `key` is cached whole.
+    pub fn has_object(&self, key: &str) -> bool {
+        self.entries.contains_key(&Key::Object(key.into()))
+    }
+
     /// Keeps object `key` whole.
     pub fn insert_object(&self, key: &str, bytes: Bytes) {
         self.entries.insert(Key::Object(key.into()), bytes);
@@ -363,10 +368,11 @@ mod tests {
     #[test]
     fn whole_objects_are_kept_and_forgotten() {
         let cache = ColdCache::new(1 << 20);
-        assert!(cache.object("a").is_none());
+        assert!(cache.object("a").is_none() && !cache.has_object("a"));
         cache.insert_object("a", Bytes::from_static(b"file"));
         assert_eq!(cache.object("a").as_deref(), Some(&b"file"[..]));
+        assert!(cache.has_object("a"));
         cache.forget("a");
-        assert!(cache.object("a").is_none());
+        assert!(cache.object("a").is_none() && !cache.has_object("a"));
     }
 }

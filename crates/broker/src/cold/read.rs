@@ -84,12 +84,18 @@ impl Broker {
             BrokerError::Storage(format!("cannot read cold segment {key}: {e}"))
         };
         let batch_records = ReadOptions::default().batch_records;
+        // The next file is read ahead once this one's reader has read it
+        // to its end — or, for a file range-read from the store, from the
+        // first fetch on: each file begins with round trips to the store
+        // (footer, first row group) that the consumer would otherwise wait
+        // for at every file boundary.
+        let ranged = !cold.cache.has_object(key);
         // What a kept reader has for this fetch: its batches, and the
         // reader to keep for the next one (None if it has stopped).
         let continued = match cold.cursors.take(key, offset) {
             Some(ahead) => {
                 let (found, finished) = take_chunks(ahead, max_bytes).await;
-                if finished {
+                if finished || ranged {
                     self.prefetch(cold, tp, entry, max_bytes, batch_records);
                 }
                 found
@@ -142,8 +148,9 @@ impl Broker {
                 };
                 let batches = r.map_err(failed)?;
                 let kept = keep(c, max_bytes, batch_records);
-                if kept.is_none() {
-                    // Read to its end: the consumer wants the next file next.
+                if kept.is_none() || ranged {
+                    // Read to its end (the consumer wants the next file
+                    // next), or ranged (see above).
                     self.prefetch(cold, tp, entry, max_bytes, batch_records);
                 }
                 (batches, kept)
