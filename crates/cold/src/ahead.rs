@@ -6,16 +6,19 @@
 //! S3), a consumer's cold read would wait for each row group in turn.
 //! [`Ahead`] knows which ranges the reader will ask for, row group by row
 //! group ([`Ahead::plan`]); each time the reader asks for one row group's,
-//! it starts fetching the next [`ROW_GROUPS_AHEAD`] (each a task of its
-//! own on the runtime, so they overlap each other and the decoding), and
+//! it starts fetching the row groups after it, up to [`AHEAD_BYTES`] of
+//! them (at least one, at most [`MAX_GROUPS_AHEAD`]), each a task of its
+//! own on the runtime, so they overlap each other and the decoding, and
 //! hands the reader what such a task fetched instead of fetching again.
+//! A budget in bytes rather than row groups: what hides a round trip is
+//! bytes in flight, and row groups of well-compressed records are small.
 //!
 //! Invariants: what the reader gets is what it asked for, range for range
-//! (a prefetch that failed, or a request that is not the plan's next, is
-//! read as if there were no read-ahead); at most `ROW_GROUPS_AHEAD` row
-//! groups are fetched and not yet taken per reader (about 2 MiB each at
-//! the writer's row-group size; held outside the cold cache's budget,
-//! like the reader's own Arrow batches).
+//! (a prefetch that failed, or a request that is not in the plan, is read
+//! as if there were no read-ahead); the row groups fetched and not yet
+//! taken hold at most `AHEAD_BYTES`, or one row group if that is larger
+//! (held outside the cold cache's budget, like the reader's own Arrow
+//! batches).
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, Shared};
@@ -24,8 +27,28 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Mutex, OnceLock};
 
-/// Row groups fetched ahead of the one the reader asks for.
-pub(crate) const ROW_GROUPS_AHEAD: usize = 2;
+/// Bytes of row groups fetched ahead of the one the reader asks for (at
+/// least one row group): about a round trip's worth of a fast consumer
+/// (50 ms at 160 MB/s).
+pub(crate) const AHEAD_BYTES: u64 = 8 << 20;
+/// Row groups fetched ahead at most (of small ones: tasks, not bytes).
+pub(crate) const MAX_GROUPS_AHEAD: usize = 16;
+
+/// The last row group to have fetched while the reader is at `at`: the
+/// ones after it within `AHEAD_BYTES` (at least one), at most
+/// `MAX_GROUPS_AHEAD`.
+fn window_end(plan: &[Vec<Range<u64>>], at: usize) -> usize {
+    let (mut to, mut bytes) = (at, 0u64);
+    for (g, ranges) in plan.iter().enumerate().skip(at + 1).take(MAX_GROUPS_AHEAD) {
+        let b: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+        if g > at + 1 && bytes.saturating_add(b) > AHEAD_BYTES {
+            break;
+        }
+        bytes = bytes.saturating_add(b);
+        to = g;
+    }
+    to
+}
 
 /// The ranges of one row group, fetched by a task: None if it failed (the
 /// reader then fetches them itself, and sees the error if it recurs).
@@ -81,7 +104,7 @@ impl Ahead {
             st.started.retain(|&g, _| g > at);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let from = st.next.max(at + 1);
-                let to = (at + ROW_GROUPS_AHEAD).min(plan.len().saturating_sub(1));
+                let to = window_end(plan, at);
                 for g in from..=to {
                     let Some(ranges) = plan.get(g) else { break };
                     let task = rt.spawn((self.fetch)(ranges.clone()));
@@ -137,10 +160,10 @@ mod tests {
         let ahead = Ahead::new(fetch);
         let plan = plan(5);
         ahead.plan(plan.clone());
-        // The first row group: nothing was started for it, but the next
-        // two are now.
+        // The first row group: nothing was started for it, but the others
+        // are now (all four fit the byte budget).
         assert!(ahead.take(&plan[0]).await.is_none());
-        assert_eq!(calls.load(Ordering::SeqCst), ROW_GROUPS_AHEAD);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
         for (g, ranges) in plan.iter().enumerate().skip(1) {
             let got = ahead.take(ranges).await.expect("fetched ahead");
             let want: Vec<Bytes> = ranges
@@ -173,6 +196,32 @@ mod tests {
         assert!(ahead.take(&plan[5]).await.is_some());
         assert!(ahead.take(&plan[4]).await.is_none(), "dropped once passed");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_window_is_a_byte_budget_of_at_least_one_row_group() {
+        let mib = 1u64 << 20;
+        // Row groups of `sizes` MiB, one range each.
+        let plan = |sizes: &[u64]| -> Vec<Vec<Range<u64>>> {
+            let mut at = 0;
+            sizes
+                .iter()
+                .map(|s| {
+                    let r = at..at + s * mib;
+                    at = r.end;
+                    vec![r]
+                })
+                .collect()
+        };
+        // 3 + 3 MiB fit 8 MiB, a third does not.
+        assert_eq!(window_end(&plan(&[1, 3, 3, 3, 3]), 0), 2);
+        // One row group even when it alone is over the budget.
+        assert_eq!(window_end(&plan(&[1, 20, 20]), 0), 1);
+        // Small row groups: at most MAX_GROUPS_AHEAD of them.
+        let small = vec![0u64; 40];
+        assert_eq!(window_end(&plan(&small), 3), 3 + MAX_GROUPS_AHEAD);
+        // Nothing after the last.
+        assert_eq!(window_end(&plan(&[1, 1]), 1), 1);
     }
 
     #[test]
