@@ -23,9 +23,9 @@
 //! values), at most [`READ_AHEAD_CHUNKS`] chunks of at most
 //! [`READ_AHEAD_MAX`] bytes (up to `MAX_WAITING_CHUNKS` + 1 for fetches
 //! larger than a chunk), and, for a file from the cache, the file's bytes
-//! (counted in the cache), or for a ranged file up to two row groups its
-//! store reads fetched ahead (`strata_cold`'s read-ahead, ≤ ~4 MiB of keys
-//! and values each): about 5 MiB at 1 MiB fetches of 100-byte records,
+//! (counted in the cache), or for a ranged file up to 8 MiB of row groups
+//! its store reads fetched ahead (`strata_cold`'s read-ahead; one row
+//! group if larger): about 5 MiB at 1 MiB fetches of 100-byte records,
 //! 17 MiB at most (25 MiB ranged); two threads while it reads ahead.
 
 use bytes::BytesMut;
