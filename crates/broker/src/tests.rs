@@ -712,6 +712,41 @@ async fn a_range_read_file_has_its_next_file_read_ahead_from_its_first_fetches()
 }
 
 #[tokio::test]
+async fn a_timestamp_lookup_and_an_inspection_range_read_a_cold_file() {
+    use std::sync::atomic::Ordering;
+    // No cache: every read goes to the store, through the ranged reader.
+    let (_d, b, _) = cold_only_topic(0, 3).await;
+    let (first, second) = {
+        let v = b.view();
+        let m = v.segments.get(&("t".to_string(), 0)).unwrap();
+        let mut files = m.values();
+        (files.next().unwrap().clone(), files.next().unwrap().clone())
+    };
+    let stats = b.cold_cache_stats().unwrap();
+    let reads = || stats.store_reads.load(Ordering::Relaxed);
+    let before = reads();
+    // Timestamps grow with offsets here: the first record after the first
+    // file's last timestamp is the second file's first.
+    assert_eq!(
+        b.list_offset("t", 0, OffsetSpec::Timestamp(first.max_timestamp + 1))
+            .await
+            .unwrap(),
+        (second.base_offset, second.min_timestamp)
+    );
+    // The footer, then one row group's offsets and timestamps.
+    assert_eq!(reads() - before, 2, "range reads of the file");
+    let md = b
+        .inspect_cold_segment("t", 0, first.base_offset)
+        .await
+        .unwrap();
+    assert_eq!(md["rows"], first.records);
+    assert!(md["row_groups"].as_u64().unwrap() >= 1);
+    assert_eq!(md["metadata"]["strata.format.version"], "1");
+    assert_eq!(reads() - before, 3, "the footer only");
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_consumer_reaching_the_local_log_starts_no_read_ahead_of_a_cold_file_there() {
     for cache in [16 << 20, 0] {
         let (_d, b, local_start) = cold_topic(cache, 3, "200000").await;

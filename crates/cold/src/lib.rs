@@ -16,13 +16,15 @@ mod cursor;
 mod key;
 mod read;
 mod schema;
+mod seek;
 mod store;
 mod write;
 
 pub use cursor::{ColdCursor, DecodedFile, Decoder};
 pub use key::object_key;
-pub use read::{offset_for_timestamp, read_batches, read_batches_ranged, ReadOptions};
+pub use read::{read_batches, read_batches_ranged, ReadOptions};
 pub use schema::{segment_schema, FORMAT_VERSION};
+pub use seek::{offset_for_timestamp, offset_for_timestamp_ranged};
 pub use store::{CacheStats, ColdCache, StoreObject};
 pub use write::{
     write_segment, write_segment_file, AbortedRange, SegmentFile, SegmentSummary, SegmentWriter,

@@ -8,7 +8,6 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::file::statistics::Statistics;
 use strata_record::{layout, BatchBuilder, BatchFields, TimestampType};
@@ -503,23 +502,4 @@ pub async fn read_batches_ranged(
         .await?
         .read(opts.max_bytes, opts.batch_records)
         .await
-}
-
-/// The first record (in offset order) with a timestamp `>= ts`, reading
-/// only the offset and timestamp columns.
-pub fn offset_for_timestamp(file: &Bytes, ts: i64) -> Result<Option<(i64, i64)>, ColdError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file.clone())?;
-    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [1, 2]);
-    let reader = builder.with_projection(mask).build()?;
-    for rb in reader {
-        let rb = rb?;
-        let offsets = rb.column(0).as_primitive::<Int64Type>();
-        let times = rb.column(1).as_primitive::<TimestampMillisecondType>();
-        for i in 0..rb.num_rows() {
-            if times.value(i) >= ts {
-                return Ok(Some((offsets.value(i), times.value(i))));
-            }
-        }
-    }
-    Ok(None)
 }

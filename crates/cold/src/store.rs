@@ -47,13 +47,16 @@ impl Key {
     }
 }
 
-/// Bytes served by a [`ColdCache`], bytes it had to read from the store,
-/// and bytes of those that readers got from a read-ahead (fetched while
-/// they decoded the row group before).
+/// Bytes served by a [`ColdCache`], bytes it had to read from the store
+/// and the reads that took (one `get_ranges` call each: an object store
+/// request per range, or per run of nearby ranges it joins), and bytes of
+/// those that readers got from a read-ahead (fetched while they decoded
+/// the row group before).
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hit_bytes: AtomicU64,
     pub miss_bytes: AtomicU64,
+    pub store_reads: AtomicU64,
     pub ahead_bytes: AtomicU64,
 }
 
@@ -110,8 +113,18 @@ impl ColdCache {
         &self.stats
     }
 
+    /// Range `r` of object `key`: kept as read, or a slice of the object
+    /// kept whole (so a reader that range-reads an object the cache holds
+    /// whole, such as a timestamp lookup, reads nothing from the store).
     fn range(&self, key: &Arc<str>, r: &Range<u64>) -> Option<Bytes> {
-        let got = self.entries.get(&Key::Range(key.clone(), r.start, r.end));
+        let got = self
+            .entries
+            .get(&Key::Range(key.clone(), r.start, r.end))
+            .or_else(|| {
+                let whole = self.entries.get(&Key::Object(key.clone()))?;
+                let (start, end) = (usize::try_from(r.start).ok()?, usize::try_from(r.end).ok()?);
+                (start <= end && end <= whole.len()).then(|| whole.slice(start..end))
+            });
         if let Some(b) = &got {
             self.stats
                 .hit_bytes
@@ -210,6 +223,9 @@ impl StoreObject {
             .map(|(r, _)| r.clone())
             .collect();
         if !missing.is_empty() {
+            if let Some(c) = &self.cache {
+                c.stats.store_reads.fetch_add(1, Ordering::Relaxed);
+            }
             let mut read = self
                 .store
                 .get_ranges(&self.path, &missing)

@@ -26,6 +26,19 @@ pub(crate) fn all_records(batches: &[BytesMut]) -> Vec<DecodedRecord> {
 }
 
 pub(crate) fn kafka_batch(base: i64, n: i64, c: Compression, ts_type: KTs) -> Bytes {
+    kafka_batch_at(base, n, c, ts_type, 1_700_000_000_000, 0)
+}
+
+/// [`kafka_batch`] with timestamps from `ts0` and `pad` more bytes of
+/// value (values of mostly distinct bytes, so compression keeps them).
+pub(crate) fn kafka_batch_at(
+    base: i64,
+    n: i64,
+    c: Compression,
+    ts_type: KTs,
+    ts0: i64,
+    pad: usize,
+) -> Bytes {
     let recs: Vec<Record> = (0..n)
         .map(|i| {
             let mut headers = IndexMap::new();
@@ -44,9 +57,20 @@ pub(crate) fn kafka_batch(base: i64, n: i64, c: Compression, ts_type: KTs) -> By
                 timestamp_type: ts_type,
                 offset: base + i,
                 sequence: (base + i) as i32,
-                timestamp: 1_700_000_000_000 + i,
+                timestamp: ts0 + i,
                 key: (i % 3 != 0).then(|| Bytes::from(format!("k{i}"))),
-                value: (i % 5 != 0).then(|| Bytes::from(format!("value-{i}"))),
+                value: (i % 5 != 0).then(|| {
+                    let mut v = format!("value-{i}").into_bytes();
+                    let mut x = (base + i) as u64 | 1;
+                    v.extend((0..pad).map(|_| {
+                        // xorshift: cheap bytes zstd cannot shrink.
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    }));
+                    Bytes::from(v)
+                }),
                 headers,
             }
         })

@@ -161,6 +161,13 @@ pub fn render(b: &Broker) -> String {
         );
         counter(
             &mut out,
+            "strata_cold_store_reads_total",
+            "Range reads of cold objects from the store (each one request, or one per run of nearby ranges).",
+            "counter",
+            g(&c.store_reads),
+        );
+        counter(
+            &mut out,
             "strata_cold_read_ahead_bytes_total",
             "Bytes of cold objects a ranged read got from row groups fetched ahead of it.",
             "counter",

@@ -87,7 +87,7 @@ impl Broker {
         partition: i32,
         offset: i64,
     ) -> Result<serde_json::Value, BrokerError> {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::arrow::async_reader::AsyncFileReader;
         let Some(cold) = &self.cold else {
             return Err(BrokerError::InvalidRequest(
                 "no cold tier configured".into(),
@@ -100,10 +100,12 @@ impl Broker {
                 end: -1,
             },
         )?;
-        let bytes = cold.object(&entry.object_key).await?;
-        let reader = SerializedFileReader::new(bytes)
+        // The footer only, not the whole file.
+        let md = cold
+            .ranged(&entry.object_key, entry.bytes)
+            .get_metadata(None)
+            .await
             .map_err(|e| BrokerError::Storage(format!("cannot read {}: {e}", entry.object_key)))?;
-        let md = reader.metadata();
         let kv: serde_json::Map<String, serde_json::Value> = md
             .file_metadata()
             .key_value_metadata()

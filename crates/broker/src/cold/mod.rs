@@ -26,10 +26,7 @@ pub use listing::{HotSegment, PartitionSegments};
 pub(crate) use offload::remove_offload_scratch;
 pub(crate) use read::ColdPartition;
 
-use crate::error::BrokerError;
-use bytes::Bytes;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use std::sync::Arc;
 use strata_cold::{ColdCache, StoreObject};
 
@@ -62,21 +59,5 @@ impl ColdTier {
     /// Object `key` of `size` bytes, for a ranged read through the cache.
     pub(crate) fn ranged(&self, key: &str, size: u64) -> StoreObject {
         StoreObject::new(self.store.clone(), key, size).cached(self.cache.clone())
-    }
-
-    pub(crate) async fn object(&self, key: &str) -> Result<Bytes, BrokerError> {
-        if let Some(b) = self.cache.object(key) {
-            return Ok(b);
-        }
-        let bytes = self
-            .store
-            .get(&ObjectPath::from(key))
-            .await
-            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment {key}: {e}")))?
-            .bytes()
-            .await
-            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment {key}: {e}")))?;
-        self.cache.insert_object(key, bytes.clone());
-        Ok(bytes)
     }
 }

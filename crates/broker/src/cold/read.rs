@@ -5,7 +5,7 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use bytes::{Bytes, BytesMut};
-use strata_cold::{offset_for_timestamp, ColdCursor, ReadOptions};
+use strata_cold::{offset_for_timestamp_ranged, ColdCursor, ReadOptions};
 
 /// Consecutive empty cold files one fetch skips before giving up.
 const MAX_EMPTY_FILES: usize = 64;
@@ -235,11 +235,15 @@ impl Broker {
             .get(&(topic.to_string(), partition))
             .and_then(|m| m.values().find(|e| e.max_timestamp >= ts).cloned());
         let Some(entry) = entry else { return Ok(None) };
-        let bytes = cold.object(&entry.object_key).await?;
-        tokio::task::spawn_blocking(move || offset_for_timestamp(&bytes, ts))
-            .await
-            .map_err(|e| BrokerError::Storage(format!("cold lookup task failed: {e}")))?
-            .map_err(|e| BrokerError::Storage(format!("cannot read cold segment: {e}")))
+        // The footer and one row group's offsets and timestamps, not the
+        // whole file (segments are up to `segment.bytes`, 1 GiB).
+        let object = cold.ranged(&entry.object_key, entry.bytes);
+        offset_for_timestamp_ranged(object, ts).await.map_err(|e| {
+            BrokerError::Storage(format!(
+                "cannot look up timestamp {ts} in cold segment {}: {e}",
+                entry.object_key
+            ))
+        })
     }
 
     /// First offset of the whole log: the earliest in either tier, but never

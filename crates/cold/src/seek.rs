@@ -1,0 +1,193 @@
+//! Seeking a segment file by timestamp (ListOffsets with a timestamp).
+//!
+//! Timestamps need not grow with offsets (producers set create times), but
+//! a row group whose largest timestamp is `>= ts` holds a record at or
+//! after `ts`, and none before it does. So the first such row group, by
+//! its statistics, holds the answer: a lookup reads the footer and that
+//! one row group's offset and timestamp columns, never the whole file
+//! (only a row group without statistics is read to find out).
+
+use crate::{ColdError, StoreObject};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use arrow_array::RecordBatch;
+use bytes::Bytes;
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::{ArrowReaderBuilder, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::file::statistics::Statistics;
+
+/// Leaf columns of the segment schema a lookup reads.
+const OFFSET_COLUMN: usize = 1;
+const TIMESTAMP_COLUMN: usize = 2;
+
+/// The first record (in offset order) with a timestamp `>= ts` of a file
+/// held in memory: `(offset, timestamp)`.
+pub fn offset_for_timestamp(file: &Bytes, ts: i64) -> Result<Option<(i64, i64)>, ColdError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file.clone())?;
+    for rb in lookup(builder, ts).build()? {
+        if let Some(found) = first_at_or_after(&rb?, ts)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// The same, range-reading `object`: its footer, then the offset and
+/// timestamp columns of the row groups that can hold the answer, one at
+/// a time until it is found (each through the object's cache, if it has
+/// one).
+pub async fn offset_for_timestamp_ranged(
+    object: StoreObject,
+    ts: i64,
+) -> Result<Option<(i64, i64)>, ColdError> {
+    let builder = ParquetRecordBatchStreamBuilder::new(object).await?;
+    let mut stream = lookup(builder, ts).build()?;
+    while let Some(rb) = stream.next().await {
+        if let Some(found) = first_at_or_after(&rb?, ts)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// The offset and timestamp columns of the row groups that can hold a
+/// timestamp `>= ts` (by their statistics; all of a group without them).
+fn lookup<T>(builder: ArrowReaderBuilder<T>, ts: i64) -> ArrowReaderBuilder<T> {
+    let groups: Vec<usize> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, rg)| {
+            match rg
+                .columns()
+                .get(TIMESTAMP_COLUMN)
+                .and_then(|c| c.statistics())
+            {
+                Some(Statistics::Int64(s)) => s.max_opt().is_none_or(|m| *m >= ts),
+                _ => true,
+            }
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), [OFFSET_COLUMN, TIMESTAMP_COLUMN]);
+    builder.with_row_groups(groups).with_projection(mask)
+}
+
+/// The first row of `rb` (offset, timestamp columns) with a timestamp
+/// `>= ts`.
+fn first_at_or_after(rb: &RecordBatch, ts: i64) -> Result<Option<(i64, i64)>, ColdError> {
+    let bad = || ColdError::Schema("offset or timestamp column of the wrong type".into());
+    let offsets = rb
+        .column(0)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(bad)?
+        .values();
+    let times = rb
+        .column(1)
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(bad)?
+        .values();
+    Ok(times
+        .iter()
+        .zip(offsets.iter())
+        .find(|(&t, _)| t >= ts)
+        .map(|(&t, &o)| (o, t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{all_records, kafka_batch_at, segment_of, store_with};
+    use crate::{read_batches, write_segment, ColdCache, ReadOptions, WriteOptions};
+    use kafka_protocol::records::{Compression, TimestampType};
+    use std::sync::atomic::Ordering;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// A file of 40 row groups of 250 records of ~200 B, each group's
+    /// timestamps a second after the group before, except group 7's,
+    /// which go back to the first group's (producers set create times).
+    fn file() -> Bytes {
+        let batches: Vec<Bytes> = (0..40)
+            .map(|g| {
+                let ts0 = if g == 7 { T0 + 100 } else { T0 + g * 1000 };
+                kafka_batch_at(
+                    g * 250,
+                    250,
+                    Compression::None,
+                    TimestampType::Creation,
+                    ts0,
+                    200,
+                )
+            })
+            .collect();
+        let mut opts = WriteOptions::new("t", 0, 1);
+        opts.row_group_rows = 250;
+        write_segment(&segment_of(&batches), &opts).unwrap().bytes
+    }
+
+    /// The answer by brute force: every record read back.
+    fn expected(file: &Bytes, ts: i64) -> Option<(i64, i64)> {
+        all_records(&read_batches(file, &ReadOptions::default(), 1).unwrap())
+            .into_iter()
+            .find(|r| r.timestamp >= ts)
+            .map(|r| (r.offset, r.timestamp))
+    }
+
+    #[tokio::test]
+    async fn a_lookup_reads_the_footer_and_one_row_group_and_finds_what_a_scan_finds() {
+        let file = file();
+        assert!(file.len() > 1 << 20, "{} bytes", file.len());
+        let store = store_with("k.parquet", &file).await;
+        for ts in [
+            0,
+            T0,
+            T0 + 99,
+            T0 + 150,
+            T0 + 5017,
+            T0 + 6999,
+            T0 + 39_249,
+            T0 + 39_250,
+        ] {
+            let cache = ColdCache::new(64 << 20);
+            let object = StoreObject::new(store.clone(), "k.parquet", file.len() as u64)
+                .cached(cache.clone());
+            let got = offset_for_timestamp_ranged(object, ts).await.unwrap();
+            assert_eq!(got, expected(&file, ts), "ts {ts}");
+            assert_eq!(offset_for_timestamp(&file, ts).unwrap(), got, "ts {ts}");
+            // The 64 KiB footer read, and one row group's offsets and
+            // timestamps (none if no group has the timestamp): not the
+            // ~2 MiB of values, nor the row groups before.
+            let stats = cache.stats();
+            let read = stats.miss_bytes.load(Ordering::Relaxed);
+            assert!(
+                read < 128 << 10,
+                "ts {ts}: {read} bytes read of {}",
+                file.len()
+            );
+            let requests = stats.store_reads.load(Ordering::Relaxed);
+            assert_eq!(requests, if got.is_some() { 2 } else { 1 }, "ts {ts}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_in_an_object_cached_whole_reads_nothing_from_the_store() {
+        let file = file();
+        let store = store_with("k.parquet", &file).await;
+        let cache = ColdCache::new(64 << 20);
+        cache.insert_object("k.parquet", file.clone());
+        // Deleted from the store: only the cache can answer.
+        object_store::ObjectStoreExt::delete(&*store, &"k.parquet".into())
+            .await
+            .unwrap();
+        let object = StoreObject::new(store, "k.parquet", file.len() as u64).cached(cache.clone());
+        let got = offset_for_timestamp_ranged(object, T0 + 5017)
+            .await
+            .unwrap();
+        assert_eq!(got, Some((5 * 250 + 17, T0 + 5017)));
+        assert_eq!(cache.stats().miss_bytes.load(Ordering::Relaxed), 0);
+    }
+}
