@@ -114,6 +114,16 @@ fn decode(c: &mut Criterion) {
         g.bench_function(format!("fetch_1MiB_from_middle/{name}"), |b| {
             b.iter(|| read_batches(black_box(&file), &mid, 1).unwrap())
         });
+        // A consumer starting in the middle (of the file and of a row
+        // group) and reading on to the end, in one read.
+        let rest = ReadOptions {
+            from_offset: end / 2,
+            ..ReadOptions::default()
+        };
+        g.throughput(Throughput::Bytes(seg.len() as u64 / 2));
+        g.bench_function(format!("rest_of_file_from_middle/{name}"), |b| {
+            b.iter(|| read_batches(black_box(&file), &rest, 1).unwrap())
+        });
         // A consumer reading the whole file in 1 MiB fetches: each fetch a
         // fresh read from the next offset, or continued on one cursor (what
         // the broker does for a consumer that asks for the next offset).

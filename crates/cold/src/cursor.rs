@@ -3,8 +3,8 @@
 //!
 //! Opening a reader costs more than a consumer's fetch usually decodes:
 //! the footer is parsed, a decompressor is set up per column, and the pages
-//! holding the wanted offset are decompressed and decoded from the start of
-//! their row group. A consumer reading the cold tier asks for the offset
+//! holding the wanted offset are decompressed and decoded from their start
+//! (the pages before it in its row group are skipped, see [`Selection`]). A consumer reading the cold tier asks for the offset
 //! right after its last fetch, so the broker keeps the cursor and the next
 //! fetch goes on from the rows already decoded.
 //!
@@ -20,7 +20,7 @@
 //! without saying so (dropped, failed) is an error, never an early end of
 //! the file.
 
-use crate::read::{push_rows, read_projection, row_groups_from, Rebuilder};
+use crate::read::{push_rows, read_projection, row_groups_from, Rebuilder, OFFSET_COLUMN};
 use crate::schema::read_schema;
 use crate::store::StoreObject;
 use crate::{ColdError, ReadOptions};
@@ -29,11 +29,12 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::{
     ArrowReaderBuilder, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::ProjectionMask;
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
+use parquet::file::statistics::Statistics;
 use tokio::sync::mpsc;
 
 /// How cursors decode a file: with [`read_schema`]'s value views.
@@ -45,30 +46,74 @@ fn read_options() -> ArrowReaderOptions {
 const ARROW_BATCH_ROWS: usize = 8192;
 
 /// What a cursor at `from_offset` reads of a file (in memory or ranged):
-/// the row groups that can hold it onward, the columns it needs, in Arrow
-/// batches of `ARROW_BATCH_ROWS`.
-fn select<T>(builder: ArrowReaderBuilder<T>, from_offset: i64) -> ArrowReaderBuilder<T> {
-    let (groups, columns) = selection(builder.metadata(), from_offset);
-    select_groups(builder, groups, columns)
-}
-
-/// Reads `columns` of `groups` in Arrow batches of `ARROW_BATCH_ROWS`.
-fn select_groups<T>(
-    builder: ArrowReaderBuilder<T>,
+/// the row groups that can hold it onward (by their offset statistics),
+/// the columns it needs, and the rows: all but those of the first row
+/// group that are surely below `from_offset` ([`rows_below`]). The reader
+/// skips those, and a page holding only such rows whole, unread (a
+/// consumer starting in the middle of a row group does not decompress the
+/// pages before its offset).
+struct Selection {
     groups: Vec<usize>,
     columns: ProjectionMask,
-) -> ArrowReaderBuilder<T> {
-    builder
-        .with_row_groups(groups)
-        .with_projection(columns)
-        .with_batch_size(ARROW_BATCH_ROWS)
+    rows: Option<RowSelection>,
 }
 
-/// The row groups and columns [`select`] reads.
-fn selection(md: &ParquetMetaData, from_offset: i64) -> (Vec<usize>, ProjectionMask) {
+fn selection(md: &ParquetMetaData, from_offset: i64) -> Selection {
     let groups = row_groups_from(md, from_offset);
     let columns = read_projection(md, &groups);
-    (groups, columns)
+    let skip = groups
+        .first()
+        .and_then(|&g| md.row_groups().get(g))
+        .map_or(0, |rg| rows_below(rg, from_offset));
+    let total: i64 = groups
+        .iter()
+        .filter_map(|&g| md.row_groups().get(g))
+        .map(|rg| rg.num_rows())
+        .sum();
+    let rows = (skip > 0).then(|| {
+        let rest = usize::try_from(total).unwrap_or(0).saturating_sub(skip);
+        RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(rest)])
+    });
+    Selection {
+        groups,
+        columns,
+        rows,
+    }
+}
+
+/// Rows at the start of row group `rg` whose offsets are surely below
+/// `from_offset`, by the group's statistics alone: offsets strictly
+/// increase, so of `n` rows with largest offset `max`, row `r` holds at
+/// most `max - (n - 1 - r)` (exactly that when no offset is missing, the
+/// usual case). Rows past these that are still below `from_offset` are
+/// decoded and passed over as before.
+fn rows_below(rg: &RowGroupMetaData, from_offset: i64) -> usize {
+    let n = rg.num_rows();
+    let max = match rg.columns().get(OFFSET_COLUMN).and_then(|c| c.statistics()) {
+        Some(Statistics::Int64(s)) => s.max_opt().copied(),
+        _ => None,
+    };
+    let Some(max) = max else { return 0 };
+    let lowest_first = max.saturating_sub(n.saturating_sub(1));
+    usize::try_from(from_offset.saturating_sub(lowest_first).clamp(0, n.max(0))).unwrap_or(0)
+}
+
+/// Reads what a cursor at `from_offset` reads ([`selection`]).
+fn select_from<T>(builder: ArrowReaderBuilder<T>, from_offset: i64) -> ArrowReaderBuilder<T> {
+    let sel = selection(builder.metadata(), from_offset);
+    select(builder, sel)
+}
+
+/// Reads what `sel` selects, in Arrow batches of `ARROW_BATCH_ROWS`.
+fn select<T>(builder: ArrowReaderBuilder<T>, sel: Selection) -> ArrowReaderBuilder<T> {
+    let builder = builder
+        .with_row_groups(sel.groups)
+        .with_projection(sel.columns)
+        .with_batch_size(ARROW_BATCH_ROWS);
+    match sel.rows {
+        Some(rows) => builder.with_row_selection(rows),
+        None => builder,
+    }
 }
 
 /// The ranges the async reader asks for, row group by row group, to read
@@ -221,7 +266,7 @@ impl ColdCursor {
     /// A cursor over a file held in memory, at `from_offset`.
     pub fn open(file: Bytes, from_offset: i64, leader_epoch: i32) -> Result<Self, ColdError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
-        let reader = select(builder, from_offset).build()?;
+        let reader = select_from(builder, from_offset).build()?;
         Ok(Self::new(
             Source::Direct(Rows::Memory(reader)),
             from_offset,
@@ -241,9 +286,11 @@ impl ColdCursor {
         let (object, ahead) = object.with_read_ahead();
         let builder =
             ParquetRecordBatchStreamBuilder::new_with_options(object, read_options()).await?;
-        let (groups, columns) = selection(builder.metadata(), from_offset);
-        ahead.plan(chunk_ranges(builder.metadata(), &groups, &columns));
-        let stream = select_groups(builder, groups, columns).build()?;
+        let sel = selection(builder.metadata(), from_offset);
+        // With no offset index loaded the reader asks for whole column
+        // chunks, with or without a row selection.
+        ahead.plan(chunk_ranges(builder.metadata(), &sel.groups, &sel.columns));
+        let stream = select(builder, sel).build()?;
         Ok(Self::new(
             Source::Direct(Rows::Ranged(stream)),
             from_offset,
@@ -384,7 +431,9 @@ impl DecodedFile {
     /// Decodes every row of `file` as a cursor from its start would.
     pub fn decode(file: Bytes) -> Result<Self, ColdError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
-        let batches = select(builder, 0).build()?.collect::<Result<Vec<_>, _>>()?;
+        let batches = select_from(builder, 0)
+            .build()?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { batches })
     }
 

@@ -463,6 +463,9 @@ pub(crate) fn read_projection(
     )
 }
 
+/// The offset column's leaf index in the segment schema.
+pub(crate) const OFFSET_COLUMN: usize = 1;
+
 /// Row groups whose offsets can reach `from_offset` (by their statistics).
 pub(crate) fn row_groups_from(
     md: &parquet::file::metadata::ParquetMetaData,
@@ -471,10 +474,12 @@ pub(crate) fn row_groups_from(
     md.row_groups()
         .iter()
         .enumerate()
-        .filter(|(_, rg)| match rg.column(1).statistics() {
-            Some(Statistics::Int64(s)) => s.max_opt().is_none_or(|m| *m >= from_offset),
-            _ => true,
-        })
+        .filter(
+            |(_, rg)| match rg.columns().get(OFFSET_COLUMN).and_then(|c| c.statistics()) {
+                Some(Statistics::Int64(s)) => s.max_opt().is_none_or(|m| *m >= from_offset),
+                _ => true,
+            },
+        )
         .map(|(i, _)| i)
         .collect()
 }
