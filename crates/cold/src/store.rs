@@ -133,12 +133,20 @@ impl ColdCache {
         got
     }
 
-    fn insert_range(&self, key: &Arc<str>, r: &Range<u64>, bytes: Bytes) {
+    /// Keeps range `r` of object `key` (`size` bytes), read from the store;
+    /// as the whole object if it is all of it (the footer read of a file
+    /// smaller than `FOOTER_HINT`), so the reader's later ranges are
+    /// slices of it rather than store reads.
+    fn insert_read(&self, key: &Arc<str>, size: u64, r: &Range<u64>, bytes: Bytes) {
         self.stats
             .miss_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.entries
-            .insert(Key::Range(key.clone(), r.start, r.end), bytes);
+        let k = if r.start == 0 && r.end == size {
+            Key::Object(key.clone())
+        } else {
+            Key::Range(key.clone(), r.start, r.end)
+        };
+        self.entries.insert(k, bytes);
     }
 }
 
@@ -238,7 +246,7 @@ impl StoreObject {
                 }
                 let Some(bytes) = read.next() else { break };
                 if let Some(c) = &self.cache {
-                    c.insert_range(&self.key, r, bytes.clone());
+                    c.insert_read(&self.key, self.size, r, bytes.clone());
                 }
                 *slot = Some(bytes);
             }
@@ -306,6 +314,22 @@ mod tests {
         let file = write_segment(&segment_of(&batches), &opts).unwrap().bytes;
         let store = store_with("k.parquet", &file).await;
         (file, store)
+    }
+
+    #[tokio::test]
+    async fn a_file_smaller_than_the_footer_read_is_read_from_the_store_once() {
+        let (file, store) = stored().await;
+        assert!(file.len() < FOOTER_HINT, "{} bytes", file.len());
+        let cache = ColdCache::new(64 << 20);
+        let object = StoreObject::new(store, "k.parquet", file.len() as u64).cached(cache.clone());
+        let opts = ReadOptions::default();
+        let got = read_batches_ranged(object, &opts, 1).await.unwrap();
+        assert_eq!(all_records(&got).len(), 400);
+        let stats = cache.stats();
+        // The footer read took the whole file; the row groups came from it.
+        assert_eq!(stats.store_reads.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.miss_bytes.load(Ordering::Relaxed), file.len() as u64);
+        assert!(cache.has_object("k.parquet"));
     }
 
     #[tokio::test]
