@@ -225,6 +225,32 @@ fn ranged(c: &mut Criterion) {
             })
         })
     });
+    // CPU alone: the same reads with every range in a warm cache (a file
+    // read again after a restart, or offloaded by another broker), against
+    // the file held whole in memory.
+    let cache = strata_cold::ColdCache::new(256 << 20);
+    let warm =
+        || StoreObject::new(store.clone(), "f.parquet", file.len() as u64).cached(cache.clone());
+    let read_ranged = |object: StoreObject| {
+        rt.block_on(async {
+            let mut c = ColdCursor::open_ranged(object, 0, 1).await.unwrap();
+            while c.next_offset() < end {
+                c.read(1 << 20, 1000).await.unwrap();
+            }
+        })
+    };
+    read_ranged(warm());
+    g.bench_function(format!("whole_file_warm_cache/{name}"), |b| {
+        b.iter(|| read_ranged(warm()))
+    });
+    g.bench_function(format!("whole_file_in_memory/{name}"), |b| {
+        b.iter(|| {
+            let mut c = ColdCursor::open(file.clone(), 0, 1).unwrap();
+            while c.next_offset() < end {
+                c.read_blocking(1 << 20, 1000).unwrap();
+            }
+        })
+    });
     g.finish();
 }
 
