@@ -26,7 +26,7 @@ const TIMESTAMP_COLUMN: usize = 2;
 /// held in memory: `(offset, timestamp)`.
 pub fn offset_for_timestamp(file: &Bytes, ts: i64) -> Result<Option<(i64, i64)>, ColdError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file.clone())?;
-    for rb in lookup(builder, ts).build()? {
+    for rb in lookup(builder, ts)?.build()? {
         if let Some(found) = first_at_or_after(&rb?, ts)? {
             return Ok(Some(found));
         }
@@ -43,7 +43,7 @@ pub async fn offset_for_timestamp_ranged(
     ts: i64,
 ) -> Result<Option<(i64, i64)>, ColdError> {
     let builder = ParquetRecordBatchStreamBuilder::new(object).await?;
-    let mut stream = lookup(builder, ts).build()?;
+    let mut stream = lookup(builder, ts)?.build()?;
     while let Some(rb) = stream.next().await {
         if let Some(found) = first_at_or_after(&rb?, ts)? {
             return Ok(Some(found));
@@ -54,7 +54,16 @@ pub async fn offset_for_timestamp_ranged(
 
 /// The offset and timestamp columns of the row groups that can hold a
 /// timestamp `>= ts` (by their statistics; all of a group without them).
-fn lookup<T>(builder: ArrowReaderBuilder<T>, ts: i64) -> ArrowReaderBuilder<T> {
+/// A file without those columns where the segment schema has them is a
+/// schema error.
+fn lookup<T>(builder: ArrowReaderBuilder<T>, ts: i64) -> Result<ArrowReaderBuilder<T>, ColdError> {
+    let leaves = builder.parquet_schema().columns();
+    let named = |i: usize, name: &str| leaves.get(i).is_some_and(|c| c.path().string() == name);
+    if !(named(OFFSET_COLUMN, "offset") && named(TIMESTAMP_COLUMN, "timestamp")) {
+        return Err(ColdError::Schema(
+            "no offset and timestamp columns where the segment schema has them".into(),
+        ));
+    }
     let groups: Vec<usize> = builder
         .metadata()
         .row_groups()
@@ -73,21 +82,23 @@ fn lookup<T>(builder: ArrowReaderBuilder<T>, ts: i64) -> ArrowReaderBuilder<T> {
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::leaves(builder.parquet_schema(), [OFFSET_COLUMN, TIMESTAMP_COLUMN]);
-    builder.with_row_groups(groups).with_projection(mask)
+    Ok(builder.with_row_groups(groups).with_projection(mask))
 }
 
 /// The first row of `rb` (offset, timestamp columns) with a timestamp
 /// `>= ts`.
 fn first_at_or_after(rb: &RecordBatch, ts: i64) -> Result<Option<(i64, i64)>, ColdError> {
-    let bad = || ColdError::Schema("offset or timestamp column of the wrong type".into());
+    let bad = || ColdError::Schema("no offset and timestamp columns of the right types".into());
     let offsets = rb
-        .column(0)
-        .as_primitive_opt::<Int64Type>()
+        .columns()
+        .first()
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
         .ok_or_else(bad)?
         .values();
     let times = rb
-        .column(1)
-        .as_primitive_opt::<TimestampMillisecondType>()
+        .columns()
+        .get(1)
+        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
         .ok_or_else(bad)?
         .values();
     Ok(times
@@ -171,6 +182,22 @@ mod tests {
             let requests = stats.store_reads.load(Ordering::Relaxed);
             assert_eq!(requests, if got.is_some() { 2 } else { 1 }, "ts {ts}");
         }
+    }
+
+    #[test]
+    fn a_file_of_another_schema_is_an_error_not_a_panic() {
+        use arrow_array::{Int32Array, RecordBatch};
+        use std::sync::Arc;
+        let rb = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int32Array::from(vec![1, 2, 3])) as arrow_array::ArrayRef,
+        )])
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, rb.schema(), None).unwrap();
+        w.write(&rb).unwrap();
+        w.close().unwrap();
+        assert!(offset_for_timestamp(&Bytes::from(buf), 0).is_err());
     }
 
     #[tokio::test]
