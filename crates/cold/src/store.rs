@@ -298,20 +298,15 @@ impl AsyncFileReader for StoreObject {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{all_records, kafka_batch, segment_of, store_with};
-    use crate::{read_batches, read_batches_ranged, write_segment, ReadOptions, WriteOptions};
-    use kafka_protocol::records::{Compression, TimestampType};
+    use crate::tests::{all_records, file_of, store_with};
+    use crate::{read_batches, read_batches_ranged, ReadOptions};
+    use kafka_protocol::records::Compression;
     use object_store::memory::InMemory;
     use object_store::ObjectStoreExt;
 
     /// A file of 400 records in row groups of 100, stored as `k.parquet`.
     async fn stored() -> (Bytes, Arc<InMemory>) {
-        let batches: Vec<Bytes> = (0..10)
-            .map(|i| kafka_batch(i * 40, 40, Compression::None, TimestampType::Creation))
-            .collect();
-        let mut opts = WriteOptions::new("t", 0, 1);
-        opts.row_group_rows = 100;
-        let file = write_segment(&segment_of(&batches), &opts).unwrap().bytes;
+        let file = file_of(10, 40, 40, Compression::None, 100).bytes;
         let store = store_with("k.parquet", &file).await;
         (file, store)
     }

@@ -102,6 +102,24 @@ pub(crate) async fn store_with(
     store
 }
 
+/// A segment file of `count` batches of `per_batch` records, batch `i` at
+/// offset `i * stride`, compressed with `c`, in row groups of at most
+/// `row_group_rows` rows.
+pub(crate) fn file_of(
+    count: i64,
+    stride: i64,
+    per_batch: i64,
+    c: Compression,
+    row_group_rows: usize,
+) -> SegmentFile {
+    let batches: Vec<Bytes> = (0..count)
+        .map(|i| kafka_batch(i * stride, per_batch, c, KTs::Creation))
+        .collect();
+    let mut opts = WriteOptions::new("t", 0, 1);
+    opts.row_group_rows = row_group_rows;
+    write_segment(&segment_of(&batches), &opts).unwrap()
+}
+
 pub(crate) fn segment_of(batches: &[Bytes]) -> Bytes {
     let mut s = BytesMut::new();
     for b in batches {
@@ -249,12 +267,7 @@ fn repeated_headers_nulls_and_offset_gaps_survive() {
 
 #[test]
 fn reading_from_an_offset_skips_earlier_rows_and_row_groups() {
-    let batches: Vec<Bytes> = (0..10)
-        .map(|i| kafka_batch(i * 100, 100, Compression::None, KTs::Creation))
-        .collect();
-    let mut opts = WriteOptions::new("t", 0, 1);
-    opts.row_group_rows = 100;
-    let file = write_segment(&segment_of(&batches), &opts).unwrap();
+    let file = file_of(10, 100, 100, Compression::None, 100);
     let reader = SerializedFileReader::new(file.bytes.clone()).unwrap();
     assert_eq!(reader.metadata().num_row_groups(), 10);
     let back = read_batches(
@@ -460,12 +473,7 @@ fn finds_the_first_record_at_or_after_a_timestamp() {
 
 #[tokio::test]
 async fn ranged_reads_match_in_memory_reads() {
-    let batches: Vec<Bytes> = (0..10)
-        .map(|i| kafka_batch(i * 100, 100, Compression::Lz4, KTs::Creation))
-        .collect();
-    let mut opts = WriteOptions::new("t", 0, 1);
-    opts.row_group_rows = 100;
-    let file = write_segment(&segment_of(&batches), &opts).unwrap();
+    let file = file_of(10, 100, 100, Compression::Lz4, 100);
     let store = store_with("k.parquet", &file.bytes).await;
     for from in [0, 450, 999] {
         let ro = ReadOptions {
@@ -799,12 +807,7 @@ fn reads_from_any_offset_across_offset_gaps_return_every_record_from_there() {
     // Batches of 100 with 50 offsets missing after each; row groups of 64
     // rows, so most groups span a gap and the rows skipped by statistics
     // are a lower bound.
-    let batches: Vec<Bytes> = (0..8)
-        .map(|i| kafka_batch(i * 150, 100, Compression::None, KTs::Creation))
-        .collect();
-    let mut opts = WriteOptions::new("t", 0, 1);
-    opts.row_group_rows = 64;
-    let file = write_segment(&segment_of(&batches), &opts).unwrap();
+    let file = file_of(8, 150, 100, Compression::None, 64);
     let all = all_records(&read_batches(&file.bytes, &ReadOptions::default(), 1).unwrap());
     assert_eq!(all.len(), 800);
     for from in (0..1_100).step_by(7) {
