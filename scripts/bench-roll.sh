@@ -15,7 +15,7 @@
 #                                                  housekeeping, and the producer-state
 #                                                  snapshot after each roll, every 0.5 s)
 #
-# Not a CI step (docs/benchmarks.md, session 15, and decision 0009 have
+# Not a CI step (docs/benchmarks-history.md, session 15, and decision 0009 have
 # figures taken with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
