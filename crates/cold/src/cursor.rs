@@ -4,9 +4,10 @@
 //! Opening a reader costs more than a consumer's fetch usually decodes:
 //! the footer is parsed, a decompressor is set up per column, and the pages
 //! holding the wanted offset are decompressed and decoded from their start
-//! (the pages before it in its row group are skipped, see [`Selection`]). A consumer reading the cold tier asks for the offset
-//! right after its last fetch, so the broker keeps the cursor and the next
-//! fetch goes on from the rows already decoded.
+//! (the pages before them in the row group are skipped, see [`Selection`]).
+//! A consumer reading the cold tier asks for the offset right after its
+//! last fetch, so the broker keeps the cursor and the next fetch goes on
+//! from the rows already decoded.
 //!
 //! A read is two kinds of work: decoding Parquet pages into Arrow batches,
 //! and rebuilding record batches from their rows (each about half). A

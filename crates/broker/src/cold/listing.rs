@@ -101,11 +101,12 @@ impl Broker {
             },
         )?;
         // The footer only, not the whole file.
-        let md = cold
-            .ranged(&entry.object_key, entry.bytes)
-            .get_metadata(None)
+        let mut object = cold.ranged(&entry.object_key, entry.bytes);
+        let key = &entry.object_key;
+        let md = super::off_workers(async move { object.get_metadata(None).await })
             .await
-            .map_err(|e| BrokerError::Storage(format!("cannot read {}: {e}", entry.object_key)))?;
+            .map_err(|e| BrokerError::Storage(format!("inspection of {key} failed: {e}")))?
+            .map_err(|e| BrokerError::Storage(format!("cannot read {key}: {e}")))?;
         let kv: serde_json::Map<String, serde_json::Value> = md
             .file_metadata()
             .key_value_metadata()

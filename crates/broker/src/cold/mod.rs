@@ -61,3 +61,16 @@ impl ColdTier {
         StoreObject::new(self.store.clone(), key, size).cached(self.cache.clone())
     }
 }
+
+/// Runs `read` — a ranged read: requests to the store, and the CPU work of
+/// parsing and decoding what they return (a footer of a large file takes
+/// milliseconds) — on a blocking thread, its requests driven by this
+/// runtime, so the async workers serving other connections never decode.
+pub(crate) async fn off_workers<F>(read: F) -> Result<F::Output, tokio::task::JoinError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || rt.block_on(read)).await
+}

@@ -133,13 +133,10 @@ impl Broker {
                     None => {
                         let object = cold.ranged(key, entry.bytes);
                         let epoch = entry.epoch;
-                        let rt = tokio::runtime::Handle::current();
-                        tokio::task::spawn_blocking(move || {
-                            rt.block_on(async {
-                                let mut c = ColdCursor::open_ranged(object, offset, epoch).await?;
-                                let r = c.read(max_bytes, batch_records).await;
-                                Ok::<_, strata_cold::ColdError>((c, r))
-                            })
+                        super::off_workers(async move {
+                            let mut c = ColdCursor::open_ranged(object, offset, epoch).await?;
+                            let r = c.read(max_bytes, batch_records).await;
+                            Ok::<_, strata_cold::ColdError>((c, r))
                         })
                         .await
                         .map_err(task_failed)?
@@ -238,12 +235,15 @@ impl Broker {
         // The footer and one row group's offsets and timestamps, not the
         // whole file (segments are up to `segment.bytes`, 1 GiB).
         let object = cold.ranged(&entry.object_key, entry.bytes);
-        offset_for_timestamp_ranged(object, ts).await.map_err(|e| {
-            BrokerError::Storage(format!(
-                "cannot look up timestamp {ts} in cold segment {}: {e}",
-                entry.object_key
-            ))
-        })
+        let key = &entry.object_key;
+        super::off_workers(offset_for_timestamp_ranged(object, ts))
+            .await
+            .map_err(|e| BrokerError::Storage(format!("cold lookup in {key} failed: {e}")))?
+            .map_err(|e| {
+                BrokerError::Storage(format!(
+                    "cannot look up timestamp {ts} in cold segment {key}: {e}"
+                ))
+            })
     }
 
     /// First offset of the whole log: the earliest in either tier, but never
