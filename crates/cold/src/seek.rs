@@ -171,7 +171,7 @@ mod tests {
             assert_eq!(offset_for_timestamp(&file, ts).unwrap(), got, "ts {ts}");
             // The 64 KiB footer read, and one row group's offsets and
             // timestamps (none if no group has the timestamp): not the
-            // ~2 MiB of values, nor the row groups before.
+            // ~1 MiB of values, nor the row groups before.
             let stats = cache.stats();
             let read = stats.miss_bytes.load(Ordering::Relaxed);
             assert!(
