@@ -24,7 +24,7 @@ pub use cursor::{ColdCursor, DecodedFile, Decoder};
 pub use key::object_key;
 pub use read::{read_batches, read_batches_ranged, ReadOptions};
 pub use schema::{segment_schema, FORMAT_VERSION};
-pub use seek::{offset_for_timestamp, offset_for_timestamp_ranged};
+pub use seek::offset_for_timestamp_ranged;
 pub use store::{CacheStats, ColdCache, StoreObject};
 pub use write::{
     write_segment, write_segment_file, AbortedRange, SegmentFile, SegmentSummary, SegmentWriter,

@@ -463,20 +463,31 @@ pub(crate) fn read_projection(
     )
 }
 
-/// The offset column's leaf index in the segment schema.
+/// The offset and timestamp columns' leaf indexes in the segment schema.
 pub(crate) const OFFSET_COLUMN: usize = 1;
+pub(crate) const TIMESTAMP_COLUMN: usize = 2;
 
 /// Row groups whose offsets can reach `from_offset` (by their statistics).
 pub(crate) fn row_groups_from(
     md: &parquet::file::metadata::ParquetMetaData,
     from_offset: i64,
 ) -> Vec<usize> {
+    row_groups_reaching(md, OFFSET_COLUMN, from_offset)
+}
+
+/// Row groups whose largest value of the int64 leaf column `column` is at
+/// least `value` by their statistics (all of those without them).
+pub(crate) fn row_groups_reaching(
+    md: &parquet::file::metadata::ParquetMetaData,
+    column: usize,
+    value: i64,
+) -> Vec<usize> {
     md.row_groups()
         .iter()
         .enumerate()
         .filter(
-            |(_, rg)| match rg.columns().get(OFFSET_COLUMN).and_then(|c| c.statistics()) {
-                Some(Statistics::Int64(s)) => s.max_opt().is_none_or(|m| *m >= from_offset),
+            |(_, rg)| match rg.columns().get(column).and_then(|c| c.statistics()) {
+                Some(Statistics::Int64(s)) => s.max_opt().is_none_or(|m| *m >= value),
                 _ => true,
             },
         )

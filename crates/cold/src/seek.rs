@@ -7,56 +7,27 @@
 //! one row group's offset and timestamp columns, never the whole file
 //! (only a row group without statistics is read to find out).
 
+use crate::read::{row_groups_reaching, OFFSET_COLUMN, TIMESTAMP_COLUMN};
 use crate::{ColdError, StoreObject};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use arrow_array::RecordBatch;
-use bytes::Bytes;
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::{ArrowReaderBuilder, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
-use parquet::file::statistics::Statistics;
 
-/// Leaf columns of the segment schema a lookup reads.
-const OFFSET_COLUMN: usize = 1;
-const TIMESTAMP_COLUMN: usize = 2;
-
-/// The first record (in offset order) with a timestamp `>= ts` of a file
-/// held in memory: `(offset, timestamp)`.
-pub fn offset_for_timestamp(file: &Bytes, ts: i64) -> Result<Option<(i64, i64)>, ColdError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file.clone())?;
-    for rb in lookup(builder, ts)?.build()? {
-        if let Some(found) = first_at_or_after(&rb?, ts)? {
-            return Ok(Some(found));
-        }
-    }
-    Ok(None)
-}
-
-/// The same, range-reading `object`: its footer, then the offset and
-/// timestamp columns of the row groups that can hold the answer, one at
-/// a time until it is found (each through the object's cache, if it has
-/// one).
+/// The first record (in offset order) with a timestamp `>= ts`,
+/// `(offset, timestamp)`, range-reading `object`: its footer, then the
+/// offset and timestamp columns of the row groups whose statistics say
+/// they can hold it, one at a time until it is found (each through the
+/// object's cache, if it has one: a file cached whole is read in memory).
+/// A file without those columns where the segment schema has them is a
+/// schema error.
 pub async fn offset_for_timestamp_ranged(
     object: StoreObject,
     ts: i64,
 ) -> Result<Option<(i64, i64)>, ColdError> {
     let builder = ParquetRecordBatchStreamBuilder::new(object).await?;
-    let mut stream = lookup(builder, ts)?.build()?;
-    while let Some(rb) = stream.next().await {
-        if let Some(found) = first_at_or_after(&rb?, ts)? {
-            return Ok(Some(found));
-        }
-    }
-    Ok(None)
-}
-
-/// The offset and timestamp columns of the row groups that can hold a
-/// timestamp `>= ts` (by their statistics; all of a group without them).
-/// A file without those columns where the segment schema has them is a
-/// schema error.
-fn lookup<T>(builder: ArrowReaderBuilder<T>, ts: i64) -> Result<ArrowReaderBuilder<T>, ColdError> {
     let leaves = builder.parquet_schema().columns();
     let named = |i: usize, name: &str| leaves.get(i).is_some_and(|c| c.path().string() == name);
     if !(named(OFFSET_COLUMN, "offset") && named(TIMESTAMP_COLUMN, "timestamp")) {
@@ -64,25 +35,18 @@ fn lookup<T>(builder: ArrowReaderBuilder<T>, ts: i64) -> Result<ArrowReaderBuild
             "no offset and timestamp columns where the segment schema has them".into(),
         ));
     }
-    let groups: Vec<usize> = builder
-        .metadata()
-        .row_groups()
-        .iter()
-        .enumerate()
-        .filter(|(_, rg)| {
-            match rg
-                .columns()
-                .get(TIMESTAMP_COLUMN)
-                .and_then(|c| c.statistics())
-            {
-                Some(Statistics::Int64(s)) => s.max_opt().is_none_or(|m| *m >= ts),
-                _ => true,
-            }
-        })
-        .map(|(i, _)| i)
-        .collect();
+    let groups = row_groups_reaching(builder.metadata(), TIMESTAMP_COLUMN, ts);
     let mask = ProjectionMask::leaves(builder.parquet_schema(), [OFFSET_COLUMN, TIMESTAMP_COLUMN]);
-    Ok(builder.with_row_groups(groups).with_projection(mask))
+    let mut stream = builder
+        .with_row_groups(groups)
+        .with_projection(mask)
+        .build()?;
+    while let Some(rb) = stream.next().await {
+        if let Some(found) = first_at_or_after(&rb?, ts)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// The first row of `rb` (offset, timestamp columns) with a timestamp
@@ -113,6 +77,7 @@ mod tests {
     use super::*;
     use crate::tests::{all_records, kafka_batch_at, segment_of, store_with};
     use crate::{read_batches, write_segment, ColdCache, ReadOptions, WriteOptions};
+    use bytes::Bytes;
     use kafka_protocol::records::{Compression, TimestampType};
     use std::sync::atomic::Ordering;
 
@@ -168,7 +133,6 @@ mod tests {
                 .cached(cache.clone());
             let got = offset_for_timestamp_ranged(object, ts).await.unwrap();
             assert_eq!(got, expected(&file, ts), "ts {ts}");
-            assert_eq!(offset_for_timestamp(&file, ts).unwrap(), got, "ts {ts}");
             // The 64 KiB footer read, and one row group's offsets and
             // timestamps (none if no group has the timestamp): not the
             // ~1 MiB of values, nor the row groups before.
@@ -184,8 +148,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_file_of_another_schema_is_an_error_not_a_panic() {
+    #[tokio::test]
+    async fn a_file_of_another_schema_is_an_error_not_a_panic() {
         use arrow_array::{Int32Array, RecordBatch};
         use std::sync::Arc;
         let rb = RecordBatch::try_from_iter([(
@@ -197,7 +161,10 @@ mod tests {
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, rb.schema(), None).unwrap();
         w.write(&rb).unwrap();
         w.close().unwrap();
-        assert!(offset_for_timestamp(&Bytes::from(buf), 0).is_err());
+        let file = Bytes::from(buf);
+        let store = store_with("x.parquet", &file).await;
+        let object = StoreObject::new(store, "x.parquet", file.len() as u64);
+        assert!(offset_for_timestamp_ranged(object, 0).await.is_err());
     }
 
     #[tokio::test]

@@ -452,23 +452,22 @@ proptest! {
     }
 }
 
-#[test]
-fn finds_the_first_record_at_or_after_a_timestamp() {
+#[tokio::test]
+async fn finds_the_first_record_at_or_after_a_timestamp() {
     let file = write_segment(
         &kafka_batch(100, 50, Compression::Snappy, KTs::Creation),
         &WriteOptions::new("t", 0, 1),
     )
     .unwrap();
+    let store = store_with("k.parquet", &file.bytes).await;
+    let lookup = |ts| {
+        let object = StoreObject::new(store.clone(), "k.parquet", file.bytes.len() as u64);
+        offset_for_timestamp_ranged(object, ts)
+    };
     let base = 1_700_000_000_000;
-    assert_eq!(
-        offset_for_timestamp(&file.bytes, 0).unwrap(),
-        Some((100, base))
-    );
-    assert_eq!(
-        offset_for_timestamp(&file.bytes, base + 17).unwrap(),
-        Some((117, base + 17))
-    );
-    assert_eq!(offset_for_timestamp(&file.bytes, base + 50).unwrap(), None);
+    assert_eq!(lookup(0).await.unwrap(), Some((100, base)));
+    assert_eq!(lookup(base + 17).await.unwrap(), Some((117, base + 17)));
+    assert_eq!(lookup(base + 50).await.unwrap(), None);
 }
 
 #[tokio::test]
