@@ -685,18 +685,23 @@ async fn a_consumer_reading_the_cold_tier_continues_on_one_reader() {
     }
 }
 
+/// The manifest entries of `t`-0's first two cold files.
+fn first_two_cold_files(
+    b: &Broker,
+) -> (crate::cluster::SegmentEntry, crate::cluster::SegmentEntry) {
+    let v = b.view();
+    let m = v.segments.get(&("t".to_string(), 0)).unwrap();
+    let mut files = m.values();
+    (files.next().unwrap().clone(), files.next().unwrap().clone())
+}
+
 #[tokio::test]
 async fn a_range_read_file_has_its_next_file_read_ahead_from_its_first_fetches() {
     // Ranged (no cache): the next file's reader starts while this one is
     // read. Cached whole: only once this one's reader reaches its end.
     for (cache, early) in [(0, true), (16 << 20, false)] {
         let (_d, b, _) = cold_only_topic(cache, 3).await;
-        let (first, second) = {
-            let v = b.view();
-            let m = v.segments.get(&("t".to_string(), 0)).unwrap();
-            let mut files = m.values();
-            (files.next().unwrap().clone(), files.next().unwrap().clone())
-        };
+        let (first, second) = first_two_cold_files(&b);
         // Three small fetches: well inside the first file.
         let next = read_cold_in_order(&b, 1, &[2_000]).await;
         let next = read_cold_in_order_from(&b, next, next + 100, &[2_000]).await;
@@ -716,12 +721,7 @@ async fn a_timestamp_lookup_and_an_inspection_range_read_a_cold_file() {
     use std::sync::atomic::Ordering;
     // No cache: every read goes to the store, through the ranged reader.
     let (_d, b, _) = cold_only_topic(0, 3).await;
-    let (first, second) = {
-        let v = b.view();
-        let m = v.segments.get(&("t".to_string(), 0)).unwrap();
-        let mut files = m.values();
-        (files.next().unwrap().clone(), files.next().unwrap().clone())
-    };
+    let (first, second) = first_two_cold_files(&b);
     let stats = b.cold_cache_stats().unwrap();
     let reads = || stats.store_reads.load(Ordering::Relaxed);
     let before = reads();

@@ -16,7 +16,6 @@ use strata_meta::{EmbeddedStore, EtcdOptions, EtcdStore, MetadataStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The cold tier's object store and key prefix, from `--object-store`.
 /// `store` answering every request `ms` milliseconds late (none for 0).
 fn with_latency(
     store: Arc<dyn object_store::ObjectStore>,
@@ -43,6 +42,7 @@ fn with_latency(
     ))
 }
 
+/// The cold tier's object store and key prefix, from `--object-store`.
 fn open_object_store(
     url: &str,
     settings: &Settings,
