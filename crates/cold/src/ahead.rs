@@ -70,6 +70,10 @@ pub(crate) struct Ahead {
 struct State {
     /// The first row group of the plan no task was started for.
     next: usize,
+    /// The row group after the one the reader last asked for: where its
+    /// next request is looked for first (it asks in order, so a file's
+    /// requests cost a lookup each, not a scan of the plan each).
+    expected: usize,
     /// Tasks started and not yet taken, by row group.
     started: HashMap<usize, Fetched>,
 }
@@ -96,9 +100,13 @@ impl Ahead {
     /// started for them and succeeded.
     pub(crate) async fn take(&self, ranges: &[Range<u64>]) -> Option<Vec<Bytes>> {
         let plan = self.plan.get()?;
-        let at = plan.iter().position(|p| p.as_slice() == ranges)?;
         let mine = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let is = |g: &usize| plan.get(*g).is_some_and(|p| p.as_slice() == ranges);
+            let at = Some(st.expected)
+                .filter(is)
+                .or_else(|| (0..plan.len()).find(is))?;
+            st.expected = at + 1;
             let mine = st.started.remove(&at);
             // Nothing is fetched for row groups the reader has passed.
             st.started.retain(|&g, _| g > at);
