@@ -86,3 +86,22 @@ def test_bench_refuses_bad_options(strata, topic_name):
                        *extra, timeout=30)
         assert r.returncode != 0 and "error" in r.stderr.lower(), (extra, r.stderr)
         assert "panicked" not in r.stderr
+
+
+def test_bench_consume_reports_and_fails_when_the_topic_runs_dry(strata, topic_name):
+    # 300 records, 1000 asked for: the consumer stops a second after the
+    # last one (it waited out the 600 s limit before), prints the report
+    # of what it read and fails saying why.
+    bench("produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+          "--partitions", "2", "--records", "300")
+    r = strata_cli("bench", "consume", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                   "--partitions", "2", "--records", "1000", "--idle-timeout", "1", "--json",
+                   timeout=60)
+    assert r.returncode != 0
+    assert "consumed only 300 of 1000 records" in r.stderr and "--idle-timeout" in r.stderr, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["test"] == "consume" and rep["records"] == 300 and rep["records_per_sec"] > 0
+    for bad in ("-1", "nan"):
+        r = strata_cli("bench", "consume", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                       "--records", "10", f"--idle-timeout={bad}", timeout=30)
+        assert r.returncode != 0 and "--idle-timeout" in r.stderr and "panicked" not in r.stderr

@@ -30,6 +30,11 @@ pub(super) struct ConsumeArgs {
     /// `max.partition.fetch.bytes`).
     #[arg(long, default_value_t = 1 << 20)]
     fetch_max_bytes: i32,
+    /// With `--records`: stop once no record has arrived for this many
+    /// seconds (the topic holds fewer than asked for), report what was
+    /// read, and fail. 0 waits up to the 600 s limit.
+    #[arg(long, default_value_t = 10.0)]
+    idle_timeout: f64,
 }
 
 #[derive(Args)]
@@ -90,11 +95,21 @@ pub(super) async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
         common,
         length,
         fetch_max_bytes,
+        idle_timeout,
     } = a;
     if fetch_max_bytes < 1 {
         bail!("--fetch-max-bytes must be positive");
     }
+    if !(idle_timeout.is_finite() && idle_timeout >= 0.0) {
+        bail!("--idle-timeout must be a number of seconds (0 for none), got {idle_timeout}");
+    }
     let budget = length.budget()?;
+    // A time budget ends the run by itself; a record budget the topic
+    // cannot fill ends it after `idle_timeout` without a record.
+    let idle = (budget.duration.is_none() && idle_timeout > 0.0)
+        .then(|| Duration::from_secs_f64(idle_timeout));
+    // When the last record arrived, in µs since `start`.
+    let last = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let bar = progress("consume", done.clone(), budget);
@@ -107,12 +122,22 @@ pub(super) async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for p in 0..leaders.len() as i32 {
         let (c, done, bytes) = (common.clone(), done.clone(), bytes.clone());
+        let last = last.clone();
         let addr = leaders[p as usize].clone();
         tasks.push(tokio::spawn(async move {
             let mut client = connect(&addr).await?;
             let mut h = histogram()?;
             let mut offset = 0;
-            while done.load(Ordering::Relaxed) < budget.records && Instant::now() < stop {
+            let idle_now = || {
+                idle.is_some_and(|idle| {
+                    let since = Duration::from_micros(last.load(Ordering::Relaxed));
+                    start.elapsed().saturating_sub(since) > idle
+                })
+            };
+            while done.load(Ordering::Relaxed) < budget.records
+                && Instant::now() < stop
+                && !idle_now()
+            {
                 let t = Instant::now();
                 let (next, n, b, _) = fetch_once(
                     &mut client,
@@ -126,6 +151,9 @@ pub(super) async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
                 .await?;
                 let _ = h.record(t.elapsed().as_micros().max(1) as u64);
                 offset = next;
+                if n > 0 {
+                    last.fetch_max(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
                 done.fetch_add(n, Ordering::Relaxed);
                 bytes.fetch_add(b, Ordering::Relaxed);
             }
@@ -135,18 +163,18 @@ pub(super) async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
     let h = merge(tasks, "consumer").await?;
     bar.abort();
     let got = done.load(Ordering::Relaxed);
-    if budget.duration.is_none() && got < budget.records {
-        bail!(
-            "consumed only {got} of {} records before the {} s limit",
-            budget.records,
-            HARD_LIMIT.as_secs()
-        );
-    }
+    let short = budget.duration.is_none() && got < budget.records;
+    // A run that waited in vain is timed to its last record.
+    let seconds = if short {
+        Duration::from_micros(last.load(Ordering::Relaxed)).as_secs_f64()
+    } else {
+        start.elapsed().as_secs_f64()
+    };
     Report {
         kind: "consume",
         records: got,
         bytes: bytes.load(Ordering::Relaxed),
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         latency_us: h,
         config: serde_json::json!({
             "partitions": leaders.len(), "fetch_max_bytes": fetch_max_bytes,
@@ -154,6 +182,22 @@ pub(super) async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
         }),
     }
     .print(common.json);
+    if short {
+        let why = match idle {
+            Some(idle) if start.elapsed() < HARD_LIMIT => {
+                format!(
+                    "no record arrived for {} s (--idle-timeout)",
+                    idle.as_secs_f64()
+                )
+            }
+            _ => format!("the {} s limit", HARD_LIMIT.as_secs()),
+        };
+        bail!(
+            "consumed only {got} of {} records from {}: {why}",
+            budget.records,
+            common.topic
+        );
+    }
     Ok(())
 }
 
