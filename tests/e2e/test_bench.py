@@ -105,3 +105,21 @@ def test_bench_consume_reports_and_fails_when_the_topic_runs_dry(strata, topic_n
         r = strata_cli("bench", "consume", "--bootstrap", strata.bootstrap, "--topic", topic_name,
                        "--records", "10", f"--idle-timeout={bad}", timeout=30)
         assert r.returncode != 0 and "--idle-timeout" in r.stderr and "panicked" not in r.stderr
+
+
+def test_bench_bounds_what_a_large_record_size_or_rate_costs(strata, topic_name):
+    # 20 MB records: batches hold one (a batch of 1000 made up front would
+    # be 20 GB), and the broker's refusal is the error.
+    r = strata_cli("bench", "produce", "--bootstrap", strata.bootstrap, "--topic", topic_name,
+                   "--partitions", "1", "--records", "2", "--size", "20000000", timeout=60)
+    assert r.returncode != 0 and "MessageTooLarge" in r.stderr, r.stderr[-2000:]
+    assert "panicked" not in r.stderr
+    # A rate one connection cannot keep (each record acknowledged before
+    # the next): the run ends a second after its schedule, not after
+    # 100 000 round trips, reports what was sent, and says so.
+    r = strata_cli("bench", "e2e", "--bootstrap", strata.bootstrap, "--topic", f"{topic_name}-fast",
+                   "--partitions", "1", "--rate", "100000", "--seconds", "1", "--json", timeout=30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert 0 < rep["config"]["sent"] < 100000 and rep["latency_ms"]["samples"] == rep["config"]["sent"]
+    assert "could not keep 100000/s" in r.stderr

@@ -38,6 +38,11 @@ pub(super) struct ProduceArgs {
     /// Most records per batch (one batch per partition per request).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Most value bytes per batch: fewer records per batch when they are
+    /// large (one at least, however large). Kafka's default
+    /// `max.message.bytes`, so default batches fit a default topic.
+    #[arg(long, default_value_t = 1 << 20)]
+    batch_bytes: usize,
     /// How long a batch waits for more records after its first (matters
     /// only with `--rate`; unthrottled, batches fill at once).
     #[arg(long, default_value_t = 5)]
@@ -87,6 +92,19 @@ fn parse_acks(s: &str) -> anyhow::Result<i16> {
         "all" | "-1" => Ok(-1),
         other => bail!("--acks must be 0, 1 or all, got {other:?}"),
     }
+}
+
+/// Records per batch: at most `batch`, and at most `batch_bytes` of values
+/// (one record at least), and no more than the partition given the most
+/// records takes (the batch's values are made up front: a batch of
+/// thousands of large records would take their size many times over).
+fn batch_records(batch: usize, batch_bytes: usize, size: usize, records: u64, parts: u64) -> usize {
+    let by_bytes = batch_bytes / size.max(1);
+    let most_per_partition = records.div_ceil(parts.max(1));
+    batch
+        .min(by_bytes)
+        .min(usize::try_from(most_per_partition).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 /// `n` values of `size` random upper-case letters (xorshift; no seed needed:
@@ -326,6 +344,7 @@ pub(super) async fn run(a: ProduceArgs) -> anyhow::Result<()> {
         common,
         length,
         batch,
+        batch_bytes,
         linger_ms,
         rate,
         acks,
@@ -336,8 +355,8 @@ pub(super) async fn run(a: ProduceArgs) -> anyhow::Result<()> {
     let budget: Budget = length.budget()?;
     let acks = parse_acks(&acks)?;
     let codec = compression(&codec_name)?;
-    if batch == 0 || in_flight == 0 {
-        bail!("--batch and --in-flight must be at least 1");
+    if batch == 0 || in_flight == 0 || batch_bytes == 0 {
+        bail!("--batch, --batch-bytes and --in-flight must be at least 1");
     }
     if idempotence && acks != -1 {
         bail!("--idempotence needs --acks all (as Kafka's enable.idempotence does)");
@@ -370,6 +389,7 @@ pub(super) async fn run(a: ProduceArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let batch = batch_records(batch, batch_bytes, common.size, budget.records, parts);
     let values = random_values(batch, common.size);
     let full = encode(&values, codec)?;
     let plan = Arc::new(Plan {
@@ -434,6 +454,23 @@ mod tests {
         assert_eq!(parse_acks("-1").unwrap(), -1);
         assert_eq!(parse_acks("0").unwrap(), 0);
         assert!(parse_acks("2").is_err());
+    }
+
+    #[test]
+    fn batches_are_bounded_by_records_bytes_and_the_largest_quota() {
+        // 100-byte records: the record bound.
+        assert_eq!(batch_records(1000, 1 << 20, 100, u64::MAX, 4), 1000);
+        // 1 KiB records: 1 MiB of values.
+        assert_eq!(
+            batch_records(1000, 1 << 20, 1024, u64::MAX, 4),
+            1024.min(1000)
+        );
+        assert_eq!(batch_records(1000, 1 << 20, 4096, u64::MAX, 4), 256);
+        // Records over the byte bound go one per batch.
+        assert_eq!(batch_records(1000, 1 << 20, 20 << 20, u64::MAX, 4), 1);
+        // 10 records over 4 partitions: at most 3 per partition.
+        assert_eq!(batch_records(1000, 1 << 20, 100, 10, 4), 3);
+        assert_eq!(batch_records(1000, 1 << 20, 0, 1, 1), 1);
     }
 
     #[test]
