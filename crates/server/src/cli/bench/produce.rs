@@ -460,11 +460,8 @@ mod tests {
     fn batches_are_bounded_by_records_bytes_and_the_largest_quota() {
         // 100-byte records: the record bound.
         assert_eq!(batch_records(1000, 1 << 20, 100, u64::MAX, 4), 1000);
-        // 1 KiB records: 1 MiB of values.
-        assert_eq!(
-            batch_records(1000, 1 << 20, 1024, u64::MAX, 4),
-            1024.min(1000)
-        );
+        // 1 KiB records: 1 MiB of values holds 1024, the record bound 1000.
+        assert_eq!(batch_records(1000, 1 << 20, 1024, u64::MAX, 4), 1000);
         assert_eq!(batch_records(1000, 1 << 20, 4096, u64::MAX, 4), 256);
         // Records over the byte bound go one per batch.
         assert_eq!(batch_records(1000, 1 << 20, 20 << 20, u64::MAX, 4), 1);
