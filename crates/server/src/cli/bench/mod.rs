@@ -5,7 +5,10 @@
 //! bar on stderr while running.
 //!
 //! Invariant: every load is bounded — by a record count, a duration, or both
-//! (whichever ends first) — and consumers also by a hard time limit.
+//! (whichever ends first) — and consumers also by a hard time limit and,
+//! counting records, by `--idle-timeout` without one; what a load makes up
+//! front is bounded too (a produce batch by `--batch-bytes`), and e2e's
+//! producer stops a second after its schedule's end.
 
 mod consume;
 mod produce;
