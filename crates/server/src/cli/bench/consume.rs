@@ -228,36 +228,30 @@ pub(super) async fn run_e2e(a: E2eArgs) -> anyhow::Result<()> {
     let mut offset = ends.first().map_or(0, |(_, _, end)| (*end).max(0));
     let topic = common.topic.clone();
     let size = common.size.max(16);
-    // Records sent so far, and whether the producer is done. Each record
-    // is sent alone and acknowledged before the next, so a rate above
-    // what one connection's round trips allow cannot be kept: the
-    // producer stops a second after the schedule's end, not `total`
-    // round trips later.
+    // Records sent so far. Each record is sent alone and acknowledged
+    // before the next, so a rate above what one connection's round trips
+    // allow cannot be kept: the producer stops a second after the
+    // schedule's end, not `total` round trips later.
     let sent = Arc::new(AtomicU64::new(0));
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (sent_by_producer, finished_by_producer) = (sent.clone(), finished.clone());
+    let sent_by_producer = sent.clone();
+    let send_for = seconds.saturating_add(1);
     let send = tokio::spawn(async move {
         let start = Instant::now();
-        let give_up = start + Duration::from_secs(seconds + 1);
-        let result = async {
-            for i in 0..total {
-                let at = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                tokio::time::sleep_until(at.into()).await;
-                if Instant::now() > give_up {
-                    break;
-                }
-                let mut v = vec![b'x'; size];
-                v[..8].copy_from_slice(&now_us().to_be_bytes());
-                let rec = record(None, Bytes::from(v), now_ms(), 0);
-                let batch = encode_batch(&[rec], Compression::None)?;
-                send_produce(&mut producer, super::produce::request(&topic, 0, batch, 1)).await?;
-                sent_by_producer.fetch_add(1, Ordering::Relaxed);
+        let give_up = start + Duration::from_secs(send_for);
+        for i in 0..total {
+            let at = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(at.into()).await;
+            if Instant::now() > give_up {
+                break;
             }
-            Ok::<_, anyhow::Error>(())
+            let mut v = vec![b'x'; size];
+            v[..8].copy_from_slice(&now_us().to_be_bytes());
+            let rec = record(None, Bytes::from(v), now_ms(), 0);
+            let batch = encode_batch(&[rec], Compression::None)?;
+            send_produce(&mut producer, super::produce::request(&topic, 0, batch, 1)).await?;
+            sent_by_producer.fetch_add(1, Ordering::Relaxed);
         }
-        .await;
-        finished_by_producer.store(true, Ordering::Release);
-        result
+        Ok::<_, anyhow::Error>(())
     });
     let mut h: Histogram<u64> = histogram()?;
     let done = Arc::new(AtomicU64::new(0));
@@ -270,8 +264,9 @@ pub(super) async fn run_e2e(a: E2eArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds.saturating_mul(2).saturating_add(30));
     while Instant::now() < deadline {
-        // (The flag first: once it is set, `sent` is final.)
-        if finished.load(Ordering::Acquire) && h.len() >= sent.load(Ordering::Relaxed) {
+        // (Finished first: then `sent` is final, and seen, the task's
+        // completion being read with acquire ordering.)
+        if send.is_finished() && h.len() >= sent.load(Ordering::Relaxed) {
             break;
         }
         let (next, _, _, values) =
@@ -295,7 +290,7 @@ pub(super) async fn run_e2e(a: E2eArgs) -> anyhow::Result<()> {
             "note: sent {sent} of {total} records, stopping {} s after the start: one \
              connection sending each record alone and waiting for its acknowledgement could \
              not keep {rate}/s",
-            seconds + 1
+            send_for
         );
     }
     Report {
