@@ -66,6 +66,33 @@ def test_absurd_frame_length(strata, topic_name):
     healthy(strata, topic_name)
 
 
+def test_counts_larger_than_the_request_cost_only_the_connection(strata, topic_name):
+    """A request declaring billions of array entries it does not carry (a
+    15-byte frame once made the broker reserve 150 GB and abort) is
+    refused: the connection closes, the broker stays up."""
+    create_topic(strata.bootstrap, topic_name)
+    topic = topic_name.encode()
+    bombs = [
+        # Metadata v1: topics = i32::MAX entries, none sent.
+        struct.pack(">hhih", 3, 1, 1, -1) + struct.pack(">i", 0x7FFFFFFF),
+        # Metadata v9 (flexible header and body): compact array of 2^32 - 2.
+        struct.pack(">hhih", 3, 9, 2, -1) + b"\x00" + b"\xff\xff\xff\xff\x0f" + b"\x00" * 4,
+        # Produce v3: one topic whose partition array declares i32::MAX.
+        struct.pack(">hhih", 0, 3, 3, -1) + struct.pack(">hhi", -1, 1, 5000)
+        + struct.pack(">ih", 1, len(topic)) + topic + struct.pack(">i", 0x7FFFFFFF),
+        # Fetch v12 (flexible): topics = 2^28 entries in a 40-byte request.
+        struct.pack(">hhih", 1, 12, 4, -1) + b"\x00"
+        + struct.pack(">iiiibii", -1, 500, 1, 1 << 20, 0, 0, -1)
+        + b"\x80\x80\x80\x80\x01" + b"\x00" * 3,
+    ]
+    for req in bombs:
+        s = connect(strata)
+        s.sendall(struct.pack(">i", len(req)) + req)
+        assert closed_or_answer(s) is None
+        assert strata.alive()
+    healthy(strata, topic_name)
+
+
 def test_unknown_api_key_gets_an_error_response(strata, topic_name):
     create_topic(strata.bootstrap, topic_name)
     s = connect(strata)

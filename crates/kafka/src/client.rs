@@ -238,7 +238,7 @@ fn decode_response<R: Request>(
     if <R::Response as HeaderVersion>::header_version(version) >= 1 {
         skip_tagged_fields(&mut buf)?;
     }
-    R::Response::decode(&mut buf, version)
+    crate::bounded::decode(buf, |b| R::Response::decode(b, version))
         .map_err(|e| ClientError::Protocol(format!("cannot decode response: {e}")))
 }
 

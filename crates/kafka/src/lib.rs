@@ -3,6 +3,7 @@
 //! message structs), the mapping of domain errors to Kafka error codes, and a
 //! small async client used by the CLI and tests.
 
+mod bounded;
 pub mod client;
 pub mod errors;
 mod fetch_encode;

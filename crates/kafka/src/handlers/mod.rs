@@ -5,6 +5,7 @@
 //! version-gated fields only where that version has them.
 
 mod admin;
+pub(crate) mod decode;
 mod fetch;
 mod groups;
 mod metadata;
@@ -12,6 +13,7 @@ mod produce;
 mod reassign;
 mod txn;
 
+use crate::bounded;
 use crate::errors::refused;
 use crate::versions;
 use bytes::{Bytes, BytesMut};
@@ -88,11 +90,11 @@ fn handle(
         }
         return Ok(ready(error_only(correlation)));
     }
-    let mut buf = frame;
-    let header = decode_request_header_from_buffer(&mut buf)
-        .map_err(|e| format!("cannot decode {key:?} v{version} request header: {e}"))?;
-    let req = RequestKind::decode(key, &mut buf, version)
-        .map_err(|e| format!("cannot decode {key:?} v{version} request: {e}"))?;
+    let (header, req) = bounded::decode(frame, |buf| {
+        let header = decode_request_header_from_buffer(buf)?;
+        Ok((header, decode::request(key, buf, version)?))
+    })
+    .map_err(|e| format!("cannot decode {key:?} v{version} request: {e}"))?;
     Ok(Box::pin(async move {
         dispatch(ctx, header, key, req, peer).await
     }))
