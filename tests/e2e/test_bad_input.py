@@ -112,24 +112,31 @@ def test_unknown_api_key_gets_an_error_response(strata, topic_name):
     healthy(strata, topic_name)
 
 
-def test_batch_with_wrong_crc_is_refused(strata, topic_name):
-    """A Produce whose record batch fails its CRC gets CORRUPT_MESSAGE, and nothing is stored."""
-    create_topic(strata.bootstrap, topic_name)
-    # Build a valid v2 batch with one record, then break one value byte.
-    value = b"hello"
-    rec = bytes([0]) + varint(0) + varint(0) + varint(-1) + varint(len(value)) + value + varint(0)
-    records = varint(len(rec)) + rec
-    body = struct.pack(">hiqqqhii", 0, 0, 0, 0, -1, -1, -1, 1) + records
+def record(rest, offset_delta=0):
+    """One v2 record: attributes, timestamp and offset deltas, then `rest`."""
+    rec = bytes([0]) + varint(0) + varint(offset_delta) + rest
+    return varint(len(rec)) + rec
+
+
+def batch(records, count, attributes=0, corrupt=False):
+    """A v2 batch of `records` (bytes, compressed if `attributes` says so)
+    declaring `count` records, with a correct CRC unless `corrupt`."""
+    body = struct.pack(">hiqqqhii", attributes, count - 1, 0, 0, -1, -1, -1, count) + records
     crc = crc32c(body)
+    if corrupt:
+        body = body[:-3] + bytes([body[-3] ^ 0xFF]) + body[-2:]
     batch_wo_len = struct.pack(">ib", -1, 2) + struct.pack(">I", crc) + body
-    batch = struct.pack(">qi", 0, len(batch_wo_len)) + batch_wo_len
-    bad = bytearray(batch)
-    bad[-3] ^= 0xFF
+    return struct.pack(">qi", 0, len(batch_wo_len)) + batch_wo_len
+
+
+def produce_raw(strata, topic_name, records):
+    """Sends one Produce v3 (acks=-1) of `records` to partition 0; returns
+    the partition's error code."""
     topic = topic_name.encode()
-    # Produce v3: transactional_id null, acks -1, timeout, [topic [partition records]]
+    # transactional_id null, acks -1, timeout, [topic [partition records]]
     req = struct.pack(">hhih", 0, 3, 7, -1) + struct.pack(">hhi", -1, -1, 5000)
     req += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
-    req += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", len(bad)) + bytes(bad)
+    req += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", len(records)) + records
     s = connect(strata)
     s.sendall(struct.pack(">i", len(req)) + req)
     resp = closed_or_answer(s)
@@ -139,10 +146,57 @@ def test_batch_with_wrong_crc_is_refused(strata, topic_name):
     assert corr == 7
     off = 4 + 4 + 2 + len(topic) + 4
     idx, err = struct.unpack(">ih", resp[off:off + 6])
-    assert (idx, err) == (0, 2)  # CORRUPT_MESSAGE
-    c = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": "crc"})
+    assert idx == 0
+    return err
+
+
+def assert_empty(strata, topic_name):
+    c = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": "bad-input"})
     assert c.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=10) == (0, 0)
     c.close()
+
+
+CORRUPT_MESSAGE = 2
+
+
+def test_batch_with_wrong_crc_is_refused(strata, topic_name):
+    """A Produce whose record batch fails its CRC gets CORRUPT_MESSAGE, and nothing is stored."""
+    create_topic(strata.bootstrap, topic_name)
+    value = b"hello"
+    good = record(varint(-1) + varint(len(value)) + value + varint(0))
+    assert produce_raw(strata, topic_name, batch(good, 1, corrupt=True)) == CORRUPT_MESSAGE
+    assert_empty(strata, topic_name)
+    healthy(strata, topic_name)
+
+
+def test_batch_whose_records_do_not_parse_is_refused(strata, topic_name):
+    """A batch with a correct CRC whose records are malformed inside, or
+    whose compressed records number fewer than it declares, is refused
+    (once stored, no reader could decode it: the cold tier's offload
+    retried it forever)."""
+    import gzip
+
+    create_topic(strata.bootstrap, topic_name)
+    value = b"hello"
+    good = record(varint(-1) + varint(len(value)) + value + varint(0))
+    bad = [
+        # The key claims 50 bytes, the record holds 8.
+        batch(record(varint(50) + b"k" + varint(-1) + varint(0)), 1),
+        # A header count of 2^31 - 1.
+        batch(record(varint(-1) + varint(-1) + varint(2**31 - 1)), 1),
+        # Offset deltas 0, 0.
+        batch(good + good, 2),
+        # gzip: one record inside, 1000 declared.
+        batch(gzip.compress(good), 1000, attributes=1),
+        # gzip in the attributes, not in the bytes.
+        batch(good, 1, attributes=1),
+    ]
+    for b in bad:
+        assert produce_raw(strata, topic_name, b) == CORRUPT_MESSAGE
+    assert_empty(strata, topic_name)
+    # The same records, well formed, are stored.
+    assert produce_raw(strata, topic_name, batch(gzip.compress(good + record(
+        varint(-1) + varint(len(value)) + value + varint(0), offset_delta=1)), 2, attributes=1)) == 0
     healthy(strata, topic_name)
 
 

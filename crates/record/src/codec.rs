@@ -7,7 +7,8 @@
 //! repeated header keys survive a round trip.
 
 use crate::header::{layout, BatchHeader, Compression, TimestampType};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crate::records::next_record;
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use thiserror::Error;
 
@@ -20,8 +21,10 @@ pub enum CodecError {
     Header(#[from] crate::BatchError),
     #[error("cannot decompress {codec:?} records: {reason}")]
     Decompress { codec: Compression, reason: String },
-    #[error("record {index} is malformed: {reason}")]
-    Record { index: usize, reason: String },
+    #[error("malformed records: {0}")]
+    Records(#[from] crate::RecordsError),
+    #[error("the batch declares {declared} records but holds {actual}")]
+    Count { declared: i32, actual: usize },
 }
 
 /// One record with the batch fields it needs to stand alone.
@@ -47,48 +50,7 @@ pub struct DecodedBatch {
     pub records: Vec<DecodedRecord>,
 }
 
-struct Reader {
-    buf: Bytes,
-    index: usize,
-}
-
-impl Reader {
-    fn err(&self, reason: impl Into<String>) -> CodecError {
-        CodecError::Record {
-            index: self.index,
-            reason: reason.into(),
-        }
-    }
-
-    fn varlong(&mut self) -> Result<i64, CodecError> {
-        let mut z: u64 = 0;
-        for i in 0..10 {
-            if !self.buf.has_remaining() {
-                break;
-            }
-            let b = self.buf.get_u8();
-            z |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
-            }
-        }
-        Err(self.err("bad varint"))
-    }
-
-    fn bytes(&mut self) -> Result<Option<Bytes>, CodecError> {
-        let len = self.varlong()?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let len = len as usize;
-        if self.buf.remaining() < len {
-            return Err(self.err(format!("field of {len} bytes overruns the record")));
-        }
-        Ok(Some(self.buf.split_to(len)))
-    }
-}
-
-fn decompress(codec: Compression, body: Bytes) -> Result<Bytes, CodecError> {
+pub(crate) fn decompress(codec: Compression, body: Bytes) -> Result<Bytes, CodecError> {
     let mut b = body;
     let out: anyhow::Result<Bytes> = match codec {
         Compression::None => Ok(b),
@@ -104,67 +66,66 @@ fn decompress(codec: Compression, body: Bytes) -> Result<Bytes, CodecError> {
 }
 
 /// Decodes every record of one stored batch (`batch` is exactly one batch).
+/// Its records must parse as [`crate::check_records`] requires of a
+/// producer's, and number what the header says.
 pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
     let h = BatchHeader::parse(batch)?;
     let codec = h.compression()?;
     let body = batch.slice(layout::HEADER_SIZE..h.total_size());
-    let mut r = Reader {
-        buf: decompress(codec, body)?,
-        index: 0,
-    };
+    let data = decompress(codec, body)?;
     let ts_type = h.timestamp_type();
-    let mut records = Vec::with_capacity(h.records_count.max(0) as usize);
-    for i in 0..h.records_count.max(0) as usize {
-        r.index = i;
-        let len = r.varlong()?;
-        if len < 0 || len as usize > r.buf.remaining() {
-            return Err(r.err(format!("record length {len} is invalid")));
-        }
-        let mut rec = Reader {
-            buf: r.buf.split_to(len as usize),
-            index: i,
-        };
-        if !rec.buf.has_remaining() {
-            return Err(rec.err("empty record"));
-        }
-        let _attributes = rec.buf.get_i8();
-        let ts_delta = rec.varlong()?;
-        let offset_delta = rec.varlong()?;
-        let key = rec.bytes()?;
-        let value = rec.bytes()?;
-        let n_headers = rec.varlong()?;
-        if n_headers < 0 {
-            return Err(rec.err("negative header count"));
-        }
-        let mut headers = Vec::new();
-        for _ in 0..n_headers {
-            let k = rec.bytes()?.ok_or_else(|| rec.err("null header key"))?;
-            let k =
-                String::from_utf8(k.to_vec()).map_err(|_| rec.err("header key is not UTF-8"))?;
-            headers.push((k, rec.bytes()?));
-        }
+    let declared = usize::try_from(h.records_count).unwrap_or(0);
+    // Reserved by what the bytes can hold, not by what the header claims.
+    let mut records = Vec::with_capacity(declared.min(data.len() / MIN_RECORD_BYTES));
+    let mut rest = &data[..];
+    while !rest.is_empty() {
+        let r = next_record(&mut rest, records.len())?;
+        let headers = r
+            .headers()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(k).into_owned();
+                (key, v.map(|v| data.slice_ref(v)))
+            })
+            .collect();
         let timestamp = match ts_type {
             TimestampType::LogAppendTime => h.max_timestamp,
-            TimestampType::CreateTime => h.base_timestamp + ts_delta,
+            TimestampType::CreateTime => h.base_timestamp.wrapping_add(r.timestamp_delta),
         };
         records.push(DecodedRecord {
-            offset: h.base_offset + offset_delta,
+            offset: h.base_offset.wrapping_add(r.offset_delta),
             timestamp,
             timestamp_type: ts_type,
-            key,
-            value,
+            key: r.key.map(|k| data.slice_ref(k)),
+            value: r.value.map(|v| data.slice_ref(v)),
             headers,
             producer_id: h.producer_id,
             producer_epoch: h.producer_epoch,
             sequence: if h.base_sequence < 0 {
                 -1
             } else {
-                h.base_sequence.wrapping_add(offset_delta as i32)
+                h.base_sequence.wrapping_add(r.offset_delta as i32)
             },
             leader_epoch: h.partition_leader_epoch,
         });
     }
+    if records.len() != declared {
+        return Err(CodecError::Count {
+            declared: h.records_count,
+            actual: records.len(),
+        });
+    }
     Ok(DecodedBatch { header: h, records })
+}
+
+/// The fewest bytes a record takes: length, attributes, timestamp and
+/// offset deltas, key and value lengths, header count.
+const MIN_RECORD_BYTES: usize = 7;
+
+/// Offsets and timestamps of every record in one stored batch, decompressing
+/// if needed. Used only on the rare by-timestamp lookup path.
+pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, CodecError> {
+    let d = decode_batch(&Bytes::copy_from_slice(batch))?;
+    Ok(d.records.iter().map(|r| (r.offset, r.timestamp)).collect())
 }
 
 /// Bytes a varint takes, by the leading zeros of its (zigzag) value: 7
@@ -421,7 +382,7 @@ impl BatchBuilder {
         headers_len: usize,
         headers: impl FnOnce(&mut spare::Spare<'_>),
     ) {
-        let ts_delta = timestamp - self.base_timestamp;
+        let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
         let offset_delta = offset - self.base_offset;
         let len = 1
             + varlong_len(ts_delta)

@@ -74,6 +74,8 @@ pub enum BatchError {
     UnknownCompression(i16),
     #[error("record batch declares {count} records but last offset delta {last_offset_delta}")]
     InconsistentCount { count: i32, last_offset_delta: i32 },
+    #[error("record batch records cannot be decompressed: {0}")]
+    Decompress(String),
     #[error("record batch records are malformed: {0}")]
     MalformedRecords(#[from] crate::RecordsError),
     #[error("record batch of {size} bytes exceeds the limit of {limit} bytes")]
@@ -229,8 +231,9 @@ pub struct ValidatedBatch {
 
 /// Validates every batch in a client's record set.
 ///
-/// Checks magic, lengths, CRC-32C, record counts (for uncompressed batches the
-/// records themselves are walked) and the size limit. Control batches are
+/// Checks magic, lengths, CRC-32C, every record (decompressed if need be:
+/// see [`crate::check_records`]) against the record count, and the size
+/// limit. Control batches are
 /// refused: only the broker writes them.
 pub fn validate_batches(
     buf: &[u8],
@@ -270,14 +273,23 @@ pub fn validate_batches(
         if header.is_control() {
             return Err(BatchError::ControlBatchFromClient);
         }
-        if header.compression()? == Compression::None {
-            let n = crate::count_uncompressed_records(&batch[layout::HEADER_SIZE..])?;
-            if n != header.records_count as usize {
-                return Err(BatchError::InconsistentCount {
-                    count: header.records_count,
-                    last_offset_delta: header.last_offset_delta,
-                });
+        // Every record is parsed (decompressed first if need be), as
+        // Kafka's broker does: a batch stored is a batch every reader,
+        // the cold tier's offload among them, can decode.
+        let records = &batch[layout::HEADER_SIZE..];
+        let n = match header.compression()? {
+            Compression::None => crate::check_records(records)?,
+            codec => {
+                let data = crate::codec::decompress(codec, bytes::Bytes::copy_from_slice(records))
+                    .map_err(|e| BatchError::Decompress(e.to_string()))?;
+                crate::check_records(&data)?
             }
+        };
+        if n != header.records_count as usize {
+            return Err(BatchError::InconsistentCount {
+                count: header.records_count,
+                last_offset_delta: header.last_offset_delta,
+            });
         }
         out.push(ValidatedBatch {
             position: pos,
@@ -499,7 +511,24 @@ pub fn build_batch_with(
         put_varlong(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
-    let n = records.len() as i32;
+    seal_batch(
+        base_offset,
+        timestamp_ms,
+        producer,
+        records.len() as i32,
+        &body,
+    )
+}
+
+/// A batch of `n` records whose bytes after the header are `body` (as
+/// they are: compressed if `producer.attributes` says so), CRC set.
+pub(crate) fn seal_batch(
+    base_offset: i64,
+    timestamp_ms: i64,
+    producer: BatchProducer,
+    n: i32,
+    body: &[u8],
+) -> BytesMut {
     let mut b = BytesMut::with_capacity(layout::HEADER_SIZE + body.len());
     b.extend_from_slice(&base_offset.to_be_bytes());
     b.extend_from_slice(
@@ -516,7 +545,7 @@ pub fn build_batch_with(
     b.extend_from_slice(&producer.producer_epoch.to_be_bytes());
     b.extend_from_slice(&producer.base_sequence.to_be_bytes());
     b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&body);
+    b.extend_from_slice(body);
     store_crc(&mut b);
     b
 }

@@ -1,54 +1,197 @@
-//! Walking the records inside an uncompressed batch, to check the declared
-//! record count without materialising records.
+//! The records inside a batch: the one parser of their grammar, which
+//! checks a client's batch without materialising its records and which
+//! [`crate::decode_batch`] decodes with.
+//!
+//! A record: length, attributes, timestamp delta, offset delta, key, value,
+//! header count, headers (key, value), the lengths and counts zig-zag
+//! varints, a length of -1 meaning null. Invariants of what [`next_record`]
+//! accepts: every length fits in what encloses it, a record's fields end
+//! exactly at its length, header keys are not null, and the header count
+//! is at most the bytes left for headers (so nothing sized by a count is
+//! reserved beyond the record). [`check_records`] also requires offset
+//! deltas 0, 1, 2, … as producers write them, so every stored batch
+//! decodes to strictly increasing offsets (the cold tier's invariant).
 
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordsError {
-    #[error("varint is truncated or longer than 10 bytes")]
-    BadVarint,
-    #[error("record length {0} is invalid")]
-    BadRecordLength(i64),
+    #[error("record {index}: varint is truncated or longer than 10 bytes")]
+    BadVarint { index: usize },
+    #[error("record {index}: length {len} is invalid")]
+    BadRecordLength { index: usize, len: i64 },
+    #[error("record {index}: {reason}")]
+    Malformed { index: usize, reason: String },
+    #[error("record {index} has offset delta {delta}, not {index}")]
+    OffsetDelta { index: usize, delta: i64 },
 }
 
-/// Reads a zig-zag varint; returns the value and bytes consumed.
-fn read_varlong(buf: &[u8]) -> Result<(i64, usize), RecordsError> {
-    let mut z: u64 = 0;
-    for (i, b) in buf.iter().take(10).enumerate() {
-        z |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok((((z >> 1) as i64) ^ -((z & 1) as i64), i + 1));
+/// One record's fields, borrowed from the (decompressed) records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ParsedRecord<'a> {
+    pub(crate) timestamp_delta: i64,
+    pub(crate) offset_delta: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    /// The headers' bytes (already checked: [`Self::headers`] reads them).
+    headers: &'a [u8],
+}
+
+impl<'a> ParsedRecord<'a> {
+    /// The record's headers, in order (keys as sent, not checked as
+    /// UTF-8: Kafka's own broker does not check them either).
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
+        let mut r = self.headers;
+        // Checked by `next_record`: the count is there and every header
+        // parses, so this stops only at the end.
+        let count = varlong(&mut r).unwrap_or(0).max(0);
+        (0..count).map_while(move |_| Some((field(&mut r).ok()??, field(&mut r).ok()?)))
+    }
+}
+
+/// What was wrong with a record, with the number it was about: small and
+/// `Copy`, since every field read returns it (the message, with the
+/// record's index, is made once, by [`next_record`]).
+#[derive(Debug, Clone, Copy)]
+enum Bad {
+    Varint,
+    Length(i64),
+    Field(i64),
+    Headers(i64),
+    NullKey,
+    Trailing(usize),
+}
+
+impl Bad {
+    #[cold]
+    fn at(self, index: usize) -> RecordsError {
+        let malformed = |reason: String| RecordsError::Malformed { index, reason };
+        match self {
+            Bad::Varint => RecordsError::BadVarint { index },
+            Bad::Length(len) => RecordsError::BadRecordLength { index, len },
+            Bad::Field(len) => malformed(format!("a field of {len} bytes overruns the record")),
+            Bad::Headers(n) => malformed(format!("header count {n} does not fit in the record")),
+            Bad::NullKey => malformed("a header key is null".into()),
+            Bad::Trailing(n) => malformed(format!("{n} bytes follow the last field")),
         }
     }
-    Err(RecordsError::BadVarint)
 }
 
-/// Counts the length-prefixed records in `buf` (the bytes after the batch
-/// header). Each record's length must fit exactly in what remains.
-pub fn count_uncompressed_records(buf: &[u8]) -> Result<usize, RecordsError> {
-    let mut pos = 0;
-    let mut n = 0;
-    while pos < buf.len() {
-        let (len, used) = read_varlong(&buf[pos..])?;
-        pos += used;
-        if len < 0 || len as usize > buf.len() - pos {
-            return Err(RecordsError::BadRecordLength(len));
+/// A zig-zag varlong from the front of `buf` (one or two bytes for nearly
+/// every field, so those are read without the loop: this runs for every
+/// field of every record a producer sends).
+#[inline]
+fn varlong(buf: &mut &[u8]) -> Result<i64, Bad> {
+    let z = match **buf {
+        [a, ref rest @ ..] if a < 0x80 => {
+            *buf = rest;
+            u64::from(a)
         }
-        pos += len as usize;
+        [a, b, ref rest @ ..] if b < 0x80 => {
+            *buf = rest;
+            u64::from(a & 0x7f) | u64::from(b) << 7
+        }
+        _ => long_varlong(buf)?,
+    };
+    Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
+}
+
+#[cold]
+fn long_varlong(buf: &mut &[u8]) -> Result<u64, Bad> {
+    let mut z: u64 = 0;
+    for (i, &b) in buf.iter().take(10).enumerate() {
+        z |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Ok(z);
+        }
+    }
+    Err(Bad::Varint)
+}
+
+/// `len` bytes from the front of `buf`.
+#[inline]
+fn take<'a>(buf: &mut &'a [u8], len: i64) -> Option<&'a [u8]> {
+    let n = usize::try_from(len).ok().filter(|&n| n <= buf.len())?;
+    let (f, rest) = buf.split_at(n);
+    *buf = rest;
+    Some(f)
+}
+
+/// A nullable length-prefixed field.
+#[inline]
+fn field<'a>(buf: &mut &'a [u8]) -> Result<Option<&'a [u8]>, Bad> {
+    let len = varlong(buf)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    take(buf, len).map(Some).ok_or(Bad::Field(len))
+}
+
+/// Reads a zig-zag varlong from the front of `buf`: its value and the
+/// bytes it took.
+#[cfg(test)]
+pub(crate) fn read_varlong(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut rest = buf;
+    let v = varlong(&mut rest).ok()?;
+    Some((v, buf.len() - rest.len()))
+}
+
+/// Parses the record at the front of `buf` (record `index` of its batch)
+/// and moves `buf` past it.
+pub(crate) fn next_record<'a>(
+    buf: &mut &'a [u8],
+    index: usize,
+) -> Result<ParsedRecord<'a>, RecordsError> {
+    parse(buf).map_err(|b| b.at(index))
+}
+
+#[inline]
+fn parse<'a>(buf: &mut &'a [u8]) -> Result<ParsedRecord<'a>, Bad> {
+    let len = varlong(buf)?;
+    let rec = take(buf, len).ok_or(Bad::Length(len))?;
+    let Some((_attributes, mut r)) = rec.split_first() else {
+        return Err(Bad::Length(len));
+    };
+    let timestamp_delta = varlong(&mut r)?;
+    let offset_delta = varlong(&mut r)?;
+    let key = field(&mut r)?;
+    let value = field(&mut r)?;
+    let headers = r;
+    let count = varlong(&mut r)?;
+    // Each header takes at least two bytes (its key's and value's lengths).
+    if count < 0 || count as u64 > r.len() as u64 / 2 {
+        return Err(Bad::Headers(count));
+    }
+    for _ in 0..count {
+        field(&mut r)?.ok_or(Bad::NullKey)?;
+        field(&mut r)?;
+    }
+    if !r.is_empty() {
+        return Err(Bad::Trailing(r.len()));
+    }
+    Ok(ParsedRecord {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers,
+    })
+}
+
+/// Checks every record in `buf` (the records of one batch, decompressed)
+/// as a producer writes them, and counts them.
+pub fn check_records(mut buf: &[u8]) -> Result<usize, RecordsError> {
+    let mut n = 0;
+    while !buf.is_empty() {
+        let r = next_record(&mut buf, n)?;
+        if r.offset_delta != n as i64 {
+            return Err(RecordsError::OffsetDelta {
+                index: n,
+                delta: r.offset_delta,
+            });
+        }
         n += 1;
     }
     Ok(n)
-}
-
-/// Offsets and timestamps of every record in one stored batch, decompressing
-/// if needed. Used only on the rare by-timestamp lookup path.
-pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, String> {
-    let mut buf = bytes::Bytes::copy_from_slice(batch);
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
-        .map_err(|e| format!("cannot decode record batch: {e}"))?;
-    Ok(set
-        .records
-        .iter()
-        .map(|r| (r.offset, r.timestamp))
-        .collect())
 }

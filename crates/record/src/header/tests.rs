@@ -191,3 +191,123 @@ proptest! {
         let _ = n;
     }
 }
+
+/// The records of a batch: each `(offset delta, record body after the
+/// attributes and deltas)` framed with its length.
+fn body_of(records: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, rest) in records.iter().enumerate() {
+        let mut rec = vec![0u8]; // attributes
+        crate::codec::put_varlong(&mut rec, 0); // timestamp delta
+        crate::codec::put_varlong(&mut rec, i as i64); // offset delta
+        rec.extend_from_slice(rest);
+        crate::codec::put_varlong(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    body
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use kafka_protocol::compression::{Compressor, Gzip};
+    let mut out = BytesMut::new();
+    Gzip::compress(&mut out, |b: &mut BytesMut| {
+        b.extend_from_slice(body);
+        Ok(())
+    })
+    .unwrap();
+    out.to_vec()
+}
+
+const GZIP: BatchProducer = BatchProducer {
+    attributes: 1,
+    ..BatchProducer::NONE
+};
+
+#[test]
+fn records_that_do_not_parse_are_refused() {
+    // key null (zig-zag -1 = 0x01), value "v", no headers: a good record.
+    let good: &[u8] = &[0x01, 0x02, b'v', 0x00];
+    assert!(validate_batches(
+        &seal_batch(0, 0, BatchProducer::NONE, 1, &body_of(&[good])),
+        limits()
+    )
+    .is_ok());
+    let cases: [(&str, &[u8]); 5] = [
+        ("a field of 50 bytes overruns", &[0x64, b'k', 0x01, 0x00]),
+        (
+            "header count 2147483647",
+            &[0x01, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f],
+        ),
+        (
+            "bytes follow the last field",
+            &[0x01, 0x01, 0x00, 0x07, 0x07],
+        ),
+        ("a header key is null", &[0x01, 0x01, 0x02, 0x01, 0x01]),
+        ("varint", &[0x01, 0x01, 0x80]),
+    ];
+    for (want, rest) in cases {
+        let b = seal_batch(0, 0, BatchProducer::NONE, 1, &body_of(&[rest]));
+        let err = validate_batches(&b, limits()).expect_err(want);
+        assert!(matches!(err, BatchError::MalformedRecords(_)), "{err}");
+        assert!(err.to_string().contains(want), "{err} (want {want})");
+        // The decoder refuses it alike.
+        assert!(crate::decode_batch(&b.freeze()).is_err());
+    }
+    // Offset deltas must run 0, 1, 2, … as producers write them.
+    let mut body = Vec::new();
+    for delta in [0i64, 5] {
+        let mut rec = vec![0u8];
+        crate::codec::put_varlong(&mut rec, 0);
+        crate::codec::put_varlong(&mut rec, delta);
+        rec.extend_from_slice(good);
+        crate::codec::put_varlong(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let b = seal_batch(0, 0, BatchProducer::NONE, 2, &body);
+    let err = validate_batches(&b, limits()).expect_err("offset delta");
+    assert_eq!(
+        err,
+        BatchError::MalformedRecords(crate::RecordsError::OffsetDelta { index: 1, delta: 5 })
+    );
+}
+
+#[test]
+fn a_compressed_batch_is_checked_record_by_record() {
+    let good: &[u8] = &[0x01, 0x02, b'v', 0x00];
+    let z = gzip(&body_of(&[good, good]));
+    let ok = seal_batch(0, 0, GZIP, 2, &z);
+    assert_eq!(
+        validate_batches(&ok, limits()).unwrap()[0]
+            .header
+            .records_count,
+        2
+    );
+    // Its count claiming more than it holds (kept consistent with the
+    // last offset delta, as a lying producer would): refused, and a
+    // decoder reading it anyway fails without reserving for the claim.
+    let liar = seal_batch(0, 0, GZIP, i32::MAX, &z);
+    assert!(matches!(
+        validate_batches(&liar, limits()),
+        Err(BatchError::InconsistentCount {
+            count: i32::MAX,
+            ..
+        })
+    ));
+    let err = crate::decode_batch(&liar.freeze()).expect_err("count");
+    assert!(
+        err.to_string()
+            .contains("declares 2147483647 records but holds 2"),
+        "{err}"
+    );
+    // A malformed record inside, and bytes that are not gzip at all.
+    let bad = seal_batch(0, 0, GZIP, 1, &gzip(&body_of(&[&[0x64, 0x00]])));
+    assert!(matches!(
+        validate_batches(&bad, limits()),
+        Err(BatchError::MalformedRecords(_))
+    ));
+    let junk = seal_batch(0, 0, GZIP, 1, b"not gzip at all");
+    assert!(matches!(
+        validate_batches(&junk, limits()),
+        Err(BatchError::Decompress(_))
+    ));
+}

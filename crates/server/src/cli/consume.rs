@@ -4,10 +4,9 @@ use super::route::Routes;
 use super::{error_name, fetch_request};
 use anyhow::{bail, Context};
 use clap::Args;
-use kafka_protocol::records::RecordBatchDecoder;
 use std::io::Write;
 use std::time::{Duration, Instant};
-use strata_record::BatchIter;
+use strata_record::{decode_batch, BatchIter};
 
 #[derive(Args)]
 pub struct ConsumeArgs {
@@ -94,10 +93,14 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
                 }
                 let Some(data) = pd.records else { continue };
                 for (at, h) in BatchIter::new(&data) {
-                    let mut batch = data.slice(at..at + h.total_size());
-                    let set = RecordBatchDecoder::decode(&mut batch)
-                        .context("cannot decode record batch")?;
-                    for r in set.records {
+                    let records = if h.is_control() {
+                        Vec::new()
+                    } else {
+                        decode_batch(&data.slice(at..at + h.total_size()))
+                            .context("cannot decode record batch")?
+                            .records
+                    };
+                    for r in records {
                         let Some(entry) = pos.iter_mut().find(|(p, _)| *p == pd.partition_index)
                         else {
                             continue;

@@ -79,9 +79,9 @@ async fn fetch_once(
                 n += (h.next_offset() - h.base_offset.max(offset)) as u64;
                 next = next.max(h.next_offset());
                 if want_values {
-                    let mut b = data.slice(at..at + h.total_size());
-                    if let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut b) {
-                        values.extend(set.records.into_iter().filter_map(|r| r.value));
+                    let b = data.slice(at..at + h.total_size());
+                    if let Ok(d) = strata_record::decode_batch(&b) {
+                        values.extend(d.records.into_iter().filter_map(|r| r.value));
                     }
                 }
             }
