@@ -200,6 +200,20 @@ def test_batch_whose_records_do_not_parse_is_refused(strata, topic_name):
     healthy(strata, topic_name)
 
 
+def test_batch_decompressing_past_the_limit_is_refused(strata, topic_name):
+    """A gzip batch of 80 KB holding an 80 MB record (records are held whole
+    while they are checked) gets MESSAGE_TOO_LARGE and is not stored."""
+    import gzip
+
+    create_topic(strata.bootstrap, topic_name)
+    n = 80 << 20
+    bomb = gzip.compress(record(varint(-1) + varint(n) + bytes(n) + varint(0)), compresslevel=1)
+    assert len(bomb) < 1 << 20
+    assert produce_raw(strata, topic_name, batch(bomb, 1, attributes=1)) == 10  # MESSAGE_TOO_LARGE
+    assert_empty(strata, topic_name)
+    healthy(strata, topic_name)
+
+
 def test_many_bad_connections_do_not_hurt_the_broker(strata, topic_name):
     create_topic(strata.bootstrap, topic_name)
     deadline = time.time() + 10

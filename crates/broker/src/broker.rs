@@ -456,7 +456,17 @@ impl Broker {
                 )));
             }
         }
-        let info = p.append(records, self.clock.now_ms())?;
+        let now = self.clock.now_ms();
+        let info = if decompresses_much(records) {
+            // Checking compressed records decompresses them (milliseconds
+            // for a megabyte of gzip): done where the runtime moves this
+            // worker's other connections to another thread meanwhile. Not
+            // on the blocking pool: appends to a partition must keep the
+            // order the requests came in.
+            tokio::task::block_in_place(|| p.append(records, now))?
+        } else {
+            p.append(records, now)?
+        };
         self.metrics.record_produce(records.len());
         self.durability
             .make_durable(&p, info, acks, timeout)
@@ -851,3 +861,24 @@ async fn load_or_create_cluster_id(
         .ok_or_else(|| BrokerError::Metadata("cluster id vanished".into()))?;
     Ok(String::from_utf8_lossy(&kv.value).into_owned())
 }
+
+/// True if `records` holds compressed batches worth moving off an async
+/// worker to check (at least [`DECOMPRESS_OFF_WORKER`] bytes of them), and
+/// the runtime can (`block_in_place` needs the multi-threaded one).
+fn decompresses_much(records: &Bytes) -> bool {
+    let compressed: usize = strata_record::BatchIter::new(records)
+        .filter(|(_, h)| {
+            h.compression()
+                .is_ok_and(|c| c != strata_record::Compression::None)
+        })
+        .map(|(_, h)| h.total_size())
+        .sum();
+    compressed >= DECOMPRESS_OFF_WORKER
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Compressed bytes in one produce from which checking them leaves the
+/// async worker (smaller ones are checked in place: the hand-off would
+/// cost about what they take).
+const DECOMPRESS_OFF_WORKER: usize = 64 << 10;

@@ -20,6 +20,8 @@ pub enum BrokerError {
     InvalidRequest(String),
     #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
     MessageTooLarge { size: usize, limit: usize },
+    #[error("a record batch's records decompress to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
     #[error("corrupt record batch: {0}")]
     CorruptMessage(String),
     #[error("unsupported record batch format: {0}")]
@@ -101,6 +103,9 @@ impl From<strata_record::BatchError> for BrokerError {
         use strata_record::BatchError as B;
         match e {
             B::TooLarge { size, limit } => Self::MessageTooLarge { size, limit },
+            B::Decompress(strata_record::DecompressError::TooLarge { limit, .. }) => {
+                Self::DecompressedTooLarge { limit }
+            }
             B::UnsupportedMagic(_) => Self::UnsupportedMessageFormat(e.to_string()),
             B::ControlBatchFromClient => Self::InvalidRequest(e.to_string()),
             other => Self::CorruptMessage(other.to_string()),

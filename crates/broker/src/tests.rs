@@ -895,3 +895,76 @@ async fn fetches_are_bounded_by_fetch_max_bytes() {
     assert_eq!(fetch(2 * one).await, 2 * one);
     assert_eq!(fetch(1).await, one, "at least one batch");
 }
+
+/// Compressed produces large enough to be checked off the async worker
+/// keep their order, and a batch that would decompress past the limit is
+/// refused without being inflated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_are_checked_in_order_and_bombs_refused() {
+    use strata_record::{compress_batch, decode_batch, BatchIter, Compression};
+    let d = tempfile::tempdir().unwrap();
+    let b = broker(d.path(), ManualClock::new(0)).await;
+    b.create_topic(topic("t", 1, &[]), false).await.unwrap();
+    // Values zstd cannot shrink, so each batch is > 64 KiB compressed.
+    let mut x = 1u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut sent = Vec::new();
+    for round in 0..4u8 {
+        let vals: Vec<Vec<u8>> = (0..80)
+            .map(|i| {
+                let mut v = vec![round, i];
+                v.extend(noise(1000));
+                v
+            })
+            .collect();
+        let recs: Vec<KeyValue<'_>> = vals.iter().map(|v| (None, Some(v.as_slice()))).collect();
+        let z = compress_batch(&build_batch(0, 0, &recs), Compression::Zstd).unwrap();
+        assert!(z.len() >= 64 << 10);
+        b.produce("t", 0, &z.freeze(), Acks::Leader).await.unwrap();
+        sent.extend(vals);
+    }
+    let spec = [FetchSpec {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 8 << 20,
+        current_leader_epoch: None,
+        isolation: Default::default(),
+    }];
+    let r = b.fetch(&spec, Duration::from_millis(0), 1, 8 << 20).await;
+    let data = r.into_iter().next().unwrap().unwrap().data;
+    let got: Vec<Vec<u8>> = BatchIter::new(&data)
+        .flat_map(|(at, h)| {
+            decode_batch(&data.slice(at..at + h.total_size()))
+                .unwrap()
+                .records
+        })
+        .map(|r| r.value.unwrap().to_vec())
+        .collect();
+    assert_eq!(got, sent);
+    // 80 MiB of zeros in one record: a few kilobytes of zstd.
+    let zeros = vec![0u8; 80 << 20];
+    let bomb = compress_batch(
+        &build_batch(0, 0, &[(None, Some(&zeros[..]))]),
+        Compression::Zstd,
+    )
+    .unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let err = b
+        .produce("t", 0, &bomb.freeze(), Acks::Leader)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BrokerError::DecompressedTooLarge { limit } if limit == 64 << 20),
+        "{err}"
+    );
+}

@@ -16,7 +16,9 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::InvalidRequest(_) => E::InvalidRequest,
-        BrokerError::MessageTooLarge { .. } => E::MessageTooLarge,
+        BrokerError::MessageTooLarge { .. } | BrokerError::DecompressedTooLarge { .. } => {
+            E::MessageTooLarge
+        }
         BrokerError::CorruptMessage(_) => E::CorruptMessage,
         // DESIGN §2: record batches older than magic 2 get UNSUPPORTED_VERSION.
         BrokerError::UnsupportedMessageFormat(_) => E::UnsupportedVersion,

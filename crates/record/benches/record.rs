@@ -1,5 +1,6 @@
 //! Produce-path hot spots in `strata-record`: validating a client's record
-//! set (lengths, CRC-32C, record walk), stamping offsets and the leader
+//! set (lengths, CRC-32C, every record parsed, compressed ones
+//! decompressed first), stamping offsets and the leader
 //! epoch, and the record-level decode/encode the cold tier uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark inputs are built here
 
@@ -7,8 +8,8 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strata_record::{
-    assign_offset_and_epoch, decode_batch, encode_batch, sample_batch, validate_batches,
-    ValidationLimits,
+    assign_offset_and_epoch, build_batch, compress_batch, decode_batch, encode_batch, sample_batch,
+    validate_batches, Compression, KeyValue, ValidationLimits,
 };
 
 /// A produce request's record set: `batches` batches of `records` records
@@ -40,7 +41,45 @@ fn validate(c: &mut Criterion) {
             b.iter(|| validate_batches(black_box(&buf), limits).unwrap())
         });
     }
+    // A 100 B record set compressed as producers commonly send it: checking
+    // it decompresses it first.
+    for (name, codec) in [
+        ("100B_gzip", Compression::Gzip),
+        ("100B_snappy", Compression::Snappy),
+        ("100B_lz4", Compression::Lz4),
+        ("100B_zstd", Compression::Zstd),
+    ] {
+        let buf = compressed_set(16, 160, 100, codec);
+        g.throughput(Throughput::Elements(16 * 160));
+        g.bench_function(name, |b| {
+            b.iter(|| validate_batches(black_box(&buf), limits).unwrap())
+        });
+    }
     g.finish();
+}
+
+/// `batches` batches of `records` records of `value` bytes (text-like:
+/// a counter in a repeated phrase), compressed with `codec`.
+fn compressed_set(batches: usize, records: usize, value: usize, codec: Compression) -> BytesMut {
+    let keys: Vec<String> = (0..records).map(|i| format!("key-{i:06}")).collect();
+    let values: Vec<String> = (0..records)
+        .map(|i| {
+            let mut v = format!("event {i} user-{} ", i * 7919 % 1000).repeat(value / 10);
+            v.truncate(value);
+            v
+        })
+        .collect();
+    let recs: Vec<KeyValue<'_>> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (Some(k.as_bytes()), Some(v.as_bytes())))
+        .collect();
+    let one = compress_batch(&build_batch(0, 1_700_000_000_000, &recs), codec).unwrap();
+    let mut out = BytesMut::new();
+    for _ in 0..batches {
+        out.extend_from_slice(&one);
+    }
+    out
 }
 
 fn assign_offsets(c: &mut Criterion) {

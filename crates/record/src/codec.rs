@@ -9,7 +9,6 @@
 use crate::header::{layout, BatchHeader, Compression, TimestampType};
 use crate::records::next_record;
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use thiserror::Error;
 
 mod spare;
@@ -19,8 +18,8 @@ use spare::write_spare;
 pub enum CodecError {
     #[error("cannot parse batch header: {0}")]
     Header(#[from] crate::BatchError),
-    #[error("cannot decompress {codec:?} records: {reason}")]
-    Decompress { codec: Compression, reason: String },
+    #[error(transparent)]
+    Decompress(#[from] crate::DecompressError),
     #[error("malformed records: {0}")]
     Records(#[from] crate::RecordsError),
     #[error("the batch declares {declared} records but holds {actual}")]
@@ -50,20 +49,11 @@ pub struct DecodedBatch {
     pub records: Vec<DecodedRecord>,
 }
 
-pub(crate) fn decompress(codec: Compression, body: Bytes) -> Result<Bytes, CodecError> {
-    let mut b = body;
-    let out: anyhow::Result<Bytes> = match codec {
-        Compression::None => Ok(b),
-        Compression::Gzip => Gzip::decompress(&mut b, |d: &mut Bytes| Ok(d.clone())),
-        Compression::Snappy => Snappy::decompress(&mut b, |d: &mut Bytes| Ok(d.clone())),
-        Compression::Lz4 => Lz4::decompress(&mut b, |d: &mut Bytes| Ok(d.clone())),
-        Compression::Zstd => Zstd::decompress(&mut b, |d: &mut Bytes| Ok(d.clone())),
-    };
-    out.map_err(|e| CodecError::Decompress {
-        codec,
-        reason: e.to_string(),
-    })
-}
+/// The most a stored batch's records may decompress to for
+/// [`decode_batch`]: what produce allows at most
+/// ([`crate::ValidationLimits::max_records_bytes`]), so every stored batch
+/// decodes.
+pub const MAX_DECODED_BYTES: usize = crate::header::MAX_RECORDS_BYTES_CAP;
 
 /// Decodes every record of one stored batch (`batch` is exactly one batch).
 /// Its records must parse as [`crate::check_records`] requires of a
@@ -72,7 +62,14 @@ pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
     let h = BatchHeader::parse(batch)?;
     let codec = h.compression()?;
     let body = batch.slice(layout::HEADER_SIZE..h.total_size());
-    let data = decompress(codec, body)?;
+    let data = match codec {
+        Compression::None => body,
+        codec => Bytes::from(crate::compression::decompress(
+            codec,
+            &body,
+            MAX_DECODED_BYTES,
+        )?),
+    };
     let ts_type = h.timestamp_type();
     let declared = usize::try_from(h.records_count).unwrap_or(0);
     // Reserved by what the bytes can hold, not by what the header claims.

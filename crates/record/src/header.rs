@@ -74,8 +74,8 @@ pub enum BatchError {
     UnknownCompression(i16),
     #[error("record batch declares {count} records but last offset delta {last_offset_delta}")]
     InconsistentCount { count: i32, last_offset_delta: i32 },
-    #[error("record batch records cannot be decompressed: {0}")]
-    Decompress(String),
+    #[error("record batch: {0}")]
+    Decompress(#[from] crate::DecompressError),
     #[error("record batch records are malformed: {0}")]
     MalformedRecords(#[from] crate::RecordsError),
     #[error("record batch of {size} bytes exceeds the limit of {limit} bytes")]
@@ -221,6 +221,23 @@ pub struct ValidationLimits {
     pub max_batch_bytes: usize,
 }
 
+/// The most a compressed batch's records may decompress to, whatever
+/// `max.message.bytes` is: the records are held whole while checked (and
+/// while the cold tier decodes them).
+pub const MAX_RECORDS_BYTES_CAP: usize = 1 << 30;
+
+impl ValidationLimits {
+    /// The most a compressed batch's records may decompress to: 16 times
+    /// the batch limit, and at least 64 MiB (a megabyte of zstd-compressed
+    /// JSON is rarely more than 20; a run of zeros is thousands of times
+    /// its compressed size), at most [`MAX_RECORDS_BYTES_CAP`].
+    pub fn max_records_bytes(&self) -> usize {
+        self.max_batch_bytes
+            .saturating_mul(16)
+            .clamp(64 << 20, MAX_RECORDS_BYTES_CAP)
+    }
+}
+
 /// One validated batch inside a produce buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValidatedBatch {
@@ -280,8 +297,8 @@ pub fn validate_batches(
         let n = match header.compression()? {
             Compression::None => crate::check_records(records)?,
             codec => {
-                let data = crate::codec::decompress(codec, bytes::Bytes::copy_from_slice(records))
-                    .map_err(|e| BatchError::Decompress(e.to_string()))?;
+                let data =
+                    crate::compression::decompress(codec, records, limits.max_records_bytes())?;
                 crate::check_records(&data)?
             }
         };

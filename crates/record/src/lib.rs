@@ -16,6 +16,7 @@
 //!   the CRC, because the CRC covers only the bytes from `attributes` onward.
 
 mod codec;
+mod compression;
 mod control;
 mod header;
 mod records;
@@ -24,6 +25,7 @@ pub use codec::{
     decode_batch, encode_batch, encode_batch_into, encode_records_into, record_timestamps,
     BatchBuilder, BatchFields, CodecError, DecodedBatch, DecodedRecord, RecordRef,
 };
+pub use compression::{compress_batch, DecompressError};
 pub use control::{build_control_batch, control_type, ControlType};
 pub use header::*;
 pub use records::{check_records, RecordsError};
