@@ -6,7 +6,10 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
+use common::{start, start_with};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -18,57 +21,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
-use std::path::Path;
-use std::sync::Arc;
-use strata_broker::BrokerBuilder;
 use strata_kafka::client::KafkaClient;
-use strata_kafka::{Ctx, ServerLimits};
-use strata_meta::{EmbeddedStore, MetadataStore};
-use tokio_util::sync::CancellationToken;
-
-struct Running {
-    addr: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    broker: Arc<strata_broker::Broker>,
-}
-
-async fn start(dir: &Path) -> Running {
-    start_with(dir, ServerLimits::default()).await
-}
-
-async fn start_with(dir: &Path, limits: ServerLimits) -> Running {
-    let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
-    let broker = BrokerBuilder::new(dir.join("logs"))
-        .metadata_store(meta)
-        .build()
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let ctx = Arc::new(Ctx {
-        broker: broker.clone(),
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: i32::from(addr.port()),
-        cluster_id: broker.cluster_id().to_string(),
-    });
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(strata_kafka::serve(listener, ctx, limits, stop.clone()));
-    Running {
-        addr: addr.to_string(),
-        stop,
-        task,
-        broker,
-    }
-}
-
-impl Running {
-    async fn shutdown(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-        self.broker.shutdown().await;
-    }
-}
+use strata_kafka::ServerLimits;
 
 fn batch(pid: i64, epoch: i16, first_seq: i32, n: usize) -> Bytes {
     let records: Vec<Record> = (0..n)
