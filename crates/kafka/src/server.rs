@@ -37,6 +37,11 @@ pub struct ServerLimits {
     pub max_in_flight_bytes: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// `connections.max.idle.ms`: a connection with nothing in flight that
+    /// completes no request for this long is closed (so silent or
+    /// trickling clients do not hold connection slots and buffers); None
+    /// never closes one.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerLimits {
@@ -47,6 +52,7 @@ impl Default for ServerLimits {
             max_in_flight: 32,
             max_in_flight_bytes: 16 << 20,
             shutdown_grace: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -133,10 +139,16 @@ async fn connection(
     // Request bytes in flight; each answer carries its request's size back.
     let mut in_flight_bytes = 0usize;
     let mut closing = false;
+    // Reset by every request read and every response written; fires only
+    // while nothing is in flight.
+    let idle_for = limits.idle_timeout.unwrap_or(Duration::MAX);
+    let idle = tokio::time::sleep(idle_for.min(FAR));
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             biased;
             Some((size, resp)) = in_flight.next(), if !in_flight.is_empty() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_for.min(FAR));
                 in_flight_bytes = in_flight_bytes.saturating_sub(size);
                 if let Some(chunks) = resp {
                     // Length prefix and body chunks in vectored writes: a
@@ -158,6 +170,7 @@ async fn connection(
                         return Err(ConnectionError::Malformed(e.to_string()));
                     }
                     Some(Ok(frame)) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + idle_for.min(FAR));
                         ctx.broker.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
                         let size = frame.len();
                         // Timed from here to its response being ready (not
@@ -184,11 +197,18 @@ async fn connection(
                 }
             }
             _ = shutdown.cancelled(), if !closing => closing = true,
+            _ = &mut idle, if !closing && in_flight.is_empty() && limits.idle_timeout.is_some() => {
+                tracing::info!(idle_ms = idle_for.as_millis() as u64, "closing an idle connection (connections_max_idle_ms)");
+                return Ok(());
+            }
             // Closing with nothing left in flight.
             else => return Ok(()),
         }
     }
 }
+
+/// A deadline far enough to mean never, near enough for `Instant` to add.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// One response frame: the length prefix, then the body's chunks, as a
 /// [`Buf`] that hands out several chunks per vectored write.

@@ -274,6 +274,8 @@ async fn run(settings: Settings, meta: Arc<dyn MetadataStore>) -> anyhow::Result
         max_connections: settings.max_connections,
         max_request_bytes: settings.max_request_bytes,
         shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
+        idle_timeout: (settings.connections_max_idle_ms > 0)
+            .then(|| Duration::from_millis(settings.connections_max_idle_ms)),
         ..ServerLimits::default()
     };
     let kafka_task = tokio::spawn(strata_kafka::serve(kafka, ctx, limits, shutdown.clone()));

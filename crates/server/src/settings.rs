@@ -67,6 +67,9 @@ pub struct Settings {
     pub cold_gc_grace_ms: i64,
     pub max_connections: usize,
     pub max_request_bytes: usize,
+    /// `connections.max.idle.ms`: a client connection with nothing in
+    /// flight that sends no request for this long is closed (0: never).
+    pub connections_max_idle_ms: u64,
     pub shutdown_grace_ms: u64,
     /// Bytes of cold-tier objects cached in memory.
     pub cold_cache_bytes: u64,
@@ -123,6 +126,7 @@ impl Default for Settings {
             cold_gc_grace_ms: b.cold_gc_grace_ms,
             max_connections: 10_000,
             max_request_bytes: 100 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
             shutdown_grace_ms: 10_000,
             cold_cache_bytes: 256 * 1024 * 1024,
             object_store_latency_ms: 0,
