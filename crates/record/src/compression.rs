@@ -89,9 +89,20 @@ fn zstd_bounded(body: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
                 std::io::Error::other("cannot create a zstd decompression context")
             })?),
         };
-        read_bounded(zstd::stream::read::Decoder::with_context(body, ctx), limit)
+        let out = read_bounded(zstd::stream::read::Decoder::with_context(body, ctx), limit);
+        // A frame with a large window (up to zstd's default limit of
+        // 128 MiB) grows the context to hold it: not kept past the batch.
+        if ctx.sizeof() > MAX_KEPT_ZSTD_CONTEXT {
+            *slot = None;
+        }
+        out
     })
 }
+
+/// The largest zstd context kept for the next batch: room for the windows
+/// of zstd's levels up to 19 (8 MiB; producers default to level 3, whose
+/// window is at most 2 MiB).
+const MAX_KEPT_ZSTD_CONTEXT: usize = 16 << 20;
 
 fn snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
     const CODEC: Compression = Compression::Snappy;
@@ -247,6 +258,37 @@ mod tests {
                 "{codec:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_zstd_context_is_kept_unless_a_large_window_grew_it() {
+        use std::io::Write;
+        let small = compressed(Compression::Zstd, b"small batch");
+        decompress(Compression::Zstd, &small, 1 << 20).unwrap();
+        assert!(ZSTD.with_borrow(|c| c.is_some()));
+        // 40 MiB streamed with a 32 MiB window: the decoder needs it all.
+        let mut pattern = vec![0u8; 1 << 20];
+        let mut x = 7u32;
+        for b in &mut pattern {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = (x >> 24) as u8;
+        }
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        enc.set_parameter(zstd::stream::raw::CParameter::WindowLog(25))
+            .unwrap();
+        for _ in 0..40 {
+            enc.write_all(&pattern).unwrap();
+        }
+        let big = enc.finish().unwrap();
+        assert_eq!(
+            decompress(Compression::Zstd, &big, 64 << 20).unwrap().len(),
+            40 << 20
+        );
+        assert!(ZSTD.with_borrow(|c| c.is_none()));
+        decompress(Compression::Zstd, &small, 1 << 20).unwrap();
+        assert!(ZSTD.with_borrow(|c| c
+            .as_ref()
+            .is_some_and(|c| c.sizeof() <= MAX_KEPT_ZSTD_CONTEXT)));
     }
 
     #[test]
