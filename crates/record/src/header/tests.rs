@@ -192,6 +192,73 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Mutations the CRC does not catch (the CRC recomputed after them, as a
+    /// client with a bug computes it over what it sends): whatever the
+    /// produce check accepts, every later reader of the stored batch
+    /// decodes (offload's `decode_batch`, the by-time lookup's
+    /// `record_timestamps`), record for record; nothing panics. Compressed
+    /// batches are mutated in their compressed bytes.
+    #[test]
+    fn what_validation_accepts_every_reader_decodes(
+        records in proptest::collection::vec(
+            (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12)),
+             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))),
+            1..12),
+        codec in 0usize..5,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+    ) {
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        let recs: Vec<KeyValue<'_>> =
+            records.iter().map(|(k, v)| (k.as_deref(), v.as_deref())).collect();
+        let plain = build_batch(0, 1_000, &recs);
+        let good = match crate::compress_batch(&plain, codecs[codec]) {
+            Ok(b) => b,
+            Err(e) => return Err(TestCaseError::fail(e)),
+        };
+        prop_assert!(validate_batches(&good, limits()).is_ok());
+
+        // Edit the records' bytes (overwrite, insert or remove one byte),
+        // then fix the length and CRC so that only the records are wrong.
+        let mut body = good[layout::HEADER_SIZE..].to_vec();
+        for (at, byte, kind) in edits {
+            match kind {
+                0 if !body.is_empty() => {
+                    let i = at.index(body.len());
+                    body[i] = byte;
+                }
+                1 => body.insert(at.index(body.len() + 1), byte),
+                _ if !body.is_empty() => {
+                    body.remove(at.index(body.len()));
+                }
+                _ => {}
+            }
+        }
+        let mut bad = good[..layout::HEADER_SIZE].to_vec();
+        bad.extend_from_slice(&body);
+        let len = (bad.len() - layout::LOG_OVERHEAD) as i32;
+        bad[layout::BATCH_LENGTH..layout::LOG_OVERHEAD].copy_from_slice(&len.to_be_bytes());
+        store_crc(&mut bad);
+
+        if let Ok(v) = validate_batches(&bad, limits()) {
+            prop_assert_eq!(v.len(), 1);
+            let stored = bytes::Bytes::from(bad);
+            let decoded = crate::decode_batch(&stored);
+            prop_assert!(decoded.is_ok(), "accepted but not decodable: {:?}", decoded.err());
+            let n = v[0].header.records_count as usize;
+            prop_assert_eq!(decoded.map(|d| d.records.len()).unwrap_or(0), n);
+            let ts = crate::record_timestamps(&stored);
+            prop_assert_eq!(ts.map(|t| t.len()).unwrap_or(0), n);
+        }
+    }
+}
+
 /// The records of a batch: each `(offset delta, record body after the
 /// attributes and deltas)` framed with its length.
 fn body_of(records: &[&[u8]]) -> Vec<u8> {
