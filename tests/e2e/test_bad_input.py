@@ -170,8 +170,9 @@ def test_batch_with_wrong_crc_is_refused(strata, topic_name):
 
 
 def test_batch_whose_records_do_not_parse_is_refused(strata, topic_name):
-    """A batch with a correct CRC whose records are malformed inside, or
-    whose compressed records number fewer than it declares, is refused
+    """A batch with a correct CRC whose records are malformed inside (a
+    header key not UTF-8 among them), or whose compressed records number
+    fewer than it declares, is refused
     (once stored, no reader could decode it: the cold tier's offload
     retried it forever)."""
     import gzip
@@ -190,6 +191,9 @@ def test_batch_whose_records_do_not_parse_is_refused(strata, topic_name):
         batch(gzip.compress(good), 1000, attributes=1),
         # gzip in the attributes, not in the bytes.
         batch(good, 1, attributes=1),
+        # A header key that is not UTF-8 (the cold tier's column is a
+        # string: it could not keep it as sent).
+        batch(record(varint(-1) + varint(-1) + varint(1) + varint(1) + b"\xff" + varint(1) + b"v"), 1),
     ]
     for b in bad:
         assert produce_raw(strata, topic_name, b) == CORRUPT_MESSAGE

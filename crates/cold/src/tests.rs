@@ -230,7 +230,7 @@ fn round_trip_all_codecs_both_timestamp_types() {
 }
 
 #[test]
-fn repeated_headers_nulls_and_offset_gaps_survive() {
+fn repeated_and_non_ascii_headers_nulls_and_offset_gaps_survive() {
     let rec = |offset: i64,
                headers: Vec<(&str, Option<&str>)>,
                key: Option<&str>,
@@ -252,7 +252,13 @@ fn repeated_headers_nulls_and_offset_gaps_survive() {
     let records = vec![
         rec(
             5,
-            vec![("a", Some("1")), ("a", Some("2")), ("n", None)],
+            vec![
+                ("a", Some("1")),
+                ("a", Some("2")),
+                ("n", None),
+                // Keys are any UTF-8, byte for byte.
+                ("ключ-🔑", Some("é")),
+            ],
             None,
             Some("x"),
         ),

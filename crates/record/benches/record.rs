@@ -4,7 +4,7 @@
 //! epoch, and the record-level decode/encode the cold tier uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark inputs are built here
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strata_record::{
@@ -41,6 +41,13 @@ fn validate(c: &mut Criterion) {
             b.iter(|| validate_batches(black_box(&buf), limits).unwrap())
         });
     }
+    // 100 B records with two headers each (a trace id and a content
+    // type, as tracing clients add): their keys are checked as UTF-8.
+    let buf = headers_set(16, 160, 100);
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    g.bench_function("100B_2headers", |b| {
+        b.iter(|| validate_batches(black_box(&buf), limits).unwrap())
+    });
     // A 100 B record set compressed as producers commonly send it: checking
     // it decompresses it first.
     for (name, codec) in [
@@ -75,6 +82,28 @@ fn compressed_set(batches: usize, records: usize, value: usize, codec: Compressi
         .map(|(k, v)| (Some(k.as_bytes()), Some(v.as_bytes())))
         .collect();
     let one = compress_batch(&build_batch(0, 1_700_000_000_000, &recs), codec).unwrap();
+    let mut out = BytesMut::new();
+    for _ in 0..batches {
+        out.extend_from_slice(&one);
+    }
+    out
+}
+
+/// [`record_set`] with two headers on every record.
+fn headers_set(batches: usize, records: usize, value: usize) -> BytesMut {
+    let one = sample_batch(records, value, 1_700_000_000_000).freeze();
+    let mut recs = decode_batch(&one).unwrap().records;
+    for (i, r) in recs.iter_mut().enumerate() {
+        let trace = format!("{:032x}", i * 2_654_435_761);
+        r.headers = vec![
+            ("traceparent".into(), Some(trace.into_bytes().into())),
+            (
+                "content-type".into(),
+                Some(Bytes::from_static(b"application/json")),
+            ),
+        ];
+    }
+    let one = encode_batch(&recs);
     let mut out = BytesMut::new();
     for _ in 0..batches {
         out.extend_from_slice(&one);

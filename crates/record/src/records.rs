@@ -10,7 +10,10 @@
 //! is at most the bytes left for headers (so nothing sized by a count is
 //! reserved beyond the record). [`check_records`] also requires offset
 //! deltas 0, 1, 2, … as producers write them, so every stored batch
-//! decodes to strictly increasing offsets (the cold tier's invariant).
+//! decodes to strictly increasing offsets (the cold tier's invariant), and
+//! header keys in UTF-8, so the cold tier's string column holds them as
+//! sent (batches stored before that check decode with such keys made
+//! lossy, as Kafka's Java clients read them).
 
 use thiserror::Error;
 
@@ -24,6 +27,8 @@ pub enum RecordsError {
     Malformed { index: usize, reason: String },
     #[error("record {index} has offset delta {delta}, not {index}")]
     OffsetDelta { index: usize, delta: i64 },
+    #[error("record {index}: the key of header {header} is not UTF-8")]
+    HeaderKeyNotUtf8 { index: usize, header: usize },
 }
 
 /// One record's fields, borrowed from the (decompressed) records.
@@ -38,8 +43,8 @@ pub(crate) struct ParsedRecord<'a> {
 }
 
 impl<'a> ParsedRecord<'a> {
-    /// The record's headers, in order (keys as sent, not checked as
-    /// UTF-8: Kafka's own broker does not check them either).
+    /// The record's headers, in order (keys as sent: [`check_records`]
+    /// checks that they are UTF-8, the parser does not).
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
         let mut r = self.headers;
         // Checked by `next_record`: the count is there and every header
@@ -60,6 +65,7 @@ enum Bad {
     Headers(i64),
     NullKey,
     Trailing(usize),
+    KeyNotUtf8(usize),
 }
 
 impl Bad {
@@ -73,6 +79,7 @@ impl Bad {
             Bad::Headers(n) => malformed(format!("header count {n} does not fit in the record")),
             Bad::NullKey => malformed("a header key is null".into()),
             Bad::Trailing(n) => malformed(format!("{n} bytes follow the last field")),
+            Bad::KeyNotUtf8(header) => RecordsError::HeaderKeyNotUtf8 { index, header },
         }
     }
 }
@@ -143,11 +150,13 @@ pub(crate) fn next_record<'a>(
     buf: &mut &'a [u8],
     index: usize,
 ) -> Result<ParsedRecord<'a>, RecordsError> {
-    parse(buf).map_err(|b| b.at(index))
+    parse::<false>(buf).map_err(|b| b.at(index))
 }
 
+/// The record at the front of `buf`; with `CHECK_KEYS`, its header keys
+/// must be UTF-8.
 #[inline]
-fn parse<'a>(buf: &mut &'a [u8]) -> Result<ParsedRecord<'a>, Bad> {
+fn parse<'a, const CHECK_KEYS: bool>(buf: &mut &'a [u8]) -> Result<ParsedRecord<'a>, Bad> {
     let len = varlong(buf)?;
     let rec = take(buf, len).ok_or(Bad::Length(len))?;
     let Some((_attributes, mut r)) = rec.split_first() else {
@@ -163,8 +172,11 @@ fn parse<'a>(buf: &mut &'a [u8]) -> Result<ParsedRecord<'a>, Bad> {
     if count < 0 || count as u64 > r.len() as u64 / 2 {
         return Err(Bad::Headers(count));
     }
-    for _ in 0..count {
-        field(&mut r)?.ok_or(Bad::NullKey)?;
+    for h in 0..count {
+        let key = field(&mut r)?.ok_or(Bad::NullKey)?;
+        if CHECK_KEYS && !key.is_ascii() && std::str::from_utf8(key).is_err() {
+            return Err(Bad::KeyNotUtf8(h as usize));
+        }
         field(&mut r)?;
     }
     if !r.is_empty() {
@@ -184,7 +196,10 @@ fn parse<'a>(buf: &mut &'a [u8]) -> Result<ParsedRecord<'a>, Bad> {
 pub fn check_records(mut buf: &[u8]) -> Result<usize, RecordsError> {
     let mut n = 0;
     while !buf.is_empty() {
-        let r = next_record(&mut buf, n)?;
+        // Header keys checked as UTF-8: a key is a string in Kafka's record
+        // format, and a string column in the cold tier's files, which
+        // could not hold another key as sent.
+        let r = parse::<true>(&mut buf).map_err(|b| b.at(n))?;
         if r.offset_delta != n as i64 {
             return Err(RecordsError::OffsetDelta {
                 index: n,

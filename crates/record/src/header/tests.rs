@@ -339,6 +339,40 @@ fn records_that_do_not_parse_are_refused() {
 }
 
 #[test]
+fn header_keys_must_be_utf8() {
+    // key null, value null, then the headers.
+    let with_header = |key: &[u8]| {
+        let mut rest = vec![0x01, 0x01, 0x02]; // key, value, one header
+        crate::codec::put_bytes(&mut rest, Some(key));
+        crate::codec::put_bytes(&mut rest, Some(b"v"));
+        rest
+    };
+    let ok = with_header("ключ-🔑".as_bytes());
+    let b = seal_batch(0, 0, BatchProducer::NONE, 2, &body_of(&[&ok, &ok]));
+    assert!(validate_batches(&b, limits()).is_ok());
+    for key in [&[0xff][..], b"k\xc3", b"\xed\xa0\x80"] {
+        let bad = with_header(key);
+        let b = seal_batch(0, 0, BatchProducer::NONE, 2, &body_of(&[&ok, &bad]));
+        assert_eq!(
+            validate_batches(&b, limits()),
+            Err(BatchError::MalformedRecords(
+                crate::RecordsError::HeaderKeyNotUtf8 {
+                    index: 1,
+                    header: 0
+                }
+            ))
+        );
+        // Compressed alike.
+        let z = seal_batch(0, 0, GZIP, 2, &gzip(&body_of(&[&ok, &bad])));
+        assert!(validate_batches(&z, limits()).is_err());
+        // A batch stored before the check still decodes, the key made
+        // lossy (the cold tier's column is a string).
+        let d = crate::decode_batch(&b.freeze()).unwrap();
+        assert!(d.records[1].headers[0].0.contains('\u{fffd}'));
+    }
+}
+
+#[test]
 fn a_compressed_batch_is_checked_record_by_record() {
     let good: &[u8] = &[0x01, 0x02, b'v', 0x00];
     let z = gzip(&body_of(&[good, good]));
