@@ -253,7 +253,13 @@ impl PartitionLog {
         let mut stored = Vec::with_capacity(batches.len());
         for vb in batches {
             let batch = batch_at(records, vb)?;
-            let h = stored_header(batch, next, leader_epoch, log_append_time.then_some(now_ms))?;
+            let h = stored_header(
+                batch,
+                vb.header.max_timestamp,
+                next,
+                leader_epoch,
+                log_append_time.then_some(now_ms),
+            )?;
             let header = BatchHeader::parse_prefix(&h)?;
             stamped.push(h);
             // `stored_header` checked the batch holds a whole header.

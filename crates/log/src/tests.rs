@@ -354,6 +354,35 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
     assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
 }
 
+/// A producer's max timestamp far from its records' (a clock gone wrong,
+/// a client bug) does not steer the time index or retention: the batch is
+/// stored with its records' largest timestamp, CRC and all.
+#[test]
+fn a_stated_max_timestamp_unlike_the_records_is_stored_as_theirs() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_bytes = 100; // a segment per batch
+    c.retention_ms = 1000;
+    let mut log = PartitionLog::open(d.path(), c, 0).unwrap();
+    for (ts, stated) in [(1000i64, i64::MAX), (2000, 2000), (3000, 0)] {
+        let mut b = build_batch(0, ts, &[(None, Some(b"v"))]);
+        b[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&stated.to_be_bytes());
+        strata_record::restamp_batch(&mut b, ts, -1, -1, -1).unwrap(); // CRC over it
+        assert_eq!(BatchHeader::parse(&b).unwrap().max_timestamp, stated);
+        let v = validate_batches(&b, LIMITS).unwrap();
+        log.append(&b, &v, 0, ts, false).unwrap();
+    }
+    let stored: Vec<i64> = (0..3)
+        .map(|o| headers(&log.read(o, 1 << 20, i64::MAX).unwrap().data)[0].max_timestamp)
+        .collect();
+    assert_eq!(stored, [1000, 2000, 3000]);
+    // The first batch's stated i64::MAX would have answered offset 0.
+    assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((1, 2000)));
+    // And kept its segment forever; by its record it has expired.
+    log.enforce_retention(2500).unwrap();
+    assert_eq!(log.log_start_offset(), 1);
+}
+
 #[test]
 fn retention_by_time_and_bytes_deletes_whole_old_segments() {
     let d = tempfile::tempdir().unwrap();

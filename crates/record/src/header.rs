@@ -203,6 +203,11 @@ fn read_i32(buf: &[u8], at: usize) -> i32 {
     b.get_i32()
 }
 
+fn read_i64(buf: &[u8], at: usize) -> i64 {
+    let mut b = &buf[at..at + 8];
+    b.get_i64()
+}
+
 /// CRC-32C of the batch body, as stored in the header.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[layout::ATTRIBUTES..])
@@ -243,6 +248,9 @@ impl ValidationLimits {
 pub struct ValidatedBatch {
     /// Byte position of the batch inside the validated buffer.
     pub position: usize,
+    /// The batch's header as it is to be stored: its max timestamp that of
+    /// its records (a producer's own may differ; [`stored_header`] writes
+    /// this one).
     pub header: BatchHeader,
 }
 
@@ -294,12 +302,13 @@ pub fn validate_batches(
         // Kafka's broker does: a batch stored is a batch every reader,
         // the cold tier's offload among them, can decode.
         let records = &batch[layout::HEADER_SIZE..];
-        let n = match header.compression()? {
-            Compression::None => crate::check_records(records)?,
+        let base = header.base_timestamp;
+        let (n, max_timestamp) = match header.compression()? {
+            Compression::None => crate::records::check_records_timed(records, base)?,
             codec => {
                 let data =
                     crate::compression::decompress(codec, records, limits.max_records_bytes())?;
-                crate::check_records(&data)?
+                crate::records::check_records_timed(&data, base)?
             }
         };
         if n != header.records_count as usize {
@@ -307,6 +316,16 @@ pub fn validate_batches(
                 count: header.records_count,
                 last_offset_delta: header.last_offset_delta,
             });
+        }
+        // The batch's max timestamp is its records' largest, whatever the
+        // producer wrote there (as Kafka's broker sets it): the log's time
+        // index, time-based retention and the cold tier's file statistics
+        // all go by it. A log-append-time batch's records take it as
+        // theirs, so it stays as sent (the broker restamps it when the
+        // topic says so).
+        let mut header = header;
+        if header.timestamp_type() == TimestampType::CreateTime && n > 0 {
+            header.max_timestamp = max_timestamp;
         }
         out.push(ValidatedBatch {
             position: pos,
@@ -327,12 +346,15 @@ pub fn assign_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch:
 
 /// The header `batch` is stored with: its own with the base offset and
 /// leader epoch the broker assigns and, with `log_append_time`, marked
-/// log-append-time with that max timestamp and the CRC recomputed (over
-/// the new header fields and the unchanged records). The batch is read,
-/// never copied: the log writes this header and the batch's records after
-/// it, straight from the request (see `strata_log::PartitionLog::append`).
+/// log-append-time with that max timestamp, or else with `max_timestamp`
+/// (its records' largest, from [`validate_batches`]), and then the CRC
+/// recomputed (over the new header fields and the unchanged records) if
+/// either changed a field it covers. The batch is read, never copied: the
+/// log writes this header and the batch's records after it, straight from
+/// the request (see `strata_log::PartitionLog::append`).
 pub fn stored_header(
     batch: &[u8],
+    max_timestamp: i64,
     base_offset: i64,
     leader_epoch: i32,
     log_append_time: Option<i64>,
@@ -346,8 +368,20 @@ pub fn stored_header(
         })?;
     h.copy_from_slice(from);
     assign_offset_and_epoch(&mut h, base_offset, leader_epoch);
-    if let Some(now_ms) = log_append_time {
-        mark_log_append_time(&mut h, now_ms);
+    let stated = read_i64(&h, layout::MAX_TIMESTAMP);
+    let restamp = match log_append_time {
+        Some(now_ms) => {
+            mark_log_append_time(&mut h, now_ms);
+            true
+        }
+        None if stated != max_timestamp => {
+            h[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8]
+                .copy_from_slice(&max_timestamp.to_be_bytes());
+            true
+        }
+        None => false,
+    };
+    if restamp {
         let crc = crc32c::crc32c_append(
             crc32c::crc32c(&h[layout::ATTRIBUTES..]),
             &batch[layout::HEADER_SIZE..],

@@ -193,8 +193,20 @@ fn parse<'a, const CHECK_KEYS: bool>(buf: &mut &'a [u8]) -> Result<ParsedRecord<
 
 /// Checks every record in `buf` (the records of one batch, decompressed)
 /// as a producer writes them, and counts them.
-pub fn check_records(mut buf: &[u8]) -> Result<usize, RecordsError> {
+pub fn check_records(buf: &[u8]) -> Result<usize, RecordsError> {
+    check_records_timed(buf, 0).map(|(n, _)| n)
+}
+
+/// [`check_records`], and the largest record timestamp of a batch whose
+/// base timestamp is `base_timestamp` (as [`crate::decode_batch`] computes
+/// each: the base plus the record's delta); `i64::MIN` when there are no
+/// records.
+pub(crate) fn check_records_timed(
+    mut buf: &[u8],
+    base_timestamp: i64,
+) -> Result<(usize, i64), RecordsError> {
     let mut n = 0;
+    let mut max_timestamp = i64::MIN;
     while !buf.is_empty() {
         // Header keys checked as UTF-8: a key is a string in Kafka's record
         // format, and a string column in the cold tier's files, which
@@ -206,7 +218,8 @@ pub fn check_records(mut buf: &[u8]) -> Result<usize, RecordsError> {
                 delta: r.offset_delta,
             });
         }
+        max_timestamp = max_timestamp.max(base_timestamp.wrapping_add(r.timestamp_delta));
         n += 1;
     }
-    Ok(n)
+    Ok((n, max_timestamp))
 }

@@ -41,7 +41,7 @@ fn log_append_time_rewrites_crc() {
 fn stored_header_matches_the_rewritten_batch() {
     let b = build_batch(0, 1000, &[(Some(b"k"), Some(b"v")), (None, Some(b"w"))]);
     for lat in [None, Some(5000)] {
-        let h = stored_header(&b, 42, 7, lat).unwrap();
+        let h = stored_header(&b, 1000, 42, 7, lat).unwrap();
         let mut in_place = b.to_vec();
         assign_offset_and_epoch(&mut in_place, 42, 7);
         if let Some(now) = lat {
@@ -54,9 +54,66 @@ fn stored_header_matches_the_rewritten_batch() {
         assert_eq!(v[0].header.base_offset, 42);
     }
     assert!(matches!(
-        stored_header(&b[..20], 0, 0, None),
+        stored_header(&b[..20], 1000, 0, 0, None),
         Err(BatchError::Truncated { .. })
     ));
+}
+
+/// A producer's max timestamp that is not its records' largest (later, or
+/// earlier) is replaced by theirs, as Kafka's broker does: the time index,
+/// retention and the cold tier's statistics go by it.
+#[test]
+fn the_stored_max_timestamp_is_the_records_largest() {
+    // Timestamps 1000 + deltas 0, 30, 10 (not in order): the largest is 1030.
+    let mut body = Vec::new();
+    for (i, delta) in [0i64, 30, 10].into_iter().enumerate() {
+        let mut rec = vec![0u8];
+        crate::codec::put_varlong(&mut rec, delta);
+        crate::codec::put_varlong(&mut rec, i as i64);
+        rec.extend_from_slice(&[0x01, 0x02, b'v', 0x00]);
+        crate::codec::put_varlong(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    for (stated, codec) in [
+        (1030, BatchProducer::NONE),
+        (i64::MAX, BatchProducer::NONE),
+        (1000, BatchProducer::NONE),
+        (-1, GZIP),
+    ] {
+        let records = if codec.attributes == 1 {
+            gzip(&body)
+        } else {
+            body.clone()
+        };
+        let mut b = seal_batch(0, 1000, codec, 3, &records);
+        b[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&stated.to_be_bytes());
+        store_crc(&mut b);
+        let v = validate_batches(&b, limits()).unwrap();
+        assert_eq!(v[0].header.max_timestamp, 1030, "stated {stated}");
+        let h = stored_header(&b, v[0].header.max_timestamp, 5, 0, None).unwrap();
+        let mut stored = h.to_vec();
+        stored.extend_from_slice(&b[layout::HEADER_SIZE..]);
+        // The CRC covers the new max timestamp.
+        let again = validate_batches(&stored, limits()).unwrap();
+        assert_eq!(BatchHeader::parse(&stored).unwrap().max_timestamp, 1030);
+        assert_eq!(again[0].header.max_timestamp, 1030);
+        // Untouched when it was right.
+        if stated == 1030 {
+            assert_eq!(
+                &stored[layout::CRC..layout::CRC + 4],
+                &b[layout::CRC..layout::CRC + 4]
+            );
+        }
+    }
+    // A log-append-time batch keeps its own: its records take it.
+    let mut lat = seal_batch(0, 1000, BatchProducer::NONE, 3, &body);
+    set_log_append_time(&mut lat, 7777);
+    assert_eq!(
+        validate_batches(&lat, limits()).unwrap()[0]
+            .header
+            .max_timestamp,
+        7777
+    );
 }
 
 #[test]
@@ -70,8 +127,15 @@ fn restamping_sets_producer_fields_and_keeps_crc_valid() {
     // A max timestamp 5 ms after the base must stay 5 ms after the new base.
     b[layout::MAX_TIMESTAMP..layout::MAX_TIMESTAMP + 8].copy_from_slice(&1005i64.to_be_bytes());
     restamp_batch(&mut b, 9000, 77, 3, 40).unwrap();
-    let v = validate_batches(&b, limits()).unwrap();
-    let h = v[0].header;
+    // (Validation says the records' largest timestamp is 9000: that is
+    // what would be stored.)
+    assert_eq!(
+        validate_batches(&b, limits()).unwrap()[0]
+            .header
+            .max_timestamp,
+        9000
+    );
+    let h = BatchHeader::parse(&b).unwrap();
     assert_eq!((h.base_timestamp, h.max_timestamp), (9000, 9005));
     assert_eq!(
         (h.producer_id, h.producer_epoch, h.base_sequence),
