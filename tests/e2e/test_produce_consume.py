@@ -140,6 +140,26 @@ def test_message_over_max_message_bytes_is_refused_and_not_stored(strata, topic_
     c.close()
 
 
+def test_timestamps_far_ahead_of_the_broker_are_refused(strata, topic_name):
+    """message.timestamp.after.max.ms (an hour by default, as in Kafka 4):
+    a record stamped two hours ahead gets INVALID_TIMESTAMP and takes no
+    offset; one stamped now, or long ago, is stored; raised per topic, the
+    bound lets it through."""
+    create_topic(strata.bootstrap, topic_name)
+    now = int(time.time() * 1000)
+    reports = produce(strata.bootstrap, topic_name, [(None, b"ahead", None, now + 2 * 3_600_000)],
+                      retries=0)
+    err = reports[0][0]
+    assert err is not None and err.code() == KafkaError.INVALID_TIMESTAMP, err
+    ok = produce(strata.bootstrap, topic_name, [(None, b"now", None, now), (None, b"old", None, 1)])
+    assert [r[0] for r in ok] == [None, None] and ok[0][2] == 0, "the refused record took no offset"
+    relaxed = f"{topic_name}-relaxed"
+    create_topic(strata.bootstrap, relaxed,
+                 config={"message.timestamp.after.max.ms": str(3 * 3_600_000)})
+    ok = produce(strata.bootstrap, relaxed, [(None, b"ahead", None, now + 2 * 3_600_000)])
+    assert ok[0][0] is None
+
+
 def test_kcat_produce_and_consume(strata, topic_name):
     create_topic(strata.bootstrap, topic_name, partitions=2)
     lines = "".join(f"key{i % 4}:value{i}\n" for i in range(100))

@@ -153,6 +153,19 @@ const DEFS: &[Def] = &[
         default: "1048588",
         kind: Kind::Int { min: 0 },
     },
+    // Kafka 4.0's defaults: records at most an hour ahead of the broker's
+    // clock (a timestamp far in the future would keep its segment from
+    // time-based retention), any age behind it.
+    Def {
+        name: "message.timestamp.after.max.ms",
+        default: "3600000",
+        kind: Kind::Long { min: 0 },
+    },
+    Def {
+        name: "message.timestamp.before.max.ms",
+        default: LONG_MAX,
+        kind: Kind::Long { min: 0 },
+    },
     Def {
         name: "message.timestamp.type",
         default: "CreateTime",
@@ -280,6 +293,16 @@ impl TopicConfig {
 
     pub fn log_append_time(&self) -> bool {
         self.raw("message.timestamp.type").0 == "LogAppendTime"
+    }
+
+    /// `(message.timestamp.before.max.ms, message.timestamp.after.max.ms)`:
+    /// how far a create-time record's timestamp may lie behind and ahead
+    /// of the broker's clock.
+    pub fn timestamp_bounds(&self) -> (i64, i64) {
+        (
+            self.long("message.timestamp.before.max.ms"),
+            self.long("message.timestamp.after.max.ms"),
+        )
     }
 
     pub fn flush_messages(&self) -> i64 {

@@ -24,6 +24,8 @@ pub enum BrokerError {
     DecompressedTooLarge { limit: usize },
     #[error("corrupt record batch: {0}")]
     CorruptMessage(String),
+    #[error("record timestamp out of range: {0}")]
+    InvalidTimestamp(String),
     #[error("unsupported record batch format: {0}")]
     UnsupportedMessageFormat(String),
     #[error("offset {requested} out of range [{start}, {end}]")]

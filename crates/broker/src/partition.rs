@@ -167,6 +167,36 @@ fn end_of(data: &[u8], from: i64) -> i64 {
         .map_or(from, |(_, h)| h.next_offset())
 }
 
+/// Refuses a create-time record whose timestamp lies more than `before`
+/// ms behind `now_ms` or `after` ms ahead of it (Kafka's
+/// `message.timestamp.before.max.ms` / `after.max.ms`; records without a
+/// timestamp, -1, pass).
+fn check_timestamps(
+    batches: &[ValidatedBatch],
+    (before, after): (i64, i64),
+    now_ms: i64,
+) -> Result<(), BrokerError> {
+    let earliest = now_ms.saturating_sub(before);
+    let latest = now_ms.saturating_add(after);
+    for v in batches {
+        // Some timestamp other than -1 exists, so the max is one.
+        let (Some(min), max) = (v.min_timestamp, v.header.max_timestamp) else {
+            continue;
+        };
+        if max > latest {
+            return Err(BrokerError::InvalidTimestamp(format!(
+                "a record's timestamp {max} is more than message.timestamp.after.max.ms ({after} ms) ahead of the broker's clock ({now_ms})"
+            )));
+        }
+        if min < earliest {
+            return Err(BrokerError::InvalidTimestamp(format!(
+                "a record's timestamp {min} is more than message.timestamp.before.max.ms ({before} ms) behind the broker's clock ({now_ms})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A consumer's isolation level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
@@ -324,6 +354,9 @@ impl Partition {
             max_batch_bytes: cfg.max_message_bytes(),
         };
         let validated = validate_batches(records, limits)?;
+        if !cfg.log_append_time() {
+            check_timestamps(&validated, cfg.timestamp_bounds(), now_ms)?;
+        }
         if validated
             .iter()
             .any(|v| v.header.is_transactional() && v.header.producer_id < 0)
@@ -475,6 +508,7 @@ impl Partition {
             let batch = [ValidatedBatch {
                 position: 0,
                 header,
+                min_timestamp: None,
             }];
             let stored = st.log.append(&buf, &batch, epoch, now_ms, false)?;
             for h in &stored.headers {

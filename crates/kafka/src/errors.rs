@@ -20,6 +20,7 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
             E::MessageTooLarge
         }
         BrokerError::CorruptMessage(_) => E::CorruptMessage,
+        BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         // DESIGN §2: record batches older than magic 2 get UNSUPPORTED_VERSION.
         BrokerError::UnsupportedMessageFormat(_) => E::UnsupportedVersion,
         BrokerError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,

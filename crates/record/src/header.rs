@@ -252,6 +252,9 @@ pub struct ValidatedBatch {
     /// its records (a producer's own may differ; [`stored_header`] writes
     /// this one).
     pub header: BatchHeader,
+    /// The smallest record timestamp of a create-time batch, -1 ("none")
+    /// left out; None when there is none, or for log-append time.
+    pub min_timestamp: Option<i64>,
 }
 
 /// Validates every batch in a client's record set.
@@ -303,7 +306,7 @@ pub fn validate_batches(
         // the cold tier's offload among them, can decode.
         let records = &batch[layout::HEADER_SIZE..];
         let base = header.base_timestamp;
-        let (n, max_timestamp) = match header.compression()? {
+        let checked = match header.compression()? {
             Compression::None => crate::records::check_records_timed(records, base)?,
             codec => {
                 let data =
@@ -311,6 +314,7 @@ pub fn validate_batches(
                 crate::records::check_records_timed(&data, base)?
             }
         };
+        let n = checked.count;
         if n != header.records_count as usize {
             return Err(BatchError::InconsistentCount {
                 count: header.records_count,
@@ -324,12 +328,14 @@ pub fn validate_batches(
         // theirs, so it stays as sent (the broker restamps it when the
         // topic says so).
         let mut header = header;
-        if header.timestamp_type() == TimestampType::CreateTime && n > 0 {
-            header.max_timestamp = max_timestamp;
+        let create_time = header.timestamp_type() == TimestampType::CreateTime;
+        if create_time && n > 0 {
+            header.max_timestamp = checked.max_timestamp;
         }
         out.push(ValidatedBatch {
             position: pos,
             header,
+            min_timestamp: checked.min_timestamp.filter(|_| create_time),
         });
         pos += size;
     }

@@ -194,19 +194,30 @@ fn parse<'a, const CHECK_KEYS: bool>(buf: &mut &'a [u8]) -> Result<ParsedRecord<
 /// Checks every record in `buf` (the records of one batch, decompressed)
 /// as a producer writes them, and counts them.
 pub fn check_records(buf: &[u8]) -> Result<usize, RecordsError> {
-    check_records_timed(buf, 0).map(|(n, _)| n)
+    check_records_timed(buf, 0).map(|c| c.count)
 }
 
-/// [`check_records`], and the largest record timestamp of a batch whose
-/// base timestamp is `base_timestamp` (as [`crate::decode_batch`] computes
-/// each: the base plus the record's delta); `i64::MIN` when there are no
-/// records.
+/// What [`check_records_timed`] found: the records' count and their
+/// timestamps' range in a batch whose base timestamp was given (each the
+/// base plus the record's delta, as [`crate::decode_batch`] computes it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked {
+    pub(crate) count: usize,
+    /// The largest timestamp; `i64::MIN` when there are no records.
+    pub(crate) max_timestamp: i64,
+    /// The smallest timestamp other than -1 (Kafka's "no timestamp"), if
+    /// any.
+    pub(crate) min_timestamp: Option<i64>,
+}
+
+/// [`check_records`], and the records' timestamps' range.
 pub(crate) fn check_records_timed(
     mut buf: &[u8],
     base_timestamp: i64,
-) -> Result<(usize, i64), RecordsError> {
+) -> Result<Checked, RecordsError> {
     let mut n = 0;
     let mut max_timestamp = i64::MIN;
+    let mut min_timestamp: Option<i64> = None;
     while !buf.is_empty() {
         // Header keys checked as UTF-8: a key is a string in Kafka's record
         // format, and a string column in the cold tier's files, which
@@ -218,8 +229,19 @@ pub(crate) fn check_records_timed(
                 delta: r.offset_delta,
             });
         }
-        max_timestamp = max_timestamp.max(base_timestamp.wrapping_add(r.timestamp_delta));
+        let ts = base_timestamp.wrapping_add(r.timestamp_delta);
+        max_timestamp = max_timestamp.max(ts);
+        if ts != NO_TIMESTAMP {
+            min_timestamp = Some(min_timestamp.map_or(ts, |m| m.min(ts)));
+        }
         n += 1;
     }
-    Ok((n, max_timestamp))
+    Ok(Checked {
+        count: n,
+        max_timestamp,
+        min_timestamp,
+    })
 }
+
+/// A record timestamp of -1: none given.
+const NO_TIMESTAMP: i64 = -1;

@@ -1,4 +1,5 @@
-//! Producer-state snapshots written off the partition's lock.
+//! Producer-state snapshots written off the partition's lock; the
+//! bounds on record timestamps.
 
 use super::{FollowerStart, Partition};
 use crate::config::TopicConfig;
@@ -127,4 +128,61 @@ fn a_truncation_between_taking_and_writing_drops_the_snapshot() {
         !files.contains(&format!("snapshot-{taken_at:020}.json")),
         "{files:?}"
     );
+}
+
+/// A leader of a topic with `configs`.
+fn leader_with(dir: &std::path::Path, configs: &[(&str, &str)]) -> Arc<Partition> {
+    let configs = configs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let cfg = Arc::new(TopicConfig::new(configs, Default::default()).unwrap());
+    let log = PartitionLog::open(dir, cfg.log_config(), 0).unwrap();
+    let p = Arc::new(Partition::open("t".into(), 0, log, cfg, 0).unwrap());
+    p.promote(1, 0, ReplicaSet::solo(0));
+    p
+}
+
+fn at(ts: i64) -> Bytes {
+    build_batch_with(0, ts, BatchProducer::NONE, &[(None, Some(b"v"))]).freeze()
+}
+
+/// Create-time records more than `message.timestamp.after.max.ms` (an
+/// hour by default, as in Kafka 4) ahead of the broker's clock, or more
+/// than `before.max.ms` (unbounded by default) behind it, are refused
+/// with nothing stored; -1 ("no timestamp") and log-append-time topics
+/// pass.
+#[test]
+fn record_timestamps_far_from_the_clock_are_refused() {
+    use crate::error::BrokerError;
+    let now = 1_800_000_000_000;
+    let hour = 3_600_000;
+    let d = tempfile::tempdir().unwrap();
+    let p = leader_with(&d.path().join("default"), &[]);
+    let refused = |r: Result<_, BrokerError>| matches!(r, Err(BrokerError::InvalidTimestamp(_)));
+    assert!(refused(p.append(&at(now + hour + 1), now)));
+    assert!(refused(p.append(&at(i64::MAX), now)));
+    assert_eq!(p.log_end_offset(), 0, "nothing stored");
+    for ok in [now + hour, now, 0, -1] {
+        p.append(&at(ok), now).unwrap();
+    }
+    assert_eq!(p.log_end_offset(), 4);
+
+    let p = leader_with(
+        &d.path().join("bounded"),
+        &[
+            ("message.timestamp.before.max.ms", "1000"),
+            ("message.timestamp.after.max.ms", "9223372036854775807"),
+        ],
+    );
+    assert!(refused(p.append(&at(now - 1001), now)));
+    p.append(&at(now - 1000), now).unwrap();
+    p.append(&at(i64::MAX), now).unwrap();
+    p.append(&at(-1), now).unwrap();
+
+    let p = leader_with(
+        &d.path().join("append-time"),
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    p.append(&at(now + 10 * hour), now).unwrap();
 }
