@@ -3,7 +3,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from conftest import Etcd, broker_process, create_topic, wait_until
 
@@ -72,6 +72,30 @@ def test_topic_created_through_one_broker_is_visible_and_writable_through_the_ot
     produce(brokers[2].bootstrap, "shared", values)
     got = consume(brokers[1].bootstrap, "shared", 600)
     assert sorted(got) == sorted(values)
+
+
+def test_topics_and_commits_wider_than_an_etcd_transaction(cluster):
+    """etcd takes at most 128 operations per transaction (its default
+    --max-txn-ops): a topic of 300 partitions, grown to 400, and a group
+    committing all 400 offsets at once each needed more."""
+    etcd, brokers = cluster
+    create_topic(brokers[0].bootstrap, "wide", partitions=300)
+    a = AdminClient({"bootstrap.servers": brokers[1].bootstrap})
+    fs = a.create_partitions([NewPartitions("wide", 400)])
+    fs["wide"].result(timeout=60)
+
+    def all_led():
+        t = a.list_topics("wide", timeout=10).topics["wide"]
+        return len(t.partitions) == 400 and all(p.leader >= 0 for p in t.partitions.values())
+    wait_until(all_led, timeout=60, what="400 partitions with leaders")
+    values = [f"v{i}".encode() for i in range(400)]
+    produce(bootstrap_all(brokers), "wide", values, partitions=list(range(400)))
+    got = consume(bootstrap_all(brokers), "wide", 400, group="wide-readers", commit=True)
+    assert sorted(got) == sorted(values)
+    c = Consumer({"bootstrap.servers": brokers[2].bootstrap, "group.id": "wide-readers"})
+    committed = c.committed([TopicPartition("wide", p) for p in range(400)], timeout=30)
+    c.close()
+    assert [tp.offset for tp in committed] == [1] * 400
 
 
 def test_etcd_holds_the_design_layout(cluster):

@@ -12,6 +12,8 @@ use std::time::Duration;
 use strata_meta::{EmbeddedStore, MetadataStore};
 use strata_record::{build_batch, KeyValue};
 
+mod large;
+
 pub(crate) async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
     broker_with(dir, clock, BrokerSettings::default()).await
 }

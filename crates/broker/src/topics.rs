@@ -7,7 +7,7 @@ use crate::config::{is_known_config, validate_config, TopicConfig};
 use crate::error::BrokerError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use strata_meta::{Compare, Op, Txn};
+use strata_meta::{Compare, Op, Txn, MAX_TXN_OPS};
 
 /// `topics/<name>` in the metadata store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,15 +161,22 @@ impl Broker {
             return Ok(record);
         }
         let key = self.keys.topic(&req.name);
-        let mut txn = Txn::new()
-            .when(Compare::CreateRevision(key.clone(), 0))
-            .then(Op::put(key, to_json(&record)?));
-        for op in self.partition_state_ops(&req.name, 0, partitions, rf)? {
-            txn = txn.then(op);
-        }
-        if !self.meta.txn(txn).await?.succeeded {
+        let mut states = self
+            .partition_state_ops(&req.name, 0, partitions, rf)?
+            .into_iter();
+        let txn = Txn {
+            compares: vec![Compare::CreateRevision(key.clone(), 0)],
+            success: std::iter::once(Op::put(key.clone(), to_json(&record)?))
+                .chain(states.by_ref().take(MAX_TXN_OPS - 1))
+                .collect(),
+            failure: Vec::new(),
+        };
+        let created = self.meta.txn(txn).await?;
+        if !created.succeeded {
             return Err(BrokerError::TopicAlreadyExists(req.name));
         }
+        self.put_more_states(&req.name, created.revision, states.collect())
+            .await?;
         tracing::info!(topic = %req.name, partitions, "created topic");
         self.settle(&req.name).await?;
         Ok(record)
@@ -265,6 +272,39 @@ impl Broker {
 impl Broker {
     /// Read-modify-write of `topics/<name>`, guarded by its mod revision, in
     /// one transaction with `extra` operations.
+    /// Writes partition states a topic's creation (or growth) did not fit
+    /// in its own transaction, in transactions of at most `MAX_TXN_OPS`,
+    /// each only while the topic is still the one created at revision
+    /// `created`. Until then those partitions have no state and no leader
+    /// (clients see LEADER_NOT_AVAILABLE and retry, as for any new
+    /// partition); a broker that stops half way leaves the rest so until
+    /// the topic is deleted.
+    async fn put_more_states(
+        &self,
+        name: &str,
+        created: i64,
+        states: Vec<Op>,
+    ) -> Result<(), BrokerError> {
+        let key = self.keys.topic(name);
+        let mut states = states.into_iter().peekable();
+        while states.peek().is_some() {
+            let txn = Txn {
+                compares: vec![Compare::CreateRevision(key.clone(), created)],
+                success: states.by_ref().take(MAX_TXN_OPS).collect(),
+                failure: Vec::new(),
+            };
+            if !self.meta.txn(txn).await?.succeeded {
+                return Err(BrokerError::UnknownTopicOrPartition(format!(
+                    "{name}: deleted while its partitions were being created"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites a topic's record (guarded by its revision) with `extra`
+    /// operations in the same transaction, as many as fit; partition
+    /// states beyond that follow ([`Self::put_more_states`]).
     async fn update_topic_record(
         &self,
         name: &str,
@@ -279,18 +319,21 @@ impl Broker {
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
         let mut record: TopicRecord = from_json(&kv.value)?;
         change(&mut record);
-        let mut txn = Txn::new()
-            .when(Compare::ModRevision(key.clone(), kv.mod_revision))
-            .then(Op::put(key, to_json(&record)?));
-        for op in extra {
-            txn = txn.then(op);
-        }
+        let mut extra = extra.into_iter();
+        let txn = Txn {
+            compares: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+            success: std::iter::once(Op::put(key, to_json(&record)?))
+                .chain(extra.by_ref().take(MAX_TXN_OPS - 1))
+                .collect(),
+            failure: Vec::new(),
+        };
         if !self.meta.txn(txn).await?.succeeded {
             return Err(BrokerError::Metadata(format!(
                 "topic {name} changed concurrently; retry"
             )));
         }
-        Ok(())
+        self.put_more_states(name, kv.create_revision, extra.collect())
+            .await
     }
 }
 

@@ -14,6 +14,7 @@ pub async fn run_all<S: MetadataStore>(store: &S) {
     compare_and_set_on_revision(store).await;
     create_if_absent(store).await;
     failure_branch_and_prefix_delete(store).await;
+    transactions_are_bounded(store).await;
     watch_delivers_changes_in_order(store).await;
     watch_replays_from_a_past_revision(store).await;
     lease_keep_alive_and_revoke(store).await;
@@ -125,6 +126,48 @@ async fn failure_branch_and_prefix_delete<S: MetadataStore>(s: &S) {
     assert!(s.get("/never").await.unwrap().is_none());
     assert!(s.range("/p/").await.unwrap().kvs.is_empty());
     assert!(s.get("/q").await.unwrap().is_some());
+}
+
+/// A transaction of `MAX_TXN_OPS` operations applies; one more is refused
+/// whole; `apply_in_chunks` writes any number.
+async fn transactions_are_bounded<S: MetadataStore>(s: &S) {
+    use crate::types::{apply_in_chunks, MAX_TXN_OPS};
+    let puts = |n: usize, tag: &str| -> Vec<Op> {
+        (0..n)
+            .map(|i| Op::put(format!("/bounded/{tag}/{i:04}"), "v"))
+            .collect()
+    };
+    let most = Txn {
+        success: puts(MAX_TXN_OPS, "most"),
+        ..Txn::default()
+    };
+    assert!(s.txn(most).await.unwrap().succeeded);
+    assert_eq!(
+        s.range("/bounded/most/").await.unwrap().kvs.len(),
+        MAX_TXN_OPS
+    );
+    let over = Txn {
+        success: puts(MAX_TXN_OPS + 1, "over"),
+        ..Txn::default()
+    };
+    assert!(matches!(
+        s.txn(over).await,
+        Err(MetaError::TooManyOps { .. })
+    ));
+    let compares = (0..=MAX_TXN_OPS).fold(Txn::new(), |t, i| {
+        t.when(Compare::CreateRevision(format!("/bounded/c/{i}"), 0))
+    });
+    assert!(matches!(
+        s.txn(compares).await,
+        Err(MetaError::TooManyOps { .. })
+    ));
+    assert!(s.range("/bounded/over/").await.unwrap().kvs.is_empty());
+    let n = 3 * MAX_TXN_OPS + 5;
+    apply_in_chunks(s, puts(n, "chunked")).await.unwrap();
+    assert_eq!(s.range("/bounded/chunked/").await.unwrap().kvs.len(), n);
+    s.txn(Txn::new().then(Op::delete_prefix("/bounded/")))
+        .await
+        .unwrap();
 }
 
 async fn watch_delivers_changes_in_order<S: MetadataStore>(s: &S) {

@@ -151,6 +151,9 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, MetaError> {
+        // Refused here as the server would (its default limit), with an
+        // error that says so rather than a gRPC status.
+        txn.check_size()?;
         let t = etcd::Txn::new()
             .when(txn.compares.iter().map(Self::compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(Self::op).collect::<Vec<_>>())

@@ -380,6 +380,7 @@ impl Shared {
     }
 
     fn txn(&self, txn: &Txn) -> Result<TxnResponse, MetaError> {
+        txn.check_size()?;
         let (revision, succeeded) = self.write(|inner| {
             let succeeded = inner.state.check(&txn.compares);
             let ops = if succeeded {

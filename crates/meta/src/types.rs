@@ -21,7 +21,16 @@ pub enum MetaError {
     Compacted { requested: i64, oldest: i64 },
     #[error("watch fell behind and was cancelled; re-read and watch again")]
     WatchLagged,
+    #[error("a transaction of {ops} {what} is more than the {MAX_TXN_OPS} a store takes")]
+    TooManyOps { ops: usize, what: &'static str },
 }
+
+/// The most compares, and the most operations in either branch, one
+/// transaction may hold: etcd's default `--max-txn-ops`, which refuses
+/// more. Every store refuses more alike, so code tested against the
+/// in-process store cannot issue a transaction etcd would refuse; writes
+/// of many keys go through [`apply_in_chunks`] or chunk themselves.
+pub const MAX_TXN_OPS: usize = 128;
 
 /// A lease: keys put with it are deleted when it expires or is revoked.
 pub type LeaseId = i64;
@@ -186,6 +195,38 @@ impl Txn {
         self.failure.push(op);
         self
     }
+
+    /// Refuses a transaction larger than [`MAX_TXN_OPS`] allows.
+    pub fn check_size(&self) -> Result<(), MetaError> {
+        for (ops, what) in [
+            (self.compares.len(), "compares"),
+            (self.success.len(), "operations on success"),
+            (self.failure.len(), "operations on failure"),
+        ] {
+            if ops > MAX_TXN_OPS {
+                return Err(MetaError::TooManyOps { ops, what });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies `ops` in order, in unconditional transactions of at most
+/// [`MAX_TXN_OPS`] each: atomic within a chunk, not across chunks (a
+/// failure leaves the chunks before it applied). For writes whose parts
+/// stand alone, such as committed offsets, one key per partition. Returns
+/// the revision after the last chunk (0 when `ops` is empty).
+pub async fn apply_in_chunks(store: &dyn MetadataStore, ops: Vec<Op>) -> Result<i64, MetaError> {
+    let mut revision = 0;
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        let txn = Txn {
+            success: ops.by_ref().take(MAX_TXN_OPS).collect(),
+            ..Txn::default()
+        };
+        revision = store.txn(txn).await?.revision;
+    }
+    Ok(revision)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use crate::partition::Partition;
 use crate::topics::to_json;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use strata_meta::{Compare, Op, Txn};
+use strata_meta::{Compare, Op, Txn, MAX_TXN_OPS};
 
 impl Broker {
     /// Applies `retention.ms` / `retention.bytes` to the whole log: the
@@ -186,21 +186,36 @@ impl Broker {
         if target <= self.earliest_offset(&p) {
             return Ok(self.earliest_offset(&p));
         }
+        // A transaction deletes at most `MAX_TXN_OPS - 1` cold segments
+        // beside the state: many go in steps, the log start moving up to
+        // each step's last deleted segment (bounded: every step deletes).
+        loop {
+            let reached = self
+                .delete_records_step(&p, topic, partition, target)
+                .await?;
+            p.delete_below(reached, self.clock.now_ms())?;
+            if reached >= target {
+                return Ok(self.earliest_offset(&p));
+            }
+        }
+    }
+
+    /// One step of [`Self::delete_records`]: the log start moved to `target`,
+    /// or, with more cold segments below it than a transaction deletes, to
+    /// the end of the last one it deleted. Returns where it got to.
+    async fn delete_records_step(
+        &self,
+        p: &Partition,
+        topic: &str,
+        partition: i32,
+        target: i64,
+    ) -> Result<i64, BrokerError> {
         let state_key = self.keys.partition_state(topic, partition);
         let kv =
             self.meta.get(&state_key).await?.ok_or_else(|| {
                 BrokerError::UnknownTopicOrPartition(format!("{topic}-{partition}"))
             })?;
-        let mut state: crate::topics::PartitionStateRecord = crate::topics::from_json(&kv.value)?;
-        state.log_start_offset = state.log_start_offset.max(target);
-        let mut txn = Txn::new()
-            .when(Compare::ModRevision(state_key.clone(), kv.mod_revision))
-            .when(Compare::CreateRevision(
-                self.keys.partition_leader(topic, partition),
-                p.fencing_revision(),
-            ))
-            .then(Op::put(state_key, to_json(&state)?));
-        let doomed: Vec<SegmentEntry> = self
+        let mut doomed: Vec<SegmentEntry> = self
             .view()
             .segments
             .get(&(topic.to_string(), partition))
@@ -211,6 +226,20 @@ impl Broker {
                     .collect()
             })
             .unwrap_or_default();
+        let mut reached = target;
+        if doomed.len() > MAX_TXN_OPS - 1 {
+            doomed.truncate(MAX_TXN_OPS - 1);
+            reached = doomed.last().map_or(target, |e| e.last_offset + 1);
+        }
+        let mut state: crate::topics::PartitionStateRecord = crate::topics::from_json(&kv.value)?;
+        state.log_start_offset = state.log_start_offset.max(reached);
+        let mut txn = Txn::new()
+            .when(Compare::ModRevision(state_key.clone(), kv.mod_revision))
+            .when(Compare::CreateRevision(
+                self.keys.partition_leader(topic, partition),
+                p.fencing_revision(),
+            ))
+            .then(Op::put(state_key, to_json(&state)?));
         for e in &doomed {
             txn = txn.then(Op::delete(self.keys.segment(
                 topic,
@@ -236,7 +265,6 @@ impl Broker {
                 cold.forget(&e.object_key);
             }
         }
-        p.delete_below(target, self.clock.now_ms())?;
-        Ok(self.earliest_offset(&p))
+        Ok(reached)
     }
 }

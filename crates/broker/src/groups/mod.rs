@@ -296,13 +296,15 @@ impl GroupCoordinator {
             let r = lock(&g).validate_commit(member_id, generation);
             r?;
         }
-        let mut txn = Txn::new();
+        let mut ops = Vec::with_capacity(offsets.len());
         for (t, p, o) in &offsets {
             let value = to_json(o).map_err(|e| GroupError::OffsetStore(e.to_string()))?;
-            txn = txn.then(Op::put(self.keys.group_offset(group, t, *p), value));
+            ops.push(Op::put(self.keys.group_offset(group, t, *p), value));
         }
-        self.meta
-            .txn(txn)
+        // One key per partition, so a commit of more partitions than a
+        // transaction holds is written in parts (each offset stands alone,
+        // as Kafka's per-partition commit results do).
+        strata_meta::apply_in_chunks(&*self.meta, ops)
             .await
             .map_err(|e| GroupError::OffsetStore(e.to_string()))?;
         let mut all = lock(&self.offsets);
@@ -446,21 +448,20 @@ impl GroupCoordinator {
             return Err(GroupError::GroupIdNotFound);
         }
         let mut results = Vec::new();
-        let mut txn = Txn::new();
+        let mut ops = Vec::new();
         let mut removed = Vec::new();
         for (t, p) in partitions {
             if subscribed.contains(t) {
                 results.push(Err(GroupError::GroupSubscribedToTopic));
             } else {
-                txn = txn.then(Op::Delete {
+                ops.push(Op::Delete {
                     key: self.keys.group_offset(group, t, *p),
                 });
                 removed.push((t.clone(), *p));
                 results.push(Ok(()));
             }
         }
-        self.meta
-            .txn(txn)
+        strata_meta::apply_in_chunks(&*self.meta, ops)
             .await
             .map_err(|e| GroupError::OffsetStore(e.to_string()))?;
         if let Some(c) = lock(&self.offsets).get_mut(group) {

@@ -11,7 +11,7 @@
 use super::{lock, CommittedOffset, GroupCoordinator, GroupError};
 use crate::topics::{from_json, to_json};
 use std::collections::BTreeMap;
-use strata_meta::{Op, Txn};
+use strata_meta::Op;
 
 /// Pending offsets of one group: producer id → partition → offset.
 pub(crate) type Pending = BTreeMap<i64, BTreeMap<(String, i32), CommittedOffset>>;
@@ -38,14 +38,18 @@ impl GroupCoordinator {
             let r = lock(&g).validate_commit(member_id, generation);
             r?;
         }
-        let mut txn = Txn::new();
+        let mut ops = Vec::with_capacity(offsets.len());
         for (t, p, o) in &offsets {
-            txn = txn.then(Op::put(
+            ops.push(Op::put(
                 self.keys.group_txn_offset(group, producer_id, t, *p),
                 to_json(o).map_err(store_err)?,
             ));
         }
-        self.meta.txn(txn).await.map_err(store_err)?;
+        // Pending until the transaction ends, so written in parts if need
+        // be: nothing reads them as committed before then.
+        strata_meta::apply_in_chunks(&*self.meta, ops)
+            .await
+            .map_err(store_err)?;
         let mut pending = lock(&self.pending);
         let mine = pending
             .entry(group.to_string())
@@ -69,7 +73,7 @@ impl GroupCoordinator {
         let prefix = self.keys.group_txn_offsets_prefix(group, producer_id);
         let stored = self.meta.range(&prefix).await.map_err(store_err)?;
         let mut moved = Vec::new();
-        let mut txn = Txn::new();
+        let mut ops = Vec::new();
         if commit {
             for kv in &stored.kvs {
                 let Some((_, _, t, p)) = self.keys.parse_group_txn_offset(&kv.key) else {
@@ -82,7 +86,7 @@ impl GroupCoordinator {
                         continue;
                     }
                 };
-                txn = txn.then(Op::put(
+                ops.push(Op::put(
                     self.keys.group_offset(group, &t, p),
                     to_json(&o).map_err(store_err)?,
                 ));
@@ -90,8 +94,12 @@ impl GroupCoordinator {
             }
         }
         if !stored.kvs.is_empty() {
-            txn = txn.then(Op::delete_prefix(prefix));
-            self.meta.txn(txn).await.map_err(store_err)?;
+            // The pending offsets go last: if a part fails they are still
+            // there, and completing again (idempotent) moves them all.
+            ops.push(Op::delete_prefix(prefix));
+            strata_meta::apply_in_chunks(&*self.meta, ops)
+                .await
+                .map_err(store_err)?;
         }
         if let Some(g) = lock(&self.pending).get_mut(group) {
             g.remove(&producer_id);

@@ -1,0 +1,99 @@
+//! Metadata writes larger than one store transaction holds
+//! (`strata_meta::MAX_TXN_OPS`, etcd's default limit, which the in-process
+//! store enforces alike): each failed before they were split.
+
+use super::{batch, broker, topic};
+use crate::clock::ManualClock;
+use crate::durability::Acks;
+use crate::groups::CommittedOffset;
+use crate::{Broker, BrokerBuilder, OffsetSpec};
+use std::sync::Arc;
+use strata_meta::MAX_TXN_OPS;
+
+/// Every partition of `name` has replicas and a leader.
+fn all_led(b: &Broker, name: &str, n: i32) {
+    let t = b.topic(name).unwrap();
+    assert_eq!(t.partitions.len(), n as usize);
+    for p in &t.partitions {
+        assert!(!p.replicas.is_empty(), "{name}-{} has replicas", p.index);
+        assert!(p.leader.is_some(), "{name}-{} has a leader", p.index);
+    }
+}
+
+#[tokio::test]
+async fn topics_and_offset_commits_of_more_partitions_than_a_transaction_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let b = broker(d.path(), ManualClock::new(0)).await;
+    let n = 2 * MAX_TXN_OPS as i32 + 44;
+    b.create_topic(topic("wide", n, &[]), false).await.unwrap();
+    all_led(&b, "wide", n);
+    b.create_partitions("wide", 2 * n, false).await.unwrap();
+    all_led(&b, "wide", 2 * n);
+
+    let off = |o: i64| CommittedOffset {
+        offset: o,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp: 0,
+    };
+    let all: Vec<(String, i32, CommittedOffset)> = (0..2 * n)
+        .map(|p| ("wide".into(), p, off(i64::from(p))))
+        .collect();
+    b.groups.commit_offsets("g", "", -1, all).await.unwrap();
+    let got = b.groups.fetch_offsets("g", None);
+    assert_eq!(got.len(), 2 * n as usize);
+    let parts: Vec<(String, i32)> = (0..2 * n).map(|p| ("wide".into(), p)).collect();
+    let results = b.groups.delete_offsets("g", &parts, &[]).await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert!(b.groups.fetch_offsets("g", None).is_empty());
+    b.shutdown().await;
+}
+
+/// DeleteRecords below more cold segments than a transaction deletes.
+#[tokio::test]
+async fn delete_records_below_more_cold_segments_than_a_transaction_holds() {
+    use object_store::memory::InMemory;
+    use strata_meta::MemStore;
+    let d = tempfile::tempdir().unwrap();
+    let b = BrokerBuilder::new(d.path().join("data"))
+        .metadata_store(Arc::new(MemStore::new()))
+        .cold_tier(Arc::new(InMemory::new()), "lake", 1 << 20)
+        .build()
+        .await
+        .unwrap();
+    let configs = [("segment.bytes", "1024"), ("local.retention.bytes", "1")];
+    b.create_topic(topic("t", 1, &configs), false)
+        .await
+        .unwrap();
+    // A batch of ~1.2 KB per segment.
+    let files = MAX_TXN_OPS + 40;
+    for i in 0..files as i64 {
+        b.produce("t", 0, &batch(20, b.now_ms() + i), Acks::All)
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 * files {
+        if b.offload_once().await == 0 {
+            break;
+        }
+    }
+    let cold = b
+        .view()
+        .segments
+        .get(&("t".to_string(), 0))
+        .map_or(0, |m| m.len());
+    assert!(cold > MAX_TXN_OPS, "{cold} cold segments");
+    let hw = b.partition("t", 0).unwrap().high_watermark();
+    assert_eq!(b.delete_records("t", 0, hw).await.unwrap(), hw);
+    assert_eq!(
+        b.list_offset("t", 0, OffsetSpec::Earliest).await.unwrap().0,
+        hw
+    );
+    let left = b
+        .view()
+        .segments
+        .get(&("t".to_string(), 0))
+        .map_or(0, |m| m.len());
+    assert_eq!(left, 0, "every cold segment below the new start is gone");
+    b.shutdown().await;
+}
