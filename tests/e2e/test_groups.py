@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from conftest import create_topic, strata_cli, wait_until
 
@@ -141,6 +141,27 @@ def test_manual_commit_then_resume_in_new_consumer(strata, topic_name):
     assert first is not None and first.offset() == 40
     assert c2.committed([TopicPartition(topic_name, 0)], timeout=10)[0].offset == 40
     c2.close()
+
+
+def test_commit_metadata_past_the_bound_is_refused_for_its_partition(strata, topic_name):
+    """offset.metadata.max.bytes (4096, Kafka's default): a partition whose
+    commit carries more gets OFFSET_METADATA_TOO_LARGE and keeps no offset;
+    the other partition of the same commit is stored, metadata and all."""
+    create_topic(strata.bootstrap, topic_name, partitions=2)
+    c = consumer(strata, "meta-bound")
+    # (librdkafka sends a metadata string with its terminating NUL byte.)
+    offsets = [TopicPartition(topic_name, 0, 5, metadata="m" * 4000),
+               TopicPartition(topic_name, 1, 7, metadata="m" * 5000)]
+    try:
+        results = c.commit(offsets=offsets, asynchronous=False)
+        errors = {tp.partition: tp.error for tp in results}
+    except KafkaException as e:
+        errors = {1: e.args[0]}
+    assert errors.get(1) is not None and errors[1].code() == KafkaError.OFFSET_METADATA_TOO_LARGE, errors
+    got = c.committed([TopicPartition(topic_name, 0), TopicPartition(topic_name, 1)], timeout=10)
+    c.close()
+    assert got[0].offset == 5
+    assert got[1].offset < 0, "nothing committed for the refused partition"
 
 
 def test_auto_commit(strata, topic_name):

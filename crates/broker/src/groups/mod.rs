@@ -110,6 +110,21 @@ pub struct CommittedOffset {
     pub commit_timestamp: i64,
 }
 
+/// The most bytes of metadata a committed offset may carry (Kafka's
+/// `offset.metadata.max.bytes` default): offsets are held in memory and in
+/// the metadata store, whose requests are bounded too.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+impl CommittedOffset {
+    /// Whether its metadata is within [`OFFSET_METADATA_MAX_BYTES`] (a
+    /// commit of one that is not is refused for that partition).
+    pub fn metadata_fits(&self) -> bool {
+        self.metadata
+            .as_ref()
+            .is_none_or(|m| m.len() <= OFFSET_METADATA_MAX_BYTES)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupListing {
     pub group_id: String,

@@ -266,17 +266,22 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
     for t in &r.topics {
         let mut parts = Vec::new();
         for p in &t.partitions {
-            if ctx.broker.has_partition(&t.name, p.partition_index) {
-                to_commit.push((
-                    t.name.to_string(),
+            let offset = CommittedOffset {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                commit_timestamp: now,
+            };
+            if !offset.metadata_fits() {
+                parts.push((
                     p.partition_index,
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        commit_timestamp: now,
-                    },
+                    Some(refused(
+                        &ctx.broker.metrics,
+                        ResponseError::OffsetMetadataTooLarge,
+                    )),
                 ));
+            } else if ctx.broker.has_partition(&t.name, p.partition_index) {
+                to_commit.push((t.name.to_string(), p.partition_index, offset));
                 parts.push((p.partition_index, None));
             } else {
                 parts.push((

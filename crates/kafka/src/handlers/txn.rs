@@ -114,18 +114,21 @@ pub async fn txn_offset_commit(
     let id = r.transactional_id.to_string();
     let now = ctx.broker.now_ms();
     let mut offsets = Vec::new();
+    // Partitions refused alone (metadata past the bound), as Kafka does.
+    let mut too_large = std::collections::HashSet::new();
     for t in &r.topics {
         for p in &t.partitions {
-            offsets.push((
-                t.name.to_string(),
-                p.partition_index,
-                CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                    commit_timestamp: now,
-                },
-            ));
+            let offset = CommittedOffset {
+                offset: p.committed_offset,
+                leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                commit_timestamp: now,
+            };
+            if offset.metadata_fits() {
+                offsets.push((t.name.to_string(), p.partition_index, offset));
+            } else {
+                too_large.insert((t.name.to_string(), p.partition_index));
+            }
         }
     }
     // KIP-447 (v3): the consumer's generation fences a stale member.
@@ -147,6 +150,7 @@ pub async fn txn_offset_commit(
     };
     let mut resp = TxnOffsetCommitResponse::default();
     for t in r.topics {
+        let topic = t.name.to_string();
         let mut tr = TxnOffsetCommitResponseTopic::default();
         tr.name = t.name;
         tr.partitions = t
@@ -155,7 +159,11 @@ pub async fn txn_offset_commit(
             .map(|p| {
                 let mut pr = TxnOffsetCommitResponsePartition::default();
                 pr.partition_index = p.partition_index;
-                pr.error_code = code;
+                pr.error_code = if too_large.contains(&(topic.clone(), p.partition_index)) {
+                    refused(&ctx.broker.metrics, ResponseError::OffsetMetadataTooLarge)
+                } else {
+                    code
+                };
                 pr
             })
             .collect();
