@@ -215,11 +215,16 @@ impl Broker {
 
     /// Reconciles whenever woken, and at least every second.
     pub(crate) async fn reconcile_loop(self: Arc<Self>) {
-        loop {
+        for round in 0u64.. {
             tokio::select! {
                 _ = self.reconcile_now.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.shutdown.cancelled() => return,
+            }
+            // A scan of every partition: every 10th round is soon enough
+            // for states left unwritten for `STATE_REPAIR_AFTER_MS`.
+            if round % 10 == 9 {
+                self.repair_partition_states().await;
             }
             self.reconcile().await;
         }

@@ -16,7 +16,19 @@ pub struct TopicRecord {
     pub partitions: i32,
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// When a broker last wrote the record (creation, growth, configs), by
+    /// its clock: partition states still missing `STATE_REPAIR_AFTER_MS`
+    /// later were left unwritten by a broker that stopped, and are
+    /// repaired ([`Broker::repair_partition_states`]). 0 in records from
+    /// before it.
+    #[serde(default)]
+    pub written_ms: i64,
 }
+
+/// How long after its record was written a topic's missing partition
+/// states are taken as abandoned (the writer stopped between its
+/// transactions) and written by any broker.
+pub(crate) const STATE_REPAIR_AFTER_MS: i64 = 30_000;
 
 /// `partitions/<topic>/<p>/state` in the metadata store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +168,7 @@ impl Broker {
             partitions,
             replication_factor: rf,
             configs: req.configs,
+            written_ms: self.clock.now_ms(),
         };
         if validate_only {
             return Ok(record);
@@ -288,18 +301,106 @@ impl Broker {
         let key = self.keys.topic(name);
         let mut states = states.into_iter().peekable();
         while states.peek().is_some() {
-            let txn = Txn {
-                compares: vec![Compare::CreateRevision(key.clone(), created)],
-                success: states.by_ref().take(MAX_TXN_OPS).collect(),
-                failure: Vec::new(),
-            };
-            if !self.meta.txn(txn).await?.succeeded {
-                return Err(BrokerError::UnknownTopicOrPartition(format!(
-                    "{name}: deleted while its partitions were being created"
-                )));
+            let chunk: Vec<Op> = states.by_ref().take(MAX_TXN_OPS - 1).collect();
+            if !self.put_states_if_absent(&key, created, chunk).await? {
+                let ours = self
+                    .meta
+                    .get(&key)
+                    .await?
+                    .is_some_and(|kv| kv.create_revision == created);
+                if !ours {
+                    return Err(BrokerError::UnknownTopicOrPartition(format!(
+                        "{name}: deleted while its partitions were being created"
+                    )));
+                }
+                // Another broker took these as abandoned and is writing
+                // them (a writer this slow is past `STATE_REPAIR_AFTER_MS`):
+                // the rest are left to it.
+                tracing::warn!(topic = %name, "partition states written by another broker meanwhile");
+                return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Writes `states` (puts of partition state keys, at most
+    /// `MAX_TXN_OPS - 1`) in one transaction, only if none of them exists
+    /// and the topic key is the one created at revision `created`. Whether
+    /// it applied.
+    async fn put_states_if_absent(
+        &self,
+        topic_key: &str,
+        created: i64,
+        states: Vec<Op>,
+    ) -> Result<bool, BrokerError> {
+        let compares = std::iter::once(Compare::CreateRevision(topic_key.to_string(), created))
+            .chain(states.iter().filter_map(|op| match op {
+                Op::Put { key, .. } => Some(Compare::CreateRevision(key.clone(), 0)),
+                _ => None,
+            }))
+            .collect();
+        let txn = Txn {
+            compares,
+            success: states,
+            failure: Vec::new(),
+        };
+        Ok(self.meta.txn(txn).await?.succeeded)
+    }
+
+    /// Writes the partition states a topic's record says exist but that
+    /// are missing `STATE_REPAIR_AFTER_MS` after the record was written:
+    /// the broker writing them stopped between its transactions, and
+    /// those partitions would otherwise never have a leader. Any broker may
+    /// run it; each state is written only if still absent.
+    pub(crate) async fn repair_partition_states(&self) {
+        let now = self.clock.now_ms();
+        let todo: Vec<(String, i64, i16, Vec<i32>)> = {
+            let v = self.view();
+            v.topics
+                .iter()
+                .filter(|(_, e)| now - e.record.written_ms >= STATE_REPAIR_AFTER_MS)
+                .filter_map(|(name, e)| {
+                    let missing: Vec<i32> = (0..e.record.partitions)
+                        .filter(|p| !v.states.contains_key(&(name.clone(), *p)))
+                        .collect();
+                    (!missing.is_empty()).then(|| {
+                        (
+                            name.clone(),
+                            e.create_revision,
+                            e.record.replication_factor,
+                            missing,
+                        )
+                    })
+                })
+                .collect()
+        };
+        for (name, created, rf, missing) in todo {
+            let key = self.keys.topic(&name);
+            for chunk in missing.chunks(MAX_TXN_OPS - 1) {
+                let mut ops = Vec::with_capacity(chunk.len());
+                for &p in chunk {
+                    match self.partition_state_ops(&name, p, p + 1, rf) {
+                        Ok(o) => ops.extend(o),
+                        Err(e) => {
+                            tracing::warn!(topic = %name, error = %e, "cannot place missing partitions");
+                            return;
+                        }
+                    }
+                }
+                match self.put_states_if_absent(&key, created, ops).await {
+                    Ok(true) => tracing::warn!(
+                        topic = %name,
+                        partitions = chunk.len(),
+                        "wrote partition states the topic's writer left unwritten"
+                    ),
+                    Ok(false) => {} // written meanwhile, or the topic changed
+                    Err(e) => {
+                        tracing::warn!(topic = %name, error = %e, "cannot repair partition states");
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Rewrites a topic's record (guarded by its revision) with `extra`
@@ -319,6 +420,7 @@ impl Broker {
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
         let mut record: TopicRecord = from_json(&kv.value)?;
         change(&mut record);
+        record.written_ms = self.clock.now_ms();
         let mut extra = extra.into_iter();
         let txn = Txn {
             compares: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],

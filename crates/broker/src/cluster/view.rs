@@ -14,6 +14,9 @@ use strata_meta::{KeyValue, LeaseId, WatchEvent};
 pub struct TopicEntry {
     pub record: TopicRecord,
     pub config: Arc<TopicConfig>,
+    /// The revision the topic key was created at (it tells this topic from
+    /// an earlier one of the same name).
+    pub create_revision: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +115,7 @@ impl ClusterView {
                         TopicEntry {
                             record,
                             config: Arc::new(config),
+                            create_revision: kv.create_revision,
                         },
                     );
                 }

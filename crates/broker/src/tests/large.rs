@@ -97,3 +97,43 @@ async fn delete_records_below_more_cold_segments_than_a_transaction_holds() {
     assert_eq!(left, 0, "every cold segment below the new start is gone");
     b.shutdown().await;
 }
+
+/// A broker that stops between a topic's transactions leaves partitions
+/// without state, hence never led; once the record is
+/// `STATE_REPAIR_AFTER_MS` old, any broker writes them.
+#[tokio::test]
+async fn partition_states_a_stopped_writer_left_unwritten_are_repaired() {
+    use crate::topics::STATE_REPAIR_AFTER_MS;
+    use strata_meta::{Op, Txn};
+    let d = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = broker(d.path(), clock.clone()).await;
+    let n = 300;
+    b.create_topic(topic("half", n, &[]), false).await.unwrap();
+    // As if its writer had stopped after the first transaction.
+    for p in MAX_TXN_OPS as i32 - 1..n {
+        let key = b.keys.partition_state("half", p);
+        b.meta.txn(Txn::new().then(Op::delete(key))).await.unwrap();
+    }
+    b.sync_view().await.unwrap();
+    let stateless = |b: &Broker| {
+        let v = b.view();
+        (0..n)
+            .filter(|p| !v.states.contains_key(&("half".to_string(), *p)))
+            .count()
+    };
+    assert_eq!(stateless(&b), n as usize - (MAX_TXN_OPS - 1));
+    // Too soon: its writer may still be at it.
+    b.repair_partition_states().await;
+    b.sync_view().await.unwrap();
+    assert_eq!(stateless(&b), n as usize - (MAX_TXN_OPS - 1));
+    clock.advance(STATE_REPAIR_AFTER_MS);
+    b.repair_partition_states().await;
+    b.sync_view().await.unwrap();
+    assert_eq!(stateless(&b), 0);
+    b.reconcile().await;
+    b.await_leaders("half", std::time::Duration::from_secs(10))
+        .await;
+    all_led(&b, "half", n);
+    b.shutdown().await;
+}
