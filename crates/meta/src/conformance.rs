@@ -15,6 +15,7 @@ pub async fn run_all<S: MetadataStore>(store: &S) {
     create_if_absent(store).await;
     failure_branch_and_prefix_delete(store).await;
     transactions_are_bounded(store).await;
+    a_large_range_is_read_whole(store).await;
     watch_delivers_changes_in_order(store).await;
     watch_replays_from_a_past_revision(store).await;
     lease_keep_alive_and_revoke(store).await;
@@ -166,6 +167,22 @@ async fn transactions_are_bounded<S: MetadataStore>(s: &S) {
     apply_in_chunks(s, puts(n, "chunked")).await.unwrap();
     assert_eq!(s.range("/bounded/chunked/").await.unwrap().kvs.len(), n);
     s.txn(Txn::new().then(Op::delete_prefix("/bounded/")))
+        .await
+        .unwrap();
+}
+
+/// A range of more than 4 MiB (gRPC's default cap on a response) comes
+/// back whole: a broker reads its whole view so.
+async fn a_large_range_is_read_whole<S: MetadataStore>(s: &S) {
+    let value = vec![b'v'; 512 << 10];
+    for i in 0..12 {
+        let put = Op::put(format!("/large/{i:02}"), value.clone());
+        assert!(s.txn(Txn::new().then(put)).await.unwrap().succeeded);
+    }
+    let r = s.range("/large/").await.unwrap();
+    assert_eq!(r.kvs.len(), 12);
+    assert!(r.kvs.iter().all(|kv| kv.value.len() == value.len()));
+    s.txn(Txn::new().then(Op::delete_prefix("/large/")))
         .await
         .unwrap();
 }

@@ -88,6 +88,9 @@ where
     }
 }
 
+/// The largest response a store call takes (etcd's own send limit).
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
 impl EtcdStore {
     /// Connects to any of `endpoints` (`http://host:port`).
     pub async fn connect(endpoints: &[String], opts: EtcdOptions) -> Result<Self, MetaError> {
@@ -99,6 +102,17 @@ impl EtcdStore {
             .await
             .map_err(|e| unavailable(&format!("connect to {}", endpoints.join(",")), e))?;
         Ok(Self { client })
+    }
+
+    /// The KV client, taking responses of any size etcd sends. gRPC's
+    /// default cap is 4 MiB, and a broker's view is one range of the whole
+    /// cluster root (partition states and leaders, committed offsets, …):
+    /// past 4 MiB, a cluster of some thousands of partitions, every resync
+    /// failed and no broker could start. etcd itself sends up to 2 GiB.
+    fn kv(&self) -> etcd::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     fn compare(c: &Compare) -> etcd::Compare {
@@ -129,7 +143,7 @@ impl EtcdStore {
 #[async_trait]
 impl MetadataStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError> {
-        let resp = retry_unsent(|| async { self.client.kv_client().get(key, None).await })
+        let resp = retry_unsent(|| async { self.kv().get(key, None).await })
             .await
             .map_err(|e| unavailable("get", e))?;
         Ok(resp.kvs().first().map(convert))
@@ -137,8 +151,7 @@ impl MetadataStore for EtcdStore {
 
     async fn range(&self, prefix: &str) -> Result<Range, MetaError> {
         let resp = retry_unsent(|| async {
-            self.client
-                .kv_client()
+            self.kv()
                 .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
                 .await
         })
@@ -158,7 +171,7 @@ impl MetadataStore for EtcdStore {
             .when(txn.compares.iter().map(Self::compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(Self::op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(Self::op).collect::<Vec<_>>());
-        let resp = retry_unsent(|| async { self.client.kv_client().txn(t.clone()).await })
+        let resp = retry_unsent(|| async { self.kv().txn(t.clone()).await })
             .await
             .map_err(|e| {
                 if is_lease_not_found(&e) {
@@ -231,6 +244,7 @@ impl MetadataStore for EtcdStore {
         let mut stream = retry_unsent(|| async {
             self.client
                 .watch_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
                 .watch(prefix, Some(opts.clone()))
                 .await
         })
