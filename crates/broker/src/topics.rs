@@ -283,15 +283,13 @@ impl Broker {
 }
 
 impl Broker {
-    /// Read-modify-write of `topics/<name>`, guarded by its mod revision, in
-    /// one transaction with `extra` operations.
     /// Writes partition states a topic's creation (or growth) did not fit
     /// in its own transaction, in transactions of at most `MAX_TXN_OPS`,
     /// each only while the topic is still the one created at revision
-    /// `created`. Until then those partitions have no state and no leader
-    /// (clients see LEADER_NOT_AVAILABLE and retry, as for any new
-    /// partition); a broker that stops half way leaves the rest so until
-    /// the topic is deleted.
+    /// `created` and those states are absent. Until then those partitions
+    /// have no state and no leader (clients see LEADER_NOT_AVAILABLE and
+    /// retry, as for any new partition); should this broker stop half way,
+    /// [`Self::repair_partition_states`] writes the rest.
     async fn put_more_states(
         &self,
         name: &str,
@@ -403,9 +401,9 @@ impl Broker {
         }
     }
 
-    /// Rewrites a topic's record (guarded by its revision) with `extra`
-    /// operations in the same transaction, as many as fit; partition
-    /// states beyond that follow ([`Self::put_more_states`]).
+    /// Read-modify-write of `topics/<name>`, guarded by its mod revision,
+    /// with `extra` operations (partition states) in the same transaction,
+    /// as many as fit; the rest follow ([`Self::put_more_states`]).
     async fn update_topic_record(
         &self,
         name: &str,
