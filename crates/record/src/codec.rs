@@ -56,8 +56,8 @@ pub struct DecodedBatch {
 pub const MAX_DECODED_BYTES: usize = crate::header::MAX_RECORDS_BYTES_CAP;
 
 /// Decodes every record of one stored batch (`batch` is exactly one batch).
-/// Its records must parse as [`crate::check_records`] requires of a
-/// producer's, and number what the header says.
+/// Its records must parse as the produce check (`records::check_records`)
+/// requires of a producer's, and number what the header says.
 pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
     let h = BatchHeader::parse(batch)?;
     let codec = h.compression()?;

@@ -260,7 +260,7 @@ pub struct ValidatedBatch {
 /// Validates every batch in a client's record set.
 ///
 /// Checks magic, lengths, CRC-32C, every record (decompressed if need be:
-/// see [`crate::check_records`]) against the record count, and the size
+/// see `records::check_records`) against the record count, and the size
 /// limit. Control batches are
 /// refused: only the broker writes them.
 pub fn validate_batches(
@@ -307,11 +307,11 @@ pub fn validate_batches(
         let records = &batch[layout::HEADER_SIZE..];
         let base = header.base_timestamp;
         let checked = match header.compression()? {
-            Compression::None => crate::records::check_records_timed(records, base)?,
+            Compression::None => crate::records::check_records(records, base)?,
             codec => {
                 let data =
                     crate::compression::decompress(codec, records, limits.max_records_bytes())?;
-                crate::records::check_records_timed(&data, base)?
+                crate::records::check_records(&data, base)?
             }
         };
         let n = checked.count;

@@ -28,4 +28,4 @@ pub use codec::{
 pub use compression::{compress_batch, DecompressError};
 pub use control::{build_control_batch, control_type, ControlType};
 pub use header::*;
-pub use records::{check_records, RecordsError};
+pub use records::RecordsError;

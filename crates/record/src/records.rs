@@ -191,13 +191,7 @@ fn parse<'a, const CHECK_KEYS: bool>(buf: &mut &'a [u8]) -> Result<ParsedRecord<
     })
 }
 
-/// Checks every record in `buf` (the records of one batch, decompressed)
-/// as a producer writes them, and counts them.
-pub fn check_records(buf: &[u8]) -> Result<usize, RecordsError> {
-    check_records_timed(buf, 0).map(|c| c.count)
-}
-
-/// What [`check_records_timed`] found: the records' count and their
+/// What [`check_records`] found: the records' count and their
 /// timestamps' range in a batch whose base timestamp was given (each the
 /// base plus the record's delta, as [`crate::decode_batch`] computes it).
 #[derive(Debug, Clone, Copy)]
@@ -210,11 +204,10 @@ pub(crate) struct Checked {
     pub(crate) min_timestamp: Option<i64>,
 }
 
-/// [`check_records`], and the records' timestamps' range.
-pub(crate) fn check_records_timed(
-    mut buf: &[u8],
-    base_timestamp: i64,
-) -> Result<Checked, RecordsError> {
+/// Checks every record in `buf` (the records of one batch, decompressed,
+/// whose base timestamp is `base_timestamp`) as a producer writes them;
+/// counts them and takes their timestamps' range.
+pub(crate) fn check_records(mut buf: &[u8], base_timestamp: i64) -> Result<Checked, RecordsError> {
     let mut n = 0;
     let mut max_timestamp = i64::MIN;
     let mut min_timestamp: Option<i64> = None;
