@@ -289,7 +289,7 @@ impl Broker {
     /// `created` and those states are absent. Until then those partitions
     /// have no state and no leader (clients see LEADER_NOT_AVAILABLE and
     /// retry, as for any new partition); should this broker stop half way,
-    /// [`Self::repair_partition_states`] writes the rest.
+    /// [`Self::repair_partition_states`] writes the rest, through this.
     async fn put_more_states(
         &self,
         name: &str,
@@ -311,9 +311,9 @@ impl Broker {
                         "{name}: deleted while its partitions were being created"
                     )));
                 }
-                // Another broker took these as abandoned and is writing
-                // them (a writer this slow is past `STATE_REPAIR_AFTER_MS`):
-                // the rest are left to it.
+                // Another broker wrote some of these meanwhile (the
+                // writer, or a repair of a writer this slow, past
+                // `STATE_REPAIR_AFTER_MS`): the rest are left to it.
                 tracing::warn!(topic = %name, "partition states written by another broker meanwhile");
                 return Ok(());
             }
@@ -373,29 +373,26 @@ impl Broker {
                 .collect()
         };
         for (name, created, rf, missing) in todo {
-            let key = self.keys.topic(&name);
-            for chunk in missing.chunks(MAX_TXN_OPS - 1) {
-                let mut ops = Vec::with_capacity(chunk.len());
-                for &p in chunk {
-                    match self.partition_state_ops(&name, p, p + 1, rf) {
-                        Ok(o) => ops.extend(o),
-                        Err(e) => {
-                            tracing::warn!(topic = %name, error = %e, "cannot place missing partitions");
-                            return;
-                        }
-                    }
-                }
-                match self.put_states_if_absent(&key, created, ops).await {
-                    Ok(true) => tracing::warn!(
-                        topic = %name,
-                        partitions = chunk.len(),
-                        "wrote partition states the topic's writer left unwritten"
-                    ),
-                    Ok(false) => {} // written meanwhile, or the topic changed
+            let mut ops = Vec::with_capacity(missing.len());
+            for &p in &missing {
+                match self.partition_state_ops(&name, p, p + 1, rf) {
+                    Ok(o) => ops.extend(o),
                     Err(e) => {
-                        tracing::warn!(topic = %name, error = %e, "cannot repair partition states");
+                        tracing::warn!(topic = %name, error = %e, "cannot place missing partitions");
                         return;
                     }
+                }
+            }
+            // The writer's own transactions: each applies only while its
+            // states are absent and the topic is still this one.
+            match self.put_more_states(&name, created, ops).await {
+                Ok(()) => tracing::warn!(
+                    topic = %name,
+                    partitions = missing.len(),
+                    "wrote partition states the topic's writer left unwritten"
+                ),
+                Err(e) => {
+                    tracing::warn!(topic = %name, error = %e, "cannot repair partition states")
                 }
             }
         }
