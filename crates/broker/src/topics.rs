@@ -177,13 +177,12 @@ impl Broker {
         let mut states = self
             .partition_state_ops(&req.name, 0, partitions, rf)?
             .into_iter();
-        let txn = Txn {
-            compares: vec![Compare::CreateRevision(key.clone(), 0)],
-            success: std::iter::once(Op::put(key.clone(), to_json(&record)?))
-                .chain(states.by_ref().take(MAX_TXN_OPS - 1))
-                .collect(),
-            failure: Vec::new(),
-        };
+        let txn = record_with_states(
+            Compare::CreateRevision(key.clone(), 0),
+            &key,
+            &record,
+            &mut states,
+        )?;
         let created = self.meta.txn(txn).await?;
         if !created.succeeded {
             return Err(BrokerError::TopicAlreadyExists(req.name));
@@ -417,13 +416,12 @@ impl Broker {
         change(&mut record);
         record.written_ms = self.clock.now_ms();
         let mut extra = extra.into_iter();
-        let txn = Txn {
-            compares: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
-            success: std::iter::once(Op::put(key, to_json(&record)?))
-                .chain(extra.by_ref().take(MAX_TXN_OPS - 1))
-                .collect(),
-            failure: Vec::new(),
-        };
+        let txn = record_with_states(
+            Compare::ModRevision(key.clone(), kv.mod_revision),
+            &key,
+            &record,
+            &mut extra,
+        )?;
         if !self.meta.txn(txn).await?.succeeded {
             return Err(BrokerError::Metadata(format!(
                 "topic {name} changed concurrently; retry"
@@ -432,6 +430,24 @@ impl Broker {
         self.put_more_states(name, kv.create_revision, extra.collect())
             .await
     }
+}
+
+/// A transaction writing `record` at `key` if `guard` holds, with as many
+/// of `states` as fit beside it, taken from the iterator (the rest follow
+/// in `Broker::put_more_states`).
+fn record_with_states(
+    guard: Compare,
+    key: &str,
+    record: &TopicRecord,
+    states: &mut impl Iterator<Item = Op>,
+) -> Result<Txn, BrokerError> {
+    Ok(Txn {
+        compares: vec![guard],
+        success: std::iter::once(Op::put(key.to_string(), to_json(record)?))
+            .chain(states.take(MAX_TXN_OPS - 1))
+            .collect(),
+        failure: Vec::new(),
+    })
 }
 
 /// Upper bound on a topic's partition count.
