@@ -32,6 +32,14 @@ def test_invalid_requests_get_clear_errors(strata, topic_name):
         bad_config[topic_name].result(timeout=10)
     assert e.value.args[0].name() == "INVALID_CONFIG"
 
+    # A number padded with whitespace parses, but no valid value is long.
+    padded = a.create_topics([NewTopic(topic_name, 1, 1, config={"retention.ms": " " * 20000 + "1"})])
+    with pytest.raises(KafkaException) as e:
+        padded[topic_name].result(timeout=10)
+    assert e.value.args[0].name() == "INVALID_CONFIG"
+    assert "20001 bytes" in e.value.args[0].str()
+    assert topic_name not in a.list_topics(timeout=10).topics
+
     bad_rf = a.create_topics([NewTopic(topic_name, 1, replication_factor=3)])
     with pytest.raises(KafkaException) as e:
         bad_rf[topic_name].result(timeout=10)

@@ -628,6 +628,7 @@ impl Broker {
                 self.groups.load_group(group).await
             }
             Err(BrokerError::NotCoordinator(_)) => Err(GroupError::NotCoordinator),
+            Err(BrokerError::Group(e)) => Err(e),
             Err(e) => Err(GroupError::OffsetStore(e.to_string())),
         }
     }
@@ -653,6 +654,16 @@ impl Broker {
         kind: CoordinatorKind,
         key: &str,
     ) -> Result<bool, BrokerError> {
+        if !crate::keys::id_fits(key) {
+            return Err(match kind {
+                CoordinatorKind::Group => BrokerError::Group(GroupError::InvalidGroupId),
+                CoordinatorKind::Transaction => BrokerError::InvalidRequest(format!(
+                    "a transactional id of {} bytes is longer than the {} a Kafka string holds",
+                    key.len(),
+                    crate::keys::MAX_ID_BYTES
+                )),
+            });
+        }
         let not_coordinator = || BrokerError::NotCoordinator(key.to_string());
         let lease = self.session.lease();
         if lease == 0 || !self.session.is_live(self.clock.now_ms()) {

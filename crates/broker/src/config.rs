@@ -219,10 +219,22 @@ pub fn is_known_config(name: &str) -> bool {
     def(name).is_some()
 }
 
+/// The longest topic config value taken, in bytes: every valid value
+/// (a number or one of a few names) is far shorter.
+pub const MAX_CONFIG_VALUE_BYTES: usize = 256;
+
 /// Checks one `name=value` pair against its definition.
 pub fn validate_config(name: &str, value: &str) -> Result<(), BrokerError> {
     let d = def(name)
         .ok_or_else(|| BrokerError::InvalidConfig(format!("unknown topic config name {name:?}")))?;
+    if value.len() > MAX_CONFIG_VALUE_BYTES {
+        // A number padded with whitespace parses; it must not carry
+        // megabytes into the topic's record.
+        return Err(BrokerError::InvalidConfig(format!(
+            "{name}: a value of {} bytes is longer than the {MAX_CONFIG_VALUE_BYTES} any takes",
+            value.len()
+        )));
+    }
     let bad = |why: String| BrokerError::InvalidConfig(format!("{name}={value:?}: {why}"));
     match d.kind {
         Kind::Long { min } | Kind::Int { min } => {
@@ -369,6 +381,15 @@ mod tests {
         assert!(validate_config("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate_config("cleanup.policy", "compact").is_err());
         assert!(validate_config("max.message.bytes", "99999999999").is_err());
+        // Kafka trims a number; padding is bounded all the same.
+        assert!(validate_config("retention.ms", " 1000 ").is_ok());
+        let padded = format!("{}1000", " ".repeat(MAX_CONFIG_VALUE_BYTES - 4));
+        assert!(validate_config("retention.ms", &padded).is_ok());
+        let over = format!(" {padded}");
+        assert!(matches!(
+            validate_config("retention.ms", &over),
+            Err(BrokerError::InvalidConfig(m)) if m.contains("257 bytes")
+        ));
     }
 
     #[test]

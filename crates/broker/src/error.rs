@@ -78,7 +78,13 @@ pub enum BrokerError {
 
 impl From<strata_meta::MetaError> for BrokerError {
     fn from(e: strata_meta::MetaError) -> Self {
-        Self::Metadata(e.to_string())
+        match e {
+            // Only a request's own size makes a write this large (ids and
+            // config values are bounded before they reach a key, offsets
+            // are written one key each): retrying cannot help.
+            strata_meta::MetaError::TooLarge { .. } => Self::InvalidRequest(e.to_string()),
+            e => Self::Metadata(e.to_string()),
+        }
     }
 }
 

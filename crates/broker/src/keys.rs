@@ -3,6 +3,19 @@
 //! Topic names cannot contain `/` (they are validated), but group ids are
 //! arbitrary strings, so group ids are escaped (`%` → `%25`, `/` → `%2F`).
 
+/// The longest group or transactional id, in bytes: Kafka's protocol
+/// strings are at most `i16::MAX` bytes (a Java client cannot send a
+/// longer one, and Kafka's broker refuses one as malformed). The ids name
+/// keys in the metadata store, whose transactions are bounded
+/// (`strata_meta::MAX_TXN_BYTES`), so a longer one is refused before it
+/// reaches a key.
+pub const MAX_ID_BYTES: usize = i16::MAX as usize;
+
+/// Whether `id` (a group or transactional id) is within [`MAX_ID_BYTES`].
+pub fn id_fits(id: &str) -> bool {
+    id.len() <= MAX_ID_BYTES
+}
+
 /// What a key under the cluster root names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedKey {

@@ -15,6 +15,7 @@ pub async fn run_all<S: MetadataStore>(store: &S) {
     create_if_absent(store).await;
     failure_branch_and_prefix_delete(store).await;
     transactions_are_bounded(store).await;
+    transactions_are_bounded_in_bytes(store).await;
     a_large_range_is_read_whole(store).await;
     watch_delivers_changes_in_order(store).await;
     watch_replays_from_a_past_revision(store).await;
@@ -167,6 +168,58 @@ async fn transactions_are_bounded<S: MetadataStore>(s: &S) {
     apply_in_chunks(s, puts(n, "chunked")).await.unwrap();
     assert_eq!(s.range("/bounded/chunked/").await.unwrap().kvs.len(), n);
     s.txn(Txn::new().then(Op::delete_prefix("/bounded/")))
+        .await
+        .unwrap();
+}
+
+/// A transaction of `MAX_TXN_BYTES` applies (against etcd: the bound is
+/// inside etcd's own request limit); one byte more is refused whole, on
+/// either branch or in a compare; `apply_in_chunks` splits by bytes.
+async fn transactions_are_bounded_in_bytes<S: MetadataStore>(s: &S) {
+    use crate::types::{apply_in_chunks, MAX_TXN_BYTES, OP_OVERHEAD};
+    let key = "/bytes/most";
+    let value = |extra: usize| vec![b'b'; MAX_TXN_BYTES - OP_OVERHEAD - key.len() + extra];
+    let most = Txn::new().then(Op::put(key, value(0)));
+    assert_eq!(most.bytes(), MAX_TXN_BYTES);
+    assert!(s.txn(most).await.unwrap().succeeded);
+    assert_eq!(
+        s.get(key).await.unwrap().unwrap().value.len(),
+        value(0).len()
+    );
+    let over = Txn::new().then(Op::put(key, value(1)));
+    assert!(matches!(
+        s.txn(over).await,
+        Err(MetaError::TooLarge { bytes }) if bytes == MAX_TXN_BYTES + 1
+    ));
+    let small = || Op::put("/bytes/small", "s");
+    let over_on_failure = Txn::new().then(small()).or_else(Op::put(key, value(0)));
+    assert!(matches!(
+        s.txn(over_on_failure).await,
+        Err(MetaError::TooLarge { .. })
+    ));
+    let over_in_compare = Txn::new()
+        .when(Compare::Value(key.into(), value(0).into()))
+        .then(small());
+    assert!(matches!(
+        s.txn(over_in_compare).await,
+        Err(MetaError::TooLarge { .. })
+    ));
+    assert!(s.get("/bytes/small").await.unwrap().is_none());
+    let quarter = vec![b'q'; MAX_TXN_BYTES / 4];
+    let ops: Vec<Op> = (0..9)
+        .map(|i| Op::put(format!("/bytes/chunked/{i}"), quarter.clone()))
+        .collect();
+    apply_in_chunks(s, ops).await.unwrap();
+    assert_eq!(s.range("/bytes/chunked/").await.unwrap().kvs.len(), 9);
+    let too_big = vec![
+        Op::put("/bytes/alone/a", "a"),
+        Op::put("/bytes/alone/b", value(1)),
+    ];
+    assert!(matches!(
+        apply_in_chunks(s, too_big).await,
+        Err(MetaError::TooLarge { .. })
+    ));
+    s.txn(Txn::new().then(Op::delete_prefix("/bytes/")))
         .await
         .unwrap();
 }

@@ -23,6 +23,10 @@ pub enum MetaError {
     WatchLagged,
     #[error("a transaction of {ops} {what} is more than the {MAX_TXN_OPS} a store takes")]
     TooManyOps { ops: usize, what: &'static str },
+    #[error(
+        "a transaction of {bytes} bytes of keys and values is more than the {MAX_TXN_BYTES} a store takes"
+    )]
+    TooLarge { bytes: usize },
 }
 
 /// The most compares, and the most operations in either branch, one
@@ -31,6 +35,18 @@ pub enum MetaError {
 /// in-process store cannot issue a transaction etcd would refuse; writes
 /// of many keys go through [`apply_in_chunks`] or chunk themselves.
 pub const MAX_TXN_OPS: usize = 128;
+
+/// The most bytes one transaction may carry, counted by [`Txn::bytes`]
+/// (keys, values and [`OP_OVERHEAD`] per compare and operation, both
+/// branches). etcd refuses a request past its `--max-request-bytes`
+/// (1.5 MiB by default; a request of 1 572 000 bytes of value passes and
+/// one of 1 572 864 does not); this leaves a third of that for its
+/// framing. Every store refuses more alike, as with [`MAX_TXN_OPS`].
+pub const MAX_TXN_BYTES: usize = 1 << 20;
+
+/// What [`Txn::bytes`] counts for a compare or an operation besides its
+/// key and value: its protobuf tags, lengths and revision or lease.
+pub const OP_OVERHEAD: usize = 16;
 
 /// A lease: keys put with it are deleted when it expires or is revoked.
 pub type LeaseId = i64;
@@ -111,6 +127,15 @@ impl Op {
     pub fn delete_prefix(prefix: impl Into<String>) -> Self {
         Self::DeletePrefix {
             prefix: prefix.into(),
+        }
+    }
+
+    /// Its key and value's bytes, without [`OP_OVERHEAD`].
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Put { key, value, .. } => key.len() + value.len(),
+            Self::Delete { key } => key.len(),
+            Self::DeletePrefix { prefix } => prefix.len(),
         }
     }
 }
@@ -196,7 +221,18 @@ impl Txn {
         self
     }
 
-    /// Refuses a transaction larger than [`MAX_TXN_OPS`] allows.
+    /// The bytes this transaction carries, as [`MAX_TXN_BYTES`] bounds.
+    pub fn bytes(&self) -> usize {
+        let compares = self.compares.iter().map(|c| match c {
+            Compare::ModRevision(k, _) | Compare::CreateRevision(k, _) => k.len(),
+            Compare::Value(k, v) => k.len() + v.len(),
+        });
+        let ops = self.success.iter().chain(&self.failure).map(Op::bytes);
+        compares.chain(ops).map(|b| b + OP_OVERHEAD).sum()
+    }
+
+    /// Refuses a transaction larger than [`MAX_TXN_OPS`] or
+    /// [`MAX_TXN_BYTES`] allows.
     pub fn check_size(&self) -> Result<(), MetaError> {
         for (ops, what) in [
             (self.compares.len(), "compares"),
@@ -207,23 +243,33 @@ impl Txn {
                 return Err(MetaError::TooManyOps { ops, what });
             }
         }
-        Ok(())
+        match self.bytes() {
+            bytes if bytes > MAX_TXN_BYTES => Err(MetaError::TooLarge { bytes }),
+            _ => Ok(()),
+        }
     }
 }
 
 /// Applies `ops` in order, in unconditional transactions of at most
-/// [`MAX_TXN_OPS`] each: atomic within a chunk, not across chunks (a
-/// failure leaves the chunks before it applied). For writes whose parts
-/// stand alone, such as committed offsets, one key per partition. Returns
+/// [`MAX_TXN_OPS`] operations and [`MAX_TXN_BYTES`] each: atomic within a
+/// chunk, not across chunks (a failure leaves the chunks before it
+/// applied). For writes whose parts stand alone, such as committed
+/// offsets, one key per partition. An operation too large on its own is
+/// refused ([`MetaError::TooLarge`]) after the chunks before it. Returns
 /// the revision after the last chunk (0 when `ops` is empty).
 pub async fn apply_in_chunks(store: &dyn MetadataStore, ops: Vec<Op>) -> Result<i64, MetaError> {
     let mut revision = 0;
     let mut ops = ops.into_iter().peekable();
     while ops.peek().is_some() {
-        let txn = Txn {
-            success: ops.by_ref().take(MAX_TXN_OPS).collect(),
-            ..Txn::default()
-        };
+        let mut txn = Txn::default();
+        let mut bytes = 0;
+        while let Some(op) = ops.next_if(|op| {
+            let fits = bytes + op.bytes() + OP_OVERHEAD <= MAX_TXN_BYTES;
+            txn.success.is_empty() || (fits && txn.success.len() < MAX_TXN_OPS)
+        }) {
+            bytes += op.bytes() + OP_OVERHEAD;
+            txn.success.push(op);
+        }
         revision = store.txn(txn).await?.revision;
     }
     Ok(revision)

@@ -1,6 +1,8 @@
 //! Metadata writes larger than one store transaction holds
-//! (`strata_meta::MAX_TXN_OPS`, etcd's default limit, which the in-process
-//! store enforces alike): each failed before they were split.
+//! (`strata_meta::MAX_TXN_OPS` and `MAX_TXN_BYTES`, within etcd's default
+//! limits, which the in-process store enforces alike): the wide writes
+//! failed before they were split; ids and states past the byte bound are
+//! refused with a request error.
 
 use super::{batch, broker, topic};
 use crate::clock::ManualClock;
@@ -135,5 +137,50 @@ async fn partition_states_a_stopped_writer_left_unwritten_are_repaired() {
     b.await_leaders("half", std::time::Duration::from_secs(10))
         .await;
     all_led(&b, "half", n);
+    b.shutdown().await;
+}
+
+/// Ids longer than a Kafka string are refused before they name a key,
+/// and a transaction whose state outgrows a store transaction
+/// (`strata_meta::MAX_TXN_BYTES`) is refused the addition with a request
+/// error, stays as it was, and still aborts.
+#[tokio::test]
+async fn ids_and_transaction_states_past_the_stores_bounds_are_refused() {
+    use crate::groups::GroupError;
+    use crate::keys::MAX_ID_BYTES;
+    use crate::BrokerError;
+    let d = tempfile::tempdir().unwrap();
+    let b = broker(d.path(), ManualClock::new(1_000)).await;
+    let long = "g".repeat(MAX_ID_BYTES + 1);
+    assert_eq!(
+        b.ensure_coordinator(&long).await,
+        Err(GroupError::InvalidGroupId)
+    );
+    assert!(matches!(
+        b.txn_init_producer_id(&long, 60_000, None).await,
+        Err(BrokerError::InvalidRequest(m)) if m.contains("32768 bytes")
+    ));
+    assert!(b.view().coordinators.is_empty());
+    assert!(b.view().txn_coordinators.is_empty());
+
+    // Groups of the longest id: the state holds about 32 of them.
+    let (pid, epoch) = b.txn_init_producer_id("tx", 60_000, None).await.unwrap();
+    let group = |i: usize| format!("{i:05}{}", "x".repeat(MAX_ID_BYTES - 5));
+    let mut added = 0;
+    let refused = loop {
+        assert!(added < 64, "a state of {added} long groups was stored");
+        match b.txn_add_offsets("tx", pid, epoch, &group(added)).await {
+            Ok(()) => added += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(&refused, BrokerError::InvalidRequest(m) if m.contains("bytes")),
+        "{refused:?}"
+    );
+    assert!(added >= 16, "{added} groups of {MAX_ID_BYTES} bytes fit");
+    let described = b.describe_transaction("tx").await.unwrap();
+    assert_eq!(described.record.groups.len(), added);
+    b.txn_end("tx", pid, epoch, false).await.unwrap();
     b.shutdown().await;
 }

@@ -42,6 +42,17 @@ pub fn find_coordinator(ctx: &Ctx, r: FindCoordinatorRequest, v: i16) -> FindCoo
     let mut resp = FindCoordinatorResponse::default();
     // (error code, message, coordinator) for one key.
     let lookup = |key: &str| -> (i16, Option<String>, Option<BrokerRecord>) {
+        if !strata_broker::keys::id_fits(key) {
+            return (
+                refused(&ctx.broker.metrics, ResponseError::InvalidRequest),
+                Some(format!(
+                    "a coordinator key of {} bytes is longer than the {} a Kafka string holds",
+                    key.len(),
+                    strata_broker::keys::MAX_ID_BYTES
+                )),
+                None,
+            );
+        }
         let found = match r.key_type {
             KEY_GROUP => ctx.broker.coordinator_for(key),
             KEY_TRANSACTION => ctx.broker.txn_coordinator_for(key),
