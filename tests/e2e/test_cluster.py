@@ -1,4 +1,6 @@
 """The cluster profile: a real etcd and three `strata broker` processes."""
+import os
+import subprocess
 import time
 
 import pytest
@@ -298,4 +300,43 @@ def test_broker_waits_for_etcd_at_start(tmp_path):
         starter.cancel()
         if b.alive():
             b.stop()
+        etcd.kill()
+
+
+def history_compacted(etcd, revision):
+    """Whether etcd has compacted away `revision` (a read at it fails so)."""
+    r = subprocess.run(["etcdctl", "--endpoints", etcd.endpoint, "get", "--rev", str(revision),
+                        "/strata/"], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "ETCDCTL_API": "3"})
+    return r.returncode != 0 and "compacted" in r.stderr
+
+
+def test_brokers_compact_the_etcd_history_behind_them(tmp_path):
+    """A stock etcd keeps every revision (each offset commit is one) until it
+    is compacted, and past its backend quota refuses every write. Brokers
+    compact it behind their view; they, and a broker joining later, work on."""
+    etcd = Etcd(tmp_path).start()
+    fast = ["--set", "metadata_compaction_interval_ms=1000"]
+    b1 = broker_process(tmp_path, 1, etcd.endpoint, cluster="compact", extra=fast)
+    b2 = broker_process(tmp_path, 2, etcd.endpoint, cluster="compact", extra=fast)
+    try:
+        b1.start()
+        create_topic(b1.bootstrap, "compact", partitions=2)
+        produce(b1.bootstrap, "compact", [f"a{i}".encode() for i in range(50)])
+        assert len(consume(b1.bootstrap, "compact", 50, group="g", commit=True)) == 50
+        assert not history_compacted(etcd, 2)
+        wait_until(lambda: history_compacted(etcd, 2), timeout=30, what="etcd history compacted")
+        b2.start()
+        a = AdminClient({"bootstrap.servers": b1.bootstrap})
+        wait_until(lambda: len(a.list_topics(timeout=5).brokers) == 2, what="2 brokers registered")
+        produce(bootstrap_all([b1, b2]), "compact", [f"b{i}".encode() for i in range(50)])
+        # The group's committed offsets survived: it reads only the new records.
+        got = consume(b2.bootstrap, "compact", 50, group="g", commit=True)
+        assert sorted(got) == sorted(f"b{i}".encode() for i in range(50))
+        assert b1.alive() and b2.alive()
+    finally:
+        for b in (b1, b2):
+            if b.alive():
+                b.stop()
+            assert "panicked" not in b.log()
         etcd.kill()

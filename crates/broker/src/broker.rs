@@ -37,6 +37,9 @@ pub struct Broker {
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// When this broker first saw each partition without a leader.
     pub(crate) leaderless_since: std::sync::Mutex<HashMap<(String, i32), i64>>,
+    /// The view's revision at the last metadata compaction round: the next
+    /// round compacts to it (`cluster::compaction`).
+    pub(crate) compaction_mark: std::sync::atomic::AtomicI64,
     /// This broker, for the tasks it spawns (set once built).
     pub(crate) self_ref: std::sync::OnceLock<std::sync::Weak<Broker>>,
     /// gRPC channels to other brokers, by address.
@@ -196,6 +199,7 @@ impl BrokerBuilder {
             rpc_channels: std::sync::Mutex::new(HashMap::new()),
             self_ref: std::sync::OnceLock::new(),
             leaderless_since: std::sync::Mutex::new(HashMap::new()),
+            compaction_mark: std::sync::atomic::AtomicI64::new(0),
             session: Session::default(),
             identity,
             reconcile_now: tokio::sync::Notify::new(),
@@ -716,7 +720,8 @@ impl Broker {
     /// Background work until shutdown: the metadata session, the cluster
     /// watch, leadership reconciliation, group timers every 100 ms, `flush.ms`
     /// checks every second, rolls and retention every
-    /// `log.retention.check.interval.ms`, and the runtime's wakeup probe.
+    /// `log.retention.check.interval.ms`, metadata compaction every
+    /// `metadata_compaction_interval_ms`, and the runtime's wakeup probe.
     pub async fn run_background(self: Arc<Self>) {
         let loops = [
             tokio::spawn(self.clone().session_loop()),
@@ -772,7 +777,21 @@ impl Broker {
             // completes) promptly; each round writes only on a change.
             (self.settings.replica_lag_time_max_ms / 4).clamp(50, 250) as u64,
         ));
-        for t in [&mut groups, &mut flush, &mut retention, &mut gc, &mut isr] {
+        let mut compaction = interval(Duration::from_millis(
+            // When off (0), its rounds do nothing.
+            match self.settings.metadata_compaction_interval_ms {
+                0 => 3_600_000,
+                ms => ms.max(1000),
+            },
+        ));
+        for t in [
+            &mut groups,
+            &mut flush,
+            &mut retention,
+            &mut gc,
+            &mut isr,
+            &mut compaction,
+        ] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         loop {
@@ -787,6 +806,7 @@ impl Broker {
                 _ = gc.tick() => {
                     self.collect_garbage(self.settings.cold_gc_grace_ms).await;
                 }
+                _ = compaction.tick() => self.compact_metadata().await,
                 _ = self.shutdown.cancelled() => return,
             }
         }

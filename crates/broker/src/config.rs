@@ -50,6 +50,11 @@ pub struct BrokerSettings {
     /// How old an unreferenced cold object must be before it is deleted
     /// (longer than any upload-to-commit window).
     pub cold_gc_grace_ms: i64,
+    /// How often the metadata store's history of changes is compacted, to
+    /// the revision of the round before (0: never, for an etcd compacted
+    /// by its own `--auto-compaction-*`). etcd keeps every revision until
+    /// compacted, and past its backend quota refuses every write.
+    pub metadata_compaction_interval_ms: u64,
     /// Defaults for topic configs not set on the topic (`log.*` in Kafka).
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -74,6 +79,7 @@ impl Default for BrokerSettings {
             fetch_max_bytes: 55 << 20,
             cold_gc_interval_ms: 600_000,
             cold_gc_grace_ms: 3_600_000,
+            metadata_compaction_interval_ms: 300_000,
             topic_defaults: BTreeMap::new(),
         }
     }

@@ -19,6 +19,7 @@ pub async fn run_all<S: MetadataStore>(store: &S) {
     a_large_range_is_read_whole(store).await;
     watch_delivers_changes_in_order(store).await;
     watch_replays_from_a_past_revision(store).await;
+    compaction_discards_history_not_state(store).await;
     lease_keep_alive_and_revoke(store).await;
     lease_expiry_deletes_bound_keys(store).await;
 }
@@ -290,6 +291,43 @@ async fn watch_replays_from_a_past_revision<S: MetadataStore>(s: &S) {
     let mut after = s.watch_prefix("/h/", snapshot.revision + 1).await.unwrap();
     s.put("/h/3", "c".into()).await.unwrap();
     assert_eq!(next_event(&mut after).await.key(), "/h/3");
+}
+
+/// Whether a watch of `prefix` from `from` fails as compacted (at once, or
+/// as its stream's first item, as etcd reports it).
+async fn watch_is_compacted<S: MetadataStore>(s: &S, prefix: &str, from: i64) -> bool {
+    match s.watch_prefix(prefix, from).await {
+        Err(MetaError::Compacted { .. }) => true,
+        Err(e) => panic!("watch from {from}: {e}"),
+        Ok(mut w) => matches!(
+            tokio::time::timeout(Duration::from_secs(5), w.next()).await,
+            Ok(Some(Err(MetaError::Compacted { .. })))
+        ),
+    }
+}
+
+/// Compaction discards the history before a revision, never the state;
+/// compacting again or lower is a no-op, past the current revision an error.
+async fn compaction_discards_history_not_state<S: MetadataStore>(s: &S) {
+    let first = s.put("/cp/a", "1".into()).await.unwrap();
+    let second = s.put("/cp/a", "2".into()).await.unwrap();
+    let third = s.put("/cp/b", "3".into()).await.unwrap();
+    assert!(!watch_is_compacted(s, "/cp/", first).await);
+    s.compact(second).await.unwrap();
+    assert!(watch_is_compacted(s, "/cp/", first).await);
+    let mut w = s.watch_prefix("/cp/", second).await.unwrap();
+    assert_eq!(next_event(&mut w).await.revision(), second);
+    assert_eq!(next_event(&mut w).await.revision(), third);
+    assert_eq!(s.get("/cp/a").await.unwrap().unwrap().value, "2");
+    assert_eq!(s.range("/cp/").await.unwrap().kvs.len(), 2);
+    s.compact(second).await.unwrap();
+    s.compact(first).await.unwrap();
+    let current = s.range("/cp/").await.unwrap().revision;
+    assert!(matches!(
+        s.compact(current + 10).await,
+        Err(MetaError::FutureRevision(_))
+    ));
+    s.delete_prefix("/cp/").await.unwrap();
 }
 
 async fn lease_keep_alive_and_revoke<S: MetadataStore>(s: &S) {

@@ -232,6 +232,18 @@ impl MetadataStore for EtcdStore {
         }
     }
 
+    async fn compact(&self, revision: i64) -> Result<(), MetaError> {
+        match retry_unsent(|| async { self.kv().compact(revision, None).await }).await {
+            Ok(_) => Ok(()),
+            // "mvcc: required revision has been compacted": nothing to do.
+            Err(e) if e.to_string().contains("has been compacted") => Ok(()),
+            Err(e) if e.to_string().contains("future revision") => {
+                Err(MetaError::FutureRevision(revision))
+            }
+            Err(e) => Err(unavailable("compact", e)),
+        }
+    }
+
     async fn watch_prefix(
         &self,
         prefix: &str,

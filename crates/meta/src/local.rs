@@ -514,6 +514,23 @@ impl MetadataStore for LocalStore {
             .await
     }
 
+    async fn compact(&self, revision: i64) -> Result<(), MetaError> {
+        let mut inner = self.lock();
+        if revision > inner.state.revision {
+            return Err(MetaError::FutureRevision(revision));
+        }
+        // The history is bounded anyway (`HISTORY`); compaction only
+        // shortens it. It lives in memory, so nothing is persisted.
+        while inner
+            .history
+            .front()
+            .is_some_and(|e| e.revision() < revision)
+        {
+            inner.history.pop_front();
+        }
+        Ok(())
+    }
+
     async fn watch_prefix(
         &self,
         prefix: &str,

@@ -27,6 +27,8 @@ pub enum MetaError {
         "a transaction of {bytes} bytes of keys and values is more than the {MAX_TXN_BYTES} a store takes"
     )]
     TooLarge { bytes: usize },
+    #[error("revision {0} is past the store's current revision")]
+    FutureRevision(i64),
 }
 
 /// The most compares, and the most operations in either branch, one
@@ -297,6 +299,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError>;
     /// Revokes a lease, deleting every key bound to it.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError>;
+    /// Discards the history of changes before `revision`, as etcd's
+    /// compaction does: a watch from an earlier revision then fails with
+    /// [`MetaError::Compacted`] (from `watch_prefix` or as its stream's
+    /// first item); reads are unchanged. A revision at or below one already
+    /// compacted is a no-op; one past the current revision is refused
+    /// ([`MetaError::FutureRevision`]).
+    async fn compact(&self, revision: i64) -> Result<(), MetaError>;
     /// Changes under `prefix` from `from_revision` on (0: from now).
     async fn watch_prefix(
         &self,

@@ -65,6 +65,9 @@ pub struct Settings {
     pub cold_gc_interval_ms: u64,
     /// Age after which an unreferenced cold object is deleted.
     pub cold_gc_grace_ms: i64,
+    /// How often the metadata store's history is compacted (0: never, for
+    /// an etcd that compacts itself).
+    pub metadata_compaction_interval_ms: u64,
     pub max_connections: usize,
     pub max_request_bytes: usize,
     /// `connections.max.idle.ms`: a client connection with nothing in
@@ -124,6 +127,7 @@ impl Default for Settings {
             fetch_max_bytes: b.fetch_max_bytes,
             cold_gc_interval_ms: b.cold_gc_interval_ms,
             cold_gc_grace_ms: b.cold_gc_grace_ms,
+            metadata_compaction_interval_ms: b.metadata_compaction_interval_ms,
             max_connections: 10_000,
             max_request_bytes: 100 * 1024 * 1024,
             connections_max_idle_ms: 600_000,
@@ -287,6 +291,7 @@ impl Settings {
             fetch_max_bytes: self.fetch_max_bytes,
             cold_gc_interval_ms: self.cold_gc_interval_ms,
             cold_gc_grace_ms: self.cold_gc_grace_ms,
+            metadata_compaction_interval_ms: self.metadata_compaction_interval_ms,
             topic_defaults: self.topic_defaults.clone(),
         }
     }

@@ -10,8 +10,10 @@
 //!   leader epoch one above the last (kept in the partition state, updated in
 //!   the same transaction), so epochs only grow;
 //! - it stops acknowledging writes once its lease could have expired (see
-//!   [`session::Session`]), before another broker can take the key.
+//!   [`session::Session`]), before another broker can take the key;
+//! - it **compacts** the store's history behind its view ([`compaction`]).
 
+pub mod compaction;
 pub mod records;
 pub mod session;
 pub mod view;
