@@ -143,6 +143,39 @@ def test_manual_commit_then_resume_in_new_consumer(strata, topic_name):
     c2.close()
 
 
+def test_a_topic_created_again_does_not_inherit_the_deleted_ones_offsets(strata, topic_name):
+    """As in Kafka, deleting a topic deletes its offsets: a group that had
+    read 100 records of the old topic reads the new one from its start
+    (auto.offset.reset), not from offset 100."""
+    from confluent_kafka.admin import AdminClient
+    create_topic(strata.bootstrap, topic_name, partitions=1)
+    produce_n(strata, topic_name, 100)
+    group = f"g-{topic_name}"
+
+    def read(n):
+        c = consumer(strata, group)
+        c.subscribe([topic_name])
+        got = []
+        deadline = time.time() + 15
+        while len(got) < n and time.time() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m)
+        if got:
+            c.commit(asynchronous=False)
+        c.close()
+        return got
+
+    assert len(read(100)) == 100
+    a = AdminClient({"bootstrap.servers": strata.bootstrap})
+    a.delete_topics([topic_name])[topic_name].result(timeout=10)
+    wait_until(lambda: topic_name not in a.list_topics(timeout=5).topics, what="topic deleted")
+    create_topic(strata.bootstrap, topic_name, partitions=1)
+    produce_n(strata, topic_name, 300)
+    got = read(300)
+    assert len(got) == 300 and got[0].offset() == 0, (len(got), got[0].offset() if got else None)
+
+
 def test_commit_metadata_past_the_bound_is_refused_for_its_partition(strata, topic_name):
     """offset.metadata.max.bytes (4096, Kafka's default): a partition whose
     commit carries more gets OFFSET_METADATA_TOO_LARGE and keeps no offset;

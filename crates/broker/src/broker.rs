@@ -309,6 +309,38 @@ impl Broker {
         self.view().topic(name)
     }
 
+    /// The id of topic `name` (`TopicRecord::id`), if it exists.
+    pub fn topic_id(&self, name: &str) -> Option<String> {
+        self.view().topics.get(name).map(|t| t.record.id.clone())
+    }
+
+    /// A group's committed offsets (for `partitions`, or all), without
+    /// those committed for a topic since deleted, even if one of its name
+    /// exists again: as Kafka deletes a deleted topic's offsets, a
+    /// consumer of the new topic starts at its `auto.offset.reset`.
+    pub fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Vec<(String, i32, Option<crate::groups::CommittedOffset>)> {
+        let mut fetched = self.groups.fetch_offsets(group, partitions);
+        let view = self.view();
+        let stale = |t: &str, o: &crate::groups::CommittedOffset| {
+            o.topic_id
+                .as_ref()
+                .is_some_and(|id| view.topics.get(t).map(|e| &e.record.id) != Some(id))
+        };
+        for (t, _, o) in &mut fetched {
+            if o.as_ref().is_some_and(|o| stale(t, o)) {
+                *o = None;
+            }
+        }
+        if partitions.is_none() {
+            fetched.retain(|(_, _, o)| o.is_some());
+        }
+        fetched
+    }
+
     /// Whether partition `p` of `topic` exists (partitions are 0..count).
     pub fn has_partition(&self, topic: &str, p: i32) -> bool {
         self.view()

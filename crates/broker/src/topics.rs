@@ -199,6 +199,7 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let _guard = self.admin_lock.lock().await;
         self.require_topic(name)?;
+        let id = self.topic_id(name).unwrap_or_default();
         let objects: Vec<String> = self
             .view()
             .segments
@@ -216,6 +217,14 @@ impl Broker {
         self.sync_view().await?;
         self.reconcile().await;
         self.delete_topic_objects(objects).await;
+        // After the topic: no commit for it is taken any more. Should this
+        // fail, the offsets are still never read (their topic id is gone).
+        match self.groups.forget_topic(name, &id).await {
+            Ok(n) => tracing::debug!(topic = %name, offsets = n, "deleted the topic's offsets"),
+            Err(e) => {
+                tracing::warn!(topic = %name, error = %e, "cannot delete the topic's offsets")
+            }
+        }
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! which live in the metadata store under `groups/<g>/offsets/<t>/<p>` (one
 //! transaction per OffsetCommit) with an in-memory copy for OffsetFetch.
 
+mod deleted;
 mod group;
 mod pending;
 #[cfg(test)]
@@ -108,6 +109,13 @@ pub struct CommittedOffset {
     pub leader_epoch: i32,
     pub metadata: Option<String>,
     pub commit_timestamp: i64,
+    /// The id of the topic it was committed for (`TopicRecord::id`): a
+    /// topic deleted and created again under its name is another topic,
+    /// and none of its predecessor's offsets are its own (as Kafka deletes
+    /// a deleted topic's offsets). None in offsets committed before ids
+    /// were recorded, which are taken as the current topic's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
 }
 
 /// The most bytes of metadata a committed offset may carry (Kafka's

@@ -37,6 +37,7 @@ async fn topics_and_offset_commits_of_more_partitions_than_a_transaction_holds()
         leader_epoch: -1,
         metadata: None,
         commit_timestamp: 0,
+        topic_id: None,
     };
     let all: Vec<(String, i32, CommittedOffset)> = (0..2 * n)
         .map(|p| ("wide".into(), p, off(i64::from(p))))

@@ -282,6 +282,7 @@ pub async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest, _v: i16) -> Offset
                 leader_epoch: p.committed_leader_epoch,
                 metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 commit_timestamp: now,
+                topic_id: ctx.broker.topic_id(&t.name),
             };
             if !offset.metadata_fits() {
                 parts.push((
@@ -355,7 +356,7 @@ fn fetch_group(ctx: &Ctx, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) 
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
-    ctx.broker.groups.fetch_offsets(group, wanted.as_deref())
+    ctx.broker.fetch_offsets(group, wanted.as_deref())
 }
 
 fn grouped(f: Fetched) -> BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> {

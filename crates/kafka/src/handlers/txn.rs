@@ -123,6 +123,7 @@ pub async fn txn_offset_commit(
                 leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
                 metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 commit_timestamp: now,
+                topic_id: ctx.broker.topic_id(&t.name),
             };
             if offset.metadata_fits() {
                 offsets.push((t.name.to_string(), p.partition_index, offset));
