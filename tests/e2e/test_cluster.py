@@ -340,3 +340,43 @@ def test_brokers_compact_the_etcd_history_behind_them(tmp_path):
                 b.stop()
             assert "panicked" not in b.log()
         etcd.kill()
+
+
+def test_a_topic_created_again_never_serves_the_deleted_ones_records(tmp_path):
+    """A broker down while a topic is deleted keeps its directories; when a
+    topic of the same name places replicas there, it must not serve the old
+    records as the new topic's (before: 500 old records from the partition
+    the restarted broker led)."""
+    etcd = Etcd(tmp_path).start()
+    b1, b2 = (broker_process(tmp_path, i, etcd.endpoint, cluster="again") for i in (1, 2))
+    try:
+        b1.start()
+        b2.start()
+        a = AdminClient({"bootstrap.servers": b1.bootstrap})
+        wait_until(lambda: len(a.list_topics(timeout=5).brokers) == 2, what="2 brokers registered")
+        a.create_topics([NewTopic("again", 2, 2)])["again"].result(10)
+        produce(b1.bootstrap, "again", [f"old{i}".encode() for i in range(200)], partitions=[0, 1])
+        b2.kill9()
+        a.delete_topics(["again"])["again"].result(10)
+        b2.start()
+        wait_until(lambda: len(a.list_topics(timeout=5).brokers) == 2, what="broker 2 back")
+        a.create_topics([NewTopic("again", 2, 2)])["again"].result(10)
+        leaders = {p.leader for p in a.list_topics(timeout=5).topics["again"].partitions.values()}
+        assert leaders == {1, 2}, leaders
+        produce(b1.bootstrap, "again", [f"new{i}".encode() for i in range(10)], partitions=[0, 1])
+        c = Consumer({"bootstrap.servers": b1.bootstrap, "group.id": "again-reader",
+                      "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition("again", p, 0) for p in (0, 1)])
+        got, deadline = [], time.time() + 5
+        while time.time() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        c.close()
+        assert sorted(got) == sorted(f"new{i}".encode() for i in range(10)), got[:5]
+        assert "a deleted topic of the same name" in b2.log()
+    finally:
+        for b in (b1, b2):
+            if b.alive():
+                b.stop()
+        etcd.kill()

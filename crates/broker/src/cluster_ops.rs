@@ -2,11 +2,12 @@
 //! group-coordinator placement (see `cluster/mod.rs` for the rules).
 
 use crate::broker::Broker;
+use crate::cluster::view::TopicEntry;
 use crate::cluster::{ClusterView, CoordinatorRecord, LeaderRecord};
 use crate::error::BrokerError;
 use crate::groups::GroupError;
 use crate::keys::ParsedKey;
-use crate::partition::Partition;
+use crate::partition::{incarnation, Partition};
 use crate::replication::follower::FollowerHandle;
 use crate::replication::replica_set::ReplicaSet;
 use crate::topics::{to_json, PartitionStateRecord};
@@ -322,6 +323,15 @@ impl Broker {
             if !st.state.replicas.contains(&me) {
                 continue;
             }
+            // Still open from a deleted topic of the same name: this broker
+            // had not reconciled between that topic's deletion and this
+            // one's creation.
+            if self
+                .local_replica(&key)
+                .is_some_and(|part| part.is_other_topic(&t.record.id))
+            {
+                self.drop_replica_of_deleted_topic(&key).await;
+            }
             if let Some(part) = self.local_replica(&key) {
                 if !Arc::ptr_eq(&part.config(), &t.config) {
                     part.set_config(t.config.clone());
@@ -335,14 +345,14 @@ impl Broker {
                     if self.hosted().contains_key(&key) {
                         continue;
                     }
-                    let part = self.stop_or_open(&key, t.config.clone()).await;
+                    let part = self.stop_or_open(&key, t).await;
                     if let Some(part) = part {
                         self.lead(key, part, l.leader.epoch, l.create_revision, &st.state);
                     }
                 }
-                Some(_) => self.ensure_following(&key, t.config.clone()).await,
+                Some(_) => self.ensure_following(&key, t).await,
                 None if lease != 0 && self.eligible_leader(&key, &st.state, &view) => {
-                    let part = self.stop_or_open(&key, t.config.clone()).await;
+                    let part = self.stop_or_open(&key, t).await;
                     let Some(part) = part else { continue };
                     match self
                         .acquire(topic, *p, st.state.clone(), st.mod_revision, lease, &view)
@@ -355,7 +365,7 @@ impl Broker {
                         None => self.start_following(key, part),
                     }
                 }
-                None => self.ensure_following(&key, t.config.clone()).await,
+                None => self.ensure_following(&key, t).await,
             }
         }
         // Read our own leader keys before the next reconcile (one read for
@@ -450,7 +460,7 @@ impl Broker {
         }
     }
 
-    async fn ensure_following(&self, key: &(String, i32), config: Arc<crate::config::TopicConfig>) {
+    async fn ensure_following(&self, key: &(String, i32), t: &TopicEntry) {
         let open = self
             .following
             .lock()
@@ -459,21 +469,17 @@ impl Broker {
         if open || self.hosted().contains_key(key) {
             return;
         }
-        if let Some(part) = self.open_replica(&key.0, key.1, config).await {
+        if let Some(part) = self.open_replica(&key.0, key.1, t).await {
             self.start_following(key.clone(), part);
         }
     }
 
     /// The local replica of `key` for a role change: the followed one
     /// (its copying stopped), or else the log opened from disk.
-    async fn stop_or_open(
-        &self,
-        key: &(String, i32),
-        config: Arc<crate::config::TopicConfig>,
-    ) -> Option<Arc<Partition>> {
+    async fn stop_or_open(&self, key: &(String, i32), t: &TopicEntry) -> Option<Arc<Partition>> {
         match self.stop_following(key).await {
             Some(part) => Some(part),
-            None => self.open_replica(&key.0, key.1, config).await,
+            None => self.open_replica(&key.0, key.1, t).await,
         }
     }
 
@@ -484,6 +490,27 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .remove(key)?;
         Some(h.stop().await)
+    }
+
+    /// Closes and deletes a replica (led or followed) of a deleted topic
+    /// whose name a new topic took; the caller opens the new one's.
+    async fn drop_replica_of_deleted_topic(&self, key: &(String, i32)) {
+        let led = self
+            .hosted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        let part = match led {
+            Some(p) => {
+                p.demote();
+                Some(p)
+            }
+            None => self.stop_following(key).await,
+        };
+        if let Some(p) = part {
+            tracing::warn!(partition = %p.name(), "open replica of a deleted topic of the same name");
+            self.remove_replica(p).await;
+        }
     }
 
     /// Deletes the files of a replica this broker no longer holds.
@@ -555,16 +582,34 @@ impl Broker {
         &self,
         topic: &str,
         p: i32,
-        config: Arc<crate::config::TopicConfig>,
+        entry: &TopicEntry,
     ) -> Option<Arc<Partition>> {
         let dir = self.data_dir.join(format!("{topic}-{p}"));
         let now = self.clock.now_ms();
-        let (t, cfg) = (topic.to_string(), config.clone());
+        let (t, cfg, id) = (
+            topic.to_string(),
+            entry.config.clone(),
+            entry.record.id.clone(),
+        );
         let behind = self.write_behind.clone();
         let opened = tokio::task::spawn_blocking(move || {
+            let claimed = incarnation::claim(&dir, &id).map_err(|e| {
+                BrokerError::Storage(format!(
+                    "cannot claim {} for topic id {id}: {e}",
+                    dir.display()
+                ))
+            })?;
+            if let incarnation::Claimed::Replaced { previous } = claimed {
+                tracing::warn!(
+                    partition = %format!("{t}-{p}"),
+                    previous_topic_id = %previous,
+                    topic_id = %id,
+                    "deleted a replica of a deleted topic of the same name"
+                );
+            }
             let mut log = PartitionLog::open(&dir, cfg.log_config(), now)?;
             log.set_write_behind(behind);
-            Partition::open(t, p, log, cfg, now)
+            Partition::open(t, p, log, cfg, now).map(|part| part.with_topic_id(id))
         })
         .await;
         match opened {

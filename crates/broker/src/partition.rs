@@ -32,6 +32,10 @@ use tokio::sync::Notify;
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// The id of the topic whose replica this is (`TopicRecord::id`; empty
+    /// when not known, in tests): a topic of the same name created again
+    /// is another (see [`incarnation`]).
+    topic_id: String,
     /// The epoch this broker leads in, or -1 while following.
     leader_epoch: AtomicI32,
     /// Create revision of this broker's leader key: metadata writes made as
@@ -236,6 +240,7 @@ impl Partition {
         Ok(Self {
             topic,
             index,
+            topic_id: String::new(),
             leader_epoch: AtomicI32::new(-1),
             fencing_revision: AtomicI64::new(0),
             state: Mutex::new(st),
@@ -258,6 +263,18 @@ impl Partition {
 
     pub fn name(&self) -> String {
         format!("{}-{}", self.topic, self.index)
+    }
+
+    /// This replica, as topic `id`'s.
+    pub(crate) fn with_topic_id(mut self, id: String) -> Self {
+        self.topic_id = id;
+        self
+    }
+
+    /// Whether this is a replica of another topic than `id` (one deleted
+    /// since, whose name a new topic took).
+    pub(crate) fn is_other_topic(&self, id: &str) -> bool {
+        !self.topic_id.is_empty() && self.topic_id != id
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
@@ -853,5 +870,6 @@ impl Partition {
     }
 }
 
+pub(crate) mod incarnation;
 #[cfg(test)]
 mod tests;

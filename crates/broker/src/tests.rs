@@ -13,6 +13,7 @@ use strata_meta::{EmbeddedStore, MetadataStore};
 use strata_record::{build_batch, KeyValue};
 
 mod large;
+mod recreated;
 
 pub(crate) async fn broker(dir: &Path, clock: ManualClock) -> Arc<Broker> {
     broker_with(dir, clock, BrokerSettings::default()).await
@@ -309,67 +310,6 @@ async fn committed_offsets_survive_restart() {
     assert_eq!(b.groups.list()[0].group_id, "g/1");
     b.groups.delete_group("g/1").await.unwrap();
     assert!(b.groups.fetch_offsets("g/1", None).is_empty());
-}
-
-/// A deleted topic's offsets go with it: a topic created again under its
-/// name starts with none (as in Kafka), and the keys are deleted, the
-/// group's offsets of other topics kept.
-#[tokio::test]
-async fn a_deleted_topics_offsets_are_not_a_new_topics() {
-    let d = tempfile::tempdir().unwrap();
-    let b = broker(d.path(), ManualClock::new(0)).await;
-    let off = |o, topic_id: Option<String>| CommittedOffset {
-        offset: o,
-        leader_epoch: -1,
-        metadata: None,
-        commit_timestamp: 0,
-        topic_id,
-    };
-    for t in ["re", "kept"] {
-        b.create_topic(topic(t, 2, &[]), false).await.unwrap();
-    }
-    let (old, kept) = (b.topic_id("re").unwrap(), b.topic_id("kept").unwrap());
-    let commit = |g: &'static str, o: Vec<(String, i32, CommittedOffset)>| {
-        let b = b.clone();
-        async move { b.groups.commit_offsets(g, "", -1, o).await.unwrap() }
-    };
-    commit(
-        "g",
-        vec![
-            ("re".into(), 0, off(42, Some(old.clone()))),
-            ("re".into(), 1, off(7, None)), // committed before ids were kept
-            ("kept".into(), 0, off(5, Some(kept))),
-        ],
-    )
-    .await;
-    commit("h", vec![("re".into(), 0, off(9, Some(old.clone())))]).await;
-    async fn stored(b: &Broker) -> usize {
-        let offsets = b.meta.range(&b.keys.groups_prefix()).await.unwrap();
-        offsets.kvs.len()
-    }
-    assert_eq!(stored(&b).await, 4);
-
-    b.delete_topic("re").await.unwrap();
-    b.create_topic(topic("re", 2, &[]), false).await.unwrap();
-    assert_ne!(b.topic_id("re").unwrap(), old);
-    let parts = [("re".to_string(), 0), ("re".to_string(), 1)];
-    let got = b.fetch_offsets("g", Some(&parts));
-    assert!(got.iter().all(|(_, _, o)| o.is_none()), "{got:?}");
-    let all = b.fetch_offsets("g", None);
-    assert_eq!(all.len(), 1);
-    assert_eq!((all[0].0.as_str(), all[0].1), ("kept", 0));
-    assert!(b.fetch_offsets("h", None).is_empty());
-    assert_eq!(
-        stored(&b).await,
-        1,
-        "only the kept topic's offset is stored"
-    );
-
-    // An offset held by a coordinator that missed the deletion is not read
-    // either: it names the old topic's id.
-    commit("g", vec![("re".into(), 0, off(42, Some(old)))]).await;
-    assert!(b.fetch_offsets("g", Some(&parts[..1]))[0].2.is_none());
-    b.shutdown().await;
 }
 
 #[tokio::test]
