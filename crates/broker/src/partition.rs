@@ -271,6 +271,11 @@ impl Partition {
         self
     }
 
+    /// The id of the topic this is a replica of (empty: not known).
+    pub(crate) fn topic_id(&self) -> &str {
+        &self.topic_id
+    }
+
     /// Whether this is a replica of another topic than `id` (one deleted
     /// since, whose name a new topic took).
     pub(crate) fn is_other_topic(&self, id: &str) -> bool {

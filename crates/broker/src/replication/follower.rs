@@ -159,6 +159,7 @@ async fn follow_once(
     let history = p.epoch_history();
     let hello = Hello {
         topic: p.topic.clone(),
+        topic_id: p.topic_id().to_string(),
         partition: p.index,
         replica_id: broker.node_id(),
         leader_epoch: target.epoch,

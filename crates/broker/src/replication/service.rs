@@ -93,22 +93,22 @@ impl ReplicationService {
             }
         }
     }
-}
 
-#[tonic::async_trait]
-impl Replication for ReplicationService {
-    type ReplicateStream = ReceiverStream<Result<LeaderMessage, Status>>;
-
-    async fn replicate(
-        &self,
-        request: Request<Streaming<FollowerMessage>>,
-    ) -> Result<Response<Self::ReplicateStream>, Status> {
-        let mut inbound = request.into_inner();
-        let hello = match inbound.message().await?.and_then(|m| m.body) {
-            Some(follower_message::Body::Hello(h)) => h,
-            _ => return Err(Status::invalid_argument("the stream must open with Hello")),
-        };
-        let p = self.led_here(&hello).await.map_err(refuse)?;
+    /// The partition a follower's `hello` asks to copy, if this broker
+    /// leads it in the follower's epoch, as the topic the follower holds a
+    /// replica of, and the follower is one of its replicas.
+    async fn accept(&self, hello: &Hello) -> Result<Arc<Partition>, Status> {
+        let p = self.led_here(hello).await.map_err(refuse)?;
+        if !hello.topic_id.is_empty() && p.is_other_topic(&hello.topic_id) {
+            // The follower's replica is of a deleted topic of this name; its
+            // broker deletes it once it sees the new topic.
+            return Err(Status::failed_precondition(format!(
+                "{} is led here as topic id {}, not {}",
+                p.name(),
+                p.topic_id(),
+                hello.topic_id
+            )));
+        }
         let epoch = p.leader_epoch();
         if epoch != hello.leader_epoch {
             return Err(Status::failed_precondition(format!(
@@ -130,6 +130,26 @@ impl Replication for ReplicationService {
                 p.name()
             )));
         }
+        Ok(p)
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type ReplicateStream = ReceiverStream<Result<LeaderMessage, Status>>;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<FollowerMessage>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await?.and_then(|m| m.body) {
+            Some(follower_message::Body::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("the stream must open with Hello")),
+        };
+        let p = self.accept(&hello).await?;
+        // The epoch it was accepted in (`accept` checked they are equal).
+        let epoch = hello.leader_epoch;
         let history = EpochHistory::from_entries(
             hello
                 .epochs
@@ -325,6 +345,23 @@ mod tests {
         b.leaders_changed.notify_waiters();
         let got = tokio::time::timeout(Duration::from_secs(5), ahead).await;
         assert_eq!(got.unwrap().unwrap().unwrap(), now + 1);
+
+        // A follower holding a replica of a deleted topic of this name.
+        let id = b.topic_id("t").unwrap();
+        let of = |topic_id: &str| Hello {
+            topic_id: topic_id.into(),
+            replica_id: b.node_id() + 1,
+            ..hello(now + 1)
+        };
+        let refused = |r: Result<Arc<Partition>, Status>| r.err().expect("refused");
+        let other = refused(svc.accept(&of("deleted-topic-id")).await);
+        assert_eq!(other.code(), tonic::Code::FailedPrecondition);
+        assert!(other.message().contains("topic id"), "{other:?}");
+        for same in [id.as_str(), ""] {
+            // Past the id check (then refused: not a replica here).
+            let e = refused(svc.accept(&of(same)).await);
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        }
 
         // Another broker leads that epoch (by this broker's view): refused
         // at once.
