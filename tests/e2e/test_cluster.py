@@ -380,3 +380,27 @@ def test_a_topic_created_again_never_serves_the_deleted_ones_records(tmp_path):
             if b.alive():
                 b.stop()
         etcd.kill()
+
+
+def test_a_data_directory_is_not_taken_for_another_clusters(tmp_path):
+    """A broker pointed at another cluster's metadata (here a mistyped
+    --cluster name, which holds none) refuses to start, naming both,
+    instead of taking its directories for the other cluster's."""
+    etcd = Etcd(tmp_path).start()
+    b = broker_process(tmp_path, 1, etcd.endpoint, cluster="home")
+    try:
+        b.start()
+        create_topic(b.bootstrap, "mine", partitions=1)
+        produce(b.bootstrap, "mine", [b"kept"])
+        b.stop()
+        b.mode[b.mode.index("home")] = "hom"
+        with pytest.raises(RuntimeError) as e:
+            b.start()
+        assert "holds replicas of cluster" in str(e.value) and "has no cluster" in str(e.value)
+        b.mode[b.mode.index("hom")] = "home"
+        b.start()
+        assert consume(b.bootstrap, "mine", 1) == [b"kept"]
+    finally:
+        if b.alive():
+            b.stop()
+        etcd.kill()

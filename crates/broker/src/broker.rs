@@ -167,7 +167,8 @@ impl BrokerBuilder {
         })?;
         crate::cold::remove_offload_scratch(&self.data_dir);
         let keys = Keys::new(&self.cluster);
-        let cluster_id = load_or_create_cluster_id(meta.as_ref(), &keys).await?;
+        let cluster_id =
+            crate::cluster::identity::bind(&self.data_dir, meta.as_ref(), &keys).await?;
         let meta_for_ids = meta.clone();
         let keys_for_ids = format!("{}producers/next_id", keys.root());
         let durability = self.durability.unwrap_or_else(|| {
@@ -892,26 +893,6 @@ fn check_leader_epoch(p: &Partition, client_epoch: i32) -> Result<(), BrokerErro
         )));
     }
     Ok(())
-}
-
-async fn load_or_create_cluster_id(
-    meta: &dyn MetadataStore,
-    keys: &Keys,
-) -> Result<String, BrokerError> {
-    use strata_meta::{Compare, Op, Txn};
-    let key = format!("{}cluster_id", keys.root());
-    let fresh = uuid::Uuid::new_v4().simple().to_string();
-    meta.txn(
-        Txn::new()
-            .when(Compare::CreateRevision(key.clone(), 0))
-            .then(Op::put(key.clone(), fresh)),
-    )
-    .await?;
-    let kv = meta
-        .get(&key)
-        .await?
-        .ok_or_else(|| BrokerError::Metadata("cluster id vanished".into()))?;
-    Ok(String::from_utf8_lossy(&kv.value).into_owned())
 }
 
 /// True if `records` holds compressed batches worth moving off an async

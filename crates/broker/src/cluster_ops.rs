@@ -227,6 +227,11 @@ impl Broker {
             if round % 10 == 9 {
                 self.repair_partition_states().await;
             }
+            // Leftovers of a deletion this broker was down through: rare,
+            // and a directory listing each minute finds them.
+            if round % 60 == 5 {
+                self.remove_stray_replicas().await;
+            }
             self.reconcile().await;
         }
     }

@@ -11,11 +11,14 @@
 //!   the same transaction), so epochs only grow;
 //! - it stops acknowledging writes once its lease could have expired (see
 //!   [`session::Session`]), before another broker can take the key;
-//! - it **compacts** the store's history behind its view ([`compaction`]).
+//! - it **compacts** the store's history behind its view ([`compaction`]),
+//!   and deletes directories of deleted topics' replicas ([`strays`]).
 
 pub mod compaction;
+pub mod identity;
 pub mod records;
 pub mod session;
+pub mod strays;
 pub mod view;
 
 pub use records::{BrokerRecord, CoordinatorRecord, LeaderRecord, SegmentEntry};

@@ -149,3 +149,32 @@ async fn a_directory_of_the_deleted_topic_found_at_start_is_not_the_new_ones() {
     assert_eq!(incarnation::recorded(&dir), Some(id));
     b.shutdown().await;
 }
+
+/// A broker down through a topic's deletion deletes the directory it kept
+/// (not a directory without an id, nor an open replica's) once running.
+#[tokio::test]
+async fn a_directory_of_a_topic_deleted_while_down_is_removed() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let b = broker(d.path(), ManualClock::new(0)).await;
+        for t in ["gone", "kept"] {
+            b.create_topic(topic(t, 1, &[]), false).await.unwrap();
+            b.produce(t, 0, &batch(10, 0), Acks::All).await.unwrap();
+        }
+        // Another broker's deletion, not seen here before stopping.
+        let txn = Txn::new()
+            .then(Op::delete(b.keys.topic("gone")))
+            .then(Op::delete_prefix(b.keys.partitions_prefix("gone")));
+        assert!(b.meta.txn(txn).await.unwrap().succeeded);
+        b.shutdown().await;
+    }
+    let data = d.path().join("data");
+    let legacy = data.join("old-0");
+    std::fs::create_dir_all(&legacy).unwrap();
+    let b = broker(d.path(), ManualClock::new(0)).await;
+    assert_eq!(b.remove_stray_replicas().await, 1);
+    assert!(!data.join("gone-0").exists());
+    assert!(data.join("kept-0").exists() && legacy.exists());
+    assert_eq!(b.partition("kept", 0).unwrap().log_end_offset(), 10);
+    b.shutdown().await;
+}
