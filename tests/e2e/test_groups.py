@@ -318,3 +318,43 @@ def test_list_describe_delete_groups_and_offsets(strata, topic_name):
     listed = a.list_consumer_groups().result(timeout=10)
     assert group not in [g.group_id for g in listed.valid]
     ka.close()
+
+
+def test_an_idle_groups_offsets_expire_after_the_retention(fresh_strata, topic_name):
+    """offsets.retention.minutes, at its least (1): a group that committed
+    and left has no committed offsets a minute later; a group still
+    consuming keeps its own."""
+    fresh_strata.extra_args += ["--set", "offsets_retention_minutes=1",
+                                "--set", "offsets_retention_check_interval_ms=1000"]
+    s = fresh_strata.start()
+    create_topic(s.bootstrap, topic_name, partitions=1)
+    produce_n(s, topic_name, 10)
+    tp = [TopicPartition(topic_name, 0)]
+
+    def read_all(group):
+        c = consumer(s, group)
+        c.subscribe([topic_name])
+        got, deadline = 0, time.time() + 30
+        while got < 10 and time.time() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got += 1
+        c.commit(asynchronous=False)
+        return c
+
+    read_all(f"left-{topic_name}").close()
+    staying = read_all(f"stays-{topic_name}")
+    left = consumer(s, f"left-{topic_name}")
+    assert left.committed(tp, timeout=10)[0].offset == 10
+    started = time.time()
+    # The staying member polls (heartbeats) meanwhile; bounded at 100 s.
+    while time.time() - started < 100:
+        staying.poll(0.5)
+        if left.committed(tp, timeout=10)[0].offset < 0:
+            break
+    waited = time.time() - started
+    assert left.committed(tp, timeout=10)[0].offset < 0, "not expired after 100 s"
+    assert waited >= 50, f"expired after {waited:.0f} s, before the retention"
+    assert staying.committed(tp, timeout=10)[0].offset == 10
+    staying.close()
+    left.close()

@@ -754,7 +754,9 @@ impl Broker {
     /// watch, leadership reconciliation, group timers every 100 ms, `flush.ms`
     /// checks every second, rolls and retention every
     /// `log.retention.check.interval.ms`, metadata compaction every
-    /// `metadata_compaction_interval_ms`, and the runtime's wakeup probe.
+    /// `metadata_compaction_interval_ms`, offset expiry every
+    /// `offsets_retention_check_interval_ms`, and the runtime's wakeup
+    /// probe.
     pub async fn run_background(self: Arc<Self>) {
         let loops = [
             tokio::spawn(self.clone().session_loop()),
@@ -817,6 +819,9 @@ impl Broker {
                 ms => ms.max(1000),
             },
         ));
+        let mut offsets_expiry = interval(Duration::from_millis(
+            self.settings.offsets_retention_check_interval_ms.max(1000),
+        ));
         for t in [
             &mut groups,
             &mut flush,
@@ -824,6 +829,7 @@ impl Broker {
             &mut gc,
             &mut isr,
             &mut compaction,
+            &mut offsets_expiry,
         ] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
@@ -840,6 +846,7 @@ impl Broker {
                     self.collect_garbage(self.settings.cold_gc_grace_ms).await;
                 }
                 _ = compaction.tick() => self.compact_metadata().await,
+                _ = offsets_expiry.tick() => self.expire_offsets().await,
                 _ = self.shutdown.cancelled() => return,
             }
         }

@@ -55,6 +55,11 @@ pub struct BrokerSettings {
     /// by its own `--auto-compaction-*`). etcd keeps every revision until
     /// compacted, and past its backend quota refuses every write.
     pub metadata_compaction_interval_ms: u64,
+    /// `offsets.retention.minutes`: an empty group's committed offsets are
+    /// discarded this long after its last activity (0: kept for good).
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`
+    pub offsets_retention_check_interval_ms: u64,
     /// Defaults for topic configs not set on the topic (`log.*` in Kafka).
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -80,6 +85,8 @@ impl Default for BrokerSettings {
             cold_gc_interval_ms: 600_000,
             cold_gc_grace_ms: 3_600_000,
             metadata_compaction_interval_ms: 300_000,
+            offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
             topic_defaults: BTreeMap::new(),
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use strata_meta::{EmbeddedStore, MetadataStore};
 use strata_record::{build_batch, KeyValue};
 
+mod expiry;
 mod large;
 mod recreated;
 

@@ -68,6 +68,10 @@ pub struct Settings {
     /// How often the metadata store's history is compacted (0: never, for
     /// an etcd that compacts itself).
     pub metadata_compaction_interval_ms: u64,
+    /// `offsets.retention.minutes` (0: committed offsets never expire).
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`
+    pub offsets_retention_check_interval_ms: u64,
     pub max_connections: usize,
     pub max_request_bytes: usize,
     /// `connections.max.idle.ms`: a client connection with nothing in
@@ -128,6 +132,8 @@ impl Default for Settings {
             cold_gc_interval_ms: b.cold_gc_interval_ms,
             cold_gc_grace_ms: b.cold_gc_grace_ms,
             metadata_compaction_interval_ms: b.metadata_compaction_interval_ms,
+            offsets_retention_minutes: b.offsets_retention_minutes,
+            offsets_retention_check_interval_ms: b.offsets_retention_check_interval_ms,
             max_connections: 10_000,
             max_request_bytes: 100 * 1024 * 1024,
             connections_max_idle_ms: 600_000,
@@ -292,6 +298,8 @@ impl Settings {
             cold_gc_interval_ms: self.cold_gc_interval_ms,
             cold_gc_grace_ms: self.cold_gc_grace_ms,
             metadata_compaction_interval_ms: self.metadata_compaction_interval_ms,
+            offsets_retention_minutes: self.offsets_retention_minutes,
+            offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms,
             topic_defaults: self.topic_defaults.clone(),
         }
     }

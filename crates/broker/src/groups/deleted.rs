@@ -37,11 +37,21 @@ impl GroupCoordinator {
                     && from_json::<CommittedOffset>(&kv.value).is_ok_and(|o| ours(&o))
             })
             .collect();
-        let mut deleted = 0;
-        // Each key guarded by its revision, so half the operations.
-        for chunk in doomed.chunks(MAX_TXN_OPS / 2) {
-            deleted += self.delete_unchanged(chunk).await?;
-        }
+        let guarded: Vec<(Compare, String)> = doomed
+            .iter()
+            .map(|kv| {
+                (
+                    Compare::ModRevision(kv.key.clone(), kv.mod_revision),
+                    kv.key.clone(),
+                )
+            })
+            .collect();
+        let deleted = self
+            .delete_guarded(&guarded)
+            .await?
+            .iter()
+            .filter(|d| **d)
+            .count();
         for offsets in lock(&self.offsets).values_mut() {
             offsets.retain(|(t, _), o| t != name || !ours(o));
         }
@@ -53,30 +63,31 @@ impl GroupCoordinator {
         Ok(deleted)
     }
 
-    /// Deletes the keys of `kvs` that are unchanged since read: all in one
-    /// transaction, or, if any changed, one by one.
-    async fn delete_unchanged(&self, kvs: &[KeyValue]) -> Result<usize, GroupError> {
-        let guarded = |kv: &KeyValue| {
-            (
-                Compare::ModRevision(kv.key.clone(), kv.mod_revision),
-                Op::delete(kv.key.clone()),
-            )
-        };
+    /// Deletes each key whose compare holds, in transactions of as many
+    /// as fit (a compare and a delete each): a whole one, or if any compare
+    /// in it fails, its keys one by one. Returns which were deleted.
+    pub(super) async fn delete_guarded(
+        &self,
+        keys: &[(Compare, String)],
+    ) -> Result<Vec<bool>, GroupError> {
         let store = |e: strata_meta::MetaError| GroupError::OffsetStore(e.to_string());
-        let (compares, success) = kvs.iter().map(guarded).unzip();
-        let all = Txn {
-            compares,
-            success,
-            failure: Vec::new(),
-        };
-        if self.meta.txn(all).await.map_err(store)?.succeeded {
-            return Ok(kvs.len());
-        }
-        let mut deleted = 0;
-        for kv in kvs {
-            let (compare, delete) = guarded(kv);
-            let one = Txn::new().when(compare).then(delete);
-            deleted += usize::from(self.meta.txn(one).await.map_err(store)?.succeeded);
+        let mut deleted = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_TXN_OPS / 2) {
+            let all = Txn {
+                compares: chunk.iter().map(|(c, _)| c.clone()).collect(),
+                success: chunk.iter().map(|(_, k)| Op::delete(k.clone())).collect(),
+                failure: Vec::new(),
+            };
+            if self.meta.txn(all).await.map_err(store)?.succeeded {
+                deleted.extend(std::iter::repeat_n(true, chunk.len()));
+                continue;
+            }
+            for (compare, key) in chunk {
+                let one = Txn::new()
+                    .when(compare.clone())
+                    .then(Op::delete(key.clone()));
+                deleted.push(self.meta.txn(one).await.map_err(store)?.succeeded);
+            }
         }
         Ok(deleted)
     }

@@ -100,6 +100,11 @@ pub struct Group {
     /// joins extend the deadline, but never past this bound.
     initial_join_bound_ms: Option<i64>,
     next_seq: u64,
+    /// When the group was last seen with members, or made here (loaded,
+    /// or first asked for): its committed offsets expire
+    /// `offsets.retention.minutes` after this or their last commit,
+    /// whichever is later (`expiry.rs`). Kept by the coordinator.
+    pub(crate) active_ms: i64,
 }
 
 impl Group {
@@ -116,6 +121,7 @@ impl Group {
             rebalance_deadline_ms: 0,
             initial_join_bound_ms: None,
             next_seq: 0,
+            active_ms: 0,
         }
     }
 

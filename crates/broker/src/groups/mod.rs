@@ -6,6 +6,7 @@
 //! transaction per OffsetCommit) with an in-memory copy for OffsetFetch.
 
 mod deleted;
+mod expiry;
 mod group;
 mod pending;
 #[cfg(test)]
@@ -233,6 +234,9 @@ impl GroupCoordinator {
                 offsets.insert(group.to_string(), loaded);
             }
         }
+        // Its offsets' retention counts from now at the earliest: whether
+        // it had members before is not known here.
+        self.group(group);
         self.load_pending(group).await
     }
 
@@ -250,7 +254,11 @@ impl GroupCoordinator {
     fn group(&self, id: &str) -> Arc<Mutex<Group>> {
         lock(&self.groups)
             .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(Group::new(id.to_string()))))
+            .or_insert_with(|| {
+                let mut g = Group::new(id.to_string());
+                g.active_ms = self.clock.now_ms();
+                Arc::new(Mutex::new(g))
+            })
             .clone()
     }
 
@@ -300,7 +308,11 @@ impl GroupCoordinator {
         let now = self.clock.now_ms();
         let groups: Vec<_> = lock(&self.groups).values().cloned().collect();
         for g in groups {
-            lock(&g).tick(now, &self.timings);
+            let mut g = lock(&g);
+            g.tick(now, &self.timings);
+            if !g.is_empty() {
+                g.active_ms = now;
+            }
         }
     }
 

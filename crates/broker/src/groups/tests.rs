@@ -232,3 +232,109 @@ fn commit_validation() {
     assert_eq!(g.validate_commit(&a, 7), Err(GroupError::IllegalGeneration));
     assert_eq!(g.validate_commit("x", 1), Err(GroupError::UnknownMemberId));
 }
+
+mod expiry {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::keys::Keys;
+    use strata_meta::MemStore;
+
+    const RETENTION: i64 = 60_000;
+
+    fn coordinator(clock: &ManualClock) -> (GroupCoordinator, Arc<MemStore>) {
+        let store = Arc::new(MemStore::new());
+        let c = GroupCoordinator::new(store.clone(), Keys::new("c"), Arc::new(clock.clone()), T);
+        (c, store)
+    }
+
+    fn off(o: i64, at: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset: o,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp: at,
+            topic_id: None,
+        }
+    }
+
+    async fn stored(s: &MemStore) -> usize {
+        s.range("/strata/c/groups/").await.unwrap().kvs.len()
+    }
+
+    #[tokio::test]
+    async fn an_idle_groups_offsets_expire_a_retention_after_its_last_commit() {
+        let clock = ManualClock::new(1_000);
+        let (c, s) = coordinator(&clock);
+        c.commit_offsets("g", "", -1, vec![("t".into(), 0, off(5, 1_000))])
+            .await
+            .unwrap();
+        clock.advance(RETENTION / 2);
+        // A later commit counts from itself.
+        c.commit_offsets("g", "", -1, vec![("t".into(), 1, off(7, clock.now_ms()))])
+            .await
+            .unwrap();
+        clock.advance(RETENTION - 1);
+        assert_eq!(c.expire_offsets(RETENTION).await, 0);
+        assert_eq!(c.fetch_offsets("g", None).len(), 2);
+        clock.advance(1);
+        assert_eq!(c.expire_offsets(RETENTION).await, 2);
+        assert!(c.fetch_offsets("g", None).is_empty());
+        assert_eq!(stored(&s).await, 0);
+        assert!(c.list().is_empty(), "the group is gone");
+    }
+
+    #[tokio::test]
+    async fn a_group_with_members_or_pending_offsets_keeps_its_offsets() {
+        let clock = ManualClock::new(1_000);
+        let (c, s) = coordinator(&clock);
+        for g in ["members", "pending"] {
+            c.commit_offsets(g, "", -1, vec![("t".into(), 0, off(5, 1_000))])
+                .await
+                .unwrap();
+        }
+        let (id, generation) = {
+            let g = c.group("members");
+            let mut g = lock(&g);
+            let id = member_id(&mut g, 1_000);
+            let j = now(g.join(req(&id, &["range"]), 1_000, &T)).unwrap();
+            (id, j.generation)
+        };
+        c.txn_commit_offsets("pending", 42, None, vec![("t".into(), 1, off(9, 1_000))])
+            .await
+            .unwrap();
+        // Members keep the group active through ticks; idle for longer than
+        // the retention by their commits alone.
+        for _ in 0..3 * RETENTION / 5_000 {
+            clock.advance(5_000);
+            c.heartbeat("members", &id, generation).unwrap();
+            c.tick();
+        }
+        assert_eq!(c.expire_offsets(RETENTION).await, 0);
+        assert_eq!(stored(&s).await, 3);
+        // Once the transaction ends and the members leave: a retention later.
+        c.complete_txn_offsets("pending", 42, false).await.unwrap();
+        c.leave("members", &[id]).unwrap();
+        assert_eq!(c.expire_offsets(RETENTION).await, 1, "pending's");
+        clock.advance(RETENTION);
+        assert_eq!(c.expire_offsets(RETENTION).await, 1, "members'");
+        assert_eq!(stored(&s).await, 0);
+    }
+
+    #[tokio::test]
+    async fn an_offset_committed_while_expiring_is_kept() {
+        let clock = ManualClock::new(1_000);
+        let (c, s) = coordinator(&clock);
+        c.commit_offsets("g", "", -1, vec![("t".into(), 0, off(5, 1_000))])
+            .await
+            .unwrap();
+        clock.advance(RETENTION);
+        // As if committed between the choice and the delete: the stored
+        // value is no longer the one expired.
+        let key = c.keys.group_offset("g", "t", 0);
+        s.put(&key, to_json(&off(6, clock.now_ms())).unwrap().into())
+            .await
+            .unwrap();
+        assert_eq!(c.expire_offsets(RETENTION).await, 0);
+        assert_eq!(stored(&s).await, 1);
+    }
+}
