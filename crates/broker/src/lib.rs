@@ -13,6 +13,7 @@ pub mod cold;
 pub mod config;
 pub mod durability;
 mod error;
+mod fsutil;
 pub mod groups;
 pub mod keys;
 pub mod metrics;

@@ -191,16 +191,9 @@ fn offsets(dir: &Path) -> Vec<i64> {
 
 /// Writes `snap` durably and keeps only the newest [`KEEP`] snapshots.
 pub(crate) fn write(dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
-    use std::io::Write;
     let json = serde_json::to_vec(snap).map_err(std::io::Error::other)?;
     let path = path_for(dir, snap.offset);
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_data()?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    crate::fsutil::write_whole(&path, &json)?;
     let all = offsets(dir);
     for old in all.iter().take(all.len().saturating_sub(KEEP)) {
         let _ = std::fs::remove_file(path_for(dir, *old));

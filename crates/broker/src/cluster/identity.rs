@@ -14,7 +14,6 @@
 
 use crate::error::BrokerError;
 use crate::keys::Keys;
-use std::io::Write;
 use std::path::Path;
 use strata_meta::{Compare, MetadataStore, Op, Txn};
 
@@ -32,17 +31,6 @@ fn read(dir: &Path) -> Result<Option<String>, BrokerError> {
             dir.join(FILE).display()
         ))),
     }
-}
-
-fn write(dir: &Path, id: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{id}")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The cluster's id, which `dir` then records: the metadata store's
@@ -85,9 +73,9 @@ pub(crate) async fn bind(
         }
         (Some(s), Some(_)) => Ok(s),
         (Some(s), None) => {
-            write(dir, &s).map_err(|e| {
-                BrokerError::Storage(format!("cannot write {}: {e}", dir.join(FILE).display()))
-            })?;
+            crate::fsutil::write_whole(&dir.join(FILE), format!("{s}\n").as_bytes()).map_err(
+                |e| BrokerError::Storage(format!("cannot write {}: {e}", dir.join(FILE).display())),
+            )?;
             Ok(s)
         }
     }

@@ -15,7 +15,6 @@
 //! file, synced, renamed), so a crash leaves the old file or the new one;
 //! one that does not parse is rewritten.
 
-use std::io::Write;
 use std::path::Path;
 
 /// The file, inside the partition's directory. Its stem is not a number,
@@ -54,14 +53,8 @@ pub(crate) fn claim(dir: &Path, id: &str) -> std::io::Result<Claimed> {
         None => Claimed::New,
     };
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        write!(f, "version: 0\ntopic_id: {id}\n")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    std::fs::File::open(dir)?.sync_all()?;
+    let text = format!("version: 0\ntopic_id: {id}\n");
+    crate::fsutil::write_whole(&dir.join(FILE), text.as_bytes())?;
     Ok(claimed)
 }
 
