@@ -142,6 +142,57 @@ impl Op {
     }
 }
 
+impl Compare {
+    /// Its key and value's bytes, without [`OP_OVERHEAD`].
+    fn bytes(&self) -> usize {
+        match self {
+            Self::ModRevision(k, _) | Self::CreateRevision(k, _) => k.len(),
+            Self::Value(k, v) => k.len() + v.len(),
+        }
+    }
+}
+
+/// Splits `items` in order into runs that fit one transaction: at most
+/// [`MAX_TXN_OPS`] items (each adds one entry to each list it uses) and
+/// [`MAX_TXN_BYTES`] by `bytes`. An item too large alone is a run of its
+/// own, which the store refuses.
+fn packed<T>(items: Vec<T>, bytes: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut runs: Vec<Vec<T>> = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let b = bytes(&item);
+        match runs.last_mut() {
+            Some(run) if run.len() < MAX_TXN_OPS && used + b <= MAX_TXN_BYTES => {
+                used += b;
+                run.push(item);
+            }
+            _ => {
+                used = b;
+                runs.push(vec![item]);
+            }
+        }
+    }
+    runs
+}
+
+/// Guarded operations (each an operation and the compare that must hold
+/// for it) as transactions within the bounds, in order: each applies all
+/// of its operations only if all of its compares hold.
+pub fn guarded_chunks(pairs: Vec<(Compare, Op)>) -> Vec<Txn> {
+    let size = |(c, op): &(Compare, Op)| c.bytes() + op.bytes() + 2 * OP_OVERHEAD;
+    packed(pairs, size)
+        .into_iter()
+        .map(|run| {
+            let (compares, success) = run.into_iter().unzip();
+            Txn {
+                compares,
+                success,
+                failure: Vec::new(),
+            }
+        })
+        .collect()
+}
+
 /// Keys under a prefix and the store revision they were read at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Range {
@@ -225,10 +276,7 @@ impl Txn {
 
     /// The bytes this transaction carries, as [`MAX_TXN_BYTES`] bounds.
     pub fn bytes(&self) -> usize {
-        let compares = self.compares.iter().map(|c| match c {
-            Compare::ModRevision(k, _) | Compare::CreateRevision(k, _) => k.len(),
-            Compare::Value(k, v) => k.len() + v.len(),
-        });
+        let compares = self.compares.iter().map(Compare::bytes);
         let ops = self.success.iter().chain(&self.failure).map(Op::bytes);
         compares.chain(ops).map(|b| b + OP_OVERHEAD).sum()
     }
@@ -261,17 +309,11 @@ impl Txn {
 /// the revision after the last chunk (0 when `ops` is empty).
 pub async fn apply_in_chunks(store: &dyn MetadataStore, ops: Vec<Op>) -> Result<i64, MetaError> {
     let mut revision = 0;
-    let mut ops = ops.into_iter().peekable();
-    while ops.peek().is_some() {
-        let mut txn = Txn::default();
-        let mut bytes = 0;
-        while let Some(op) = ops.next_if(|op| {
-            let fits = bytes + op.bytes() + OP_OVERHEAD <= MAX_TXN_BYTES;
-            txn.success.is_empty() || (fits && txn.success.len() < MAX_TXN_OPS)
-        }) {
-            bytes += op.bytes() + OP_OVERHEAD;
-            txn.success.push(op);
-        }
+    for success in packed(ops, |op| op.bytes() + OP_OVERHEAD) {
+        let txn = Txn {
+            success,
+            ..Txn::default()
+        };
         revision = store.txn(txn).await?.revision;
     }
     Ok(revision)
@@ -329,5 +371,44 @@ pub trait MetadataStore: Send + Sync + 'static {
             .txn(Txn::new().then(Op::delete_prefix(prefix)))
             .await?
             .revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guarded_chunks_fit_both_bounds_in_order() {
+        let pair = |i: usize, value: usize| {
+            let key = format!("/k/{i:04}");
+            (
+                Compare::Value(key.clone(), vec![b'v'; value].into()),
+                Op::delete(key),
+            )
+        };
+        // Small: split by count.
+        let small: Vec<_> = (0..300).map(|i| pair(i, 1)).collect();
+        let txns = guarded_chunks(small);
+        let sizes: Vec<usize> = txns.iter().map(|t| t.success.len()).collect();
+        assert_eq!(sizes, [MAX_TXN_OPS, MAX_TXN_OPS, 300 - 2 * MAX_TXN_OPS]);
+        // Large: split by bytes; each passes the store's check.
+        let large: Vec<_> = (0..10).map(|i| pair(i, 300 << 10)).collect();
+        let txns = guarded_chunks(large);
+        assert_eq!(txns.len(), 4);
+        assert!(txns.iter().all(|t| t.check_size().is_ok()));
+        let keys: Vec<&str> = txns
+            .iter()
+            .flat_map(|t| &t.success)
+            .map(|op| match op {
+                Op::Delete { key } => key.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            (0..10).map(|i| format!("/k/{i:04}")).collect::<Vec<_>>()
+        );
+        assert!(txns.iter().all(|t| t.compares.len() == t.success.len()));
     }
 }

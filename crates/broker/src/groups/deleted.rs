@@ -13,7 +13,7 @@
 
 use super::{lock, CommittedOffset, GroupCoordinator, GroupError};
 use crate::topics::from_json;
-use strata_meta::{Compare, KeyValue, Op, Txn, MAX_TXN_OPS};
+use strata_meta::{guarded_chunks, Compare, KeyValue, Op, Txn};
 
 impl GroupCoordinator {
     /// Deletes every group's offsets of topic `name` (id `id`), stored and
@@ -64,28 +64,27 @@ impl GroupCoordinator {
     }
 
     /// Deletes each key whose compare holds, in transactions of as many
-    /// as fit (a compare and a delete each): a whole one, or if any compare
-    /// in it fails, its keys one by one. Returns which were deleted.
+    /// as fit (`strata_meta::guarded_chunks`): a whole one, or if any
+    /// compare in it fails, its keys one by one. Returns which were deleted.
     pub(super) async fn delete_guarded(
         &self,
         keys: &[(Compare, String)],
     ) -> Result<Vec<bool>, GroupError> {
         let store = |e: strata_meta::MetaError| GroupError::OffsetStore(e.to_string());
+        let pairs = keys
+            .iter()
+            .map(|(c, k)| (c.clone(), Op::delete(k.clone())))
+            .collect();
         let mut deleted = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(MAX_TXN_OPS / 2) {
-            let all = Txn {
-                compares: chunk.iter().map(|(c, _)| c.clone()).collect(),
-                success: chunk.iter().map(|(_, k)| Op::delete(k.clone())).collect(),
-                failure: Vec::new(),
-            };
-            if self.meta.txn(all).await.map_err(store)?.succeeded {
-                deleted.extend(std::iter::repeat_n(true, chunk.len()));
+        for chunk in guarded_chunks(pairs) {
+            let n = chunk.success.len();
+            let (compares, ops) = (chunk.compares.clone(), chunk.success.clone());
+            if self.meta.txn(chunk).await.map_err(store)?.succeeded {
+                deleted.extend(std::iter::repeat_n(true, n));
                 continue;
             }
-            for (compare, key) in chunk {
-                let one = Txn::new()
-                    .when(compare.clone())
-                    .then(Op::delete(key.clone()));
+            for (compare, op) in compares.into_iter().zip(ops) {
+                let one = Txn::new().when(compare).then(op);
                 deleted.push(self.meta.txn(one).await.map_err(store)?.succeeded);
             }
         }

@@ -320,6 +320,19 @@ mod expiry {
         assert_eq!(stored(&s).await, 0);
     }
 
+    /// Keys of the longest group id: the deletes are split by bytes too.
+    #[tokio::test]
+    async fn a_long_group_ids_many_offsets_expire() {
+        let clock = ManualClock::new(1_000);
+        let (c, s) = coordinator(&clock);
+        let group = "g".repeat(crate::keys::MAX_ID_BYTES);
+        let offsets = (0..100).map(|p| ("t".into(), p, off(5, 1_000))).collect();
+        c.commit_offsets(&group, "", -1, offsets).await.unwrap();
+        clock.advance(RETENTION);
+        assert_eq!(c.expire_offsets(RETENTION).await, 100);
+        assert_eq!(stored(&s).await, 0);
+    }
+
     #[tokio::test]
     async fn an_offset_committed_while_expiring_is_kept() {
         let clock = ManualClock::new(1_000);
