@@ -198,8 +198,9 @@ impl Broker {
     /// one of its partitions removes the local files when it sees that.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let _guard = self.admin_lock.lock().await;
-        self.require_topic(name)?;
-        let id = self.topic_id(name).unwrap_or_default();
+        let id = self
+            .topic_id(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
         let objects: Vec<String> = self
             .view()
             .segments

@@ -41,9 +41,12 @@ impl Broker {
                 let name = e.file_name().into_string().ok()?;
                 let (topic, p) = name.rsplit_once('-')?;
                 let p: i32 = p.parse().ok()?;
+                // Open replicas first: their file need not be read.
+                if open(topic, p) {
+                    return None;
+                }
                 let recorded = incarnation::recorded(&e.path())?;
-                let current = self.topic_id(topic);
-                let stray = current.as_deref() != Some(recorded.as_str()) && !open(topic, p);
+                let stray = self.topic_id(topic).as_deref() != Some(recorded.as_str());
                 stray.then(|| (e.path(), recorded))
             })
             .collect();

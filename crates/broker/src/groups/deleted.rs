@@ -13,7 +13,7 @@
 
 use super::{lock, CommittedOffset, GroupCoordinator, GroupError};
 use crate::topics::from_json;
-use strata_meta::{guarded_chunks, Compare, KeyValue, Op, Txn};
+use strata_meta::{guarded_chunks, Compare, Op, Txn};
 
 impl GroupCoordinator {
     /// Deletes every group's offsets of topic `name` (id `id`), stored and
@@ -25,7 +25,8 @@ impl GroupCoordinator {
             .range(&self.keys.groups_prefix())
             .await
             .map_err(|e| GroupError::OffsetStore(e.to_string()))?;
-        let doomed: Vec<KeyValue> = range
+        // Each guarded by its revision: unchanged since read.
+        let doomed: Vec<(Compare, String)> = range
             .kvs
             .into_iter()
             .filter(|kv| {
@@ -36,18 +37,15 @@ impl GroupCoordinator {
                 topic.as_deref() == Some(name)
                     && from_json::<CommittedOffset>(&kv.value).is_ok_and(|o| ours(&o))
             })
-            .collect();
-        let guarded: Vec<(Compare, String)> = doomed
-            .iter()
             .map(|kv| {
                 (
                     Compare::ModRevision(kv.key.clone(), kv.mod_revision),
-                    kv.key.clone(),
+                    kv.key,
                 )
             })
             .collect();
         let deleted = self
-            .delete_guarded(&guarded)
+            .delete_guarded(&doomed)
             .await?
             .iter()
             .filter(|d| **d)

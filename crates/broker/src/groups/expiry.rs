@@ -98,7 +98,7 @@ impl GroupCoordinator {
         let mut n = 0;
         let mut all = lock(&self.offsets);
         if let Some(held) = all.get_mut(group) {
-            for (((tp, o), _), gone) in offsets.iter().zip(&guarded).zip(&deleted) {
+            for ((tp, o), gone) in offsets.iter().zip(&deleted) {
                 if *gone && held.get(tp) == Some(o) {
                     held.remove(tp);
                     n += 1;
