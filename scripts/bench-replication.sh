@@ -4,7 +4,8 @@
 #     cold tier): a new replica copies only the hot tail, so both should be
 #     about equal;
 #   - end-to-end p99 at 1000 msg/s on a replication-factor-3 topic (the
-#     consumer sees a record only once the ISR has it).
+#     consumer sees a record only once the ISR has it);
+#   - acks=all produce throughput to a replication-factor-3 topic.
 # Starts etcd and four release brokers with scripts/local-cluster.sh (objects
 # in a local directory shared by the brokers), prints a Markdown table, and
 # stops everything.
@@ -12,6 +13,7 @@
 #   scripts/bench-replication.sh            full run (~1 GB written)
 #   QUICK=1 scripts/bench-replication.sh    small sizes: a smoke run
 #   OUT=file.md                             table destination (default target/bench/replication.md)
+#   REPL_LOG_CACHE=bytes                    each broker's log_cache_bytes (default 256 MiB)
 #
 # Not a CI step: timings on a shared machine.
 set -euo pipefail
@@ -29,9 +31,9 @@ cleanup() {
 trap cleanup EXIT
 
 if [ "$QUICK" = 1 ]; then
-  SMALL=2000 LARGE=20000 E2E_S=3
+  SMALL=2000 LARGE=20000 E2E_S=3 PRODUCE_100=100000 PRODUCE_1K=20000
 else
-  SMALL=10000 LARGE=1000000 E2E_S=20
+  SMALL=10000 LARGE=1000000 E2E_S=20 PRODUCE_100=2000000 PRODUCE_1K=500000
 fi
 
 need_cargo
@@ -39,8 +41,13 @@ cargo build --release --bin strata -q
 S=$PWD/target/release/strata
 mkdir -p "$WORK/objects"
 # Offload and local retention run every second so history leaves the disks.
+# Each broker keeps 256 MiB of recent appends in the page cache (as the
+# matrix's broker does past its budget): the page cache recycles, rather
+# than growing into memory the VM has to fault in (docs/benchmarks.md,
+# session 22).
 STRATA_BIN=$S BROKERS=4 OBJECT_STORE="file://$WORK/objects" \
   STRATA_RETENTION_CHECK_INTERVAL_MS=1000 STRATA_LOG=warn \
+  STRATA_LOG_CACHE_BYTES=${REPL_LOG_CACHE:-268435456} \
   scripts/local-cluster.sh up >/dev/null
 # shellcheck disable=SC1091
 source "$STATE_DIR/env"
@@ -93,6 +100,22 @@ echo "== end-to-end latency, replication factor 3"
 e2e=$("$S" bench e2e --bootstrap "$STRATA_BOOTSTRAP" --topic rf3-e2e --partitions 1 \
   --rate 1000 --seconds "$E2E_S" --json 2>/dev/null | tail -1)
 row "e2e 1000 msg/s, RF=3, 100 B: p50 / p99 / max" "$(echo "$e2e" | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency_ms"]; print("%.2f / %.2f / %.2f ms" % (l["p50"], l["p99"], l["max"]))')"
+
+echo "== acks=all produce throughput, replication factor 3"
+# Each write reaches three brokers (here on one host, one disk, two cores)
+# before it is acknowledged: the leader's append and two followers'.
+"$S" topic create --bootstrap "$STRATA_BOOTSTRAP" --topic rf3-produce --partitions 4 \
+  --replication-factor 3 --config min.insync.replicas=2 >/dev/null
+produce() {  # produce SIZE RECORDS [flags...] -> the bench's JSON
+  local size=$1 records=$2
+  shift 2
+  "$S" bench produce --bootstrap "$STRATA_BOOTSTRAP" --topic rf3-produce --partitions 4 \
+    --size "$size" --records "$records" --acks all "$@" --json 2>/dev/null | tail -1
+}
+r=$(produce 100 "$PRODUCE_100")
+row "produce acks=all, RF=3, 4 partitions, 100 B" "$(echo "$r" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f M records/s (p99 %.1f ms)" % (d["records_per_sec"]/1e6, d["latency_ms"]["p99"]))')"
+r=$(produce 1024 "$PRODUCE_1K" --batch 500)
+row "produce acks=all, RF=3, 4 partitions, 1 KiB" "$(echo "$r" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f MB/s (p99 %.1f ms)" % (d["mb_per_sec"], d["latency_ms"]["p99"]))')"
 
 mkdir -p "$(dirname "$OUT")"
 {

@@ -32,7 +32,9 @@ pub struct BrokerSettings {
     /// `transactional.id.expiration.ms`: a transactional id idle (no open
     /// transaction) this long is forgotten.
     pub transactional_id_expiration_ms: i64,
-    /// fsync before acknowledging acks=all (the dev profile default).
+    /// fsync every acks=all write before acknowledging it (the dev
+    /// profile's default; without it, only while the leader is the only
+    /// in-sync replica: `durability::needs_fsync`).
     pub fsync_on_ack_all: bool,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval_ms: u64,

@@ -2,9 +2,11 @@
 //! must happen after the local append before the write is acknowledged.
 //!
 //! Today: [`ReplicatedDurability`] (`strata.durability=replicated`) fsyncs
-//! the active segment for acks=all (the dev profile default) or when
-//! `flush.messages` is reached, then, for acks=all, waits until every
-//! in-sync replica has the write and checks `min.insync.replicas`.
+//! the active segment when [`needs_fsync`] says so (acks=all with
+//! `fsync_on_ack_all`, the dev profile default; acks=all while the leader
+//! is the only in-sync replica; `flush.messages` reached), then, for
+//! acks=all, waits until every in-sync replica has the write and checks
+//! `min.insync.replicas`.
 //! `strata.durability=object` (group into a write-ahead object) would be
 //! another implementation of the same trait.
 
@@ -62,6 +64,28 @@ pub async fn flush_partition(p: &Arc<Partition>, now_ms: i64) -> Result<(), Brok
     Ok(())
 }
 
+/// Whether an append must be fsync'd before it is acknowledged (decision
+/// 0015):
+/// - acks=all, when the broker fsyncs every such write
+///   (`fsync_on_ack_all`: the dev profile's default, DESIGN §3);
+/// - acks=all, when the leader is the partition's only in-sync replica
+///   (`isr_size` ≤ 1: replication factor 1, or every follower fallen
+///   behind): then no other copy of the write would outlive this
+///   machine's crash, and an acknowledged acks=all write is never lost.
+///   With followers in sync, the write is on several machines before it is
+///   acknowledged, and Kafka's default (no fsync) holds;
+/// - any acks, once `flush.messages` appends are unflushed (Kafka's
+///   `flush.messages`).
+pub(crate) fn needs_fsync(
+    acks: Acks,
+    fsync_on_ack_all: bool,
+    isr_size: usize,
+    unflushed: i64,
+    flush_messages: i64,
+) -> bool {
+    (acks == Acks::All && (fsync_on_ack_all || isr_size <= 1)) || unflushed >= flush_messages
+}
+
 impl Durability for ReplicatedDurability {
     fn make_durable<'a>(
         &'a self,
@@ -72,9 +96,13 @@ impl Durability for ReplicatedDurability {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let epoch = partition.leader_epoch();
-            let by_acks = acks == Acks::All && self.fsync_on_ack_all;
-            let by_count = partition.unflushed_messages() >= partition.config().flush_messages();
-            if by_acks || by_count {
+            if needs_fsync(
+                acks,
+                self.fsync_on_ack_all,
+                partition.isr_size(),
+                partition.unflushed_messages(),
+                partition.config().flush_messages(),
+            ) {
                 flush_partition(partition, self.clock.now_ms()).await?;
             }
             if acks == Acks::All {

@@ -13,6 +13,7 @@ use strata_meta::{EmbeddedStore, MetadataStore};
 use strata_record::{build_batch, KeyValue};
 
 mod expiry;
+mod fsync;
 mod large;
 mod recreated;
 

@@ -184,15 +184,15 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Dev(args) => {
-                let s = load_settings(args.config.as_deref(), &args.overrides())?;
+                let mut s = load_settings(args.config.as_deref(), &args.overrides())?;
+                s.profile_defaults(false);
                 init_logging(&s.log);
                 run::dev(s).await
             }
             Command::Broker(args) => {
                 let mut s = load_settings(args.common.config.as_deref(), &args.overrides())?;
+                s.profile_defaults(true);
                 init_logging(&s.log);
-                // Followers replicate over gRPC (DESIGN §7 default port).
-                s.grpc.get_or_insert_with(|| "127.0.0.1:9093".into());
                 run::cluster(s).await
             }
             Command::Topic(a) => cli::topic::run(a).await,

@@ -51,7 +51,11 @@ pub struct Settings {
     pub transaction_max_timeout_ms: i32,
     /// `transactional.id.expiration.ms`
     pub transactional_id_expiration_ms: i64,
-    pub fsync_on_ack_all: bool,
+    /// fsync every acks=all write before acknowledging it. Unset, the
+    /// profile decides ([`Settings::profile_defaults`]): yes for `strata
+    /// dev`, no for `strata broker`, where followers hold the write (a
+    /// leader alone in its ISR fsyncs anyway, decision 0015).
+    pub fsync_on_ack_all: Option<bool>,
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session (leadership lease).
     pub session_timeout_ms: i64,
@@ -124,7 +128,7 @@ impl Default for Settings {
             group_max_session_timeout_ms: b.group_max_session_timeout_ms,
             transaction_max_timeout_ms: b.transaction_max_timeout_ms,
             transactional_id_expiration_ms: b.transactional_id_expiration_ms,
-            fsync_on_ack_all: b.fsync_on_ack_all,
+            fsync_on_ack_all: None,
             retention_check_interval_ms: b.retention_check_interval_ms,
             session_timeout_ms: b.session_timeout_ms,
             replica_lag_time_max_ms: b.replica_lag_time_max_ms,
@@ -184,6 +188,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "etcd",
     "grpc",
     "advertise_grpc",
+    "fsync_on_ack_all",
     "rack",
     "aws_endpoint_url",
     "aws_region",
@@ -268,6 +273,18 @@ impl Settings {
         Ok(s)
     }
 
+    /// Fills in what each profile defaults differently, where unset:
+    /// `strata broker` (`cluster`) serves gRPC for its followers on
+    /// 127.0.0.1:9093 (DESIGN §7) and leaves durability to replication,
+    /// as Kafka does; `strata dev`, a single node with no follower, fsyncs
+    /// every acks=all write (DESIGN §3).
+    pub fn profile_defaults(&mut self, cluster: bool) {
+        if cluster {
+            self.grpc.get_or_insert_with(|| "127.0.0.1:9093".into());
+        }
+        self.fsync_on_ack_all.get_or_insert(!cluster);
+    }
+
     /// The settings as TOML with secrets replaced by `"<redacted>"`, for
     /// `strata config`.
     pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
@@ -290,7 +307,7 @@ impl Settings {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
             transaction_max_timeout_ms: self.transaction_max_timeout_ms,
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
-            fsync_on_ack_all: self.fsync_on_ack_all,
+            fsync_on_ack_all: self.fsync_on_ack_all.unwrap_or(true),
             retention_check_interval_ms: self.retention_check_interval_ms,
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_time_max_ms: self.replica_lag_time_max_ms,
@@ -334,9 +351,34 @@ mod tests {
         .unwrap();
         assert_eq!(s.num_partitions, 3);
         assert_eq!(s.listen, "127.0.0.1:3");
-        assert!(!s.fsync_on_ack_all);
+        assert_eq!(s.fsync_on_ack_all, Some(false));
+        assert!(!s.broker_settings().fsync_on_ack_all);
         assert_eq!(s.topic_defaults.get("retention.ms").unwrap(), "1000");
         assert_eq!(s.topic_defaults.get("segment.bytes").unwrap(), "4096");
+    }
+
+    /// `strata dev` fsyncs acks=all writes and serves no gRPC by default;
+    /// `strata broker` serves gRPC and leaves durability to its followers.
+    /// Either way what is set stays.
+    #[test]
+    fn profiles_default_grpc_and_the_acks_all_fsync() {
+        let load = |env: Vec<(String, String)>| Settings::load(None, env.into_iter(), &[]).unwrap();
+        let mut dev = load(vec![]);
+        dev.profile_defaults(false);
+        assert!(dev.broker_settings().fsync_on_ack_all);
+        assert_eq!(dev.grpc, None);
+        let mut cluster = load(vec![]);
+        cluster.profile_defaults(true);
+        assert!(!cluster.broker_settings().fsync_on_ack_all);
+        assert_eq!(cluster.grpc.as_deref(), Some("127.0.0.1:9093"));
+
+        let set = |v: &str| vec![("STRATA_FSYNC_ON_ACK_ALL".to_string(), v.to_string())];
+        let mut dev = load(set("false"));
+        dev.profile_defaults(false);
+        assert!(!dev.broker_settings().fsync_on_ack_all);
+        let mut cluster = load(set("true"));
+        cluster.profile_defaults(true);
+        assert!(cluster.broker_settings().fsync_on_ack_all);
     }
 
     #[test]
