@@ -173,7 +173,7 @@ impl BrokerBuilder {
         let keys_for_ids = format!("{}producers/next_id", keys.root());
         let durability = self.durability.unwrap_or_else(|| {
             Arc::new(ReplicatedDurability {
-                fsync_on_ack_all: self.settings.fsync_on_ack_all,
+                ack_all_fsync: self.settings.ack_all_fsync,
                 clock: self.clock.clone(),
             })
         });

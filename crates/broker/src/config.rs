@@ -1,6 +1,7 @@
 //! Broker-level settings the domain needs, and topic configs under Kafka's
 //! names (DESIGN §7) with validation, defaults and describe output.
 
+use crate::durability::AckAllFsync;
 use crate::error::BrokerError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,10 +33,9 @@ pub struct BrokerSettings {
     /// `transactional.id.expiration.ms`: a transactional id idle (no open
     /// transaction) this long is forgotten.
     pub transactional_id_expiration_ms: i64,
-    /// fsync every acks=all write before acknowledging it (the dev
-    /// profile's default; without it, only while the leader is the only
-    /// in-sync replica: `durability::needs_fsync`).
-    pub fsync_on_ack_all: bool,
+    /// When an acks=all write is fsync'd before it is acknowledged
+    /// (`Always` by default, as in the dev profile).
+    pub ack_all_fsync: AckAllFsync,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session lease.
@@ -79,7 +79,7 @@ impl Default for BrokerSettings {
             group_max_session_timeout_ms: 1_800_000,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
-            fsync_on_ack_all: true,
+            ack_all_fsync: AckAllFsync::Always,
             retention_check_interval_ms: 60_000,
             session_timeout_ms: 10_000,
             replica_lag_time_max_ms: 30_000,

@@ -2,10 +2,9 @@
 //! must happen after the local append before the write is acknowledged.
 //!
 //! Today: [`ReplicatedDurability`] (`strata.durability=replicated`) fsyncs
-//! the active segment when [`needs_fsync`] says so (acks=all with
-//! `fsync_on_ack_all`, the dev profile default; acks=all while the leader
-//! is the only in-sync replica; `flush.messages` reached), then, for
-//! acks=all, waits until every in-sync replica has the write and checks
+//! the active segment when [`needs_fsync`] says so (acks=all as
+//! [`AckAllFsync`] says; `flush.messages` reached), then, for acks=all,
+//! waits until every in-sync replica has the write and checks
 //! `min.insync.replicas`.
 //! `strata.durability=object` (group into a write-ahead object) would be
 //! another implementation of the same trait.
@@ -49,8 +48,27 @@ pub trait Durability: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 }
 
+/// When an acks=all write is fsync'd before it is acknowledged (decision
+/// 0015).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckAllFsync {
+    /// Every one (`fsync_on_ack_all=true`; the dev profile's default,
+    /// DESIGN §3).
+    Always,
+    /// While the leader is the partition's only in-sync replica
+    /// (replication factor 1, or every follower out of the ISR): then no
+    /// other copy of the write would outlive this machine's crash. With
+    /// followers in sync the write is on several machines before it is
+    /// acknowledged, and Kafka's default (no fsync) holds. The cluster
+    /// profile's default.
+    Unreplicated,
+    /// Never (`fsync_on_ack_all=false`): Kafka's behaviour.
+    Never,
+}
+
 pub struct ReplicatedDurability {
-    pub fsync_on_ack_all: bool,
+    pub ack_all_fsync: AckAllFsync,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -64,26 +82,24 @@ pub async fn flush_partition(p: &Arc<Partition>, now_ms: i64) -> Result<(), Brok
     Ok(())
 }
 
-/// Whether an append must be fsync'd before it is acknowledged (decision
-/// 0015):
-/// - acks=all, when the broker fsyncs every such write
-///   (`fsync_on_ack_all`: the dev profile's default, DESIGN §3);
-/// - acks=all, when the leader is the partition's only in-sync replica
-///   (`isr_size` ≤ 1: replication factor 1, or every follower fallen
-///   behind): then no other copy of the write would outlive this
-///   machine's crash, and an acknowledged acks=all write is never lost.
-///   With followers in sync, the write is on several machines before it is
-///   acknowledged, and Kafka's default (no fsync) holds;
-/// - any acks, once `flush.messages` appends are unflushed (Kafka's
-///   `flush.messages`).
+/// Whether an append must be fsync'd before it is acknowledged: an
+/// acks=all one as `ack_all` says (`isr_size` is the partition's in-sync
+/// replicas, the leader included), and any once `flush.messages` appends
+/// are unflushed (Kafka's `flush.messages`).
 pub(crate) fn needs_fsync(
     acks: Acks,
-    fsync_on_ack_all: bool,
+    ack_all: AckAllFsync,
     isr_size: usize,
     unflushed: i64,
     flush_messages: i64,
 ) -> bool {
-    (acks == Acks::All && (fsync_on_ack_all || isr_size <= 1)) || unflushed >= flush_messages
+    let by_acks = acks == Acks::All
+        && match ack_all {
+            AckAllFsync::Always => true,
+            AckAllFsync::Unreplicated => isr_size <= 1,
+            AckAllFsync::Never => false,
+        };
+    by_acks || unflushed >= flush_messages
 }
 
 impl Durability for ReplicatedDurability {
@@ -98,7 +114,7 @@ impl Durability for ReplicatedDurability {
             let epoch = partition.leader_epoch();
             if needs_fsync(
                 acks,
-                self.fsync_on_ack_all,
+                self.ack_all_fsync,
                 partition.isr_size(),
                 partition.unflushed_messages(),
                 partition.config().flush_messages(),

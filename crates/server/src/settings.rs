@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use strata_broker::config::BrokerSettings;
+use strata_broker::durability::AckAllFsync;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -51,11 +52,16 @@ pub struct Settings {
     pub transaction_max_timeout_ms: i32,
     /// `transactional.id.expiration.ms`
     pub transactional_id_expiration_ms: i64,
-    /// fsync every acks=all write before acknowledging it. Unset, the
-    /// profile decides ([`Settings::profile_defaults`]): yes for `strata
-    /// dev`, no for `strata broker`, where followers hold the write (a
-    /// leader alone in its ISR fsyncs anyway, decision 0015).
+    /// fsync every acks=all write before acknowledging it (true), or none
+    /// (false, as Kafka). Unset, the profile decides (decision 0015):
+    /// `strata dev` fsyncs every one; `strata broker` one only while the
+    /// partition's leader is its only in-sync replica, relying otherwise
+    /// on the followers holding it.
     pub fsync_on_ack_all: Option<bool>,
+    /// Whether this is `strata broker` (set by [`Settings::profile_defaults`],
+    /// not a setting).
+    #[serde(skip)]
+    pub cluster_profile: bool,
     pub retention_check_interval_ms: u64,
     /// TTL of the broker's metadata-store session (leadership lease).
     pub session_timeout_ms: i64,
@@ -129,6 +135,7 @@ impl Default for Settings {
             transaction_max_timeout_ms: b.transaction_max_timeout_ms,
             transactional_id_expiration_ms: b.transactional_id_expiration_ms,
             fsync_on_ack_all: None,
+            cluster_profile: false,
             retention_check_interval_ms: b.retention_check_interval_ms,
             session_timeout_ms: b.session_timeout_ms,
             replica_lag_time_max_ms: b.replica_lag_time_max_ms,
@@ -275,14 +282,14 @@ impl Settings {
 
     /// Fills in what each profile defaults differently, where unset:
     /// `strata broker` (`cluster`) serves gRPC for its followers on
-    /// 127.0.0.1:9093 (DESIGN §7) and leaves durability to replication,
-    /// as Kafka does; `strata dev`, a single node with no follower, fsyncs
-    /// every acks=all write (DESIGN §3).
+    /// 127.0.0.1:9093 (DESIGN §7) and fsyncs an acks=all write only while
+    /// no follower is in sync; `strata dev`, a single node with no
+    /// follower, fsyncs every one (DESIGN §3).
     pub fn profile_defaults(&mut self, cluster: bool) {
+        self.cluster_profile = cluster;
         if cluster {
             self.grpc.get_or_insert_with(|| "127.0.0.1:9093".into());
         }
-        self.fsync_on_ack_all.get_or_insert(!cluster);
     }
 
     /// The settings as TOML with secrets replaced by `"<redacted>"`, for
@@ -307,7 +314,12 @@ impl Settings {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms,
             transaction_max_timeout_ms: self.transaction_max_timeout_ms,
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
-            fsync_on_ack_all: self.fsync_on_ack_all.unwrap_or(true),
+            ack_all_fsync: match self.fsync_on_ack_all {
+                Some(true) => AckAllFsync::Always,
+                Some(false) => AckAllFsync::Never,
+                None if self.cluster_profile => AckAllFsync::Unreplicated,
+                None => AckAllFsync::Always,
+            },
             retention_check_interval_ms: self.retention_check_interval_ms,
             session_timeout_ms: self.session_timeout_ms,
             replica_lag_time_max_ms: self.replica_lag_time_max_ms,
@@ -352,33 +364,43 @@ mod tests {
         assert_eq!(s.num_partitions, 3);
         assert_eq!(s.listen, "127.0.0.1:3");
         assert_eq!(s.fsync_on_ack_all, Some(false));
-        assert!(!s.broker_settings().fsync_on_ack_all);
+        assert_eq!(s.broker_settings().ack_all_fsync, AckAllFsync::Never);
         assert_eq!(s.topic_defaults.get("retention.ms").unwrap(), "1000");
         assert_eq!(s.topic_defaults.get("segment.bytes").unwrap(), "4096");
     }
 
-    /// `strata dev` fsyncs acks=all writes and serves no gRPC by default;
-    /// `strata broker` serves gRPC and leaves durability to its followers.
-    /// Either way what is set stays.
+    /// `strata dev` fsyncs every acks=all write and serves no gRPC by
+    /// default; `strata broker` serves gRPC and fsyncs an acks=all write
+    /// only while no follower is in sync. Either way what is set stays.
     #[test]
     fn profiles_default_grpc_and_the_acks_all_fsync() {
-        let load = |env: Vec<(String, String)>| Settings::load(None, env.into_iter(), &[]).unwrap();
-        let mut dev = load(vec![]);
-        dev.profile_defaults(false);
-        assert!(dev.broker_settings().fsync_on_ack_all);
+        let load = |env: Vec<(String, String)>, cluster: bool| {
+            let mut s = Settings::load(None, env.into_iter(), &[]).unwrap();
+            s.profile_defaults(cluster);
+            s
+        };
+        let dev = load(vec![], false);
+        assert_eq!(dev.broker_settings().ack_all_fsync, AckAllFsync::Always);
         assert_eq!(dev.grpc, None);
-        let mut cluster = load(vec![]);
-        cluster.profile_defaults(true);
-        assert!(!cluster.broker_settings().fsync_on_ack_all);
+        let cluster = load(vec![], true);
+        assert_eq!(
+            cluster.broker_settings().ack_all_fsync,
+            AckAllFsync::Unreplicated
+        );
         assert_eq!(cluster.grpc.as_deref(), Some("127.0.0.1:9093"));
+        // Not a setting: never printed, never read.
+        assert!(!cluster
+            .to_redacted_toml()
+            .unwrap()
+            .contains("cluster_profile"));
 
         let set = |v: &str| vec![("STRATA_FSYNC_ON_ACK_ALL".to_string(), v.to_string())];
-        let mut dev = load(set("false"));
-        dev.profile_defaults(false);
-        assert!(!dev.broker_settings().fsync_on_ack_all);
-        let mut cluster = load(set("true"));
-        cluster.profile_defaults(true);
-        assert!(cluster.broker_settings().fsync_on_ack_all);
+        for cluster in [false, true] {
+            let off = load(set("false"), cluster).broker_settings().ack_all_fsync;
+            assert_eq!(off, AckAllFsync::Never);
+            let on = load(set("true"), cluster).broker_settings().ack_all_fsync;
+            assert_eq!(on, AckAllFsync::Always);
+        }
     }
 
     #[test]
