@@ -27,6 +27,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+/// The largest HTTP/2 frame a follower takes from its leader: more than a
+/// Records message (at most about 1 MiB of batches), so one frame carries
+/// a whole one.
+const MAX_FRAME: u32 = 2 << 20;
+
 /// The leader a follower copies from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderTarget {
@@ -63,8 +68,8 @@ impl FollowerHandle {
     }
 }
 
-/// A lazily connected channel to `addr`, with HTTP/2 windows sized for
-/// bulk copy.
+/// A lazily connected channel to `addr`, with HTTP/2 windows and frames
+/// sized for bulk copy.
 pub fn channel(addr: &str) -> Result<Channel, String> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad gRPC address {addr:?}: {e}"))?
@@ -72,6 +77,10 @@ pub fn channel(addr: &str) -> Result<Channel, String> {
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
+        // The leader's Records messages (up to 1 MiB of batches) come in
+        // frames of up to this size rather than HTTP/2's default 16 KiB:
+        // one frame to parse, account and hand up per message, not 64.
+        .max_frame_size(MAX_FRAME)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
     Ok(ep.connect_lazy())
