@@ -3,6 +3,7 @@ brokers, with real clients. The fault suite is in test_faults.py."""
 import contextlib
 import signal
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -115,6 +116,45 @@ def test_replication_factor_3_keeps_every_acknowledged_record_when_the_leader_di
         # The killed broker comes back as a follower, truncates and catches up.
         brokers[leader].start()
         wait_full_isr(brokers, "r3")
+
+
+def log_flushes(b):
+    with urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return int(next(l.split()[1] for l in text.splitlines()
+                    if l.startswith("strata_log_flushes_total ")))
+
+
+def test_acks_all_is_fsynced_only_where_no_follower_holds_it(tmp_path):
+    """Decision 0015: `strata broker` acknowledges an acks=all write once
+    every in-sync replica has it, without an fsync, unless the leader is
+    the partition's only in-sync replica (then it fsyncs, as `strata dev`
+    does every one). Before, it fsynced every acks=all write."""
+    with etcd_and_brokers(tmp_path) as brokers:
+        a = AdminClient({"bootstrap.servers": bootstrap(brokers)})
+        fs = a.create_topics([NewTopic("rf3", num_partitions=1, replication_factor=3),
+                              NewTopic("rf1", num_partitions=1, replication_factor=1)])
+        for f in fs.values():
+            f.result(30)
+        wait_full_isr(brokers, "rf3")
+        wait_full_isr(brokers, "rf1", n=1)
+
+        def flushes():
+            return sum(log_flushes(b) for b in brokers.values())
+
+        p = Producer({"bootstrap.servers": bootstrap(brokers), "acks": "all", "linger.ms": 0})
+
+        def send(topic, n):
+            # One produce request each: delivered before the next is sent.
+            for i in range(n):
+                p.produce(topic, value=b"%d" % i)
+                assert p.flush(30) == 0
+        before = flushes()
+        send("rf3", 20)
+        assert flushes() == before, "acks=all writes held by two followers were fsynced"
+        send("rf1", 20)
+        assert flushes() - before == 20, "an acks=all write on one replica only was not fsynced"
+        assert [v for _, v in read_all(bootstrap(brokers), "rf3", 1)[0]] == [b"%d" % i for i in range(20)]
 
 
 def test_sigterm_hands_leadership_over_before_exiting(tmp_path):

@@ -171,9 +171,11 @@ impl BrokerBuilder {
             crate::cluster::identity::bind(&self.data_dir, meta.as_ref(), &keys).await?;
         let meta_for_ids = meta.clone();
         let keys_for_ids = format!("{}producers/next_id", keys.root());
+        let metrics = Metrics::default();
         let durability = self.durability.unwrap_or_else(|| {
             Arc::new(ReplicatedDurability {
                 ack_all_fsync: self.settings.ack_all_fsync,
+                flushes: metrics.log_flushes.clone(),
                 clock: self.clock.clone(),
             })
         });
@@ -214,7 +216,7 @@ impl BrokerBuilder {
             durability,
             cold: self.cold,
             write_behind: self.write_behind,
-            metrics: Metrics::default(),
+            metrics,
             shutdown: CancellationToken::new(),
             cluster_id,
             producer_ids: ProducerIdAllocator::new(meta_for_ids, keys_for_ids),
@@ -743,7 +745,7 @@ impl Broker {
             }
             let flush_ms = p.config().flush_ms();
             if p.unflushed_messages() > 0 && now - p.last_flush_ms() >= flush_ms {
-                if let Err(e) = flush_partition(p, now).await {
+                if let Err(e) = flush_partition(p, now, &self.metrics.log_flushes).await {
                     tracing::error!(partition = %p.name(), error = %e, "periodic flush failed");
                 }
             }
@@ -870,7 +872,8 @@ impl Broker {
             replicas.push(h.stop().await);
         }
         for p in &replicas {
-            if let Err(e) = flush_partition(p, self.clock.now_ms()).await {
+            let flushed = flush_partition(p, self.clock.now_ms(), &self.metrics.log_flushes);
+            if let Err(e) = flushed.await {
                 tracing::error!(partition = %p.name(), error = %e, "flush at shutdown failed");
             }
         }

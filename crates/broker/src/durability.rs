@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use futures::future::BoxFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use strata_log::AppendInfo;
@@ -69,15 +70,23 @@ pub enum AckAllFsync {
 
 pub struct ReplicatedDurability {
     pub ack_all_fsync: AckAllFsync,
+    /// Counts the fsyncs (the broker's `Metrics::log_flushes`).
+    pub flushes: Arc<AtomicU64>,
     pub clock: Arc<dyn Clock>,
 }
 
-/// fsyncs a partition's active segment on the blocking pool.
-pub async fn flush_partition(p: &Arc<Partition>, now_ms: i64) -> Result<(), BrokerError> {
+/// fsyncs a partition's active segment on the blocking pool, counting it
+/// in `flushes`.
+pub async fn flush_partition(
+    p: &Arc<Partition>,
+    now_ms: i64,
+    flushes: &AtomicU64,
+) -> Result<(), BrokerError> {
     let handle = p.flush_handle()?;
     tokio::task::spawn_blocking(move || handle.sync())
         .await
         .map_err(|e| BrokerError::Storage(format!("fsync task failed: {e}")))??;
+    flushes.fetch_add(1, Ordering::Relaxed);
     p.mark_flushed(now_ms);
     Ok(())
 }
@@ -119,7 +128,7 @@ impl Durability for ReplicatedDurability {
                 partition.unflushed_messages(),
                 partition.config().flush_messages(),
             ) {
-                flush_partition(partition, self.clock.now_ms()).await?;
+                flush_partition(partition, self.clock.now_ms(), &self.flushes).await?;
             }
             if acks == Acks::All {
                 partition

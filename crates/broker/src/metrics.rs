@@ -2,6 +2,7 @@
 //! in Prometheus text format.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Default)]
@@ -22,6 +23,10 @@ pub struct Metrics {
     pub cold_reads: AtomicU64,
     /// Cold reads that went on from a kept cursor (see `cold::cursors`).
     pub cold_reads_continued: AtomicU64,
+    /// fsyncs of partition logs: before acknowledging a produce (acks=all
+    /// as `AckAllFsync` says, `flush.messages`), by `flush.ms`, at
+    /// shutdown. Shared with the durability step.
+    pub log_flushes: Arc<AtomicU64>,
     /// How long requests took, by request type (the Kafka edge records them
     /// under the request's API key and names them when rendered).
     pub request_times: RequestTimes,

@@ -118,6 +118,13 @@ pub fn render(b: &Broker) -> String {
     );
     counter(
         &mut out,
+        "strata_log_flushes_total",
+        "fsyncs of partition logs (acks=all as fsync_on_ack_all says, flush.messages, flush.ms, shutdown).",
+        "counter",
+        g(&m.log_flushes),
+    );
+    counter(
+        &mut out,
         "strata_offloaded_segments_total",
         "Segments committed to the cold tier.",
         "counter",

@@ -38,8 +38,17 @@ async fn a_lone_leader_fsyncs_acks_all_unless_never() {
         assert_eq!(p.unflushed_messages(), 5, "acks=1 is not fsynced");
         // The only in-sync replica.
         b.produce("t", 0, &batch(5, 1), Acks::All).await.unwrap();
-        let want = if mode == AckAllFsync::Never { 10 } else { 0 };
-        assert_eq!(p.unflushed_messages(), want, "{mode:?}");
+        let never = mode == AckAllFsync::Never;
+        assert_eq!(
+            p.unflushed_messages(),
+            if never { 10 } else { 0 },
+            "{mode:?}"
+        );
+        let flushes = b
+            .metrics
+            .log_flushes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(flushes, if never { 0 } else { 1 }, "{mode:?}");
         b.shutdown().await;
     }
 }
