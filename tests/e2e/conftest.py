@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -162,6 +163,16 @@ def segment_bytes(path):
         except FileNotFoundError:
             pass
     return total
+
+
+def metric(proc, name, labels=""):
+    """A counter or gauge of `proc`'s /metrics (a Strata or a broker
+    process), as an int; None when it is not there."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.http_port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + labels + " "):
+                return int(line.split()[-1])
+    return None
 
 
 def free_port():

@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from conftest import Etcd, broker_process, create_topic, wait_until
+from conftest import Etcd, broker_process, create_topic, metric, wait_until
 
 
 @pytest.fixture
@@ -245,11 +245,7 @@ def test_brokers_keep_working_when_an_etcd_member_dies(tmp_path):
 
 
 def produce_errors(b):
-    import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return int(next(l.split()[1] for l in text.splitlines()
-                    if l.startswith("strata_produce_errors_total ")))
+    return metric(b, "strata_produce_errors_total")
 
 
 def test_etcd_outage_refuses_writes_then_resumes_without_loss(tmp_path):

@@ -4,24 +4,15 @@ offloaded, and consumers read every record back across both tiers."""
 import os
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import create_topic, segment_bytes, wait_until
+from conftest import create_topic, metric, segment_bytes, wait_until
 
 KEY_RE = re.compile(r"^\d{20}-\d{20}-e\d+\.parquet$")
-
-
-def metric(s, name, labels=""):
-    with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + labels + " "):
-                return int(line.split()[-1])
-    return None
 
 
 def read_values(bootstrap, topic, n, timeout=60, fetch_bytes=None):

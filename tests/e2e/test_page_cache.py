@@ -2,21 +2,12 @@
 its last `log_cache_bytes` of appends in the page cache, writing back and
 dropping older ones; nothing a consumer reads changes."""
 import time
-import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import Strata, create_topic, wait_until
+from conftest import Strata, create_topic, metric, wait_until
 
 CHUNK = 8 << 20  # strata_log::WRITE_BEHIND_CHUNK_BYTES in release builds
-
-
-def metric(s, name):
-    with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return int(line.split()[-1])
-    return None
 
 
 def test_appends_past_log_cache_bytes_are_dropped_from_the_cache_and_read_back_whole(tmp_path):

@@ -3,12 +3,11 @@ brokers, with real clients. The fault suite is in test_faults.py."""
 import contextlib
 import signal
 import time
-import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Etcd, broker_process, segment_bytes, wait_until
+from conftest import Etcd, broker_process, metric, segment_bytes, wait_until
 
 FAST = ["--set", "replica_lag_time_max_ms=3000"]
 
@@ -118,13 +117,6 @@ def test_replication_factor_3_keeps_every_acknowledged_record_when_the_leader_di
         wait_full_isr(brokers, "r3")
 
 
-def log_flushes(b):
-    with urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return int(next(l.split()[1] for l in text.splitlines()
-                    if l.startswith("strata_log_flushes_total ")))
-
-
 def test_acks_all_is_fsynced_only_where_no_follower_holds_it(tmp_path):
     """Decision 0015: `strata broker` acknowledges an acks=all write once
     every in-sync replica has it, without an fsync, unless the leader is
@@ -140,7 +132,7 @@ def test_acks_all_is_fsynced_only_where_no_follower_holds_it(tmp_path):
         wait_full_isr(brokers, "rf1", n=1)
 
         def flushes():
-            return sum(log_flushes(b) for b in brokers.values())
+            return sum(metric(b, "strata_log_flushes_total") for b in brokers.values())
 
         p = Producer({"bootstrap.servers": bootstrap(brokers), "acks": "all", "linger.ms": 0})
 
