@@ -92,20 +92,21 @@ pub async fn flush_partition(
 }
 
 /// Whether an append must be fsync'd before it is acknowledged: an
-/// acks=all one as `ack_all` says (`isr_size` is the partition's in-sync
-/// replicas, the leader included), and any once `flush.messages` appends
-/// are unflushed (Kafka's `flush.messages`).
+/// acks=all one as `ack_all` says (`isr_size` counts the partition's
+/// in-sync replicas, the leader included; asked only for an acks=all
+/// write under `Unreplicated`, as it takes the replica set's lock), and any
+/// once `flush.messages` appends are unflushed (Kafka's `flush.messages`).
 pub(crate) fn needs_fsync(
     acks: Acks,
     ack_all: AckAllFsync,
-    isr_size: usize,
+    isr_size: impl FnOnce() -> usize,
     unflushed: i64,
     flush_messages: i64,
 ) -> bool {
     let by_acks = acks == Acks::All
         && match ack_all {
             AckAllFsync::Always => true,
-            AckAllFsync::Unreplicated => isr_size <= 1,
+            AckAllFsync::Unreplicated => isr_size() <= 1,
             AckAllFsync::Never => false,
         };
     by_acks || unflushed >= flush_messages
@@ -124,7 +125,7 @@ impl Durability for ReplicatedDurability {
             if needs_fsync(
                 acks,
                 self.ack_all_fsync,
-                partition.isr_size(),
+                || partition.isr_size(),
                 partition.unflushed_messages(),
                 partition.config().flush_messages(),
             ) {

@@ -102,7 +102,7 @@ fn the_rule() {
     ];
     for (acks, mode, isr, unflushed, every, want) in cases {
         assert_eq!(
-            needs_fsync(acks, mode, isr, unflushed, every),
+            needs_fsync(acks, mode, || isr, unflushed, every),
             want,
             "{acks:?} {mode:?} isr={isr} unflushed={unflushed}/{every}"
         );
