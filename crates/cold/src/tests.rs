@@ -362,6 +362,11 @@ fn file_metadata_describes_the_segment() {
         rg.column(1).column_index_offset().is_some(),
         "page index written"
     );
+    assert!(rg.column(2).statistics().is_some(), "timestamps");
+    assert!(rg.column(4).statistics().is_some(), "keys");
+    // Values' min and max prune nothing and cost a comparison per value.
+    assert_eq!(rg.column(5).column_path().string(), "value");
+    assert!(rg.column(5).statistics().is_none());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! repeated header keys survive a round trip.
 
 use crate::header::{layout, BatchHeader, Compression, TimestampType};
-use crate::records::next_record;
+use crate::records::{next_record, ParsedRecord};
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -60,9 +60,8 @@ pub const MAX_DECODED_BYTES: usize = crate::header::MAX_RECORDS_BYTES_CAP;
 /// requires of a producer's, and number what the header says.
 pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
     let h = BatchHeader::parse(batch)?;
-    let codec = h.compression()?;
     let body = batch.slice(layout::HEADER_SIZE..h.total_size());
-    let data = match codec {
+    let data = match h.compression()? {
         Compression::None => body,
         codec => Bytes::from(crate::compression::decompress(
             codec,
@@ -70,48 +69,123 @@ pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
             MAX_DECODED_BYTES,
         )?),
     };
-    let ts_type = h.timestamp_type();
     let declared = usize::try_from(h.records_count).unwrap_or(0);
     // Reserved by what the bytes can hold, not by what the header claims.
     let mut records = Vec::with_capacity(declared.min(data.len() / MIN_RECORD_BYTES));
-    let mut rest = &data[..];
+    let ts_type = h.timestamp_type();
+    visit_records(&h, &data, |r| {
+        records.push(DecodedRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            timestamp_type: ts_type,
+            key: r.key.map(|k| data.slice_ref(k)),
+            value: r.value.map(|v| data.slice_ref(v)),
+            headers: r
+                .headers()
+                .map(|(k, v)| {
+                    let key = String::from_utf8_lossy(k).into_owned();
+                    (key, v.map(|v| data.slice_ref(v)))
+                })
+                .collect(),
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            sequence: r.sequence,
+            leader_epoch: h.partition_leader_epoch,
+        });
+        Ok::<(), CodecError>(())
+    })?;
+    Ok(DecodedBatch { header: h, records })
+}
+
+/// One record of a stored batch, borrowed from the batch's (decompressed)
+/// records; what all records of the batch share is in its [`BatchHeader`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// -1 when the batch has no producer sequence.
+    pub sequence: i32,
+    parsed: ParsedRecord<'a>,
+}
+
+impl<'a> RecordView<'a> {
+    /// The record's headers in order: keys as stored (UTF-8 in batches
+    /// checked at produce), values `None` when null.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
+        self.parsed.headers()
+    }
+}
+
+/// Calls `f` with every record of one stored batch (`batch` is exactly one
+/// batch), in order, borrowed rather than copied: what [`decode_batch`]
+/// decodes, without a buffer per record. Decompresses if needed. Stops at
+/// the first error `f` returns; fails as [`decode_batch`] does on a batch
+/// that does not decode (after `f` saw the records before the bad one).
+pub fn for_each_record<E: From<CodecError>>(
+    batch: &[u8],
+    mut f: impl FnMut(&BatchHeader, RecordView<'_>) -> Result<(), E>,
+) -> Result<BatchHeader, E> {
+    let h = BatchHeader::parse(batch).map_err(CodecError::from)?;
+    let body = batch
+        .get(layout::HEADER_SIZE..h.total_size())
+        .ok_or(CodecError::Header(crate::BatchError::Truncated {
+            needed: h.total_size(),
+            available: batch.len(),
+        }))?;
+    let codec = h.compression().map_err(CodecError::from)?;
+    let decompressed;
+    let data = match codec {
+        Compression::None => body,
+        codec => {
+            decompressed = crate::compression::decompress(codec, body, MAX_DECODED_BYTES)
+                .map_err(CodecError::from)?;
+            &decompressed[..]
+        }
+    };
+    visit_records(&h, data, |r| f(&h, r))?;
+    Ok(h)
+}
+
+/// Calls `f` with each record of `data` (the records of the batch `h`
+/// heads); checks that they number what the header declares.
+fn visit_records<'a, E: From<CodecError>>(
+    h: &BatchHeader,
+    data: &'a [u8],
+    mut f: impl FnMut(RecordView<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut rest = data;
+    let mut n = 0usize;
+    let ts_type = h.timestamp_type();
     while !rest.is_empty() {
-        let r = next_record(&mut rest, records.len())?;
-        let headers = r
-            .headers()
-            .map(|(k, v)| {
-                let key = String::from_utf8_lossy(k).into_owned();
-                (key, v.map(|v| data.slice_ref(v)))
-            })
-            .collect();
+        let r = next_record(&mut rest, n).map_err(CodecError::from)?;
         let timestamp = match ts_type {
             TimestampType::LogAppendTime => h.max_timestamp,
             TimestampType::CreateTime => h.base_timestamp.wrapping_add(r.timestamp_delta),
         };
-        records.push(DecodedRecord {
+        f(RecordView {
             offset: h.base_offset.wrapping_add(r.offset_delta),
             timestamp,
-            timestamp_type: ts_type,
-            key: r.key.map(|k| data.slice_ref(k)),
-            value: r.value.map(|v| data.slice_ref(v)),
-            headers,
-            producer_id: h.producer_id,
-            producer_epoch: h.producer_epoch,
+            key: r.key,
+            value: r.value,
             sequence: if h.base_sequence < 0 {
                 -1
             } else {
                 h.base_sequence.wrapping_add(r.offset_delta as i32)
             },
-            leader_epoch: h.partition_leader_epoch,
-        });
+            parsed: r,
+        })?;
+        n += 1;
     }
-    if records.len() != declared {
+    if usize::try_from(h.records_count).ok() != Some(n) {
         return Err(CodecError::Count {
             declared: h.records_count,
-            actual: records.len(),
-        });
+            actual: n,
+        }
+        .into());
     }
-    Ok(DecodedBatch { header: h, records })
+    Ok(())
 }
 
 /// The fewest bytes a record takes: length, attributes, timestamp and
@@ -121,8 +195,12 @@ const MIN_RECORD_BYTES: usize = 7;
 /// Offsets and timestamps of every record in one stored batch, decompressing
 /// if needed. Used only on the rare by-timestamp lookup path.
 pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, CodecError> {
-    let d = decode_batch(&Bytes::copy_from_slice(batch))?;
-    Ok(d.records.iter().map(|r| (r.offset, r.timestamp)).collect())
+    let mut out = Vec::new();
+    for_each_record(batch, |_, r| {
+        out.push((r.offset, r.timestamp));
+        Ok::<(), CodecError>(())
+    })?;
+    Ok(out)
 }
 
 /// Bytes a varint takes, by the leading zeros of its (zigzag) value: 7

@@ -22,8 +22,9 @@ mod header;
 mod records;
 
 pub use codec::{
-    decode_batch, encode_batch, encode_batch_into, encode_records_into, record_timestamps,
-    BatchBuilder, BatchFields, CodecError, DecodedBatch, DecodedRecord, RecordRef,
+    decode_batch, encode_batch, encode_batch_into, encode_records_into, for_each_record,
+    record_timestamps, BatchBuilder, BatchFields, CodecError, DecodedBatch, DecodedRecord,
+    RecordRef, RecordView,
 };
 pub use compression::{compress_batch, DecompressError};
 pub use control::{build_control_batch, control_type, ControlType};

@@ -227,3 +227,117 @@ proptest! {
         prop_assert_eq!(write(false), write(true));
     }
 }
+
+/// The borrowing visitor sees, record for record, what `decode_batch`
+/// decodes, whatever the codec; the batch-level fields come with the header.
+#[test]
+fn for_each_record_borrows_what_decode_batch_decodes() {
+    for c in [
+        KCompression::None,
+        KCompression::Gzip,
+        KCompression::Snappy,
+        KCompression::Lz4,
+        KCompression::Zstd,
+    ] {
+        let recs = vec![
+            kafka_record(7, 1000, Some("k0"), Some("v0")),
+            kafka_record(8, 1001, None, Some("v1")),
+            kafka_record(9, 1005, Some("k2"), None),
+        ];
+        let batch = encode_with(&recs, c);
+        let decoded = decode_batch(&batch).unwrap().records;
+        let mut seen = Vec::new();
+        let h = for_each_record(&batch, |h, r| {
+            seen.push(DecodedRecord {
+                offset: r.offset,
+                timestamp: r.timestamp,
+                timestamp_type: h.timestamp_type(),
+                key: r.key.map(Bytes::copy_from_slice),
+                value: r.value.map(Bytes::copy_from_slice),
+                headers: r
+                    .headers()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8(k.to_vec()).unwrap(),
+                            v.map(Bytes::copy_from_slice),
+                        )
+                    })
+                    .collect(),
+                producer_id: h.producer_id,
+                producer_epoch: h.producer_epoch,
+                sequence: r.sequence,
+                leader_epoch: h.partition_leader_epoch,
+            });
+            Ok::<(), CodecError>(())
+        })
+        .unwrap();
+        assert_eq!(seen, decoded, "{c:?}");
+        assert_eq!((h.base_offset, h.records_count), (7, 3));
+        assert_eq!(
+            record_timestamps(&batch).unwrap(),
+            [(7, 1000), (8, 1001), (9, 1005)]
+        );
+    }
+}
+
+/// The visitor stops at the caller's first error, and a batch whose records
+/// number other than its header says fails after its records were seen.
+#[test]
+fn for_each_record_stops_on_errors() {
+    #[derive(Debug)]
+    enum E {
+        Mine(i64),
+        Codec(CodecError),
+    }
+    impl From<CodecError> for E {
+        fn from(e: CodecError) -> Self {
+            E::Codec(e)
+        }
+    }
+    let recs = vec![
+        kafka_record(0, 1000, Some("k0"), Some("v0")),
+        kafka_record(1, 1001, None, Some("v1")),
+        kafka_record(2, 1005, Some("k2"), None),
+    ];
+    let batch = encode_with(&recs, KCompression::None);
+    let mut n = 0;
+    let r = for_each_record(&batch, |_, r| {
+        n += 1;
+        if r.offset == 1 {
+            return Err(E::Mine(r.offset));
+        }
+        Ok(())
+    });
+    assert!(matches!(r, Err(E::Mine(1))), "{r:?}");
+    assert_eq!(n, 2);
+
+    // The header claims four records (CRC restored: the count is what is
+    // wrong, not the checksum).
+    let mut short = BytesMut::from(&batch[..]);
+    let at = layout::RECORDS_COUNT;
+    short[at..at + 4].copy_from_slice(&4i32.to_be_bytes());
+    crate::header::store_crc(&mut short);
+    let mut n = 0;
+    let r = for_each_record(&short, |_, _| {
+        n += 1;
+        Ok::<(), E>(())
+    });
+    assert!(
+        matches!(
+            r,
+            Err(E::Codec(CodecError::Count {
+                declared: 4,
+                actual: 3
+            }))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(n, 3);
+    assert!(matches!(
+        decode_batch(&short.freeze()),
+        Err(CodecError::Count {
+            declared: 4,
+            actual: 3
+        })
+    ));
+}
