@@ -45,21 +45,28 @@ fn encode_with(records: &[Record], c: KCompression) -> Bytes {
     buf.freeze()
 }
 
+const CODECS: [KCompression; 5] = [
+    KCompression::None,
+    KCompression::Gzip,
+    KCompression::Snappy,
+    KCompression::Lz4,
+    KCompression::Zstd,
+];
+
+/// Three records from offset `base`: the second without a key, the third
+/// without a value, timestamps 1000, 1001 and 1005.
+fn three_records(base: i64) -> Vec<Record> {
+    vec![
+        kafka_record(base, 1000, Some("k0"), Some("v0")),
+        kafka_record(base + 1, 1001, None, Some("v1")),
+        kafka_record(base + 2, 1005, Some("k2"), None),
+    ]
+}
+
 #[test]
 fn decodes_every_codec() {
-    for c in [
-        KCompression::None,
-        KCompression::Gzip,
-        KCompression::Snappy,
-        KCompression::Lz4,
-        KCompression::Zstd,
-    ] {
-        let recs = vec![
-            kafka_record(0, 1000, Some("k0"), Some("v0")),
-            kafka_record(1, 1001, None, Some("v1")),
-            kafka_record(2, 1005, Some("k2"), None),
-        ];
-        let d = decode_batch(&encode_with(&recs, c)).unwrap();
+    for c in CODECS {
+        let d = decode_batch(&encode_with(&three_records(0), c)).unwrap();
         assert_eq!(d.records.len(), 3, "{c:?}");
         let r = &d.records[1];
         assert_eq!(
@@ -232,19 +239,8 @@ proptest! {
 /// decodes, whatever the codec; the batch-level fields come with the header.
 #[test]
 fn for_each_record_borrows_what_decode_batch_decodes() {
-    for c in [
-        KCompression::None,
-        KCompression::Gzip,
-        KCompression::Snappy,
-        KCompression::Lz4,
-        KCompression::Zstd,
-    ] {
-        let recs = vec![
-            kafka_record(7, 1000, Some("k0"), Some("v0")),
-            kafka_record(8, 1001, None, Some("v1")),
-            kafka_record(9, 1005, Some("k2"), None),
-        ];
-        let batch = encode_with(&recs, c);
+    for c in CODECS {
+        let batch = encode_with(&three_records(7), c);
         let decoded = decode_batch(&batch).unwrap().records;
         let mut seen = Vec::new();
         let h = for_each_record(&batch, |h, r| {
@@ -294,12 +290,7 @@ fn for_each_record_stops_on_errors() {
             E::Codec(e)
         }
     }
-    let recs = vec![
-        kafka_record(0, 1000, Some("k0"), Some("v0")),
-        kafka_record(1, 1001, None, Some("v1")),
-        kafka_record(2, 1005, Some("k2"), None),
-    ];
-    let batch = encode_with(&recs, KCompression::None);
+    let batch = encode_with(&three_records(0), KCompression::None);
     let mut n = 0;
     let r = for_each_record(&batch, |_, r| {
         n += 1;
