@@ -277,7 +277,9 @@ impl<W: Write + Send> SegmentWriter<W> {
             self.leader_epoch = self.leader_epoch.max(h.partition_leader_epoch);
             // Records are borrowed from the batch (or its decompressed
             // records) straight into the column builders.
-            for_each_record(&batches[pos..pos + h.total_size()], |h, r| {
+            // (BatchIter yields whole batches only; `get` keeps it so.)
+            let batch = batches.get(pos..pos + h.total_size()).unwrap_or_default();
+            for_each_record(batch, |h, r| {
                 if r.offset >= from_offset {
                     self.add(h, &r)?;
                 }

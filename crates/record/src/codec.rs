@@ -178,7 +178,7 @@ fn visit_records<'a, E: From<CodecError>>(
         })?;
         n += 1;
     }
-    if usize::try_from(h.records_count).ok() != Some(n) {
+    if usize::try_from(h.records_count).unwrap_or(0) != n {
         return Err(CodecError::Count {
             declared: h.records_count,
             actual: n,
