@@ -353,7 +353,12 @@ def test_a_topic_created_again_never_serves_the_deleted_ones_records(tmp_path):
         a.create_topics([NewTopic("again", 2, 2)])["again"].result(10)
         produce(b1.bootstrap, "again", [f"old{i}".encode() for i in range(200)], partitions=[0, 1])
         b2.kill9()
-        a.delete_topics(["again"])["again"].result(10)
+        # A fresh client, whose controller is broker 1: `a` may have last
+        # read the cluster's metadata from broker 2 (each broker names
+        # itself the controller) and would send the deletion to the dead
+        # broker, which fails at once, as with a dead controller in Kafka.
+        fresh = AdminClient({"bootstrap.servers": b1.bootstrap})
+        fresh.delete_topics(["again"])["again"].result(10)
         b2.start()
         wait_until(lambda: len(a.list_topics(timeout=5).brokers) == 2, what="broker 2 back")
         a.create_topics([NewTopic("again", 2, 2)])["again"].result(10)
