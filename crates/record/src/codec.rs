@@ -59,15 +59,12 @@ pub const MAX_DECODED_BYTES: usize = crate::header::MAX_RECORDS_BYTES_CAP;
 /// Its records must parse as the produce check (`records::check_records`)
 /// requires of a producer's, and number what the header says.
 pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
-    let h = BatchHeader::parse(batch)?;
-    let body = batch.slice(layout::HEADER_SIZE..h.total_size());
-    let data = match h.compression()? {
-        Compression::None => body,
-        codec => Bytes::from(crate::compression::decompress(
-            codec,
-            &body,
-            MAX_DECODED_BYTES,
-        )?),
+    let open = OpenBatch::new(batch)?;
+    let h = open.header;
+    // Keys and values slice the batch itself when it is uncompressed.
+    let data = match open.decompressed {
+        None => batch.slice_ref(open.body),
+        Some(d) => Bytes::from(d),
     };
     let declared = usize::try_from(h.records_count).unwrap_or(0);
     // Reserved by what the bytes can hold, not by what the header claims.
@@ -127,25 +124,50 @@ pub fn for_each_record<E: From<CodecError>>(
     batch: &[u8],
     mut f: impl FnMut(&BatchHeader, RecordView<'_>) -> Result<(), E>,
 ) -> Result<BatchHeader, E> {
-    let h = BatchHeader::parse(batch).map_err(CodecError::from)?;
-    let body = batch
-        .get(layout::HEADER_SIZE..h.total_size())
-        .ok_or(CodecError::Header(crate::BatchError::Truncated {
-            needed: h.total_size(),
-            available: batch.len(),
-        }))?;
-    let codec = h.compression().map_err(CodecError::from)?;
-    let decompressed;
-    let data = match codec {
-        Compression::None => body,
-        codec => {
-            decompressed = crate::compression::decompress(codec, body, MAX_DECODED_BYTES)
-                .map_err(CodecError::from)?;
-            &decompressed[..]
-        }
-    };
-    visit_records(&h, data, |r| f(&h, r))?;
+    let open = OpenBatch::new(batch)?;
+    let h = open.header;
+    visit_records(&h, open.records(), |r| f(&h, r))?;
     Ok(h)
+}
+
+/// One stored batch, its header parsed and its records decompressed if
+/// they were stored compressed.
+struct OpenBatch<'a> {
+    header: BatchHeader,
+    /// The records' bytes as stored.
+    body: &'a [u8],
+    /// Those decompressed; None when stored uncompressed.
+    decompressed: Option<Vec<u8>>,
+}
+
+impl<'a> OpenBatch<'a> {
+    fn new(batch: &'a [u8]) -> Result<Self, CodecError> {
+        let header = BatchHeader::parse(batch)?;
+        let body = batch.get(layout::HEADER_SIZE..header.total_size()).ok_or(
+            crate::BatchError::Truncated {
+                needed: header.total_size(),
+                available: batch.len(),
+            },
+        )?;
+        let decompressed = match header.compression()? {
+            Compression::None => None,
+            codec => Some(crate::compression::decompress(
+                codec,
+                body,
+                MAX_DECODED_BYTES,
+            )?),
+        };
+        Ok(Self {
+            header,
+            body,
+            decompressed,
+        })
+    }
+
+    /// The records' bytes, uncompressed.
+    fn records(&self) -> &[u8] {
+        self.decompressed.as_deref().unwrap_or(self.body)
+    }
 }
 
 /// Calls `f` with each record of `data` (the records of the batch `h`
