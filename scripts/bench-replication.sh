@@ -101,10 +101,9 @@ echo "== end-to-end latency, replication factor 3"
 # latency run at 1000 msg/s in their wake measured that aftermath (p99
 # 4.5 ms against 3.0 once settled, docs/benchmarks.md, session 26).
 for h in "$STATE_DIR"/broker-*/http; do
-  [ -s "$h" ] && wait_offloaded "$(sed "s|^http://||" "$h")"
+  [ -s "$h" ] && wait_offloaded "$(cat "$h")"
 done
-sync
-sleep 1
+settle
 "$S" topic create --bootstrap "$STRATA_BOOTSTRAP" --topic rf3-e2e --partitions 1 \
   --replication-factor 3 --config min.insync.replicas=2 >/dev/null
 # A stall probe beside it (as in the single-node e2e rows): how late a

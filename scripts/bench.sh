@@ -59,9 +59,8 @@ cargo build --release --bin strata -q
 S=$PWD/target/release/strata
 
 rows=()
-# Each produce row starts with no dirty page cache left by the row before
-# (writeback of earlier rows would otherwise throttle this one to the disk).
-settle() { sync; sleep 1; }
+# Each produce row starts settled (lib.sh: no dirty page cache left by the
+# row before, whose writeback would otherwise throttle this one to the disk).
 # The log (not the table) also shows the broker's memory after each row,
 # so a high peak in the RSS rows can be traced to the row that made it.
 row() {

@@ -86,12 +86,14 @@ need_rdkafka_performance() {
 json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
 
 # series HTTP SELECTOR...: from one scrape of the /metrics of the broker
-# whose HTTP listener is HTTP, for each SELECTOR the value of that series
-# (a name with its labels, e.g. `x_count` or `x_bucket{le="0.01"}`), or,
-# for a SELECTOR ending in `{`, the sum of all of that metric's labelled
-# series; "?" where there is none. Space-separated, in order.
+# whose HTTP listener is HTTP (host:port, as start_broker records it, or
+# http://host:port, as local-cluster.sh does), for each SELECTOR the value
+# of that series (a name with its labels, e.g. `x_count` or
+# `x_bucket{le="0.01"}`), or, for a SELECTOR ending in `{`, the sum of all
+# of that metric's labelled series; "?" where there is none.
+# Space-separated, in order.
 series() {
-  python3 - "http://$1/metrics" "${@:2}" <<'PY'
+  python3 - "http://${1#http://}/metrics" "${@:2}" <<'PY'
 import sys, urllib.request
 url, selectors = sys.argv[1], sys.argv[2:]
 lines = urllib.request.urlopen(url).read().decode().splitlines()
@@ -105,6 +107,10 @@ def value(sel):
 print(" ".join(value(sel) for sel in selectors))
 PY
 }
+
+# settle: the page cache written back and a second's quiet, before a
+# measurement that a previous one's writeback would disturb.
+settle() { sync; sleep 1; }
 
 # metric HTTP NAME: the value of metric NAME of the broker whose HTTP
 # listener is HTTP ("?" if it reports none).
