@@ -264,7 +264,8 @@ pub(crate) fn push_rows(
     while i < rows {
         let head = cols.row(i);
         let end = cols.stretch_end(i);
-        for k in i..end {
+        let mut k = i;
+        while k < end {
             // A run also ends once the read has its bytes, so a small
             // fetch gets about what it asked for (at least one record), not
             // a whole run of `batch_records`.
@@ -284,13 +285,14 @@ pub(crate) fn push_rows(
                     return Ok(Some(k));
                 }
             }
-            let (key, value) = (cols.key(k), cols.value(k));
-            let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
             if cols.headers.is_none() {
-                out.taken += 8 + len(key) + len(value);
-                out.push_key_value(&cols, k, key, value);
+                // Record k, and those after it while the run has room and
+                // the read wants bytes (the checks above, for each).
+                k = out.push_key_values(&cols, k, end);
                 continue;
             }
+            let (key, value) = (cols.key(k), cols.value(k));
+            let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
             let headers = cols.headers(k);
             // About what a record takes in a batch: its fields plus a few
             // bytes of lengths, deltas and attributes.
@@ -302,6 +304,7 @@ pub(crate) fn push_rows(
                     .map(|(k, v)| 2 + k.len() + len(*v))
                     .sum::<usize>();
             out.push(&cols, k, key, value, &headers);
+            k += 1;
         }
         out.prev = Some(cols.row(end - 1));
         i = end;
@@ -355,28 +358,55 @@ impl<'a> Rebuilder<'a> {
         value: Option<&[u8]>,
         headers: &[(&[u8], Option<&[u8]>)],
     ) {
-        let (batch, buf) = self.open_at(cols, i);
+        let (batch, buf, _) = self.open_at(cols, i);
         batch.push_parts(buf, cols.offset[i], cols.ts[i], key, value, headers);
         self.run += 1;
     }
 
-    /// [`Self::push`] of a row without headers.
-    fn push_key_value(
+    /// [`Self::push`] of rows without headers: row `from`, then each row
+    /// up to `to` while the run has room and the read has not yet taken
+    /// its bytes. Returns the row after the last taken.
+    fn push_key_values(&mut self, cols: &Columns<'_>, from: usize, to: usize) -> usize {
+        let max_bytes = self.opts.max_bytes;
+        // The run's room (at least one: the caller closed a full run).
+        let room = self
+            .opts
+            .batch_records
+            .max(1)
+            .saturating_sub(self.run)
+            .max(1);
+        let to = to.min(from.saturating_add(room));
+        let (batch, buf, mut taken) = self.open_at(cols, from);
+        let mut next = from;
+        let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+        let rows = cols.offset[from..to]
+            .iter()
+            .zip(&cols.ts[from..to])
+            .zip(from..to)
+            .map_while(|((&offset, &ts), k)| {
+                if k > from && taken >= max_bytes {
+                    return None;
+                }
+                let (key, value) = (cols.key(k), cols.value(k));
+                taken += 8 + len(key) + len(value);
+                next = k + 1;
+                Some((offset, ts, key, value))
+            });
+        batch.extend_key_values(buf, rows);
+        self.taken = taken;
+        self.run += next - from;
+        next
+    }
+
+    /// The open batch, its buffer, and the bytes taken so far, opening a
+    /// batch at row `i` of `cols` (with that row's batch-level fields) if
+    /// none is open.
+    #[inline]
+    fn open_at(
         &mut self,
         cols: &Columns<'_>,
         i: usize,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) {
-        let (batch, buf) = self.open_at(cols, i);
-        batch.push_key_value(buf, cols.offset[i], cols.ts[i], key, value);
-        self.run += 1;
-    }
-
-    /// The open batch and its buffer, opening a batch at row `i` of `cols`
-    /// (with that row's batch-level fields) if none is open.
-    #[inline]
-    fn open_at(&mut self, cols: &Columns<'_>, i: usize) -> (&mut BatchBuilder, &mut BytesMut) {
+    ) -> (&mut BatchBuilder, &mut BytesMut, usize) {
         let Self {
             open,
             buf,
@@ -397,7 +427,7 @@ impl<'a> Rebuilder<'a> {
                 ))
             }
         };
-        (batch, buf)
+        (batch, buf, *taken)
     }
 
     /// Finishes the open batch, if any, and ends the run.

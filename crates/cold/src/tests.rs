@@ -896,3 +896,35 @@ async fn a_read_from_the_middle_of_a_row_group_leaves_the_pages_before_it_unread
         want
     );
 }
+
+/// A read's byte budget counts each rebuilt batch's header as well as its
+/// records (8 bytes and the key and value each): a budget that one full
+/// batch of 10 uses up gets those 10 records; one byte more and the read
+/// opens a second batch, for one record. The same with keys.
+#[test]
+fn a_reads_byte_budget_counts_batch_headers_and_records() {
+    let value = [b'v'; 100];
+    for key in [None, Some(&b"key-0000"[..])] {
+        let recs: Vec<strata_record::KeyValue<'_>> =
+            (0..40).map(|_| (key, Some(&value[..]))).collect();
+        let mut batch = strata_record::build_batch(0, 1_700_000_000_000, &recs);
+        strata_record::assign_offset_and_epoch(&mut batch, 0, 1);
+        let file = write_segment(&batch.freeze(), &WriteOptions::new("t", 0, 1)).unwrap();
+        let record = 8 + key.map_or(0, <[u8]>::len) + value.len();
+        let full = strata_record::layout::HEADER_SIZE + 10 * record;
+        for (max_bytes, want) in [(full - 1, 10), (full, 10), (full + 1, 11)] {
+            let ro = ReadOptions {
+                max_bytes,
+                batch_records: 10,
+                ..ReadOptions::default()
+            };
+            let got = read_batches(&file.bytes, &ro, 1).unwrap();
+            assert_eq!(
+                all_records(&got).len(),
+                want,
+                "key {key:?}, budget {max_bytes}"
+            );
+            assert_eq!(got.len(), want.div_ceil(10));
+        }
+    }
+}

@@ -240,17 +240,20 @@ const VARINT_LEN: [u8; 65] = {
 };
 
 /// Kafka's zigzag mapping of a signed varlong: small magnitudes, small codes.
+#[inline]
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
 /// Bytes a zigzag varlong of `v` takes.
+#[inline]
 fn varlong_len(v: i64) -> usize {
     let z = zigzag(v);
     VARINT_LEN[z.leading_zeros() as usize] as usize
 }
 
 /// Bytes a nullable length-prefixed field takes.
+#[inline]
 fn field_len(b: Option<&[u8]>) -> usize {
     b.map_or(1, |b| varlong_len(b.len() as i64) + b.len())
 }
@@ -440,13 +443,25 @@ impl BatchBuilder {
                 .iter()
                 .map(|(k, v)| field_len(Some(k)) + field_len(*v))
                 .sum::<usize>();
-        self.push_with(b, offset, timestamp, key, value, headers_len, |w| {
-            w.varlong(headers.len() as i64);
-            for (k, v) in headers {
-                w.field(Some(k));
-                w.field(*v);
-            }
-        });
+        let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
+        write_record(
+            b,
+            offset - self.base_offset,
+            ts_delta,
+            key,
+            value,
+            headers_len,
+            |w| {
+                w.varlong(headers.len() as i64);
+                for (k, v) in headers {
+                    w.field(Some(k));
+                    w.field(*v);
+                }
+            },
+        );
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.last_offset = offset;
+        self.records += 1;
     }
 
     /// [`Self::push_parts`] of a record without headers (the shape of most
@@ -460,46 +475,42 @@ impl BatchBuilder {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) {
-        // The header count, 0, is one byte.
-        self.push_with(b, offset, timestamp, key, value, 1, |w| w.byte(0));
+        self.extend_key_values(b, std::iter::once((offset, timestamp, key, value)));
     }
 
-    /// Appends a record whose headers take `headers_len` bytes (their
-    /// count included), written by `headers`. Generic over the writer so
-    /// that each caller gets a copy compiled for its headers.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn push_with(
+    /// [`Self::push_key_value`] of each of `records` (offset, timestamp,
+    /// key, value) in turn. Generic and inlined, so a caller's loop over
+    /// its rows and this one over the records are one loop, with the
+    /// builder's fields in registers rather than loaded and stored per
+    /// record (a rebuilt cold record of 100 bytes: ~12 % fewer
+    /// instructions).
+    #[inline]
+    pub fn extend_key_values<'v>(
         &mut self,
         b: &mut BytesMut,
-        offset: i64,
-        timestamp: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers_len: usize,
-        headers: impl FnOnce(&mut spare::Spare<'_>),
+        records: impl IntoIterator<Item = (i64, i64, Option<&'v [u8]>, Option<&'v [u8]>)>,
     ) {
-        let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
-        let offset_delta = offset - self.base_offset;
-        let len = 1
-            + varlong_len(ts_delta)
-            + varlong_len(offset_delta)
-            + field_len(key)
-            + field_len(value)
-            + headers_len;
-        // The record is its length's varint, then `len` bytes.
-        write_spare(b, MAX_VARLONG + len, |w| {
-            w.varlong(len as i64);
-            w.byte(0); // attributes
-            w.varlong(ts_delta);
-            w.varlong(offset_delta);
-            w.field(key);
-            w.field(value);
-            headers(w);
-        });
-        self.max_timestamp = self.max_timestamp.max(timestamp);
-        self.last_offset = offset;
-        self.records += 1;
+        let (base_offset, base_timestamp) = (self.base_offset, self.base_timestamp);
+        let (mut max_timestamp, mut last_offset, mut count) =
+            (self.max_timestamp, self.last_offset, self.records);
+        for (offset, timestamp, key, value) in records {
+            // The header count, 0, is one byte.
+            write_record(
+                b,
+                offset - base_offset,
+                timestamp.wrapping_sub(base_timestamp),
+                key,
+                value,
+                1,
+                |w| w.byte(0),
+            );
+            max_timestamp = max_timestamp.max(timestamp);
+            last_offset = offset;
+            count += 1;
+        }
+        self.max_timestamp = max_timestamp;
+        self.last_offset = last_offset;
+        self.records = count;
     }
 
     /// Fills in the header and the CRC.
@@ -519,6 +530,36 @@ impl BatchBuilder {
         put(batch, layout::RECORDS_COUNT, &self.records.to_be_bytes());
         crate::header::store_crc(batch);
     }
+}
+
+/// Writes one record of a batch: its length's varint, then the record
+/// (attributes, deltas, key, value, and headers of `headers_len` bytes,
+/// their count included, written by `headers`).
+#[inline(always)]
+fn write_record(
+    b: &mut BytesMut,
+    offset_delta: i64,
+    ts_delta: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers_len: usize,
+    headers: impl FnOnce(&mut spare::Spare<'_>),
+) {
+    let len = 1
+        + varlong_len(ts_delta)
+        + varlong_len(offset_delta)
+        + field_len(key)
+        + field_len(value)
+        + headers_len;
+    write_spare(b, MAX_VARLONG + len, |w| {
+        w.varlong(len as i64);
+        w.byte(0); // attributes
+        w.varlong(ts_delta);
+        w.varlong(offset_delta);
+        w.field(key);
+        w.field(value);
+        headers(w);
+    });
 }
 
 #[cfg(test)]

@@ -202,15 +202,18 @@ fn large_values_cross_varint_widths() {
 }
 
 proptest! {
-    /// The header-less record writer writes byte for byte what the general
-    /// one does for the same record (offset and timestamp deltas of every
-    /// varint width, null, empty and long keys and values).
+    /// The header-less record writers write byte for byte what the general
+    /// one does for the same records, one at a time or a run at once
+    /// (offset and timestamp deltas of every varint width, null, empty and
+    /// long keys and values).
     #[test]
-    fn push_key_value_writes_what_push_parts_writes(
-        offset in 0i64..1 << 40,
-        ts in -(1i64 << 40)..1 << 40,
-        key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-        value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+    fn header_less_writers_write_what_push_parts_writes(
+        records in proptest::collection::vec((
+            0i64..1 << 40,
+            -(1i64 << 40)..1 << 40,
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+        ), 1..5),
     ) {
         let fields = BatchFields {
             timestamp_type: TimestampType::CreateTime,
@@ -219,19 +222,37 @@ proptest! {
             base_sequence: -1,
             leader_epoch: 0,
         };
-        let write = |general: bool| {
+        // Offsets increase: each record's is the one before's plus its step.
+        let mut offset = 0;
+        let records: Vec<_> = records
+            .iter()
+            .map(|(step, ts, key, value)| {
+                offset += step;
+                (offset, *ts, key.as_deref(), value.as_deref())
+            })
+            .collect();
+        let write = |how: u8| {
             let mut b = BytesMut::from(&b"before"[..]);
             let mut batch = BatchBuilder::start(&mut b, &fields, 0, 0);
-            let (key, value) = (key.as_deref(), value.as_deref());
-            if general {
-                batch.push_parts(&mut b, offset, ts, key, value, &[]);
-            } else {
-                batch.push_key_value(&mut b, offset, ts, key, value);
+            match how {
+                0 => {
+                    for &(offset, ts, key, value) in &records {
+                        batch.push_parts(&mut b, offset, ts, key, value, &[]);
+                    }
+                }
+                1 => {
+                    for &(offset, ts, key, value) in &records {
+                        batch.push_key_value(&mut b, offset, ts, key, value);
+                    }
+                }
+                _ => batch.extend_key_values(&mut b, records.iter().copied()),
             }
             batch.finish(&mut b);
             b
         };
-        prop_assert_eq!(write(false), write(true));
+        let general = write(0);
+        prop_assert_eq!(&write(1), &general);
+        prop_assert_eq!(&write(2), &general);
     }
 }
 
