@@ -367,6 +367,25 @@ impl<'a> Rebuilder<'a> {
     /// up to `to` while the run has room and the read has not yet taken
     /// its bytes. Returns the row after the last taken.
     fn push_key_values(&mut self, cols: &Columns<'_>, from: usize, to: usize) -> usize {
+        // Most files have no keys and no null values: that shape gets a
+        // loop of its own, with nothing to check per row for either.
+        if cols.key.is_none() && cols.value.nulls().is_none() {
+            let values = cols.value;
+            return self.push_rows_with(cols, from, to, |k| (None, Some(values.value(k))));
+        }
+        self.push_rows_with(cols, from, to, |k| (cols.key(k), cols.value(k)))
+    }
+
+    /// [`Self::push_key_values`] with row `k`'s key and value from
+    /// `key_value(k)`.
+    #[inline(always)]
+    fn push_rows_with<'v>(
+        &mut self,
+        cols: &Columns<'_>,
+        from: usize,
+        to: usize,
+        key_value: impl Fn(usize) -> (Option<&'v [u8]>, Option<&'v [u8]>),
+    ) -> usize {
         let max_bytes = self.opts.max_bytes;
         // The run's room (at least one: the caller closed a full run).
         let room = self
@@ -387,7 +406,7 @@ impl<'a> Rebuilder<'a> {
                 if k > from && taken >= max_bytes {
                     return None;
                 }
-                let (key, value) = (cols.key(k), cols.value(k));
+                let (key, value) = key_value(k);
                 taken += 8 + len(key) + len(value);
                 next = k + 1;
                 Some((offset, ts, key, value))
