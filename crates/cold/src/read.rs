@@ -369,7 +369,7 @@ impl<'a> Rebuilder<'a> {
     fn push_key_values(&mut self, cols: &Columns<'_>, from: usize, to: usize) -> usize {
         // Most files have no keys and no null values: that shape gets a
         // loop of its own, with nothing to check per row for either.
-        if cols.key.is_none() && cols.value.nulls().is_none() {
+        if cols.key.is_none() && cols.value.null_count() == 0 {
             let values = cols.value;
             return self.push_rows_with(cols, from, to, |k| (None, Some(values.value(k))));
         }
