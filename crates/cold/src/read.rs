@@ -292,16 +292,11 @@ pub(crate) fn push_rows(
                 continue;
             }
             let (key, value) = (cols.key(k), cols.value(k));
-            let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
             let headers = cols.headers(k);
-            // About what a record takes in a batch: its fields plus a few
-            // bytes of lengths, deltas and attributes.
-            out.taken += 8
-                + len(key)
-                + len(value)
+            out.taken += record_bytes(key, value)
                 + headers
                     .iter()
-                    .map(|(k, v)| 2 + k.len() + len(*v))
+                    .map(|(k, v)| 2 + k.len() + v.map_or(0, <[u8]>::len))
                     .sum::<usize>();
             out.push(&cols, k, key, value, &headers);
             k += 1;
@@ -310,6 +305,14 @@ pub(crate) fn push_rows(
         i = end;
     }
     Ok(None)
+}
+
+/// About what a record without headers takes in a batch, as a read's byte
+/// budget counts it: its key and value plus a few bytes of lengths, deltas
+/// and attributes (a header adds its key and value and two bytes).
+#[inline]
+fn record_bytes(key: Option<&[u8]>, value: Option<&[u8]>) -> usize {
+    8 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)
 }
 
 /// Collects rebuilt batches until `max_bytes` is reached. The batches are
@@ -397,7 +400,6 @@ impl<'a> Rebuilder<'a> {
         let to = to.min(from.saturating_add(room));
         let (batch, buf, mut taken) = self.open_at(cols, from);
         let mut next = from;
-        let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
         let rows = cols.offset[from..to]
             .iter()
             .zip(&cols.ts[from..to])
@@ -407,7 +409,7 @@ impl<'a> Rebuilder<'a> {
                     return None;
                 }
                 let (key, value) = key_value(k);
-                taken += 8 + len(key) + len(value);
+                taken += record_bytes(key, value);
                 next = k + 1;
                 Some((offset, ts, key, value))
             });

@@ -109,8 +109,9 @@ mod tests {
 
     /// What `Spare` writes is byte for byte what the `BufMut` writers do,
     /// after what the buffer held, for varlongs of every width (up to the
-    /// ten bytes of `i64::MIN`; 8191 and -8192 the largest of two bytes) and null, empty and long fields; room
-    /// counted as `push_parts` counts it is enough.
+    /// ten bytes of `i64::MIN`; 8191 and -8192 the largest of two bytes)
+    /// and null, empty and long fields; room counted as `push_parts`
+    /// counts it is enough.
     #[test]
     fn spare_writes_what_bufmut_writes_after_the_buffer() {
         let long = vec![7u8; 300];
