@@ -153,6 +153,12 @@ fn decode(c: &mut Criterion) {
         // The rebuild alone (the other half of a read, its own thread in
         // the broker): rows decoded once, rebuilt in 1 MiB fetches.
         let decoded = DecodedFile::decode(file.clone()).unwrap();
+        // The decode alone (the other thread's half): every row of the
+        // file decoded into Arrow batches, as a cursor from its start
+        // decodes them.
+        g.bench_function(format!("decode_only/{name}"), |b| {
+            b.iter(|| DecodedFile::decode(black_box(file.clone())).unwrap())
+        });
         g.bench_function(format!("rebuild_only_1MiB_fetches/{name}"), |b| {
             b.iter(|| decoded.rebuild(black_box(1 << 20), 1000).unwrap())
         });

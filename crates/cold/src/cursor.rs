@@ -21,6 +21,7 @@
 //! without saying so (dropped, failed) is an error, never an early end of
 //! the file.
 
+use crate::implied::Implied;
 use crate::read::{push_rows, read_projection, row_groups_from, Rebuilder, OFFSET_COLUMN};
 use crate::schema::read_schema;
 use crate::store::StoreObject;
@@ -44,28 +45,31 @@ fn read_options() -> ArrowReaderOptions {
 }
 
 /// Rows per decoded Arrow batch.
-const ARROW_BATCH_ROWS: usize = 8192;
+pub(crate) const ARROW_BATCH_ROWS: usize = 8192;
 
 /// What a cursor at `from_offset` reads of a file (in memory or ranged):
 /// the row groups that can hold it onward (by their offset statistics),
-/// the columns it needs, and the rows: all but those of the first row
-/// group that are surely below `from_offset` ([`rows_below`]). The reader
-/// skips those, and a page holding only such rows whole, unread (a
-/// consumer starting in the middle of a row group does not decompress the
-/// pages before its offset).
+/// the columns it needs (not those their statistics imply, see
+/// [`Implied`]), and the rows: all but those of the first row group that
+/// are surely below `from_offset` ([`rows_below`]). The reader skips
+/// those, and a page holding only such rows whole, unread (a consumer
+/// starting in the middle of a row group does not decompress the pages
+/// before its offset).
 struct Selection {
     groups: Vec<usize>,
     columns: ProjectionMask,
     rows: Option<RowSelection>,
+    implied: Implied,
 }
 
 fn selection(md: &ParquetMetaData, from_offset: i64) -> Selection {
     let groups = row_groups_from(md, from_offset);
-    let columns = read_projection(md, &groups);
     let skip = groups
         .first()
         .and_then(|&g| md.row_groups().get(g))
         .map_or(0, |rg| rows_below(rg, from_offset));
+    let implied = Implied::plan(md, &groups, skip);
+    let columns = read_projection(md, &groups, &implied);
     let total: i64 = groups
         .iter()
         .filter_map(|&g| md.row_groups().get(g))
@@ -79,6 +83,7 @@ fn selection(md: &ParquetMetaData, from_offset: i64) -> Selection {
         groups,
         columns,
         rows,
+        implied,
     }
 }
 
@@ -100,21 +105,26 @@ fn rows_below(rg: &RowGroupMetaData, from_offset: i64) -> usize {
 }
 
 /// Reads what a cursor at `from_offset` reads ([`selection`]).
-fn select_from<T>(builder: ArrowReaderBuilder<T>, from_offset: i64) -> ArrowReaderBuilder<T> {
+fn select_from<T>(
+    builder: ArrowReaderBuilder<T>,
+    from_offset: i64,
+) -> (ArrowReaderBuilder<T>, Implied) {
     let sel = selection(builder.metadata(), from_offset);
     select(builder, sel)
 }
 
-/// Reads what `sel` selects, in Arrow batches of `ARROW_BATCH_ROWS`.
-fn select<T>(builder: ArrowReaderBuilder<T>, sel: Selection) -> ArrowReaderBuilder<T> {
+/// Reads what `sel` selects, in Arrow batches of `ARROW_BATCH_ROWS`; and
+/// the columns to add to each batch the reader returns.
+fn select<T>(builder: ArrowReaderBuilder<T>, sel: Selection) -> (ArrowReaderBuilder<T>, Implied) {
     let builder = builder
         .with_row_groups(sel.groups)
         .with_projection(sel.columns)
         .with_batch_size(ARROW_BATCH_ROWS);
-    match sel.rows {
+    let builder = match sel.rows {
         Some(rows) => builder.with_row_selection(rows),
         None => builder,
-    }
+    };
+    (builder, sel.implied)
 }
 
 /// The ranges the async reader asks for, row group by row group, to read
@@ -139,8 +149,15 @@ fn chunk_ranges(
         .collect()
 }
 
+/// A file's Arrow batches: decoded from `from`, with the columns the
+/// reader left undecoded added ([`Implied`]).
+struct Rows {
+    from: Origin,
+    implied: Implied,
+}
+
 /// Where a file's Arrow batches are decoded from.
-enum Rows {
+enum Origin {
     /// A file held in memory (the broker's cold cache).
     Memory(ParquetRecordBatchReader),
     /// An object range-read from the store, row group by row group.
@@ -148,17 +165,48 @@ enum Rows {
 }
 
 impl Rows {
+    fn memory(
+        (builder, implied): (ParquetRecordBatchReaderBuilder<Bytes>, Implied),
+    ) -> Result<Self, ColdError> {
+        Ok(Self {
+            from: Origin::Memory(builder.build()?),
+            implied,
+        })
+    }
+
+    fn in_memory(&self) -> bool {
+        matches!(self.from, Origin::Memory(_))
+    }
+
     async fn next(&mut self) -> Option<Result<RecordBatch, ColdError>> {
-        match self {
-            Rows::Memory(r) => r.next().map(|b| b.map_err(ColdError::from)),
-            Rows::Ranged(s) => s.next().await.map(|b| b.map_err(ColdError::from)),
-        }
+        let b = match &mut self.from {
+            Origin::Memory(r) => r.next()?.map_err(ColdError::from),
+            Origin::Ranged(s) => s.next().await?.map_err(ColdError::from),
+        };
+        Some(b.and_then(|b| self.implied.apply(b)))
+    }
+
+    /// [`Self::next`] of a file in memory; an error for a ranged file
+    /// (its reads wait on the store).
+    fn next_blocking(&mut self) -> Option<Result<RecordBatch, ColdError>> {
+        let b = match &mut self.from {
+            Origin::Memory(r) => r.next()?,
+            Origin::Ranged(_) => {
+                return Some(Err(ColdError::Io(
+                    "a ranged cold decoder cannot decode without an async runtime".into(),
+                )))
+            }
+        };
+        Some(
+            b.map_err(ColdError::from)
+                .and_then(|b| self.implied.apply(b)),
+        )
     }
 }
 
 enum Source {
     /// The cursor decodes itself.
-    Direct(Rows),
+    Direct(Box<Rows>),
     /// A [`Decoder`] decodes elsewhere and passes the batches on.
     Split(mpsc::Receiver<Decoded>),
 }
@@ -188,7 +236,7 @@ pub struct Decoder {
 impl Decoder {
     /// Whether the file is in memory (run with [`Self::run_blocking`]).
     pub fn in_memory(&self) -> bool {
-        matches!(self.rows, Rows::Memory(_))
+        self.rows.in_memory()
     }
 
     /// Decodes the next Arrow batch, waiting on the store for a ranged file.
@@ -199,12 +247,7 @@ impl Decoder {
     /// Decodes the next Arrow batch of a file in memory; an error for a
     /// ranged file (its reads wait on the store).
     fn decode_blocking(&mut self) -> Step {
-        match &mut self.rows {
-            Rows::Memory(r) => Self::step(r.next().map(|b| b.map_err(ColdError::from))),
-            Rows::Ranged(_) => Step(Decoded::Batch(Err(ColdError::Io(
-                "a ranged cold decoder cannot decode without an async runtime".into(),
-            )))),
-        }
+        Self::step(self.rows.next_blocking())
     }
 
     fn step(next: Option<Result<RecordBatch, ColdError>>) -> Step {
@@ -267,9 +310,9 @@ impl ColdCursor {
     /// A cursor over a file held in memory, at `from_offset`.
     pub fn open(file: Bytes, from_offset: i64, leader_epoch: i32) -> Result<Self, ColdError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
-        let reader = select_from(builder, from_offset).build()?;
+        let rows = Rows::memory(select_from(builder, from_offset))?;
         Ok(Self::new(
-            Source::Direct(Rows::Memory(reader)),
+            Source::Direct(Box::new(rows)),
             from_offset,
             leader_epoch,
         ))
@@ -291,9 +334,13 @@ impl ColdCursor {
         // With no offset index loaded the reader asks for whole column
         // chunks, with or without a row selection.
         ahead.plan(chunk_ranges(builder.metadata(), &sel.groups, &sel.columns));
-        let stream = select(builder, sel).build()?;
+        let (builder, implied) = select(builder, sel);
+        let rows = Rows {
+            from: Origin::Ranged(builder.build()?),
+            implied,
+        };
         Ok(Self::new(
-            Source::Direct(Rows::Ranged(stream)),
+            Source::Direct(Box::new(rows)),
             from_offset,
             leader_epoch,
         ))
@@ -323,10 +370,10 @@ impl ColdCursor {
     /// take batches from a decoder, so a caller may run them on a blocking
     /// thread.
     pub fn in_memory(&self) -> bool {
-        matches!(
-            self.source,
-            Source::Direct(Rows::Memory(_)) | Source::Split(_)
-        )
+        match &self.source {
+            Source::Direct(rows) => rows.in_memory(),
+            Source::Split(_) => true,
+        }
     }
 
     /// Hands decoding to a [`Decoder`], which the caller runs (on another
@@ -337,7 +384,7 @@ impl ColdCursor {
         // One batch waits for the cursor while the next is decoded.
         let (tx, rx) = mpsc::channel(1);
         match std::mem::replace(&mut self.source, Source::Split(rx)) {
-            Source::Direct(rows) => Some(Decoder { rows, tx }),
+            Source::Direct(rows) => Some(Decoder { rows: *rows, tx }),
             split => {
                 self.source = split;
                 None
@@ -432,9 +479,11 @@ impl DecodedFile {
     /// Decodes every row of `file` as a cursor from its start would.
     pub fn decode(file: Bytes) -> Result<Self, ColdError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
-        let batches = select_from(builder, 0)
-            .build()?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = Rows::memory(select_from(builder, 0))?;
+        let mut batches = Vec::new();
+        while let Some(b) = rows.next_blocking() {
+            batches.push(b?);
+        }
         Ok(Self { batches })
     }
 

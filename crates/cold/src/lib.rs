@@ -13,6 +13,7 @@
 
 mod ahead;
 mod cursor;
+mod implied;
 mod key;
 mod read;
 mod schema;

@@ -470,14 +470,16 @@ impl<'a> Rebuilder<'a> {
 }
 
 /// The columns a cold read decodes: all but `partition` (the file is of one
-/// partition), and not the keys, or the headers, when none of `groups`
-/// holds a key, or a header (by the statistics of the key and header-key
-/// columns: no minimum, no value). That spares decoding a list per row
-/// for the headers, a validity bitmap for the keys, and a zstd compressor
-/// and decompressor per column chunk left out.
+/// partition) and those `implied` adds without decoding, and not the keys,
+/// or the headers, when none of `groups` holds a key, or a header (by the
+/// statistics of the key and header-key columns: no minimum, no value).
+/// That spares decoding a list per row for the headers, a validity bitmap
+/// for the keys, and a zstd compressor and decompressor per column chunk
+/// left out.
 pub(crate) fn read_projection(
     md: &parquet::file::metadata::ParquetMetaData,
     groups: &[usize],
+    implied: &crate::implied::Implied,
 ) -> ProjectionMask {
     let schema = md.file_metadata().schema_descr();
     // Whether the leaf column at `path` may hold a value in `groups`
@@ -506,6 +508,7 @@ pub(crate) fn read_projection(
         roots
             .filter(|(_, f)| match f.name() {
                 "partition" => false,
+                name if implied.implies(name) => false,
                 "key" => has_keys,
                 "headers" => has_headers,
                 _ => true,

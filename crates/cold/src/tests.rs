@@ -684,7 +684,7 @@ async fn keys_and_headers_are_decoded_only_where_a_row_group_has_some() {
     let (partition, header_key) = (leaf("partition"), leaf("headers.list.item.key"));
     let (key, value) = (leaf("key"), leaf("value"));
     let included = |groups: &[usize]| {
-        let m = crate::read::read_projection(md, groups);
+        let m = crate::read::read_projection(md, groups, &Default::default());
         [partition, key, value, header_key].map(|c| m.leaf_included(c))
     };
     // [partition, key, value, header key]
