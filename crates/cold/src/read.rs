@@ -51,6 +51,11 @@ struct Columns<'a> {
     pid: &'a [i64],
     epoch: &'a [i16],
     seq: &'a [i32],
+    /// Whether every row has the first row's producer, epoch, timestamp
+    /// type and sequence (as in a topic written without idempotence: all
+    /// −1). Then a stretch from a row without a sequence, of create time,
+    /// runs to the end of the batch, with nothing to compare per row.
+    uniform: bool,
 }
 
 /// The headers column: row `i`'s headers are entries
@@ -100,6 +105,7 @@ impl<'a> Columns<'a> {
             pid: values::<Int64Type>(rb, "producer_id").ok_or_else(bad)?,
             epoch: values::<Int16Type>(rb, "producer_epoch").ok_or_else(bad)?,
             seq: values::<Int32Type>(rb, "sequence").ok_or_else(bad)?,
+            uniform: false,
         };
         // (An Arrow batch's columns have its length; the row loop relies
         // on it, so it is checked, not assumed.)
@@ -116,7 +122,11 @@ impl<'a> Columns<'a> {
         if fixed.iter().any(|&n| n != rows) || cols.key.is_some_and(|k| k.len() != rows) {
             return Err(bad());
         }
-        Ok(cols)
+        let uniform = all_equal(cols.pid)
+            && all_equal(cols.epoch)
+            && all_equal(cols.ts_type)
+            && all_equal(cols.seq);
+        Ok(Self { uniform, ..cols })
     }
 
     /// Row `i`'s batch-level fields.
@@ -143,6 +153,14 @@ impl<'a> Columns<'a> {
     fn stretch_end(&self, i: usize) -> usize {
         let (pid, epoch, seq) = (self.pid[i], self.epoch[i], self.seq[i]);
         let log_append = self.ts_type[i] == 1;
+        if self.uniform && seq < 0 && !log_append {
+            // Every later row has these fields, so each continues the
+            // one before (what the loop below would find, row by row).
+            debug_assert!(
+                (i + 1..self.offset.len()).all(|j| self.row(j - 1).continues_with(&self.row(j)))
+            );
+            return self.offset.len();
+        }
         let ts = self.ts[i];
         let step = |k: usize| self.seq[k].wrapping_sub(self.offset[k] as i32);
         let first_step = step(i);
@@ -305,6 +323,14 @@ pub(crate) fn push_rows(
         i = end;
     }
     Ok(None)
+}
+
+/// Whether every value of `s` is its first. Without an early exit: a fold
+/// the compiler turns into a vector loop (and the usual batch, uniform,
+/// is scanned to its end either way).
+fn all_equal<T: Copy + PartialEq>(s: &[T]) -> bool {
+    s.first()
+        .is_none_or(|&f| s.iter().fold(true, |all, &x| all & (x == f)))
 }
 
 /// About what a record without headers takes in a batch, as a read's byte
