@@ -10,7 +10,9 @@ use strata_cold::{
     read_batches, write_segment, ColdCursor, DecodedFile, ReadOptions, WriteOptions,
 };
 use strata_record::BatchHeader;
-use strata_record::{assign_offset_and_epoch, build_batch, sample_batch, KeyValue};
+use strata_record::{
+    assign_offset_and_epoch, build_batch_with, sample_batch, BatchProducer, KeyValue,
+};
 
 /// What the records of a benchmark segment hold.
 #[derive(Clone, Copy)]
@@ -20,6 +22,10 @@ enum Payload {
     /// No keys; values of random letters, a different one for every record
     /// (like log lines or JSON: no dictionary, some compression).
     Text,
+    /// [`Payload::Text`] from one idempotent producer: sequences in step
+    /// with the offsets, batch after batch (the rebuild's runs then depend
+    /// on the sequences).
+    TextIdempotent,
 }
 
 /// A sealed segment of ~`bytes` bytes: batches of `records` records of
@@ -42,10 +48,19 @@ fn segment(bytes: usize, records: usize, value: usize, payload: Payload) -> (Byt
         let ts = 1_700_000_000_000 + next;
         let mut b = match payload {
             Payload::Same => sample_batch(records, value, ts),
-            Payload::Text => {
+            Payload::Text | Payload::TextIdempotent => {
                 let values: Vec<Vec<u8>> = (0..records).map(|_| letters(value)).collect();
                 let recs: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(&v[..]))).collect();
-                build_batch(0, ts, &recs)
+                let producer = match payload {
+                    Payload::TextIdempotent => BatchProducer {
+                        attributes: 0,
+                        producer_id: 7,
+                        producer_epoch: 0,
+                        base_sequence: next as i32,
+                    },
+                    _ => BatchProducer::NONE,
+                };
+                build_batch_with(0, ts, producer, &recs)
             }
         };
         assign_offset_and_epoch(&mut b, next, 1);
@@ -63,10 +78,11 @@ fn last_offset(batches: &[BytesMut]) -> i64 {
         .unwrap()
 }
 
-const SHAPES: [(&str, usize, usize, Payload); 3] = [
+const SHAPES: [(&str, usize, usize, Payload); 4] = [
     ("100B", 160, 100, Payload::Same),
     ("100B_text", 160, 100, Payload::Text),
     ("1KiB", 16, 1024, Payload::Same),
+    ("100B_text_idempotent", 160, 100, Payload::TextIdempotent),
 ];
 const SEGMENT_BYTES: usize = 8 << 20;
 
@@ -74,6 +90,11 @@ fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("parquet_encode");
     g.sample_size(10);
     for (name, records, value, payload) in SHAPES {
+        if matches!(payload, Payload::TextIdempotent) {
+            // Here for the cold read's runs; the offload's figures (and
+            // the matrix's offload rows) stay the other three shapes.
+            continue;
+        }
         let (seg, _) = segment(SEGMENT_BYTES, records, value, payload);
         let opts = WriteOptions::new("bench", 0, 1);
         g.throughput(Throughput::Bytes(seg.len() as u64));

@@ -51,10 +51,12 @@ struct Columns<'a> {
     pid: &'a [i64],
     epoch: &'a [i16],
     seq: &'a [i32],
-    /// Whether every row has the first row's producer, epoch, timestamp
-    /// type and sequence (as in a topic written without idempotence: all
-    /// −1). Then a stretch from a row without a sequence, of create time,
-    /// runs to the end of the batch, with nothing to compare per row.
+    /// Whether the whole Arrow batch is one stretch ([`Self::stretch_end`]):
+    /// one producer, epoch and timestamp type (and log-append time, if
+    /// that is the type) throughout, and no sequences or sequences in
+    /// step with the offsets — a topic written without idempotence, or by
+    /// one idempotent producer. Then a stretch from any row runs to the
+    /// end of the batch, with nothing to compare per row.
     uniform: bool,
 }
 
@@ -122,11 +124,35 @@ impl<'a> Columns<'a> {
         if fixed.iter().any(|&n| n != rows) || cols.key.is_some_and(|k| k.len() != rows) {
             return Err(bad());
         }
-        let uniform = all_equal(cols.pid)
-            && all_equal(cols.epoch)
-            && all_equal(cols.ts_type)
-            && all_equal(cols.seq);
-        Ok(Self { uniform, ..cols })
+        Ok(Self {
+            uniform: cols.one_stretch(),
+            ..cols
+        })
+    }
+
+    /// Whether every row continues the first by [`Self::stretch_end`]'s
+    /// rule (so every row the one before it): scans of whole columns,
+    /// without early exits, which compile to vector loops.
+    fn one_stretch(&self) -> bool {
+        let (Some(&ts_type), Some(&seq)) = (self.ts_type.first(), self.seq.first()) else {
+            return true;
+        };
+        let steps_agree = || {
+            let step = |(&s, &o): (&i32, &i64)| s.wrapping_sub(o as i32);
+            let mut rows = self.seq.iter().zip(self.offset);
+            rows.next()
+                .map(step)
+                .is_none_or(|first| rows.fold(true, |all, row| all & (step(row) == first)))
+        };
+        all_equal(self.pid)
+            && all_equal(self.epoch)
+            && all_equal(self.ts_type)
+            && (ts_type != 1 || all_equal(self.ts))
+            && self
+                .seq
+                .iter()
+                .fold(true, |all, &s| all & ((s < 0) == (seq < 0)))
+            && (seq < 0 || steps_agree())
     }
 
     /// Row `i`'s batch-level fields.
@@ -153,9 +179,9 @@ impl<'a> Columns<'a> {
     fn stretch_end(&self, i: usize) -> usize {
         let (pid, epoch, seq) = (self.pid[i], self.epoch[i], self.seq[i]);
         let log_append = self.ts_type[i] == 1;
-        if self.uniform && seq < 0 && !log_append {
-            // Every later row has these fields, so each continues the
-            // one before (what the loop below would find, row by row).
+        if self.uniform {
+            // Every row continues the one before (what the loop below
+            // would find, row by row).
             debug_assert!(
                 (i + 1..self.offset.len()).all(|j| self.row(j - 1).continues_with(&self.row(j)))
             );
@@ -326,8 +352,8 @@ pub(crate) fn push_rows(
 }
 
 /// Whether every value of `s` is its first. Without an early exit: a fold
-/// the compiler turns into a vector loop (and the usual batch, uniform,
-/// is scanned to its end either way).
+/// the compiler turns into a vector loop (and the usual batch, one
+/// stretch, is scanned to its end either way).
 fn all_equal<T: Copy + PartialEq>(s: &[T]) -> bool {
     s.first()
         .is_none_or(|&f| s.iter().fold(true, |all, &x| all & (x == f)))
