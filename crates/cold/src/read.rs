@@ -138,7 +138,7 @@ impl<'a> Columns<'a> {
             return true;
         };
         let steps_agree = || {
-            let step = |(&s, &o): (&i32, &i64)| s.wrapping_sub(o as i32);
+            let step = |(&s, &o): (&i32, &i64)| seq_step(s, o);
             let mut rows = self.seq.iter().zip(self.offset);
             rows.next()
                 .map(step)
@@ -188,7 +188,7 @@ impl<'a> Columns<'a> {
             return self.offset.len();
         }
         let ts = self.ts[i];
-        let step = |k: usize| self.seq[k].wrapping_sub(self.offset[k] as i32);
+        let step = |k: usize| seq_step(self.seq[k], self.offset[k]);
         let first_step = step(i);
         let mut k = i + 1;
         while k < self.offset.len()
@@ -349,6 +349,13 @@ pub(crate) fn push_rows(
         i = end;
     }
     Ok(None)
+}
+
+/// A row's sequence less its offset, in i32 as sequences wrap: the same
+/// for every row of a run whose sequences are in step with its offsets.
+#[inline]
+fn seq_step(sequence: i32, offset: i64) -> i32 {
+    sequence.wrapping_sub(offset as i32)
 }
 
 /// Whether every value of `s` is its first. Without an early exit: a fold
