@@ -111,10 +111,16 @@ impl Implied {
         };
         let mut columns = rb.columns().to_vec();
         if let Some(next) = &mut self.next_offset {
-            let n = i64::try_from(rows)
-                .map_err(|_| ColdError::Io(format!("an Arrow batch of {rows} rows")))?;
-            columns.push(Arc::new(Int64Array::from_iter_values(*next..*next + n)));
-            *next += n;
+            // (Within the statistics' range, which `plan` checked, unless
+            // the file holds more rows than its metadata says: an error.)
+            let end = i64::try_from(rows)
+                .ok()
+                .and_then(|n| next.checked_add(n))
+                .ok_or_else(|| {
+                    ColdError::Schema(format!("{rows} rows after offset {next} overflow"))
+                })?;
+            columns.push(Arc::new(Int64Array::from_iter_values(*next..end)));
+            *next = end;
         }
         for (field, value, array) in &mut self.constants {
             if array.len() < rows {
@@ -139,7 +145,7 @@ fn leaf(md: &ParquetMetaData, name: &str) -> Option<usize> {
 
 /// An integer column chunk's exact minimum and maximum, widened to i64.
 fn min_max(rg: &RowGroupMetaData, col: usize) -> Option<(i64, i64)> {
-    let st = rg.column(col).statistics()?;
+    let st = rg.columns().get(col)?.statistics()?;
     if !st.min_is_exact() || !st.max_is_exact() || st.null_count_opt().unwrap_or(1) != 0 {
         return None;
     }
@@ -160,7 +166,8 @@ fn constant(rgs: &[&RowGroupMetaData], col: usize) -> Option<i64> {
 
 /// The first offset of `rgs` when their offsets (column `col`) run on by
 /// one from there, across the groups too: each group's span of offsets is
-/// exactly its row count, and each starts one past the last.
+/// exactly its row count (offsets strictly increase in a segment file, so
+/// then none is missing), and each starts one past the last.
 fn dense_from(rgs: &[&RowGroupMetaData], col: usize) -> Option<i64> {
     let mut next = None;
     let mut first = None;
