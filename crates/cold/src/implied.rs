@@ -19,6 +19,7 @@
 //! before, or by other writers, read as they did.
 
 use crate::cursor::ARROW_BATCH_ROWS;
+use crate::read::leaf_index;
 use crate::schema::read_schema;
 use crate::ColdError;
 use arrow_array::{Array, ArrayRef, Int16Array, Int32Array, Int64Array, Int8Array, RecordBatch};
@@ -136,11 +137,7 @@ impl Implied {
 
 /// The index of the leaf column at top-level `name` (a flat column).
 fn leaf(md: &ParquetMetaData, name: &str) -> Option<usize> {
-    md.file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.path().parts() == [name])
+    leaf_index(md, &[name])
 }
 
 /// An integer column chunk's exact minimum and maximum, widened to i64.

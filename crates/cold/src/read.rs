@@ -544,11 +544,7 @@ pub(crate) fn read_projection(
     // Whether the leaf column at `path` may hold a value in `groups`
     // (missing statistics: it may).
     let has_values = |path: &[&str]| {
-        let Some(col) = schema
-            .columns()
-            .iter()
-            .position(|c| c.path().parts() == path)
-        else {
+        let Some(col) = leaf_index(md, path) else {
             return true;
         };
         groups.iter().any(|&g| {
@@ -574,6 +570,19 @@ pub(crate) fn read_projection(
             })
             .map(|(i, _)| i),
     )
+}
+
+/// The index of the leaf column at `path` (its name's parts) in `md`'s
+/// schema.
+pub(crate) fn leaf_index(
+    md: &parquet::file::metadata::ParquetMetaData,
+    path: &[&str],
+) -> Option<usize> {
+    md.file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == path)
 }
 
 /// The offset and timestamp columns' leaf indexes in the segment schema.
