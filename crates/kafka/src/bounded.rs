@@ -35,6 +35,7 @@
 
 use bytes::{Buf, Bytes, TryGetError};
 use kafka_protocol::protocol::buf::ByteBuf;
+use kafka_protocol::protocol::Decodable;
 use std::ops::Range;
 
 /// Counts and lengths up to this pass whatever follows them: reserving
@@ -199,6 +200,14 @@ pub(crate) fn decode<T>(
         }
         (Err(e), _) => Err(e.to_string()),
     }
+}
+
+/// Decodes one `kafka-protocol` message of `version` from `bytes` that
+/// came from the network (a consumer's subscription or assignment, say),
+/// with the same refusal as [`decode`]: such a decoder, run on the bytes
+/// directly, reserves room for whatever count it reads first.
+pub fn decode_message<T: Decodable>(bytes: Bytes, version: i16) -> Result<T, String> {
+    decode(bytes, |b| T::decode(b, version))
 }
 
 fn too_large(value: u64, after: usize) -> String {

@@ -175,7 +175,9 @@ impl ResponseReader {
     }
 }
 
-fn encode_frame<R: Request>(
+/// `req` at `version` as a length-prefixed request frame (the request
+/// header with `client_id` and `correlation`, then the body).
+pub fn encode_frame<R: Request>(
     client_id: &str,
     correlation: i32,
     req: R,

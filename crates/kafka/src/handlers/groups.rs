@@ -27,7 +27,6 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
     OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
-use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -541,13 +540,16 @@ fn subscribed_topics(ctx: &Ctx, group: &str) -> Vec<String> {
     topics
 }
 
-fn decode_subscription(mut b: Bytes) -> Option<ConsumerProtocolSubscription> {
+/// A consumer member's subscription (its JoinGroup metadata: a version,
+/// then the message), or `None` if it does not decode. The bytes are the
+/// client's: decoded bounded, so a count they declare cannot size an
+/// allocation.
+fn decode_subscription(b: Bytes) -> Option<ConsumerProtocolSubscription> {
     if b.len() < 2 {
         return None;
     }
-    let version = i16::from_be_bytes([b[0], b[1]]);
-    let _ = bytes::Buf::get_i16(&mut b);
-    ConsumerProtocolSubscription::decode(&mut b, version.clamp(0, 3)).ok()
+    let version = i16::from_be_bytes([b[0], b[1]]).clamp(0, 3);
+    crate::bounded::decode_message(b.slice(2..), version).ok()
 }
 
 pub async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest, _v: i16) -> OffsetDeleteResponse {

@@ -1,5 +1,7 @@
-//! A broker behind the real Kafka listener on a loopback port, for the
-//! integration tests.
+//! A broker behind the real Kafka listener on a loopback port, with its
+//! background work running as in `strata dev` (the metadata session's
+//! renewals among it: without them the broker refuses produces once its
+//! session lapses, a few seconds in), for the integration tests.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -16,6 +18,7 @@ pub struct Running {
     pub addr: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    background: tokio::task::JoinHandle<()>,
     pub broker: Arc<strata_broker::Broker>,
 }
 
@@ -47,10 +50,12 @@ pub async fn start_full(dir: &Path, limits: ServerLimits, settings: BrokerSettin
     });
     let stop = CancellationToken::new();
     let task = tokio::spawn(strata_kafka::serve(listener, ctx, limits, stop.clone()));
+    let background = tokio::spawn(broker.clone().run_background());
     Running {
         addr: addr.to_string(),
         stop,
         task,
+        background,
         broker,
     }
 }
@@ -60,5 +65,6 @@ impl Running {
         self.stop.cancel();
         self.task.await.unwrap();
         self.broker.shutdown().await;
+        self.background.await.unwrap();
     }
 }

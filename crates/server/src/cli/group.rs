@@ -10,7 +10,6 @@ use kafka_protocol::messages::{
     ConsumerProtocolAssignment, DescribeGroupsRequest, GroupId, ListGroupsRequest,
     OffsetFetchRequest,
 };
-use kafka_protocol::protocol::Decodable;
 use std::collections::BTreeMap;
 
 #[derive(Args)]
@@ -40,7 +39,9 @@ fn decode_assignment(mut b: Bytes) -> Vec<(String, Vec<i32>)> {
         return Vec::new();
     }
     let version = b.get_i16().clamp(0, 3);
-    ConsumerProtocolAssignment::decode(&mut b, version)
+    // The broker's bytes (another member's, as sent): bounded, so a count
+    // in them cannot size an allocation.
+    strata_kafka::decode_message::<ConsumerProtocolAssignment>(b, version)
         .map(|a| {
             a.assigned_partitions
                 .into_iter()
