@@ -230,10 +230,11 @@ ab_rounds() {
 
 # librdkafka's load tool as the matrix (scripts/bench.sh) runs it, shared
 # with scripts/bench-group-ab.sh so that the A/B measures the same load.
-# rk_produce_load RP BOOTSTRAP TOPIC SIZE COUNT: acks=1, linger 5 ms, 1 MB batches.
+# rk_produce_load RP BOOTSTRAP TOPIC SIZE COUNT [FLAGS...]: acks=1, linger
+# 5 ms, 1 MB batches.
 rk_produce_load() {
   "$1" -P -t "$3" -b "$2" -s "$4" -c "$5" -a 1 -X linger.ms=5 -X batch.size=1000000 \
-    -X queue.buffering.max.messages=2000000 -q
+    -X queue.buffering.max.messages=2000000 -q "${@:6}"
 }
 # rk_group_consume RP BOOTSTRAP TOPIC GROUP COUNT [FLAGS...]: a consumer
 # group's consume of COUNT records from the beginning (given up after
