@@ -22,7 +22,10 @@
 //! the file.
 
 use crate::implied::Implied;
-use crate::read::{push_rows, read_projection, row_groups_from, Rebuilder, OFFSET_COLUMN};
+use crate::read::{
+    check_chunks, chunk_range, push_rows, read_projection, row_groups_from, Rebuilder,
+    OFFSET_COLUMN,
+};
 use crate::schema::read_schema;
 use crate::store::StoreObject;
 use crate::{ColdError, ReadOptions};
@@ -42,6 +45,16 @@ use tokio::sync::mpsc;
 /// How cursors decode a file: with [`read_schema`]'s value views.
 fn read_options() -> ArrowReaderOptions {
     ArrowReaderOptions::new().with_schema(read_schema())
+}
+
+/// A reader of `file`, held in memory, once its footer checks out
+/// ([`check_chunks`]; a ranged reader's is checked where the store loads
+/// it).
+fn memory_reader(file: Bytes) -> Result<ParquetRecordBatchReaderBuilder<Bytes>, ColdError> {
+    let len = file.len() as u64;
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
+    check_chunks(builder.metadata(), len).map_err(ColdError::Corrupt)?;
+    Ok(builder)
 }
 
 /// Rows per decoded Arrow batch.
@@ -73,8 +86,7 @@ fn selection(md: &ParquetMetaData, from_offset: i64) -> Selection {
     let total: i64 = groups
         .iter()
         .filter_map(|&g| md.row_groups().get(g))
-        .map(|rg| rg.num_rows())
-        .sum();
+        .fold(0i64, |t, rg| t.saturating_add(rg.num_rows()));
     let rows = (skip > 0).then(|| {
         let rest = usize::try_from(total).unwrap_or(0).saturating_sub(skip);
         RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(rest)])
@@ -140,10 +152,7 @@ fn chunk_ranges(
         .map(|rg| {
             (0..rg.num_columns())
                 .filter(|&i| columns.leaf_included(i))
-                .map(|i| {
-                    let (start, len) = rg.column(i).byte_range();
-                    start..start + len
-                })
+                .filter_map(|i| rg.columns().get(i).and_then(chunk_range))
                 .collect()
         })
         .collect()
@@ -154,6 +163,8 @@ fn chunk_ranges(
 struct Rows {
     from: Origin,
     implied: Implied,
+    /// Set once the decoder panicked ([`Panicked`]).
+    failed: bool,
 }
 
 /// Where a file's Arrow batches are decoded from.
@@ -171,6 +182,7 @@ impl Rows {
         Ok(Self {
             from: Origin::Memory(builder.build()?),
             implied,
+            failed: false,
         })
     }
 
@@ -179,29 +191,79 @@ impl Rows {
     }
 
     async fn next(&mut self) -> Option<Result<RecordBatch, ColdError>> {
+        if self.failed {
+            return Some(Err(decoder_panicked()));
+        }
         let b = match &mut self.from {
-            Origin::Memory(r) => r.next()?.map_err(ColdError::from),
-            Origin::Ranged(s) => s.next().await?.map_err(ColdError::from),
+            Origin::Memory(r) => next_guarded(r),
+            Origin::Ranged(s) => next_guarded_async(s).await,
         };
-        Some(b.and_then(|b| self.implied.apply(b)))
+        self.implied_on(b)
     }
 
     /// [`Self::next`] of a file in memory; an error for a ranged file
     /// (its reads wait on the store).
     fn next_blocking(&mut self) -> Option<Result<RecordBatch, ColdError>> {
+        if self.failed {
+            return Some(Err(decoder_panicked()));
+        }
         let b = match &mut self.from {
-            Origin::Memory(r) => r.next()?,
+            Origin::Memory(r) => next_guarded(r),
             Origin::Ranged(_) => {
                 return Some(Err(ColdError::Io(
                     "a ranged cold decoder cannot decode without an async runtime".into(),
                 )))
             }
         };
-        Some(
-            b.map_err(ColdError::from)
-                .and_then(|b| self.implied.apply(b)),
-        )
+        self.implied_on(b)
     }
+
+    /// A decoded batch with the implied columns added; a decoder that
+    /// panicked is not asked again.
+    fn implied_on(&mut self, b: Guarded) -> Option<Result<RecordBatch, ColdError>> {
+        match b {
+            Ok(b) => Some(b?.and_then(|b| self.implied.apply(b))),
+            Err(Panicked) => {
+                self.failed = true;
+                Some(Err(decoder_panicked()))
+            }
+        }
+    }
+}
+
+/// The parquet crate asserts, rather than fails, on some corrupt pages (a
+/// bit width past 64, a run longer than its buffer): one corrupt object
+/// must cost its read, not the thread or task decoding it (a broker's
+/// connection, or a decoding thread a cursor waits on). A reader that
+/// panicked is left mid-page and is not asked again: its error is its
+/// last item.
+pub(crate) struct Panicked;
+
+/// A reader's next batch, or that its decoder panicked.
+pub(crate) type Guarded = Result<Option<Result<RecordBatch, ColdError>>, Panicked>;
+
+pub(crate) fn decoder_panicked() -> ColdError {
+    ColdError::Corrupt("the Parquet decoder gave up on a corrupt page".into())
+}
+
+/// The next batch of a file in memory.
+fn next_guarded(r: &mut ParquetRecordBatchReader) -> Guarded {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.next()))
+        .map(|b| b.map(|b| b.map_err(ColdError::from)))
+        .map_err(|_| Panicked)
+}
+
+/// The next batch of a ranged read (or a seek's).
+pub(crate) async fn next_guarded_async<T>(s: &mut ParquetRecordBatchStream<T>) -> Guarded
+where
+    T: parquet::arrow::async_reader::AsyncFileReader + Unpin + Send + 'static,
+{
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(s.next())
+        .catch_unwind()
+        .await
+        .map(|b| b.map(|b| b.map_err(ColdError::from)))
+        .map_err(|_| Panicked)
 }
 
 enum Source {
@@ -309,7 +371,7 @@ pub struct ColdCursor {
 impl ColdCursor {
     /// A cursor over a file held in memory, at `from_offset`.
     pub fn open(file: Bytes, from_offset: i64, leader_epoch: i32) -> Result<Self, ColdError> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
+        let builder = memory_reader(file)?;
         let rows = Rows::memory(select_from(builder, from_offset))?;
         Ok(Self::new(
             Source::Direct(Box::new(rows)),
@@ -338,6 +400,7 @@ impl ColdCursor {
         let rows = Rows {
             from: Origin::Ranged(builder.build()?),
             implied,
+            failed: false,
         };
         Ok(Self::new(
             Source::Direct(Box::new(rows)),
@@ -478,7 +541,7 @@ pub struct DecodedFile {
 impl DecodedFile {
     /// Decodes every row of `file` as a cursor from its start would.
     pub fn decode(file: Bytes) -> Result<Self, ColdError> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, read_options())?;
+        let builder = memory_reader(file)?;
         let mut rows = Rows::memory(select_from(builder, 0))?;
         let mut batches = Vec::new();
         while let Some(b) = rows.next_blocking() {

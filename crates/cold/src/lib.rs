@@ -48,6 +48,8 @@ pub enum ColdError {
     Schema(String),
     #[error("cannot read segment file {0}")]
     Io(String),
+    #[error("corrupt segment file: {0}")]
+    Corrupt(String),
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 use strata_record::{layout, BatchBuilder, BatchFields, TimestampType};
 
@@ -570,6 +571,47 @@ pub(crate) fn read_projection(
             })
             .map(|(i, _)| i),
     )
+}
+
+/// Where a column chunk lies in its file, by the footer: from its
+/// dictionary page (or first data page, without one) for its compressed
+/// size; `None` if either is negative. The parquet crate's own
+/// `byte_range` asserts that they are not, a panic on a corrupt footer.
+pub(crate) fn chunk_range(
+    c: &parquet::file::metadata::ColumnChunkMetaData,
+) -> Option<std::ops::Range<u64>> {
+    let start = u64::try_from(c.dictionary_page_offset().unwrap_or(c.data_page_offset())).ok()?;
+    let len = u64::try_from(c.compressed_size()).ok()?;
+    Some(start..start.checked_add(len)?)
+}
+
+/// Checks what a reader built on `md` takes on trust, before one is: that
+/// every column chunk lies within the file's `len` bytes (the parquet
+/// crate asserts a chunk's offsets are not negative: a panic on a corrupt
+/// footer), and that the row groups' row counts are not negative and add
+/// up (the reader sums them). A file that fails is refused whole.
+pub(crate) fn check_chunks(md: &ParquetMetaData, len: u64) -> Result<(), String> {
+    let mut rows: i64 = 0;
+    for (g, rg) in md.row_groups().iter().enumerate() {
+        rows = (rg.num_rows() >= 0)
+            .then(|| rows.checked_add(rg.num_rows()))
+            .flatten()
+            .ok_or_else(|| format!("row group {g} counts {} rows", rg.num_rows()))?;
+        for (i, c) in rg.columns().iter().enumerate() {
+            match chunk_range(c) {
+                Some(r) if r.end <= len => {}
+                _ => {
+                    return Err(format!(
+                        "column chunk {i} of row group {g} lies outside the file's {len} bytes \
+                         (offset {}, {} bytes)",
+                        c.dictionary_page_offset().unwrap_or(c.data_page_offset()),
+                        c.compressed_size()
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The index of the leaf column at `path` (its name's parts) in `md`'s

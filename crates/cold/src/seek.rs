@@ -12,7 +12,6 @@ use crate::{ColdError, StoreObject};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use arrow_array::RecordBatch;
-use futures::StreamExt;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
 
@@ -41,8 +40,13 @@ pub async fn offset_for_timestamp_ranged(
         .with_row_groups(groups)
         .with_projection(mask)
         .build()?;
-    while let Some(rb) = stream.next().await {
-        if let Some(found) = first_at_or_after(&rb?, ts)? {
+    loop {
+        let rb = match crate::cursor::next_guarded_async(&mut stream).await {
+            Ok(Some(rb)) => rb?,
+            Ok(None) => break,
+            Err(crate::cursor::Panicked) => return Err(crate::cursor::decoder_panicked()),
+        };
+        if let Some(found) = first_at_or_after(&rb, ts)? {
             return Ok(Some(found));
         }
     }

@@ -289,6 +289,7 @@ impl AsyncFileReader for StoreObject {
                 .with_prefetch_hint(Some(FOOTER_HINT))
                 .load_and_finish(self, size)
                 .await?;
+            crate::read::check_chunks(&metadata, size).map_err(ParquetError::General)?;
             Ok(Arc::new(metadata))
         }
         .boxed()

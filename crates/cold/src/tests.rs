@@ -10,6 +10,8 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use proptest::prelude::*;
 use strata_record::{decode_batch, encode_batch, BatchIter, DecodedRecord, TimestampType};
 
+mod corrupt;
+
 pub(crate) fn all_records(batches: &[BytesMut]) -> Vec<DecodedRecord> {
     let mut out = Vec::new();
     for b in batches {

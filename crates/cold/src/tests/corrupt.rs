@@ -1,0 +1,84 @@
+//! Corrupt segment files: a segment's Parquet file with bytes changed at
+//! random (mostly in its footer, which says where everything else is),
+//! read whole from memory, range-read from a store, and searched by
+//! timestamp. Each read returns records or an error; none panics. (The
+//! parquet crate asserts on some corrupt footers and pages: a negative
+//! chunk offset, a bit width past 64. Such a panic in a broker would
+//! cost a connection, or a thread a cursor waits on, for one bad
+//! object.) Seeded, so a failure repeats.
+
+use super::*;
+
+/// xorshift64*: the mutants' only randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// `good` with one to three bytes changed: three times in four within its
+/// footer (and the footer's length and magic after it), else anywhere.
+fn mutate(good: &[u8], rng: &mut Rng) -> Bytes {
+    let n = good.len();
+    let footer = u32::from_le_bytes([good[n - 8], good[n - 7], good[n - 6], good[n - 5]]) as usize;
+    let mut b = good.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        let at = if rng.below(4) == 0 {
+            rng.below(n)
+        } else {
+            n - 8 - footer + rng.below(footer + 8)
+        };
+        b[at] = match rng.below(4) {
+            0 => b[at] ^ 1 << rng.below(8),
+            1 => [0x00, 0x7f, 0x80, 0xff, 0x0f, 0xf0][rng.below(6)],
+            2 => b[at] ^ (rng.next() as u8 | 1),
+            _ => rng.next() as u8,
+        };
+    }
+    Bytes::from(b)
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_an_error_never_a_panic() {
+    let file = file_of(10, 100, 100, Compression::None, 100);
+    let mut rng = Rng(0x5eed);
+    let ro = ReadOptions {
+        max_bytes: 1 << 20,
+        ..ReadOptions::default()
+    };
+    let (mut read, mut refused) = (0, 0);
+    for i in 0..800 {
+        let bytes = mutate(&file.bytes, &mut rng);
+        let whole = std::panic::catch_unwind(|| read_batches(&bytes, &ro, 1));
+        let Ok(whole) = whole else {
+            panic!("mutant {i}: the in-memory read panicked");
+        };
+        let store = store_with("k.parquet", &bytes).await;
+        let object = || StoreObject::new(store.clone(), "k.parquet", bytes.len() as u64);
+        let (o, r) = (object(), ro.clone());
+        let ranged = tokio::spawn(async move { read_batches_ranged(o, &r, 1).await }).await;
+        let Ok(ranged) = ranged else {
+            panic!("mutant {i}: the ranged read panicked");
+        };
+        let seek = tokio::spawn(offset_for_timestamp_ranged(object(), 0)).await;
+        assert!(seek.is_ok(), "mutant {i}: the timestamp search panicked");
+        for r in [whole, ranged] {
+            match r {
+                Ok(_) => read += 1,
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    // Most mutants are refused; those that change only what the reader
+    // does not use (statistics, say) still read.
+    assert!(refused > read, "{refused} refused, {read} read");
+}
