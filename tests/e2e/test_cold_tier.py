@@ -155,6 +155,76 @@ def test_offload_serve_and_query(fresh_strata, topic_name):
     assert low == 0 and [(m.key(), m.value()) for m in got] == [(k, v) for k, v, _ in sent]
 
 
+def test_a_corrupt_cold_object_costs_its_reads_not_the_broker(fresh_strata, topic_name):
+    """An object in the cold tier whose footer is corrupt: fetches of its
+    offsets fail (KAFKA_STORAGE_ERROR, which clients retry), the broker
+    logs why and goes on serving everything else; once the object is
+    restored the same consumer reads every record, none lost."""
+    s = fresh_strata
+    # No cold cache: every cold read range-reads the object from the store.
+    s.extra_args = ["--set", "retention_check_interval_ms=300", "--set", "cold_cache_bytes=0"]
+    s.start()
+    create_topic(s.bootstrap, topic_name, config={
+        "segment.bytes": "65536", "local.retention.bytes": "131072"})
+    p = Producer({"bootstrap.servers": s.bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.size": 16384})
+    sent = [f"v{i}-".encode() + os.urandom(500) for i in range(1500)]
+    for v in sent:
+        p.produce(topic_name, value=v)
+    assert p.flush(60) == 0
+    wait_until(lambda: local_log_bytes(s, topic_name) < 131072 + 2 * 65536, timeout=90,
+               what="local segments to be offloaded and deleted")
+    objects = Path(s.data_dir) / "objects" / "topics" / topic_name / "partition=0"
+    first = sorted(objects.iterdir())[0]
+    good = first.read_bytes()
+    # The footer's length, the 4 bytes before the closing magic, made
+    # larger than the file.
+    first.write_bytes(good[:-8] + (len(good) * 2).to_bytes(4, "little") + good[-4:])
+
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": f"corrupt-{time.time()}",
+                  "enable.auto.commit": False, "fetch.error.backoff.ms": 100})
+    c.assign([TopicPartition(topic_name, 0, 0)])
+    got = []
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(m)
+    assert got == [], "nothing is served from the corrupt object"
+    assert "cold read failed" in s.log() and first.name in s.log()
+    assert metric(s, "strata_cold_read_errors_total") > 0
+    assert s.alive()
+    # The rest of the partition is served meanwhile: its hot tail.
+    end = len(sent) - 1
+    tail = read_values_from(s.bootstrap, topic_name, end, 1)
+    assert tail == [sent[end]]
+
+    first.write_bytes(good)
+    deadline = time.time() + 60
+    while len(got) < len(sent) and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m)
+    c.close()
+    assert [m.offset() for m in got] == list(range(len(sent)))
+    assert [m.value() for m in got] == sent
+
+
+def read_values_from(bootstrap, topic, offset, n, timeout=30):
+    """`n` values of partition 0 from `offset` (bounded wait)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"from-{time.time()}",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, offset)])
+    got = []
+    deadline = time.time() + timeout
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    c.close()
+    return got
+
+
 def test_offload_to_s3_and_read_back(s3, topic_name):
     moto, broker = s3
     s = broker(["--set", "retention_check_interval_ms=300"])

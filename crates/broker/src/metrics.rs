@@ -21,6 +21,10 @@ pub struct Metrics {
     pub offloaded_segments: AtomicU64,
     pub offload_errors: AtomicU64,
     pub cold_reads: AtomicU64,
+    /// Cold reads that failed (an object missing, unreadable or corrupt);
+    /// each is logged, and the fetch gets a storage error for that
+    /// partition.
+    pub cold_read_errors: AtomicU64,
     /// Cold reads that went on from a kept cursor (see `cold::cursors`).
     pub cold_reads_continued: AtomicU64,
     /// fsyncs of partition logs: before acknowledging a produce (acks=all

@@ -146,6 +146,13 @@ pub fn render(b: &Broker) -> String {
     );
     counter(
         &mut out,
+        "strata_cold_read_errors_total",
+        "Cold reads that failed (an object missing, unreadable or corrupt); each is logged.",
+        "counter",
+        g(&m.cold_read_errors),
+    );
+    counter(
+        &mut out,
         "strata_cold_reads_continued_total",
         "Cold fetches that continued a kept reader (the consumer asked for the next offset).",
         "counter",

@@ -49,9 +49,26 @@ impl Broker {
                 // caller continues in the local log.
                 return Ok((offset > start).then(Bytes::new));
             };
-            let data = self
+            let data = match self
                 .cold_read_entry(cold, tp, &entry, offset, max_bytes)
-                .await?;
+                .await
+            {
+                Ok(data) => data,
+                Err(e) => {
+                    // Handled here for the operator (the client only gets
+                    // KAFKA_STORAGE_ERROR and retries): which object, why.
+                    self.metrics
+                        .cold_read_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        partition = %format_args!("{topic}-{partition}"),
+                        offset,
+                        error = %e,
+                        "cold read failed"
+                    );
+                    return Err(e);
+                }
+            };
             if !data.is_empty() {
                 return Ok(Some(data));
             }
