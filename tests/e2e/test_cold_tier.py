@@ -15,15 +15,15 @@ from conftest import create_topic, metric, segment_bytes, wait_until
 KEY_RE = re.compile(r"^\d{20}-\d{20}-e\d+\.parquet$")
 
 
-def read_values(bootstrap, topic, n, timeout=60, fetch_bytes=None):
-    """Values of partition 0 from offset 0, in order (bounded wait);
+def read_values(bootstrap, topic, n, timeout=60, fetch_bytes=None, offset=0):
+    """`n` values of partition 0 from `offset`, in order (bounded wait);
     `fetch_bytes` sets the consumer's per-partition fetch size."""
     conf = {"bootstrap.servers": bootstrap, "group.id": f"read-{time.time()}",
             "enable.auto.commit": False}
     if fetch_bytes is not None:
         conf["max.partition.fetch.bytes"] = fetch_bytes
     c = Consumer(conf)
-    c.assign([TopicPartition(topic, 0, 0)])
+    c.assign([TopicPartition(topic, 0, offset)])
     got = []
     deadline = time.time() + timeout
     while len(got) < n and time.time() < deadline:
@@ -37,6 +37,24 @@ def read_values(bootstrap, topic, n, timeout=60, fetch_bytes=None):
 def local_log_bytes(s, topic):
     """Bytes of partition 0's local segments."""
     return segment_bytes(Path(s.data_dir) / "logs" / f"{topic}-0")
+
+
+def fill_and_offload(s, topic, n, size, segment):
+    """Creates `topic` with `segment`-byte segments and two of them kept
+    locally, produces `n` values of `size` random bytes (incompressible)
+    in batches a quarter of a segment, and waits until all but the local
+    tail is offloaded and deleted; returns the values."""
+    create_topic(s.bootstrap, topic, config={
+        "segment.bytes": str(segment), "local.retention.bytes": str(2 * segment)})
+    p = Producer({"bootstrap.servers": s.bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.size": segment // 4})
+    sent = [f"v{i}-".encode() + os.urandom(size) for i in range(n)]
+    for v in sent:
+        p.produce(topic, value=v)
+    assert p.flush(60) == 0
+    wait_until(lambda: local_log_bytes(s, topic) < 4 * segment, timeout=90,
+               what="local segments to be offloaded and deleted")
+    return sent
 
 
 @pytest.fixture
@@ -164,16 +182,7 @@ def test_a_corrupt_cold_object_costs_its_reads_not_the_broker(fresh_strata, topi
     # No cold cache: every cold read range-reads the object from the store.
     s.extra_args = ["--set", "retention_check_interval_ms=300", "--set", "cold_cache_bytes=0"]
     s.start()
-    create_topic(s.bootstrap, topic_name, config={
-        "segment.bytes": "65536", "local.retention.bytes": "131072"})
-    p = Producer({"bootstrap.servers": s.bootstrap, "acks": "all", "linger.ms": 5,
-                  "batch.size": 16384})
-    sent = [f"v{i}-".encode() + os.urandom(500) for i in range(1500)]
-    for v in sent:
-        p.produce(topic_name, value=v)
-    assert p.flush(60) == 0
-    wait_until(lambda: local_log_bytes(s, topic_name) < 131072 + 2 * 65536, timeout=90,
-               what="local segments to be offloaded and deleted")
+    sent = fill_and_offload(s, topic_name, 1500, 500, segment=65536)
     objects = Path(s.data_dir) / "objects" / "topics" / topic_name / "partition=0"
     first = sorted(objects.iterdir())[0]
     good = first.read_bytes()
@@ -196,7 +205,7 @@ def test_a_corrupt_cold_object_costs_its_reads_not_the_broker(fresh_strata, topi
     assert s.alive()
     # The rest of the partition is served meanwhile: its hot tail.
     end = len(sent) - 1
-    tail = read_values_from(s.bootstrap, topic_name, end, 1)
+    tail = read_values(s.bootstrap, topic_name, 1, offset=end)
     assert tail == [sent[end]]
 
     first.write_bytes(good)
@@ -208,21 +217,6 @@ def test_a_corrupt_cold_object_costs_its_reads_not_the_broker(fresh_strata, topi
     c.close()
     assert [m.offset() for m in got] == list(range(len(sent)))
     assert [m.value() for m in got] == sent
-
-
-def read_values_from(bootstrap, topic, offset, n, timeout=30):
-    """`n` values of partition 0 from `offset` (bounded wait)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"from-{time.time()}",
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, offset)])
-    got = []
-    deadline = time.time() + timeout
-    while len(got) < n and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(m.value())
-    c.close()
-    return got
 
 
 def test_offload_to_s3_and_read_back(s3, topic_name):
@@ -459,15 +453,7 @@ def test_delete_records_across_tiers(fresh_strata, topic_name):
     s = fresh_strata
     s.extra_args = ["--set", "retention_check_interval_ms=300"]
     s.start()
-    create_topic(s.bootstrap, topic_name, config={
-        "segment.bytes": "32768", "local.retention.bytes": "65536"})
-    p = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, "batch.size": 8192})
-    sent = [f"d{i}-".encode() + os.urandom(300) for i in range(1000)]
-    for v in sent:
-        p.produce(topic_name, value=v)
-    assert p.flush(60) == 0
-    wait_until(lambda: local_log_bytes(s, topic_name) < 65536 + 2 * 32768, timeout=60,
-               what="offload")
+    sent = fill_and_offload(s, topic_name, 1000, 300, segment=32768)
     objects = Path(s.data_dir) / "objects" / "topics" / topic_name / "partition=0"
     before = len(list(objects.iterdir()))
     a = AdminClient({"bootstrap.servers": s.bootstrap})

@@ -34,9 +34,7 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
 use std::time::Duration;
-use strata_broker::config::BrokerSettings;
 use strata_kafka::client::KafkaClient;
-use strata_kafka::ServerLimits;
 
 const I64S: [i64; 6] = [i64::MIN, -3, -2, -1, 0, i64::MAX];
 const I32S: [i32; 5] = [i32::MIN, -2, -1, 0, i32::MAX];
@@ -103,11 +101,7 @@ fn fetch(offset: i64, part_max: i32, max: i32, min: i32, wait: i32, epoch: i32) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_extreme_value_gets_an_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = BrokerSettings {
-        group_initial_rebalance_delay_ms: 0,
-        ..BrokerSettings::default()
-    };
-    let b = common::start_full(dir.path(), ServerLimits::default(), settings).await;
+    let b = common::start_groups_at_once(dir.path()).await;
     let mut p = Prober {
         addr: b.addr.clone(),
         client: None,

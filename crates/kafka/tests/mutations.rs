@@ -62,13 +62,13 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
+use proptest::prelude::Rng;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-use strata_broker::config::BrokerSettings;
 use strata_kafka::client::{encode_frame, KafkaClient};
 use strata_kafka::versions;
-use strata_kafka::ServerLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -85,6 +85,18 @@ fn topic() -> TopicName {
 
 fn one_record() -> Bytes {
     strata_record::build_batch(0, 1_000, &[(Some(b"k"), Some(b"v"))]).freeze()
+}
+
+/// A produce of one record to partition 0 of `t`, acks=1.
+fn produce() -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic())
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(one_record()))])])
 }
 
 /// A request frame at every version of `R` the broker advertises that
@@ -106,18 +118,7 @@ fn add<R: Request + Clone>(out: &mut Vec<(String, BytesMut)>, name: &str, req: R
 fn corpus() -> Vec<(String, BytesMut)> {
     let mut out = Vec::new();
     let o = &mut out;
-    add(
-        o,
-        "produce",
-        ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(1000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic())
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(one_record()))])]),
-    );
+    add(o, "produce", produce());
     add(
         o,
         "fetch",
@@ -440,46 +441,39 @@ fn corpus() -> Vec<(String, BytesMut)> {
     out
 }
 
-/// xorshift64*: the mutants' only source of randomness, so a seed
-/// repeats a run.
-struct Rng(u64);
+/// The mutants' only randomness, seeded, so a seed repeats a run.
+fn rng(seed: u64) -> TestRng {
+    TestRng::from_seed(RngAlgorithm::ChaCha, &seed.to_le_bytes().repeat(4))
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// A number below `n` (0 for 0).
+fn below(rng: &mut TestRng, n: usize) -> usize {
+    (rng.next_u64() % n.max(1) as u64) as usize
 }
 
 /// `frame` (length prefix, then header and body) with one to three edits
 /// to what follows the prefix, the prefix then set to the new length.
-fn mutate(frame: &[u8], rng: &mut Rng) -> Vec<u8> {
+fn mutate(frame: &[u8], rng: &mut TestRng) -> Vec<u8> {
     let mut body = frame[4..].to_vec();
-    for _ in 0..1 + rng.below(3) {
+    for _ in 0..1 + below(rng, 3) {
         // Mostly past the API key and version, so the mutant reaches the
         // same handler; sometimes anywhere.
-        let from = if rng.below(8) == 0 {
+        let from = if below(rng, 8) == 0 {
             0
         } else {
             4.min(body.len())
         };
-        let at = from + rng.below(body.len().saturating_sub(from));
-        match rng.below(7) {
-            0 if at < body.len() => body[at] ^= 1 << rng.below(8),
-            1 if at < body.len() => body[at] = [0x00, 0x01, 0x7f, 0x80, 0xff][rng.below(5)],
-            2 if at < body.len() => body[at] ^= (rng.next() as u8) | 1,
+        let at = from + below(rng, body.len().saturating_sub(from));
+        match below(rng, 7) {
+            0 if at < body.len() => body[at] ^= 1 << below(rng, 8),
+            1 if at < body.len() => body[at] = [0x00, 0x01, 0x7f, 0x80, 0xff][below(rng, 5)],
+            2 if at < body.len() => body[at] ^= (rng.next_u64() as u8) | 1,
             3 if at + 4 <= body.len() => {
-                let v = [i32::MAX, i32::MIN, -1, 0x0001_0000, 0x7fff][rng.below(5)];
+                let v = [i32::MAX, i32::MIN, -1, 0x0001_0000, 0x7fff][below(rng, 5)];
                 body[at..at + 4].copy_from_slice(&v.to_be_bytes());
             }
             4 => body.truncate(at),
-            5 => body.insert(at.min(body.len()), rng.next() as u8),
+            5 => body.insert(at.min(body.len()), rng.next_u64() as u8),
             _ if at < body.len() => {
                 body.remove(at);
             }
@@ -539,11 +533,7 @@ async fn mutated_requests_never_panic_the_broker() {
         .unwrap_or(60);
 
     let dir = tempfile::tempdir().unwrap();
-    let settings = BrokerSettings {
-        group_initial_rebalance_delay_ms: 0,
-        ..BrokerSettings::default()
-    };
-    let b = common::start_full(dir.path(), ServerLimits::default(), settings).await;
+    let b = common::start_groups_at_once(dir.path()).await;
     let mut c = KafkaClient::connect(&b.addr, "mutations").await.unwrap();
     let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
         .with_name(topic())
@@ -574,7 +564,7 @@ async fn mutated_requests_never_panic_the_broker() {
         );
     }
 
-    let mut rng = Rng(seed | 1);
+    let mut rng = rng(seed);
     let mutants: Vec<Vec<u8>> = corpus
         .iter()
         .flat_map(|(_, f)| {
@@ -606,15 +596,7 @@ async fn mutated_requests_never_panic_the_broker() {
 
     // The broker still serves: a produce and the fetch of what it wrote.
     let mut c = KafkaClient::connect(&b.addr, "after").await.unwrap();
-    let produce = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(1000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic())
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(one_record()))])]);
-    let r = c.call(produce, 9).await.unwrap();
+    let r = c.call(produce(), 9).await.unwrap();
     let p = &r.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 0, "produce after the mutants");
     let fetch = FetchRequest::default()
@@ -650,11 +632,7 @@ async fn mutated_requests_never_panic_the_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_declaring_huge_counts_does_not_size_an_allocation() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = BrokerSettings {
-        group_initial_rebalance_delay_ms: 0,
-        ..BrokerSettings::default()
-    };
-    let b = common::start_full(dir.path(), ServerLimits::default(), settings).await;
+    let b = common::start_groups_at_once(dir.path()).await;
     let mut c = KafkaClient::connect(&b.addr, "huge-subscription")
         .await
         .unwrap();

@@ -8,40 +8,30 @@
 //! object.) Seeded, so a failure repeats.
 
 use super::*;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 
-/// xorshift64*: the mutants' only randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// A number below `n` (0 for 0).
+fn below(rng: &mut TestRng, n: usize) -> usize {
+    (rng.next_u64() % n.max(1) as u64) as usize
 }
 
 /// `good` with one to three bytes changed: three times in four within its
 /// footer (and the footer's length and magic after it), else anywhere.
-fn mutate(good: &[u8], rng: &mut Rng) -> Bytes {
+fn mutate(good: &[u8], rng: &mut TestRng) -> Bytes {
     let n = good.len();
     let footer = u32::from_le_bytes([good[n - 8], good[n - 7], good[n - 6], good[n - 5]]) as usize;
     let mut b = good.to_vec();
-    for _ in 0..1 + rng.below(3) {
-        let at = if rng.below(4) == 0 {
-            rng.below(n)
+    for _ in 0..1 + below(rng, 3) {
+        let at = if below(rng, 4) == 0 {
+            below(rng, n)
         } else {
-            n - 8 - footer + rng.below(footer + 8)
+            n - 8 - footer + below(rng, footer + 8)
         };
-        b[at] = match rng.below(4) {
-            0 => b[at] ^ 1 << rng.below(8),
-            1 => [0x00, 0x7f, 0x80, 0xff, 0x0f, 0xf0][rng.below(6)],
-            2 => b[at] ^ (rng.next() as u8 | 1),
-            _ => rng.next() as u8,
+        b[at] = match below(rng, 4) {
+            0 => b[at] ^ 1 << below(rng, 8),
+            1 => [0x00, 0x7f, 0x80, 0xff, 0x0f, 0xf0][below(rng, 6)],
+            2 => b[at] ^ (rng.next_u64() as u8 | 1),
+            _ => rng.next_u64() as u8,
         };
     }
     Bytes::from(b)
@@ -50,7 +40,7 @@ fn mutate(good: &[u8], rng: &mut Rng) -> Bytes {
 #[tokio::test]
 async fn a_corrupt_file_is_an_error_never_a_panic() {
     let file = file_of(10, 100, 100, Compression::None, 100);
-    let mut rng = Rng(0x5eed);
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x5e; 32]);
     let ro = ReadOptions {
         max_bytes: 1 << 20,
         ..ReadOptions::default()

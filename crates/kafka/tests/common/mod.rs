@@ -30,6 +30,16 @@ pub async fn start_with(dir: &Path, limits: ServerLimits) -> Running {
     start_full(dir, limits, BrokerSettings::default()).await
 }
 
+/// A broker whose groups rebalance as soon as their members have joined
+/// (no initial rebalance delay), for tests that join groups.
+pub async fn start_groups_at_once(dir: &Path) -> Running {
+    let settings = BrokerSettings {
+        group_initial_rebalance_delay_ms: 0,
+        ..BrokerSettings::default()
+    };
+    start_full(dir, ServerLimits::default(), settings).await
+}
+
 /// A broker with its embedded metadata store under `dir`, these listener
 /// limits and broker settings.
 pub async fn start_full(dir: &Path, limits: ServerLimits, settings: BrokerSettings) -> Running {
