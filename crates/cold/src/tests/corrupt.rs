@@ -5,7 +5,8 @@
 //! parquet crate asserts on some corrupt footers and pages: a negative
 //! chunk offset, a bit width past 64. Such a panic in a broker would
 //! cost a connection, or a thread a cursor waits on, for one bad
-//! object.) Seeded, so a failure repeats.
+//! object.) Seeded, so a failure repeats: `STRATA_MUTATION_SEED` picks
+//! another seed and `STRATA_MUTATIONS` the number of mutants (800).
 
 use super::*;
 use proptest::test_runner::{RngAlgorithm, TestRng};
@@ -40,27 +41,38 @@ fn mutate(good: &[u8], rng: &mut TestRng) -> Bytes {
 #[tokio::test]
 async fn a_corrupt_file_is_an_error_never_a_panic() {
     let file = file_of(10, 100, 100, Compression::None, 100);
-    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x5e; 32]);
+    let seed: u64 = std::env::var("STRATA_MUTATION_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed.to_le_bytes().repeat(4));
     let ro = ReadOptions {
         max_bytes: 1 << 20,
         ..ReadOptions::default()
     };
     let (mut read, mut refused) = (0, 0);
-    for i in 0..800 {
+    let mutants: usize = std::env::var("STRATA_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(800);
+    for i in 0..mutants {
         let bytes = mutate(&file.bytes, &mut rng);
         let whole = std::panic::catch_unwind(|| read_batches(&bytes, &ro, 1));
         let Ok(whole) = whole else {
-            panic!("mutant {i}: the in-memory read panicked");
+            panic!("mutant {i} (seed {seed}): the in-memory read panicked");
         };
         let store = store_with("k.parquet", &bytes).await;
         let object = || StoreObject::new(store.clone(), "k.parquet", bytes.len() as u64);
         let (o, r) = (object(), ro.clone());
         let ranged = tokio::spawn(async move { read_batches_ranged(o, &r, 1).await }).await;
         let Ok(ranged) = ranged else {
-            panic!("mutant {i}: the ranged read panicked");
+            panic!("mutant {i} (seed {seed}): the ranged read panicked");
         };
         let seek = tokio::spawn(offset_for_timestamp_ranged(object(), 0)).await;
-        assert!(seek.is_ok(), "mutant {i}: the timestamp search panicked");
+        assert!(
+            seek.is_ok(),
+            "mutant {i} (seed {seed}): the timestamp search panicked"
+        );
         for r in [whole, ranged] {
             match r {
                 Ok(_) => read += 1,
