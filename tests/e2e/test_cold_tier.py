@@ -52,7 +52,7 @@ def fill_and_offload(s, topic, n, size, segment):
     for v in sent:
         p.produce(topic, value=v)
     assert p.flush(60) == 0
-    wait_until(lambda: local_log_bytes(s, topic) < 4 * segment, timeout=90,
+    wait_until(lambda: local_log_bytes(s, topic) < 4 * segment, timeout=60,
                what="local segments to be offloaded and deleted")
     return sent
 

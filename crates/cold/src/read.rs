@@ -580,9 +580,15 @@ pub(crate) fn read_projection(
 pub(crate) fn chunk_range(
     c: &parquet::file::metadata::ColumnChunkMetaData,
 ) -> Option<std::ops::Range<u64>> {
-    let start = u64::try_from(c.dictionary_page_offset().unwrap_or(c.data_page_offset())).ok()?;
+    let start = u64::try_from(chunk_start(c)).ok()?;
     let len = u64::try_from(c.compressed_size()).ok()?;
     Some(start..start.checked_add(len)?)
+}
+
+/// Where the footer says a column chunk starts: its dictionary page, or
+/// its first data page without one.
+fn chunk_start(c: &parquet::file::metadata::ColumnChunkMetaData) -> i64 {
+    c.dictionary_page_offset().unwrap_or(c.data_page_offset())
 }
 
 /// Checks what a reader built on `md` takes on trust, before one is: that
@@ -604,7 +610,7 @@ pub(crate) fn check_chunks(md: &ParquetMetaData, len: u64) -> Result<(), String>
                     return Err(format!(
                         "column chunk {i} of row group {g} lies outside the file's {len} bytes \
                          (offset {}, {} bytes)",
-                        c.dictionary_page_offset().unwrap_or(c.data_page_offset()),
+                        chunk_start(c),
                         c.compressed_size()
                     ))
                 }

@@ -35,7 +35,7 @@
 
 use bytes::{Buf, Bytes, TryGetError};
 use kafka_protocol::protocol::buf::ByteBuf;
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, Message};
 use std::ops::Range;
 
 /// Counts and lengths up to this pass whatever follows them: reserving
@@ -208,6 +208,17 @@ pub(crate) fn decode<T>(
 /// directly, reserves room for whatever count it reads first.
 pub fn decode_message<T: Decodable>(bytes: Bytes, version: i16) -> Result<T, String> {
     decode(bytes, |b| T::decode(b, version))
+}
+
+/// [`decode_message`] of a message that carries its own version first, as
+/// an INT16 (the consumer protocol's subscription and assignment), read at
+/// the nearest version the codec knows.
+pub fn decode_versioned<T: Decodable + Message>(bytes: Bytes) -> Result<T, String> {
+    let [a, b, ..] = bytes[..] else {
+        return Err(format!("{} bytes hold no version", bytes.len()));
+    };
+    let version = i16::from_be_bytes([a, b]).clamp(T::VERSIONS.min, T::VERSIONS.max);
+    decode_message(bytes.slice(2..), version)
 }
 
 fn too_large(value: u64, after: usize) -> String {

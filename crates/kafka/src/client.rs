@@ -4,7 +4,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -240,7 +240,7 @@ fn decode_response<R: Request>(
     if <R::Response as HeaderVersion>::header_version(version) >= 1 {
         skip_tagged_fields(&mut buf)?;
     }
-    crate::bounded::decode(buf, |b| R::Response::decode(b, version))
+    crate::bounded::decode_message(buf, version)
         .map_err(|e| ClientError::Protocol(format!("cannot decode response: {e}")))
 }
 

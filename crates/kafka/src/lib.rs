@@ -11,6 +11,6 @@ mod handlers;
 pub mod server;
 pub mod versions;
 
-pub use bounded::decode_message;
+pub use bounded::{decode_message, decode_versioned};
 pub use handlers::Ctx;
 pub use server::{serve, ServerLimits};

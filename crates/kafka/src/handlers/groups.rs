@@ -545,11 +545,7 @@ fn subscribed_topics(ctx: &Ctx, group: &str) -> Vec<String> {
 /// client's: decoded bounded, so a count they declare cannot size an
 /// allocation.
 fn decode_subscription(b: Bytes) -> Option<ConsumerProtocolSubscription> {
-    if b.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([b[0], b[1]]).clamp(0, 3);
-    crate::bounded::decode_message(b.slice(2..), version).ok()
+    crate::bounded::decode_versioned(b).ok()
 }
 
 pub async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest, _v: i16) -> OffsetDeleteResponse {

@@ -3,7 +3,7 @@
 use super::route::Routes;
 use super::{connect, error_name, s};
 use anyhow::bail;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
@@ -34,14 +34,10 @@ enum GroupCmd {
     },
 }
 
-fn decode_assignment(mut b: Bytes) -> Vec<(String, Vec<i32>)> {
-    if b.len() < 2 {
-        return Vec::new();
-    }
-    let version = b.get_i16().clamp(0, 3);
+fn decode_assignment(b: Bytes) -> Vec<(String, Vec<i32>)> {
     // The broker's bytes (another member's, as sent): bounded, so a count
     // in them cannot size an allocation.
-    strata_kafka::decode_message::<ConsumerProtocolAssignment>(b, version)
+    strata_kafka::decode_versioned::<ConsumerProtocolAssignment>(b)
         .map(|a| {
             a.assigned_partitions
                 .into_iter()
